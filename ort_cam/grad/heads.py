@@ -1,0 +1,165 @@
+"""Gradient models: the score on top of the output, and d score / d layer below it, as a
+fused model (one session run) or as prefix.onnx + head.onnx."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from .. import __version__
+from ..builder import Builder
+from ..errors import NoGradientRuleError, OrtCamError
+from ..graph.layers import spatial_layer, suggest_layer_after
+from ..graph.load import LoadedModel
+from ..graph.split import Cut, find_cut, head_graph, prefix_graph
+from .backprop import add_gradient
+from .table import VjpContext
+
+SCORE_MODES = ("probability", "logit")
+#: Names fixed by the head contract.
+SCORES, GRAD, TARGET_WEIGHTS = "scores", "grad", "target_weights"
+_PASS_THROUGH = ("Identity", "Flatten", "Reshape", "Squeeze")
+
+
+@dataclass
+class GradientModels:
+    """What ``ort-cam split`` writes, plus the fused model the engine runs."""
+
+    prefix: onnx.ModelProto
+    head: onnx.ModelProto
+    manifest: dict
+
+
+def _rename_clashes(graph: gs.Graph) -> None:
+    tensors = graph.tensors()
+    for name in (SCORES, GRAD, TARGET_WEIGHTS):
+        if name in tensors:
+            tensors[name].name = f"{name}__model"
+
+
+def _find_softmax(out: gs.Tensor) -> gs.Node | None:
+    t = out
+    while t.inputs:
+        node = t.inputs[0]
+        if node.op in ("Softmax", "LogSoftmax"):
+            return node
+        if node.op not in _PASS_THROUGH:
+            return None
+        t = node.inputs[0]
+    return None
+
+
+def attach_score(graph: gs.Graph, model: LoadedModel, ctx: VjpContext, mode: str,
+                 output: str) -> gs.Tensor:
+    """The [N, C] score tensor: softmax probabilities or pre-softmax logits (METHODS.md)."""
+    if mode not in SCORE_MODES:
+        raise OrtCamError(f"unknown score {mode!r}; use one of {', '.join(SCORE_MODES)}")
+    b = ctx.b
+    out = graph.tensors()[output]
+    soft = _find_softmax(out)
+    if mode == "logit":
+        score = soft.inputs[0] if soft is not None else out
+    elif soft is not None and soft.op == "Softmax":
+        score = out
+    elif soft is not None:  # LogSoftmax: probabilities are its exponential
+        score = b.op("Exp", out)
+    else:
+        score = None
+    base = score if score is not None else out
+    shape = model.shapes[base.name]
+    dtype = model.dtypes[base.name]
+    if len(shape) != 2:
+        base = b.op("Flatten", base, axis=1)
+        shape = (shape[0], int(np.prod(shape[1:])))
+    if score is None:
+        base = b.op("Softmax", base, axis=-1)
+    for t in (base,):
+        ctx.shapes.setdefault(t.name, shape)
+        ctx.dtypes.setdefault(t.name, dtype)
+    return base
+
+
+def _gradient_graph(model: LoadedModel, graph: gs.Graph, layer: str, score_mode: str,
+                    output: str) -> tuple[gs.Graph, list[gs.Tensor]]:
+    _rename_clashes(graph)
+    ctx = VjpContext(Builder(graph, opset=model.opset), dict(model.shapes), dict(model.dtypes))
+    score = attach_score(graph, model, ctx, score_mode, output)
+    n_classes = ctx.shape(score)[1]
+    dtype = ctx.dtype(score)
+    weights = gs.Variable(TARGET_WEIGHTS, dtype=dtype, shape=["N", n_classes])
+    graph.inputs.append(weights)
+    try:
+        grad = add_gradient(graph, layer, score, weights, ctx)
+    except NoGradientRuleError as exc:
+        raise NoGradientRuleError(exc.op_type, exc.node_name,
+                                  suggest_layer_after(model, exc.node_name), exc.detail) from None
+    layer_t = graph.tensors()[layer]
+    outs = [
+        ctx.b.op("Identity", score),
+        ctx.b.op("Identity", grad),
+    ]
+    outs[0].name, outs[1].name = SCORES, GRAD
+    outs[0].dtype, outs[0].shape = dtype, ["N", n_classes]
+    outs[1].dtype, outs[1].shape = dtype, layer_t.shape
+    return graph, outs
+
+
+def _export(graph: gs.Graph, model: LoadedModel) -> onnx.ModelProto:
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    proto = gs.export_onnx(graph, do_type_check=False)
+    proto.ir_version = model.proto.ir_version
+    proto.producer_name = "ort_cam"
+    proto.producer_version = __version__
+    return proto
+
+
+def _output(model: LoadedModel, output: str | None) -> str:
+    if output is None:
+        return model.output_names[0]
+    if output not in model.output_names:
+        raise OrtCamError(f"unknown output {output!r}; the model has {model.output_names}")
+    return output
+
+
+def fused_model(model: LoadedModel, layer: str, score: str = "probability",
+                output: str | None = None) -> onnx.ModelProto:
+    """Model inputs + ``target_weights`` -> (layer tensor, ``scores``, ``grad``), one session."""
+    layer, _ = spatial_layer(model, layer)
+    output = _output(model, output)
+    graph = model.graph.copy()
+    graph, (scores, grad) = _gradient_graph(model, graph, layer, score, output)
+    layer_t = graph.tensors()[layer]
+    layer_t.dtype = model.dtypes[layer]
+    layer_t.shape = ["N", *model.shapes[layer][1:]]
+    graph.outputs = [layer_t, scores, grad]
+    return _export(graph, model)
+
+
+def split_models(model: LoadedModel, layer: str, score: str = "probability",
+                 output: str | None = None) -> GradientModels:
+    """prefix.onnx, head.onnx (with ``scores`` and ``grad``) and the manifest."""
+    layer, axis = spatial_layer(model, layer)
+    output = _output(model, output)
+    cut: Cut = find_cut(model.graph, layer, output)
+    prefix = _export(prefix_graph(model, cut), model)
+    head = head_graph(model, cut)
+    head, (scores, grad) = _gradient_graph(model, head, layer, score, output)
+    head.outputs = [scores, grad]
+    manifest = {
+        "ort_cam_version": __version__,
+        "layer": layer,
+        "layer_shape": ["N", *model.shapes[layer][1:]],
+        "crossing": cut.crossing,
+        "score": score,
+        "channel_axis": axis,
+        "layout": "NCHW" if axis == 1 else "NHWC",
+        "opset": model.opset,
+        "model_inputs": model.input_names,
+        "model_output": output,
+        "head_inputs": [*cut.head_inputs, TARGET_WEIGHTS],
+        "head_outputs": [SCORES, GRAD],
+    }
+    return GradientModels(prefix, _export(head, model), manifest)

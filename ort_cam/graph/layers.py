@@ -1,0 +1,204 @@
+"""Candidate layers: which tensors have a channel axis and a spatial grid, where the channels
+are, and whether the head above each can be differentiated."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass
+
+import onnx_graphsurgeon as gs
+
+from ..errors import NotSpatialError, UnknownLayerError
+from .load import LoadedModel, is_float
+
+#: Ops whose rank-4 outputs are NCHW by the ONNX spec.
+_NCHW_OPS = {
+    "Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+    "BatchNormalization", "InstanceNormalization", "LpPool", "LRN", "GlobalLpPool",
+}
+_TO_NHWC, _TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+
+
+@dataclass
+class LayerInfo:
+    """One candidate layer, as ``ort-cam layers`` lists it."""
+
+    name: str
+    op: str
+    node: str
+    shape: list[int | str]
+    layout: str | None  # "NCHW", "NHWC" or None (unknown)
+    channel_axis: int | None
+    differentiable: bool
+    blocker: str | None  # "Op (node)" of the first op without a rule above this layer
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _producer(t: gs.Tensor) -> gs.Node | None:
+    return t.inputs[0] if t.inputs else None
+
+
+def layouts(model: LoadedModel) -> dict[str, str]:
+    """Layout of every rank-4 tensor that can be told: propagated from convs, pools and
+    Transposes; element-wise ops pass their input's layout through."""
+    found: dict[str, str] = {}
+    shapes = model.shapes
+    for inp in model.graph.inputs:
+        s = shapes.get(inp.name, ())
+        if len(s) == 4:
+            found[inp.name] = "NHWC" if s[3] in (1, 3, 4) and s[1] not in (1, 3, 4) else "NCHW"
+    for node in model.graph.nodes:
+        for out in node.outputs:
+            if len(shapes.get(out.name, ())) != 4:
+                continue
+            if node.op in _NCHW_OPS:
+                found[out.name] = "NCHW"
+            elif node.op == "Transpose":
+                src = found.get(node.inputs[0].name)
+                perm = list(node.attrs.get("perm", []))
+                if perm == [0, 1, 2, 3]:
+                    found[out.name] = src
+                elif src == "NCHW" and perm == _TO_NHWC:
+                    found[out.name] = "NHWC"
+                elif src == "NHWC" and perm == _TO_NCHW:
+                    found[out.name] = "NCHW"
+            elif node.op not in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "MatMul", "Gemm"):
+                for inp in node.inputs:
+                    lay = found.get(inp.name)
+                    if lay and shapes.get(inp.name) == shapes.get(out.name):
+                        found[out.name] = lay
+                        break
+                else:
+                    for inp in node.inputs:
+                        if found.get(inp.name) and len(shapes.get(inp.name, ())) == 4:
+                            found[out.name] = found[inp.name]
+                            break
+    return {k: v for k, v in found.items() if v}
+
+
+def _needs_rule(node: gs.Node, model: LoadedModel) -> bool:
+    """A node that would need a VJP rule if a gradient flows through it (float in and out)."""
+    return any(is_float(model.dtypes.get(o.name)) for o in node.outputs if o.name)
+
+
+def _rules() -> dict:
+    from ..grad.backprop import VJP_RULES  # the table is filled once the rule modules load
+
+    return VJP_RULES
+
+
+def first_blocker(model: LoadedModel, tensor: str, ancestors: set[int] | None = None
+                  ) -> gs.Node | None:
+    """The first node (in graph order) between ``tensor`` and the output that has no rule."""
+    if ancestors is None:
+        ancestors = _ancestor_ids(model.graph, model.output_names[0])
+    rules = _rules()
+    reach = {tensor}
+    for node in model.graph.nodes:
+        if id(node) not in ancestors or not any(i.name in reach for i in node.inputs):
+            continue
+        floats = [o.name for o in node.outputs if o.name and is_float(model.dtypes.get(o.name))]
+        if not floats:
+            continue
+        if node.op not in rules:
+            return node
+        reach.update(floats)
+    return None
+
+
+def _ancestor_ids(graph: gs.Graph, output: str) -> set[int]:
+    tensors = graph.tensors()
+    seen: set[int] = set()
+    stack = [tensors[output]]
+    while stack:
+        t = stack.pop()
+        for node in t.inputs:
+            if id(node) not in seen:
+                seen.add(id(node))
+                stack.extend(node.inputs)
+    return seen
+
+
+def list_layers(model: LoadedModel, spatial_only: bool = True) -> list[LayerInfo]:
+    """Every rank-4 float tensor computed by the model, in graph order."""
+    lay = layouts(model)
+    ancestors = _ancestor_ids(model.graph, model.output_names[0])
+    result = []
+    for node in model.graph.nodes:
+        for out in node.outputs:
+            shape = model.shapes.get(out.name)
+            if not out.name or shape is None or len(shape) != 4:
+                continue
+            if not is_float(model.dtypes.get(out.name)):
+                continue
+            layout = lay.get(out.name)
+            axis = {"NCHW": 1, "NHWC": 3}.get(layout) if layout else None
+            if spatial_only and axis is not None:
+                h, w = (shape[2], shape[3]) if axis == 1 else (shape[1], shape[2])
+                if h * w <= 1:
+                    continue
+            blocker = first_blocker(model, out.name, ancestors)
+            result.append(LayerInfo(
+                name=out.name, op=node.op, node=node.name,
+                shape=["N", *shape[1:]], layout=layout, channel_axis=axis,
+                differentiable=blocker is None,
+                blocker=f"{blocker.op} ({blocker.name})" if blocker is not None else None,
+            ))
+    return result
+
+
+def resolve_layer(model: LoadedModel, name: str) -> str:
+    """The tensor a user means by ``name``: a tensor name, or a node name (its first output)."""
+    tensors = model.graph.tensors()
+    t = tensors.get(name)
+    if isinstance(t, gs.Variable) and (t.inputs or t in model.graph.inputs):
+        return name
+    for node in model.graph.nodes:
+        if node.name == name and node.outputs:
+            return node.outputs[0].name
+    choices = [n for n, t in tensors.items() if isinstance(t, gs.Variable) and t.inputs]
+    choices += [n.name for n in model.graph.nodes if n.name]
+    close = difflib.get_close_matches(name, choices, n=5, cutoff=0.5)
+    hint = f"; closest: {', '.join(close)}" if close else ""
+    raise UnknownLayerError(
+        f"unknown layer {name!r}{hint} (run `ort-cam layers MODEL` to list them)"
+    )
+
+
+def spatial_layer(model: LoadedModel, name: str) -> tuple[str, int]:
+    """Resolve ``name`` and check it has a channel axis and a grid; (tensor, channel axis)."""
+    tensor = resolve_layer(model, name)
+    shape = model.shapes.get(tensor, ())
+    if len(shape) != 4 or not is_float(model.dtypes.get(tensor)):
+        raise NotSpatialError(
+            f"layer {tensor!r} has shape {list(shape)}, not [N,K,h,w] or [N,h,w,K]; "
+            "pick a convolution or pooling output (see `ort-cam layers MODEL`)"
+        )
+    layout = layouts(model).get(tensor)
+    if layout is None:
+        raise NotSpatialError(
+            f"cannot tell where the channels of {tensor!r} (shape {list(shape)}) are; "
+            "pick a tensor produced by a Conv/Pool or its activation"
+        )
+    axis = 1 if layout == "NCHW" else 3
+    h, w = (shape[2], shape[3]) if axis == 1 else (shape[1], shape[2])
+    if h * w <= 1:
+        raise NotSpatialError(
+            f"layer {tensor!r} has a {h}x{w} grid, so its map is constant; pick an earlier layer"
+        )
+    return tensor, axis
+
+
+def suggest_layer_after(model: LoadedModel, node_name: str) -> str | None:
+    """The first candidate layer after ``node_name`` whose head can be differentiated."""
+    names = [n.name for n in model.graph.nodes]
+    if node_name not in names:
+        return None
+    after = names.index(node_name)
+    order = {n.name: i for i, n in enumerate(model.graph.nodes)}
+    for info in list_layers(model):
+        if order.get(info.node, -1) > after and info.differentiable:
+            return info.name
+    return None

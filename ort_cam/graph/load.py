@@ -1,0 +1,204 @@
+"""Loading a model: read it (external data too), bring it to a usable opset, free its batch
+axis, fold constants, and record every tensor's shape from one onnxruntime run."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import onnxruntime as ort
+from onnx import version_converter
+
+from ..errors import ModelLoadError
+
+#: The gradient graph needs ScatterElements(reduction="add"), which arrived in opset 16.
+MIN_OPSET = 16
+#: Batch size of the shape probe: 2, so that a broadcast dim (1) never looks like the batch.
+PROBE_BATCH = 2
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
+_MAX_PROTO = 2_000_000_000
+
+
+def read_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
+    """Read an ONNX file (with its external data) or copy a ModelProto."""
+    if isinstance(source, onnx.ModelProto):
+        return copy.deepcopy(source)
+    path = Path(source)
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    try:
+        return onnx.load(str(path), load_external_data=True)
+    except Exception as exc:  # protobuf / external-data errors come in many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"cannot read {path} as ONNX ({first}); check that it is a complete .onnx file"
+        ) from exc
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """The version of the default ('' / ai.onnx) domain."""
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    raise ModelLoadError("the model imports no default ONNX opset; it is not a standard model")
+
+
+def upgrade_opset(model: onnx.ModelProto, target: int = MIN_OPSET) -> tuple[onnx.ModelProto, str]:
+    """Convert the model to ``target`` when its opset is older; returns (model, what was done)."""
+    version = default_opset(model)
+    if version >= target:
+        return model, f"opset {version}"
+    try:
+        converted = version_converter.convert_version(model, target)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot convert the model from opset {version} to {target} ({exc}); "
+            f"re-export it with opset >= {target}"
+        ) from exc
+    return converted, f"opset {version} converted to {target}"
+
+
+def session_for(model: onnx.ModelProto, providers: list | None = None,
+                options: ort.SessionOptions | None = None) -> ort.InferenceSession:
+    """An onnxruntime session for an in-memory model (spilled to a file past 2 GB)."""
+    providers = providers or ["CPUExecutionProvider"]
+    if model.ByteSize() < _MAX_PROTO:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+    tmp = tempfile.mkdtemp(prefix="ort_cam_")
+    path = os.path.join(tmp, "model.onnx")
+    onnx.save(model, path, save_as_external_data=True, location="model.onnx.data")
+    return ort.InferenceSession(path, options, providers=providers)
+
+
+def _free_batch_axis(graph: gs.Graph) -> None:
+    """Make axis 0 of inputs/outputs symbolic, and a Reshape whose constant target starts with
+    the old fixed batch (1) copy the batch instead (shape value 0)."""
+    fixed = [inp.shape[0] for inp in graph.inputs if inp.shape and isinstance(inp.shape[0], int)]
+    for t in list(graph.inputs) + list(graph.outputs):
+        if t.shape and len(t.shape) >= 1 and isinstance(t.shape[0], int):
+            t.shape = ["N", *t.shape[1:]]
+    if fixed and fixed[0] == 1:
+        for node in graph.nodes:
+            if node.op != "Reshape" or len(node.inputs) < 2:
+                continue
+            data, shape = node.inputs[0], node.inputs[1]
+            if isinstance(shape, gs.Constant) and not isinstance(data, gs.Constant):
+                values = np.array(shape.values)
+                if values.ndim == 1 and values.size >= 2 and values[0] == 1:
+                    values = values.copy()
+                    values[0] = 0
+                    node.inputs[1] = gs.Constant(shape.name + "/batch_free", values)
+    # Stale intermediate shapes would fight the new batch axis; ORT re-infers them.
+    for t in graph.tensors().values():
+        if isinstance(t, gs.Variable) and t not in graph.inputs and t not in graph.outputs:
+            t.shape = None
+
+
+def probe_inputs(graph: gs.Graph, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs of the graph's input shapes, with ``batch`` on symbolic dims."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for inp in graph.inputs:
+        shape = [d if isinstance(d, int) and d > 0 else batch for d in (inp.shape or [])]
+        if shape:
+            shape[0] = batch
+        dtype = np.dtype(inp.dtype) if inp.dtype is not None else np.dtype(np.float32)
+        if np.issubdtype(dtype, np.floating):
+            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            feeds[inp.name] = np.zeros(shape, dtype=dtype)
+    return feeds
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for splitting and differentiation.
+
+    Attributes:
+        proto: the model with a free batch axis and folded constants.
+        graph: the same as an onnx-graphsurgeon graph (do not mutate; copy first).
+        shapes: every tensor's shape as seen in one run with batch ``PROBE_BATCH``.
+        dtypes: every tensor's NumPy dtype from that run.
+        opset: the default-domain opset after any conversion.
+        notes: what loading did (conversion, batch freeing), for the user.
+    """
+
+    proto: onnx.ModelProto
+    graph: gs.Graph
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, np.dtype]
+    opset: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.graph.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.graph.outputs]
+
+
+def probe_shapes(model: onnx.ModelProto, graph: gs.Graph, batch: int = PROBE_BATCH):
+    """Run the model once on random input with every tensor exposed; shapes and dtypes."""
+    probe = copy.deepcopy(model)
+    have = {o.name for o in probe.graph.output}
+    names = []
+    for node in probe.graph.node:
+        for out in node.output:
+            if out and out not in have:
+                names.append(out)
+                have.add(out)
+    probe.graph.output.extend([onnx.ValueInfoProto(name=n) for n in names])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        sess = session_for(probe, options=options)
+        outs = sess.run(None, probe_inputs(graph, batch))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:300]
+        raise ModelLoadError(
+            f"onnxruntime cannot run the model with batch {batch} ({first}); "
+            "re-export it with a dynamic batch axis"
+        ) from exc
+    shapes, dtypes = {}, {}
+    for meta, value in zip(sess.get_outputs(), outs, strict=True):
+        value = np.asarray(value)
+        shapes[meta.name] = tuple(int(d) for d in value.shape)
+        dtypes[meta.name] = value.dtype
+    return shapes, dtypes
+
+
+def load_model(source: str | os.PathLike | onnx.ModelProto) -> LoadedModel:
+    """Read, upgrade, free the batch axis, fold constants and probe shapes."""
+    model = read_model(source)
+    if not model.graph.node:
+        raise ModelLoadError("the model has no nodes; check that it is a complete .onnx file")
+    model, opset_note = upgrade_opset(model)
+    notes = [opset_note]
+    try:
+        graph = gs.import_onnx(model)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot import the model's graph ({exc})") from exc
+    _free_batch_axis(graph)
+    graph.fold_constants(error_ok=True).cleanup().toposort()
+    proto = gs.export_onnx(graph, do_type_check=False)
+    proto.ir_version = model.ir_version
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(model.metadata_props)
+    proto.doc_string = model.doc_string
+    shapes, dtypes = probe_shapes(proto, graph)
+    for inp in graph.inputs:
+        shapes.setdefault(inp.name, tuple(probe_inputs(graph, PROBE_BATCH)[inp.name].shape))
+        dtypes.setdefault(inp.name, np.dtype(inp.dtype or np.float32))
+    return LoadedModel(proto, gs.import_onnx(proto), shapes, dtypes, default_opset(proto), notes)
+
+
+def is_float(dtype: np.dtype | None) -> bool:
+    return dtype is not None and np.issubdtype(np.dtype(dtype), np.floating)
