@@ -56,7 +56,7 @@ def _spatial(ctx, node, kernel):
 
 @vjp("Conv")
 def conv(ctx: VjpContext, node, gys):
-    x, w = node.inputs[0], node.inputs[1]
+    w = node.inputs[1]
     if ctx.needs(node, 1) or (len(node.inputs) > 2 and ctx.needs(node, 2)):
         raise Unsupported("gradient with respect to Conv weights or bias")
     wshape = ctx.shape(w)
@@ -84,7 +84,7 @@ def conv(ctx: VjpContext, node, gys):
 
 @vjp("ConvTranspose")
 def conv_transpose(ctx, node, gys):
-    x, w = node.inputs[0], node.inputs[1]
+    w = node.inputs[1]
     if ctx.needs(node, 1) or (len(node.inputs) > 2 and ctx.needs(node, 2)):
         raise Unsupported("gradient with respect to ConvTranspose weights or bias")
     wshape = ctx.shape(w)
