@@ -12,7 +12,7 @@ import onnx_graphsurgeon as gs
 from .. import __version__
 from ..builder import Builder
 from ..errors import NoGradientRuleError, OrtCamError
-from ..graph.layers import spatial_layer, suggest_layer_after
+from ..graph.layers import resolve_layer, spatial_layer, suggest_layer_after
 from ..graph.load import LoadedModel
 from ..graph.split import Cut, find_cut, head_graph, prefix_graph
 from .backprop import add_gradient
@@ -125,9 +125,13 @@ def _output(model: LoadedModel, output: str | None) -> str:
 
 
 def fused_model(model: LoadedModel, layer: str, score: str = "probability",
-                output: str | None = None) -> onnx.ModelProto:
-    """Model inputs + ``target_weights`` -> (layer tensor, ``scores``, ``grad``), one session."""
-    layer, _ = spatial_layer(model, layer)
+                output: str | None = None, require_spatial: bool = True) -> onnx.ModelProto:
+    """Model inputs + ``target_weights`` -> (layer tensor, ``scores``, ``grad``), one session.
+
+    With ``require_spatial=False`` any float tensor (or graph input) may be the layer, and an
+    output of rank != 2 is flattened to [N, K] for the score: the rule tests use this.
+    """
+    layer = spatial_layer(model, layer)[0] if require_spatial else resolve_layer(model, layer)
     output = _output(model, output)
     graph = model.graph.copy()
     graph, (scores, grad) = _gradient_graph(model, graph, layer, score, output)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
-from onnx import version_converter
+from onnx import helper, version_converter
 
 from ..errors import ModelLoadError
 
@@ -23,6 +24,13 @@ MIN_OPSET = 16
 PROBE_BATCH = 2
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
 _MAX_PROTO = 2_000_000_000
+
+
+def ort_message(exc: BaseException) -> str:
+    """onnxruntime's error text without its C++ source location, on one line."""
+    text = " ".join(str(exc).split())
+    text = re.sub(r"/onnxruntime_src/.*\) ", "", text)
+    return text[:300]
 
 
 def read_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
@@ -162,9 +170,8 @@ def probe_shapes(model: onnx.ModelProto, graph: gs.Graph, batch: int = PROBE_BAT
         sess = session_for(probe, options=options)
         outs = sess.run(None, probe_inputs(graph, batch))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:300]
         raise ModelLoadError(
-            f"onnxruntime cannot run the model with batch {batch} ({first}); "
+            f"onnxruntime cannot run the model with batch {batch} ({ort_message(exc)}); "
             "re-export it with a dynamic batch axis"
         ) from exc
     shapes, dtypes = {}, {}
@@ -189,7 +196,8 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> LoadedModel:
     _free_batch_axis(graph)
     graph.fold_constants(error_ok=True).cleanup().toposort()
     proto = gs.export_onnx(graph, do_type_check=False)
-    proto.ir_version = model.ir_version
+    # onnx may stamp an IR version newer than onnxruntime reads; the opset decides what we need.
+    proto.ir_version = min(model.ir_version, helper.find_min_ir_version_for(proto.opset_import))
     del proto.metadata_props[:]
     proto.metadata_props.extend(model.metadata_props)
     proto.doc_string = model.doc_string
