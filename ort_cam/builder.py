@@ -75,5 +75,6 @@ class Builder:
         return self.op(
             "ConstantOfShape",
             self.op("Shape", x),
-            value=np.zeros(1, dtype=dtype),
+            # A numpy attribute would export as FLOATS; ConstantOfShape wants a TENSOR.
+            value=gs.Constant(self._name("zero"), np.zeros(1, dtype=dtype)),
         )

@@ -22,6 +22,8 @@ from ..errors import ModelLoadError
 MIN_OPSET = 16
 #: Batch size of the shape probe: 2, so that a broadcast dim (1) never looks like the batch.
 PROBE_BATCH = 2
+#: Size given to a dynamic height/width of a rank-4 input when the caller names none.
+DEFAULT_SPATIAL = 224
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
 _MAX_PROTO = 2_000_000_000
 
@@ -108,6 +110,45 @@ def _free_batch_axis(graph: gs.Graph) -> None:
             t.shape = None
 
 
+def _pin_input_dims(graph: gs.Graph, input_shapes: dict | None) -> list[str]:
+    """Give every dynamic non-batch input dim a concrete size, fixed in the graph inputs: the
+    probed shapes are baked into the gradient graphs, so the models we write must declare them.
+    ``input_shapes`` maps an input name to its per-sample shape (without the batch axis);
+    otherwise a dynamic dim of a rank-4 input gets ``DEFAULT_SPATIAL``."""
+    input_shapes = dict(input_shapes or {})
+    unknown = set(input_shapes) - {t.name for t in graph.inputs}
+    if unknown:
+        raise ModelLoadError(
+            f"input_shapes names {sorted(unknown)}, but the model's inputs are "
+            f"{[t.name for t in graph.inputs]}"
+        )
+    notes = []
+    for inp in graph.inputs:
+        if not inp.shape:
+            continue
+        rest = list(inp.shape[1:])
+        given = input_shapes.get(inp.name)
+        if given is not None:
+            given = [int(d) for d in given]
+            fits = len(given) == len(rest) and all(
+                not (isinstance(d, int) and d > 0) or d == g for d, g in zip(rest, given))
+            if not fits:
+                raise ModelLoadError(
+                    f"input_shapes[{inp.name!r}] = {given} does not fit the input's shape "
+                    f"{list(inp.shape)} (give the shape without the batch axis)"
+                )
+            new = given
+        elif len(inp.shape) == 4:
+            new = [d if isinstance(d, int) and d > 0 else DEFAULT_SPATIAL for d in rest]
+        else:
+            continue
+        if new != rest:
+            inp.shape = [inp.shape[0], *new]
+            notes.append(f"input {inp.name!r} has dynamic dims; fixed to {['N', *new]}"
+                         + ("" if given is not None else " (pass input_shapes to choose)"))
+    return notes
+
+
 def probe_inputs(graph: gs.Graph, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs of the graph's input shapes, with ``batch`` on symbolic dims."""
     rng = np.random.default_rng(seed)
@@ -182,8 +223,10 @@ def probe_shapes(model: onnx.ModelProto, graph: gs.Graph, batch: int = PROBE_BAT
     return shapes, dtypes
 
 
-def load_model(source: str | os.PathLike | onnx.ModelProto) -> LoadedModel:
-    """Read, upgrade, free the batch axis, fold constants and probe shapes."""
+def load_model(source: str | os.PathLike | onnx.ModelProto,
+               input_shapes: dict[str, list[int]] | None = None) -> LoadedModel:
+    """Read, upgrade, free the batch axis, fix dynamic non-batch dims (``input_shapes``: input
+    name -> shape without the batch axis), fold constants and probe shapes."""
     model = read_model(source)
     if not model.graph.node:
         raise ModelLoadError("the model has no nodes; check that it is a complete .onnx file")
@@ -194,6 +237,7 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> LoadedModel:
     except Exception as exc:
         raise ModelLoadError(f"cannot import the model's graph ({exc})") from exc
     _free_batch_axis(graph)
+    notes += _pin_input_dims(graph, input_shapes)
     graph.fold_constants(error_ok=True).cleanup().toposort()
     proto = gs.export_onnx(graph, do_type_check=False)
     # onnx may stamp an IR version newer than onnxruntime reads; the opset decides what we need.
