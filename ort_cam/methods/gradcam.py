@@ -1,0 +1,19 @@
+"""Grad-CAM (METHODS.md eqs 1, 2, 3, 21): the l = m slice of the shared path."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import CamMethod, weighted_map
+
+
+class GradCam(CamMethod):
+    name = "gradcam"
+    title = "Grad-CAM"
+
+    def finish(self) -> np.ndarray:
+        g = self.state.gm
+        if self.options.gradcam_weights == "positive":
+            g = np.maximum(g, 0.0)
+        weights = g.mean(axis=(1, 2))  # (1/Z) Σ_ij
+        return weighted_map(weights, self.state.am)

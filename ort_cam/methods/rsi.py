@@ -1,0 +1,45 @@
+"""RSI-Grad-CAM (Lucas, Lerma et al. 2022; METHODS.md eqs 16–20, 24)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import CamMethod, weighted_map
+
+
+class RsiGradCam(CamMethod):
+    """IG[k,i,j] = Σ_{l=1..m} g_l · (A_l − A_{l−1}) (Riemann–Stieltjes, activations as the
+    integrator), units selected by ``rsi_selection``, w_k = (1/Z) Σ_ij S·IG,
+    L = ReLU(Σ_k w_k A_m[k]). ``extras["ig_sum"]`` is Σ IG without selection (completeness)."""
+
+    name = "rsi"
+    title = "RSI-Grad-CAM"
+
+    def __init__(self, state, options):
+        super().__init__(state, options)
+        self.ig: np.ndarray | None = None
+
+    def update(self, ls, a, g):
+        st = self.state
+        if st.prev_a is not None:
+            a = np.concatenate([st.prev_a[None], a])
+            g = np.concatenate([st.prev_g[None], g])
+        if len(a) < 2:
+            return
+        da = np.diff(a, axis=0)
+        gl = g[1:] if self.options.rsi_rule == "riemann" else 0.5 * (g[1:] + g[:-1])
+        part = (gl * da).sum(axis=0)
+        self.ig = part if self.ig is None else self.ig + part
+
+    def finish(self) -> np.ndarray:
+        st, ig = self.state, self.ig
+        self.extras["ig_sum"] = float(ig.sum())
+        sel = self.options.rsi_selection
+        if sel == "guided":
+            mask = (st.am > 0) & (ig > 0) & (st.am - st.a0 > 0)
+        elif sel == "positive":
+            mask = ig > 0
+        else:
+            mask = np.ones_like(ig, dtype=bool)
+        weights = np.where(mask, ig, 0.0).mean(axis=(1, 2))  # (1/Z) Σ_ij S·IG
+        return weighted_map(weights, st.am)

@@ -1,0 +1,205 @@
+"""Declared preprocessing: resize, pixel scale, mean/std, channel order, layout and dtype.
+
+Nothing is guessed silently: a preset fills the numbers, the model's input shape fills the
+size and layout, and a ``Preprocess`` stored in the model's metadata wins over both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError, OrtCamError
+
+METADATA_KEY = "ort_cam.preprocess"
+RESIZE_MODES = ("stretch", "crop", "letterbox")
+LAYOUTS = ("NCHW", "NHWC")
+
+#: name -> (scale, mean, std, channel order, resize mode); x = (pixel * scale - mean) / std.
+PRESETS: dict[str, dict] = {
+    "imagenet": dict(scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                     channels="RGB", resize="crop"),
+    "caffe": dict(scale=1.0, mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0),
+                  channels="BGR", resize="stretch"),
+    "inception": dict(scale=1 / 127.5, mean=(1.0, 1.0, 1.0), std=(1.0, 1.0, 1.0),
+                      channels="RGB", resize="stretch"),
+    "raw": dict(scale=1.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                channels="RGB", resize="stretch"),
+}
+
+
+@dataclass
+class Preprocess:
+    """How a pixel image (H×W×3, 0..255) becomes the model input ``x = P(I)``.
+
+    Attributes:
+        size: model input (height, width).
+        resize: ``stretch`` (to size), ``crop`` (short side to ``size/crop_ratio``, centre crop,
+            torchvision's 256→224) or ``letterbox`` (fit inside, pad with ``pad_value``).
+        scale, mean, std: ``x = (pixel * scale - mean) / std`` per channel (in output order).
+        channels: ``RGB`` or ``BGR``.
+        layout: ``NCHW`` or ``NHWC``; dtype: the input's NumPy dtype name.
+    """
+
+    size: tuple[int, int] = (224, 224)
+    resize: str = "stretch"
+    scale: float = 1 / 255
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    channels: str = "RGB"
+    layout: str = "NCHW"
+    dtype: str = "float32"
+    crop_ratio: float = 0.875
+    pad_value: int = 0
+    source: str = field(default="default", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_MODES:
+            raise OrtCamError(f"unknown resize mode {self.resize!r}; use {', '.join(RESIZE_MODES)}")
+        if self.layout not in LAYOUTS:
+            raise OrtCamError(f"unknown layout {self.layout!r}; use NCHW or NHWC")
+        if self.channels not in ("RGB", "BGR"):
+            raise OrtCamError(f"unknown channel order {self.channels!r}; use RGB or BGR")
+        self.size = (int(self.size[0]), int(self.size[1]))
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+        if any(s == 0 for s in self.std):
+            raise OrtCamError("std must be non-zero for every channel")
+
+    # --- images -------------------------------------------------------------------------
+    def resize_image(self, image: Image.Image) -> np.ndarray:
+        """The pixel image the model sees: H×W×3 uint8, after resize/crop/letterbox, RGB."""
+        image = image.convert("RGB")
+        h, w = self.size
+        if self.resize == "stretch":
+            if image.size != (w, h):
+                image = image.resize((w, h), Image.BILINEAR)
+        elif self.resize == "crop":
+            short = min(h, w) / self.crop_ratio
+            s = short / min(image.size)
+            new = (max(w, round(image.size[0] * s)), max(h, round(image.size[1] * s)))
+            image = image.resize(new, Image.BILINEAR)
+            left, top = (new[0] - w) // 2, (new[1] - h) // 2
+            image = image.crop((left, top, left + w, top + h))
+        else:
+            s = min(w / image.size[0], h / image.size[1])
+            new = (max(1, round(image.size[0] * s)), max(1, round(image.size[1] * s)))
+            canvas = Image.new("RGB", (w, h), (self.pad_value,) * 3)
+            canvas.paste(image.resize(new, Image.BILINEAR), ((w - new[0]) // 2, (h - new[1]) // 2))
+            image = canvas
+        return np.asarray(image, dtype=np.uint8)
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """Pixel array(s) (...×H×W×3, RGB, 0..255) to model space, with a batch axis."""
+        p = np.asarray(pixels, dtype=np.float64)
+        if p.ndim == 3:
+            p = p[None]
+        if self.channels == "BGR":
+            p = p[..., ::-1]
+        x = (p * self.scale - np.asarray(self.mean)) / np.asarray(self.std)
+        if self.layout == "NCHW":
+            x = x.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x.astype(self.dtype))
+
+    def __call__(self, image) -> np.ndarray:
+        return self.normalize(self.resize_image(load_image(image)))
+
+    # --- metadata -----------------------------------------------------------------------
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return json.dumps(d)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "metadata") -> Preprocess:
+        try:
+            d = json.loads(text)
+            d["size"] = tuple(d["size"])
+            return cls(**d, source=source)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise OrtCamError(f"bad preprocessing description in the model ({exc})") from exc
+
+
+def load_image(image) -> Image.Image:
+    """A PIL image from a path, a PIL image or an H×W×3 uint8 array."""
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise InputError(
+                f"image array has shape {image.shape}; pass an H×W×3 uint8 array"
+            )
+        if not np.isfinite(image).all():
+            raise InputError("image array contains NaN or inf; pass finite pixel values")
+        return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise InputError(f"image file not found: {path}")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                return im.convert("RGB")
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputError(f"cannot read image {path} ({exc}); pass a PNG or JPEG") from exc
+    raise InputError(f"cannot use {type(image).__name__} as an image; pass a path, "
+                     "a PIL image or an H×W×3 uint8 array")
+
+
+def read_metadata(model: onnx.ModelProto) -> Preprocess | None:
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return Preprocess.from_json(prop.value)
+    return None
+
+
+def write_metadata(model: onnx.ModelProto, preprocess: Preprocess) -> onnx.ModelProto:
+    """Store ``preprocess`` in the model's metadata_props (replacing an earlier one)."""
+    keep = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    model.metadata_props.add(key=METADATA_KEY, value=preprocess.to_json())
+    return model
+
+
+def input_geometry(shape: tuple[int, ...] | list) -> tuple[str, tuple[int, int] | None]:
+    """Layout and (H, W) read off a model input shape like [N,3,H,W] or [N,H,W,3]."""
+    dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    if len(dims) != 4:
+        raise OrtCamError(f"the model input has shape {list(shape)}; expected an image batch")
+    if dims[1] in (1, 3) and dims[3] not in (1, 3):
+        layout = "NCHW"
+    elif dims[3] in (1, 3):
+        layout = "NHWC"
+    else:
+        layout = "NCHW"
+    hw = (dims[2], dims[3]) if layout == "NCHW" else (dims[1], dims[2])
+    return layout, (hw if None not in hw else None)
+
+
+def resolve_preprocess(model: onnx.ModelProto, input_shape, spec: Preprocess | str | None,
+                       **overrides) -> Preprocess:
+    """The preprocessing to use: an explicit ``Preprocess`` as is; otherwise the model's
+    metadata, else the named preset (default ``imagenet``), with size and layout from the
+    input shape and any ``overrides`` on top."""
+    if isinstance(spec, Preprocess):
+        return dataclasses.replace(spec, **overrides) if overrides else spec
+    stored = read_metadata(model)
+    if stored is not None and spec is None:
+        return dataclasses.replace(stored, **overrides) if overrides else stored
+    name = spec or "imagenet"
+    if name not in PRESETS:
+        raise OrtCamError(f"unknown preprocessing preset {name!r}; use {', '.join(PRESETS)}")
+    layout, hw = input_geometry(input_shape)
+    fields = dict(PRESETS[name], layout=layout, source=f"preset {name}")
+    if hw is not None:
+        fields["size"] = hw
+    fields.update(overrides)
+    return Preprocess(**fields)

@@ -1,0 +1,110 @@
+"""onnxruntime sessions: which execution provider, how many threads, and runs that avoid copies."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+
+from .errors import OrtCamError
+
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+
+ort.set_default_logger_severity(3)
+
+
+def _tiny_model() -> bytes:
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    return model.SerializeToString()
+
+
+def provider_works(name: str) -> bool:
+    """Whether onnxruntime really runs a session on ``name`` (onnxruntime-gpu lists CUDA even
+    where its libraries or the GPU are missing, then silently falls back to the CPU)."""
+    ort.set_default_logger_severity(4)
+    try:
+        sess = ort.InferenceSession(_tiny_model(), providers=[name, CPU])
+        return sess.get_providers()[0] == name
+    except Exception:
+        return False
+    finally:
+        ort.set_default_logger_severity(3)
+
+
+def select_providers(requested: Sequence[str] | str | None = None,
+                     available: Callable[[], list[str]] = ort.get_available_providers,
+                     works: Callable[[str], bool] = provider_works) -> tuple[list[str], str]:
+    """Providers to use and one line saying why.
+
+    ``None``/``"auto"``: CUDA when it really works, else the CPU. ``"cpu"``/``"cuda"`` or full
+    provider names pick explicitly; an explicit provider that does not work is an error.
+    """
+    if isinstance(requested, str):
+        requested = [p.strip() for p in requested.split(",") if p.strip()]
+    requested = list(requested or ["auto"])
+    have = available()
+    if requested == ["auto"]:
+        if CUDA in have and works(CUDA):
+            return [CUDA, CPU], "ort_cam: running on CUDAExecutionProvider"
+        why = "CUDA provider not installed" if CUDA not in have else "CUDA present but unusable"
+        return [CPU], f"ort_cam: running on CPUExecutionProvider ({why})"
+    aliases = {"cpu": CPU, "cuda": CUDA, "tensorrt": "TensorrtExecutionProvider"}
+    chosen = [aliases.get(p.lower(), p) for p in requested]
+    for p in chosen:
+        if p not in have:
+            raise OrtCamError(f"execution provider {p!r} is not available here; "
+                              f"available: {', '.join(have)}")
+        if p != CPU and not works(p):
+            raise OrtCamError(f"execution provider {p!r} is installed but cannot run "
+                              "(missing GPU or libraries); use --providers cpu")
+    if CPU not in chosen:
+        chosen.append(CPU)
+    return chosen, f"ort_cam: running on {chosen[0]}"
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Session options: ``threads`` intra-op threads (default: onnxruntime's choice, or the
+    ORT_CAM_THREADS environment variable)."""
+    opts = ort.SessionOptions()
+    threads = threads or int(os.environ.get("ORT_CAM_THREADS", "0") or 0)
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
+def make_session(model: onnx.ModelProto, providers: list[str],
+                 threads: int | None = None) -> ort.InferenceSession:
+    from .graph.load import session_for
+
+    return session_for(model, providers=providers, options=session_options(threads))
+
+
+class Runner:
+    """Runs one session repeatedly; on a GPU provider, binds inputs and outputs through
+    IOBinding so each chunk crosses the bus once each way."""
+
+    def __init__(self, session: ort.InferenceSession):
+        self.session = session
+        self.output_names = [o.name for o in session.get_outputs()]
+        self.on_gpu = session.get_providers()[0] != CPU
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if not self.on_gpu:
+            return self.session.run(self.output_names, feeds)
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name in self.output_names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
