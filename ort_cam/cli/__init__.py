@@ -1,0 +1,26 @@
+"""The ``ort-cam`` command line: a thin layer over ort_cam's library functions."""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from .graph_cmds import demo, layers, split
+
+
+@click.group(name="ort-cam")
+@click.version_option(__version__, "--version", prog_name="ort-cam")
+def main() -> None:
+    """Explain ONNX image classifiers with gradient-based class activation maps.
+
+    \b
+    Examples:
+        ort-cam layers model.onnx
+        ort-cam split model.onnx --layer conv5_out --out cut/
+    """
+
+
+for _command in (layers, split, demo):
+    main.add_command(_command)
+
+__all__ = ["main"]

@@ -1,0 +1,38 @@
+"""Writing models: a model past protobuf's 2 GB limit goes out with its tensors in a data file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+
+#: Past this many bytes a model is saved with external data (protobuf cannot serialize 2 GB).
+EXTERNAL_DATA_LIMIT = 2_000_000_000
+
+
+def data_file(path: str | os.PathLike) -> Path:
+    """Where ``save_model`` puts the tensors of a large model written to ``path``."""
+    path = Path(path)
+    return path.with_name(path.name + ".data")
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike,
+               limit: int = EXTERNAL_DATA_LIMIT) -> list[Path]:
+    """Write ``model`` to ``path``; returns the files written.
+
+    A model of ``limit`` bytes or more is written with its tensors in ``data_file(path)``
+    beside it (``onnx.save(..., save_as_external_data=True)``), which moves the tensor bytes
+    out of ``model``: pass a copy if you still need them. A stale data file at that place is
+    removed first, since onnx appends to an existing one.
+    """
+    path = Path(path)
+    data = data_file(path)
+    if data.exists():
+        data.unlink()
+    if model.ByteSize() < limit:
+        onnx.save(model, str(path))
+        return [path]
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=data.name, size_threshold=0)
+    return [path, data]
