@@ -31,7 +31,7 @@ def provider_works(name: str) -> bool:
     where its libraries or the GPU are missing, then silently falls back to the CPU)."""
     ort.set_default_logger_severity(4)
     try:
-        sess = ort.InferenceSession(_tiny_model(), providers=[name, CPU])
+        sess = ort.InferenceSession(_tiny_model(), providers=[name] if name == CPU else [name, CPU])
         return sess.get_providers()[0] == name
     except Exception:
         return False
