@@ -198,6 +198,8 @@ def _average_pool_scale(node, xs, ys, k, s, d, pb, opset) -> np.ndarray:
     graph = helper.make_graph([helper.make_node("AveragePool", ["x"], ["y"], **attrs)],
                               "avgpool_scale", [inp], [out])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    # onnx stamps its newest IR version, which onnxruntime may not read yet.
+    model.ir_version = helper.find_min_ir_version_for(model.opset_import)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     pooled = sess.run(None, {"x": np.ones([1, 1, *xs], np.float32)})[0][0, 0].astype(np.float64)
     counts = np.ones((), dtype=np.float64)
@@ -260,7 +262,8 @@ def gemm(ctx, node, gys):
         else:
             grads[1] = b.op("Gemm", g, a, alpha=alpha, transA=1, transB=ta)
     if len(node.inputs) > 2 and ctx.needs(node, 2):
-        gc = g if beta == 1.0 else b.op("Mul", g, ctx.scalar(beta, g))
+        # The scalar takes the dtype of a forward tensor: ``g`` is new and has no recorded one.
+        gc = g if beta == 1.0 else b.op("Mul", g, ctx.scalar(beta, node.outputs[0]))
         grads[2] = ctx.unbroadcast(gc, ctx.shape(node.outputs[0]), node.inputs[2])
     return grads
 

@@ -6,6 +6,14 @@ import numpy as np
 
 from .table import Unsupported, VjpContext, vjp
 
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _onnx_dtype(dtype) -> int:
+    from onnx import helper
+
+    return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
 
 @vjp("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 def reshape_like(ctx: VjpContext, node, gys):
@@ -56,7 +64,11 @@ def reduce_mean_sum(ctx, node, gys):
         return [g, None]
     if not int(node.attrs.get("keepdims", 1)):
         g = b.unsqueeze(g, axes)
-    if node.op == "ReduceMean":
+    if node.op == "ReduceMean" and 0 in axes:
+        # Averaged over the batch too: count the elements at run time (never bake the batch).
+        count = b.op("Div", b.op("Size", x), b.op("Size", node.outputs[0]))
+        g = b.op("Div", g, b.op("Cast", count, to=_onnx_dtype(ctx.dtype(x))))
+    elif node.op == "ReduceMean":
         g = b.op("Div", g, ctx.scalar(int(np.prod([shape[a] for a in axes])), x))
     return [b.op("Expand", g, b.op("Shape", x)), None]
 
@@ -152,19 +164,17 @@ def pad(ctx, node, gys):
         for j, a in enumerate(axes):
             full[a % rank], full[rank + a % rank] = pads[j], pads[len(axes) + j]
         pads = full
-    shape = ctx.shape(x)
-    starts = [pads[a] for a in range(rank)]
-    ends = [pads[a] + shape[a] for a in range(rank)]
-    # Crop the padded border; a negative pad (a crop) in the forward pass pads back with zeros.
-    neg = [max(-p, 0) for p in pads]
+    # A negative pad (a crop) in the forward pass pads back with zeros; then the padded
+    # border is cut off. Ends count from the back, so no static size (the batch) is baked in.
     g = gys[0]
-    if any(neg):
-        g = b.op("Pad", g, b.ints(neg), ctx.scalar(0, x))
-        starts = [s + neg[a] for a, s in enumerate(starts)]
-        ends = [e + neg[a] for a, e in enumerate(ends)]
-    axes_all = list(range(rank))
-    starts = [max(s, 0) for s in starts]
-    g = b.op("Slice", g, b.ints(starts), b.ints(ends), b.ints(axes_all))
+    crops = [max(-p, 0) for p in pads]
+    if any(crops):
+        g = b.op("Pad", g, b.ints(crops), ctx.scalar(0, x))
+    axes_cut = [a for a in range(rank) if pads[a] > 0 or pads[rank + a] > 0]
+    if axes_cut:
+        starts = [max(pads[a], 0) for a in axes_cut]
+        ends = [-pads[rank + a] if pads[rank + a] > 0 else _INT64_MAX for a in axes_cut]
+        g = b.op("Slice", g, b.ints(starts), b.ints(ends), b.ints(axes_cut))
     return [g] + [None] * (len(node.inputs) - 1)
 
 

@@ -1,0 +1,662 @@
+"""Small ONNX models, one (or a few) nodes each, for checking every VJP rule by finite
+differences (tests/test_vjp_rules.py).
+
+A ``Case`` is a factory: ``case.build(dtype)`` makes the model with its float inputs and
+float initializers in ``dtype`` (the test tries float64 first), ``case.feeds(rng, dtype)``
+draws its inputs. Every graph input has the batch on axis 0 (``case.batch`` rows, 3 unless
+the batch is also a matrix or channel dimension); the model's only output is ``y`` and the
+test's score is ``Σ target_weights · y``. ``case.ops`` names the rules it exercises.
+
+Inputs are drawn away from kinks (ReLU at 0, Clip bounds, max ties, integers for Floor) by
+more than the finite-difference stencil moves them, and on a dyadic grid (multiples of
+2^-10) so that ``x ± k·h·v`` is exact in float32 too. ``DISTINCT`` inputs share one pool of
+distinct values 1/4 apart, so no two elements of any of them tie.
+
+Names: ``x``/``z`` are graph inputs (batch first), ``W``/``c``/``s``... constants.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+#: The grid inputs are drawn on, and the spacing of DISTINCT values (ties are >= this apart).
+GRID = 2.0**-10
+DISTINCT_STEP = 1 / 4
+
+Sampler = Callable[[np.random.Generator, tuple], np.ndarray]
+
+
+def normal(scale: float = 1.0) -> Sampler:
+    return lambda rng, shape: scale * rng.standard_normal(shape)
+
+
+def uniform(lo: float, hi: float) -> Sampler:
+    return lambda rng, shape: rng.uniform(lo, hi, shape)
+
+
+def signed(lo: float, hi: float) -> Sampler:
+    """Magnitude in [lo, hi], random sign: keeps away from 0 (Abs, Reciprocal, Div)."""
+    return lambda rng, shape: rng.uniform(lo, hi, shape) * rng.choice([-1.0, 1.0], shape)
+
+
+def away(*points: float, margin: float = 0.1, scale: float = 1.0,
+         base: Sampler | None = None) -> Sampler:
+    """``base`` (normal(scale)), redrawn wherever a value is within ``margin`` of a point."""
+    base = base or normal(scale)
+
+    def draw(rng, shape):
+        x = base(rng, shape)
+        for _ in range(100):
+            bad = np.zeros(x.shape, bool)
+            for p in points:
+                bad |= np.abs(x - p) < margin
+            if not bad.any():
+                return x
+            x = np.where(bad, base(rng, shape), x)
+        raise RuntimeError("sampler cannot avoid the kinks")
+
+    return draw
+
+
+def off_integers(offset: float, lo: float = -3, hi: float = 3) -> Sampler:
+    """k + offset + u, |u| < 0.3: at least 0.2 away from integers (offset 0.5) or from
+    half-integers (offset 0)."""
+    return lambda rng, shape: (rng.integers(lo, hi, shape) + offset
+                               + rng.uniform(-0.3, 0.3, shape))
+
+
+DISTINCT = "distinct"
+
+
+@dataclass(frozen=True)
+class In:
+    """A graph input [batch, *shape]. ``sample`` is a Sampler or DISTINCT; ``dtype`` None
+    means the case dtype."""
+
+    name: str
+    shape: tuple
+    sample: Sampler | str = field(default_factory=normal)
+    dtype: type | None = None
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    ops: tuple[str, ...]  # the VJP_RULES keys this case exercises
+    nodes: tuple  # NodeProtos
+    inputs: tuple[In, ...]
+    inits: dict = field(default_factory=dict)  # name -> array; float ones take the dtype
+    opset: int = 17
+    wrt: tuple[str, ...] = ("x",)
+    batch: int = 3  # not the probe batch (2), so a rule that bakes the batch in fails
+    patch: dict = field(default_factory=dict)  # rules_nn attributes to set
+    exact: Callable | None = None  # (feeds, w) -> the gradient, bit for bit
+    grad_ops: tuple[str, ...] = ()  # op types the gradient graph must use ...
+    no_grad_ops: tuple[str, ...] = ()  # ... and must not
+    xfail: str | None = None
+    #: False where the model cannot be built in float64 for a reason other than a missing
+    #: kernel (onnx's version converter writes float32 bounds or pad values when it upgrades
+    #: an opset-6 Clip or an opset-2 Pad).
+    float64: bool = True
+
+    def build(self, dtype: type) -> onnx.ModelProto:
+        tp = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+        ins = []
+        for i in self.inputs:
+            t = tp if i.dtype is None else helper.np_dtype_to_tensor_dtype(np.dtype(i.dtype))
+            ins.append(helper.make_tensor_value_info(i.name, t, ["N", *i.shape]))
+        inits = [numpy_helper.from_array(
+            v.astype(dtype) if v.dtype.kind == "f" else v, name)
+            for name, v in self.inits.items()]
+        graph = helper.make_graph(list(self.nodes), self.id.replace("-", "_"), ins,
+                                  [onnx.ValueInfoProto(name="y")], inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+
+    def feeds(self, rng: np.random.Generator, dtype: type) -> dict[str, np.ndarray]:
+        out = {}
+        distinct = [i for i in self.inputs if i.sample == DISTINCT]
+        sizes = [self.batch * int(np.prod(i.shape)) for i in distinct]
+        pool = (rng.permutation(sum(sizes)) - sum(sizes) // 2) * DISTINCT_STEP
+        for i, chunk in zip(distinct, np.split(pool, np.cumsum(sizes)[:-1])):
+            out[i.name] = chunk.reshape(self.batch, *i.shape)
+        for i in self.inputs:
+            if i.sample != DISTINCT:
+                out[i.name] = np.asarray(i.sample(rng, (self.batch, *i.shape)))
+        for i in self.inputs:
+            v = out[i.name]
+            if v.dtype.kind == "f":
+                v = np.round(v / GRID) * GRID
+            out[i.name] = v.astype(i.dtype or dtype) if v.dtype.kind == "f" else v
+        return out
+
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng(zlib.crc32(self.id.encode()))
+
+
+# Building blocks -----------------------------------------------------------------------------
+_R = np.random.default_rng(20240601)  # constants of the cases (fixed at import)
+
+
+def rand(*shape: int, scale: float = 1.0) -> np.ndarray:
+    return scale * _R.standard_normal(shape)
+
+
+def node(op: str, ins: Sequence[str], outs: Sequence[str] | str = "y", **attrs):
+    return helper.make_node(op, list(ins), [outs] if isinstance(outs, str) else list(outs),
+                            **attrs)
+
+
+def ints(*v: int) -> np.ndarray:
+    return np.array(v, dtype=np.int64)
+
+
+CASES: list[Case] = []
+
+
+def add(id: str, ops: str | Sequence[str], nodes, inputs, **kw) -> Case:
+    """Register a case. ``inputs``: In's, or a shape for a single normal input ``x``."""
+    ops = (ops,) if isinstance(ops, str) else tuple(ops)
+    if not isinstance(inputs, (list, tuple)) or not inputs or not isinstance(inputs[0], In):
+        inputs = [In("x", tuple(inputs))]
+    c = Case(id, ops, tuple(nodes), tuple(inputs), **kw)
+    CASES.append(c)
+    return c
+
+
+def unary(op: str, id: str | None = None, shape=(3, 4), sample: Sampler | None = None,
+          opset: int = 17, **attrs) -> None:
+    add(id or op, op, [node(op, ["x"], **attrs)], [In("x", shape, sample or normal())],
+        opset=opset)
+
+
+# Element-wise, one input -----------------------------------------------------------------
+unary("Identity")
+unary("Relu", sample=away(0.0))
+unary("Relu", "Relu-rank4", shape=(2, 3, 3), sample=away(0.0))
+unary("LeakyRelu", "LeakyRelu-alpha0.1", sample=away(0.0), alpha=0.1)
+unary("LeakyRelu", "LeakyRelu-default", shape=(2, 5), sample=away(0.0))
+add("PRelu-slope-per-channel", "PRelu", [node("PRelu", ["x", "s"])],
+    [In("x", (3, 2, 2), away(0.0))], inits={"s": rand(3, 1, 1)})
+add("PRelu-slope-scalar", "PRelu", [node("PRelu", ["x", "s"])],
+    [In("x", (4,), away(0.0))], inits={"s": np.array([0.25])})
+unary("Elu", "Elu-alpha0.7", sample=away(0.0), alpha=0.7)
+unary("Elu", "Elu-default", shape=(2, 3, 2), sample=away(0.0))
+unary("Sigmoid", sample=normal(2.0))
+unary("Tanh", sample=normal(1.5))
+unary("Exp")
+unary("Log", sample=uniform(0.3, 3.0))
+unary("Sqrt", sample=uniform(0.3, 3.0))
+unary("Reciprocal", sample=signed(0.5, 2.0))
+unary("Neg")
+unary("Abs", sample=away(0.0))
+unary("Erf", sample=normal(1.5))
+unary("Softplus", sample=normal(2.0))
+unary("Softplus", "Softplus-large", shape=(2, 3), sample=uniform(-8.0, 8.0))
+unary("HardSigmoid", "HardSigmoid-default", shape=(4, 5), sample=away(-2.5, 2.5, scale=3.0))
+unary("HardSigmoid", "HardSigmoid-alpha0.5-beta0.25", shape=(4, 5),
+      sample=away(-0.5, 1.5, scale=1.5), alpha=0.5, beta=0.25)
+unary("HardSwish", shape=(4, 6), sample=away(-3.0, 3.0, scale=3.5), opset=14)
+unary("Gelu", "Gelu-erf", shape=(3, 5), sample=normal(2.0), opset=20)
+unary("Gelu", "Gelu-tanh", shape=(3, 5), sample=normal(2.0), opset=20, approximate="tanh")
+
+# Clip: bounds as inputs (opset >= 11), either one omitted; and the opset-6 attribute form.
+add("Clip-no-bounds", "Clip", [node("Clip", ["x"])], [In("x", (3, 4))])
+add("Clip-min-only", "Clip", [node("Clip", ["x", "lo"])], [In("x", (3, 4), away(-0.5))],
+    inits={"lo": np.array(-0.5)})
+add("Clip-max-only", "Clip", [node("Clip", ["x", "", "hi"])], [In("x", (3, 4), away(0.7))],
+    inits={"hi": np.array(0.7)})
+add("Clip-relu6", "Clip", [node("Clip", ["x", "lo", "hi"])],
+    [In("x", (3, 4), away(0.0, 6.0, scale=4.0))],
+    inits={"lo": np.array(0.0), "hi": np.array(6.0)})
+add("Clip-opset6-attrs", "Clip", [node("Clip", ["x"], min=-0.8, max=0.6)],
+    [In("x", (3, 4), away(-0.8, 0.6))], opset=6, float64=False)
+
+# Piecewise-constant ops: their rule sends no gradient. x * Op(x) leaves FD only the Op(x)
+# factor; Op(x) + x must give exactly target_weights (Op contributes an exact zero).
+_pc_samplers = {"Floor": off_integers(0.5), "Ceil": off_integers(0.5),
+                "Round": off_integers(0.0), "Sign": away(0.0, margin=0.2)}
+
+
+def _w_as_x(feeds, w):
+    return w.reshape(feeds["x"].shape).astype(feeds["x"].dtype)
+
+
+for _op, _s in _pc_samplers.items():
+    add(f"{_op}-times-x", _op, [node(_op, ["x"], "p"), node("Mul", ["x", "p"])],
+        [In("x", (3, 4), _s)])
+    add(f"{_op}-plus-x-exact", _op, [node(_op, ["x"], "p"), node("Add", ["p", "x"])],
+        [In("x", (3, 4), _s)], exact=_w_as_x)
+
+# Cast: float <-> double in both directions (the case dtype is not used).
+_GRAD_DTYPE = ("heads.py declares the grad output with the score's dtype, not the layer's, "
+               "so onnxruntime rejects the fused model when they differ")
+add("Cast-f32-to-f64", "Cast", [node("Cast", ["x"], to=TensorProto.DOUBLE)],
+    [In("x", (3, 4), dtype=np.float32)], xfail=_GRAD_DTYPE)
+add("Cast-f64-to-f32", "Cast", [node("Cast", ["x"], to=TensorProto.FLOAT)],
+    [In("x", (3, 4), dtype=np.float64)], xfail=_GRAD_DTYPE)
+add("Cast-roundtrip-f32-f64-f32", "Cast",
+    [node("Cast", ["x"], "d", to=TensorProto.DOUBLE), node("Exp", ["d"], "e"),
+     node("Cast", ["e"], to=TensorProto.FLOAT)],
+    [In("x", (3, 4), dtype=np.float32)])
+
+add("Dropout-ratio-input", "Dropout", [node("Dropout", ["x", "r"])], (3, 4),
+    inits={"r": np.array(0.3)}, opset=13)
+add("Dropout-training-false-mask-output", "Dropout",
+    [node("Dropout", ["x", "r", "t"], ["y", "mask"])], (3, 4),
+    inits={"r": np.array(0.5), "t": np.array(False)}, opset=13)
+add("Dropout-opset10-attr", "Dropout", [node("Dropout", ["x"], ratio=0.2)], (3, 4), opset=10)
+
+# Softmax family: a Mul tail, because the logit score looks through a final Softmax.
+for _op in ("Softmax", "LogSoftmax"):
+    for _shape, _axis in (((3, 4), -1), ((3, 4), 1), ((2, 3, 4), 2), ((3, 4), 0)):
+        add(f"{_op}-rank{len(_shape) + 1}-axis{_axis}", _op,
+            [node(_op, ["x"], "s", axis=_axis), node("Mul", ["s", "c"])],
+            [In("x", _shape, normal(1.5))], inits={"c": rand(*_shape)}, opset=13)
+    add(f"{_op}-default-axis", _op, [node(_op, ["x"], "s"), node("Mul", ["s", "c"])],
+        [In("x", (2, 5), normal(1.5))], inits={"c": rand(2, 5)}, opset=13)
+
+
+# Binary ops with broadcasting -------------------------------------------------------------
+def _binary_cases(op: str, sa: Sampler, sb: Sampler, ca: Callable, cb: Callable) -> None:
+    """x (op) constant, constant (op) x, both graph inputs (either order), with broadcasting.
+    ``sa``/``sb`` draw the left/right operand, ``ca``/``cb`` make a left/right constant."""
+    add(f"{op}-x-const-bcast-last", op, [node(op, ["x", "c"])], [In("x", (3, 4), sa)],
+        inits={"c": cb(4)})
+    add(f"{op}-const-x-bcast-mid", op, [node(op, ["c", "x"])], [In("x", (1, 4), sb)],
+        inits={"c": ca(3, 4)})
+    add(f"{op}-x-z-bcast", op, [node(op, ["x", "z"])],
+        [In("x", (3, 4), sa), In("z", (1, 4), sb)], wrt=("x", "z"))
+    add(f"{op}-z-x-bcast-both", op, [node(op, ["z", "x"])],
+        [In("x", (3, 1), sb), In("z", (1, 4), sa)], wrt=("x", "z"))
+
+
+_pos = lambda *s: np.abs(rand(*s)) + 0.5  # noqa: E731
+_nonzero = lambda *s: np.sign(rand(*s)) * _pos(*s)  # noqa: E731
+for _op in ("Add", "Sub", "Mul"):
+    _binary_cases(_op, normal(), normal(), rand, rand)
+_binary_cases("Div", normal(), signed(0.5, 2.0), rand, _nonzero)
+_binary_cases("Pow", uniform(0.5, 2.0), uniform(-1.5, 2.5), _pos, rand)
+
+# Two branches of x meet again (the gradient accumulates): x op mean(x over the last axis),
+# and an operand of lower rank: x op sum(x over batch and axis 1) -> [4].
+for _op, _tail in (("Add", None), ("Sub", None), ("Mul", None), ("Div", "Exp"),
+                   ("Pow", "Exp")):
+    _xs = uniform(0.5, 2.0) if _op == "Pow" else normal()
+    _fix = [node(_tail, ["r0"], "r")] if _tail else [node("Identity", ["r0"], "r")]
+    add(f"{_op}-x-with-mean-of-x", [_op, "ReduceMean"],
+        [node("ReduceMean", ["x"], "r0", axes=[2], keepdims=1), *_fix, node(_op, ["x", "r"])],
+        [In("x", (3, 4), _xs)])
+    add(f"{_op}-lower-rank-branch-first", [_op, "ReduceSum"],
+        [node("ReduceSum", ["x", "ax"], "r0", keepdims=0), *_fix, node(_op, ["r", "x"])],
+        [In("x", (3, 4), uniform(0.5, 1.5) if _op in ("Div", "Pow") else normal(0.5))],
+        inits={"ax": ints(0, 1)})
+add("Mul-x-times-x", "Mul", [node("Mul", ["x", "x"])], (3, 4))
+
+# Pow: the exponent-2 shortcut, a vector exponent, an integer exponent computed at run time.
+add("Pow-square", "Pow", [node("Pow", ["x", "p"])], [In("x", (3, 4))],
+    inits={"p": np.array(2.0)})
+add("Pow-cube-negative-base", "Pow", [node("Pow", ["x", "p"])], [In("x", (3, 4))],
+    inits={"p": np.array(3.0)})
+add("Pow-int-exponent-const", "Pow", [node("Pow", ["x", "p"])],
+    [In("x", (3, 4), uniform(0.5, 2.0))], inits={"p": ints(1, 2, 3, -1)})
+add("Pow-int-exponent-input", "Pow", [node("Pow", ["x", "p"])],
+    [In("x", (3, 4), uniform(0.5, 2.0)),
+     In("p", (1, 4), lambda rng, s: rng.integers(-2, 4, s), dtype=np.int64)])
+add("Pow-half", "Pow", [node("Pow", ["x", "p"])], [In("x", (2, 3), uniform(0.3, 3.0))],
+    inits={"p": np.array(0.5)})
+
+# Max/Min (variadic): all values distinct so there are no ties; constants off the grid.
+_off_grid = lambda *s: (np.round(rand(*s) * 8) + 0.5) * DISTINCT_STEP  # noqa: E731
+for _op in ("Max", "Min"):
+    add(f"{_op}-x-const-bcast", _op, [node(_op, ["x", "c"])], [In("x", (3, 4), DISTINCT)],
+        inits={"c": _off_grid(4)})
+    add(f"{_op}-x-z-bcast", _op, [node(_op, ["x", "z"])],
+        [In("x", (3, 4), DISTINCT), In("z", (3, 1), DISTINCT)], wrt=("x", "z"))
+    add(f"{_op}-three-inputs", _op, [node(_op, ["x", "z", "c"])],
+        [In("x", (3, 4), DISTINCT), In("z", (1, 4), DISTINCT)],
+        inits={"c": _off_grid(3, 1)}, wrt=("x", "z"))
+    add(f"{_op}-one-input", _op, [node(_op, ["x"])], (2, 3))
+
+# Sum/Mean (variadic): one input, three with broadcasting, the same input twice.
+for _op in ("Sum", "Mean"):
+    add(f"{_op}-one-input", _op, [node(_op, ["x"])], (3, 4))
+    add(f"{_op}-three-bcast", _op, [node(_op, ["x", "z", "c"])],
+        [In("x", (3, 4)), In("z", (3, 1))], inits={"c": rand(4)}, wrt=("x", "z"))
+    add(f"{_op}-x-twice", _op, [node(_op, ["x", "x", "z"])],
+        [In("x", (1, 4)), In("z", (3, 4))], wrt=("x", "z"))
+
+# Where: constant condition (broadcast), both branches inputs, a condition computed from x.
+_cond = np.array([[True], [False], [True]])
+add("Where-x-z-bcast", "Where", [node("Where", ["c", "x", "z"])],
+    [In("x", (3, 4)), In("z", (1, 4))], inits={"c": _cond}, wrt=("x", "z"))
+add("Where-const-x", "Where", [node("Where", ["c", "k", "x"])], (3, 4),
+    inits={"c": np.array([True, False, False, True]), "k": rand(3, 4)})
+add("Where-x-scalar", "Where", [node("Where", ["c", "x", "k"])], (3, 4),
+    inits={"c": _cond, "k": np.array(0.5)})
+add("Where-leaky-from-x", "Where",
+    [node("Greater", ["x", "zero"], "pos"), node("Mul", ["x", "a"], "neg"),
+     node("Where", ["pos", "x", "neg"])],
+    [In("x", (3, 4), away(0.0))], inits={"zero": np.array(0.0), "a": np.array(0.1)})
+
+
+# Matrix products --------------------------------------------------------------------------
+add("MatMul-2d-weight", "MatMul", [node("MatMul", ["x", "W"])], (4,),
+    inits={"W": rand(4, 5)})
+add("MatMul-3d-x-2d-weight", "MatMul", [node("MatMul", ["x", "W"])], (3, 4),
+    inits={"W": rand(4, 5)})
+add("MatMul-4d-x-3d-weight-bcast", "MatMul", [node("MatMul", ["x", "W"])], (2, 3, 4),
+    inits={"W": rand(2, 4, 5)})
+add("MatMul-4d-x-4d-weight-bcast", "MatMul", [node("MatMul", ["x", "W"])], (2, 3, 4),
+    inits={"W": rand(1, 2, 4, 3)})
+add("MatMul-1d-weight", "MatMul", [node("MatMul", ["x", "W"])], (3, 4),
+    inits={"W": rand(4)})
+add("MatMul-weight-left", "MatMul", [node("MatMul", ["W", "x"])], (4, 5),
+    inits={"W": rand(3, 4)})
+add("MatMul-x-z-activations", "MatMul", [node("MatMul", ["x", "z"])],
+    [In("x", (3, 4)), In("z", (4, 2))], wrt=("x", "z"))
+add("MatMul-x-z-bcast", "MatMul", [node("MatMul", ["x", "z"])],
+    [In("x", (2, 3, 4)), In("z", (1, 4, 2))], wrt=("x", "z"))
+add("MatMul-1d-activation", ["MatMul", "ReduceSum"],
+    [node("ReduceSum", ["z", "a"], "v", keepdims=0), node("MatMul", ["x", "v"])],
+    [In("x", (3, 4)), In("z", (4,))], inits={"a": ints(0)}, wrt=("x", "z"))
+add("MatMul-x-times-xT", ["MatMul", "Transpose"],
+    [node("Transpose", ["x"], "t", perm=[0, 2, 1]), node("MatMul", ["x", "t"])], (3, 4))
+
+add("Gemm-plain", "Gemm", [node("Gemm", ["x", "W"])], (4,), inits={"W": rand(4, 5)})
+add("Gemm-alpha-beta-C-bcast-row", "Gemm", [node("Gemm", ["x", "W", "C"], alpha=0.5, beta=2.0)],
+    (4,), inits={"W": rand(4, 5), "C": rand(5)})
+add("Gemm-transB-C-scalar", "Gemm", [node("Gemm", ["x", "W", "C"], transB=1, alpha=1.5)], (4,),
+    inits={"W": rand(5, 4), "C": rand(1)})
+add("Gemm-C-input-beta", "Gemm", [node("Gemm", ["x", "W", "z"], beta=-0.5)],
+    [In("x", (4,)), In("z", (5,))], inits={"W": rand(4, 5)}, wrt=("x", "z"))
+add("Gemm-C-input-bcast-col", "Gemm", [node("Gemm", ["x", "W", "z"], beta=0.75)],
+    [In("x", (4,)), In("z", (1,))], inits={"W": rand(4, 5)}, wrt=("x", "z"))
+# x as the contracted side (transA) or as B: the batch is a matrix dimension, so batch = 2.
+add("Gemm-transA", "Gemm", [node("Gemm", ["x", "W"], transA=1, alpha=0.5)], (3,),
+    inits={"W": rand(2, 4)}, batch=2)
+add("Gemm-x-as-B", "Gemm", [node("Gemm", ["W", "x"])], (4,),
+    inits={"W": rand(3, 2)}, batch=2)
+add("Gemm-x-as-B-transA-transB", "Gemm", [node("Gemm", ["W", "x"], transA=1, transB=1)], (4,),
+    inits={"W": rand(4, 3)}, batch=2)
+add("Gemm-x-xT", "Gemm", [node("Gemm", ["x", "x"], transB=1, alpha=0.7)], (4,), batch=2)
+add("Gemm-xT-x-C", "Gemm", [node("Gemm", ["x", "x", "C"], transA=1, beta=0.3)], (4,),
+    inits={"C": rand(4)}, batch=2)
+
+
+# Convolution ------------------------------------------------------------------------------
+def conv_case(id: str, xshape, wshape, bias: bool = False, flip: bool = True,
+              opset: int = 17, **attrs) -> None:
+    """A Conv with random weights. A stride-1 case is checked on both input-gradient paths
+    (flipped-weight Conv and, with STRIDE1_AS_CONV=False, ConvTranspose); ``flip=False``
+    for a stride-1 geometry the flipped Conv cannot express (it uses ConvTranspose)."""
+    inits = {"W": rand(*wshape, scale=0.5)}
+    ins = ["x", "W"]
+    if bias:
+        inits["B"] = rand(wshape[0])
+        ins.append("B")
+    stride1 = all(s == 1 for s in attrs.get("strides", [1]))
+    nodes = [node("Conv", ins, **attrs)]
+    if stride1 and flip:
+        add(id, "Conv", nodes, xshape, inits=inits, opset=opset,
+            grad_ops=("Conv",), no_grad_ops=("ConvTranspose",))
+        add(id + "-as-convtranspose", "Conv", nodes, xshape, inits=inits, opset=opset,
+            patch={"STRIDE1_AS_CONV": False}, grad_ops=("ConvTranspose",))
+    else:
+        add(id, "Conv", nodes, xshape, inits=inits, opset=opset, grad_ops=("ConvTranspose",))
+
+
+conv_case("Conv-k3-pad1", (3, 6, 5), (4, 3, 3, 3), pads=[1, 1, 1, 1])
+conv_case("Conv-k3-valid-bias", (2, 5, 6), (3, 2, 3, 3), bias=True)
+conv_case("Conv-stride2-dil2-asym-pads", (3, 9, 10), (4, 3, 3, 3), pads=[1, 0, 2, 1],
+          strides=[2, 2], dilations=[1, 2])
+conv_case("Conv-stride1-dil2-asym-pads", (2, 7, 8), (3, 2, 3, 2), pads=[2, 0, 1, 1],
+          dilations=[2, 1])
+conv_case("Conv-stride1-pads-exceed-kernel", (2, 5, 5), (2, 2, 3, 3), pads=[3, 1, 0, 3],
+          flip=False)
+conv_case("Conv-groups3", (6, 5, 5), (6, 2, 3, 3), group=3, pads=[1, 1, 1, 1])
+conv_case("Conv-groups2-stride2", (4, 7, 6), (6, 2, 3, 2), group=2, strides=[2, 1],
+          pads=[0, 1, 1, 0])
+conv_case("Conv-depthwise", (3, 6, 6), (3, 1, 3, 3), group=3, pads=[1, 1, 1, 1])
+conv_case("Conv-depthwise-stride2-mult2", (3, 7, 7), (6, 1, 3, 3), group=3, strides=[2, 2])
+conv_case("Conv-stride3-leftover", (2, 8, 9), (3, 2, 3, 3), strides=[3, 3])
+conv_case("Conv-1x1-stride2", (4, 5, 6), (3, 4, 1, 1), strides=[2, 2])
+conv_case("Conv-auto-same-upper-stride2", (2, 7, 8), (3, 2, 3, 3), auto_pad="SAME_UPPER",
+          strides=[2, 2])
+conv_case("Conv-auto-same-lower-stride2", (2, 7, 8), (3, 2, 3, 3), auto_pad="SAME_LOWER",
+          strides=[2, 2])
+conv_case("Conv-auto-same-upper-k4", (2, 6, 6), (3, 2, 4, 4), auto_pad="SAME_UPPER")
+conv_case("Conv-auto-same-lower-k2", (2, 6, 5), (3, 2, 2, 2), auto_pad="SAME_LOWER")
+conv_case("Conv-auto-valid-stride2", (2, 7, 6), (3, 2, 3, 3), auto_pad="VALID", strides=[2, 2])
+conv_case("Conv-1d-pad", (3, 9), (4, 3, 3), pads=[2, 1])
+conv_case("Conv-1d-stride2-dil2", (3, 11), (2, 3, 3), strides=[2], dilations=[2], pads=[1, 0])
+conv_case("Conv-3d", (2, 4, 4, 3), (3, 2, 2, 3, 2), pads=[1, 0, 1, 0, 1, 0])
+conv_case("Conv-3d-stride2", (2, 5, 4, 4), (2, 2, 3, 2, 2), strides=[2, 1, 2])
+
+for _id, _x, _w, _attrs in (
+    ("ConvTranspose-k3", (3, 4, 4), (3, 2, 3, 3), {}),
+    ("ConvTranspose-stride2-pads-outpad", (2, 3, 4), (2, 3, 3, 3),
+     dict(strides=[2, 2], pads=[1, 0, 1, 1], output_padding=[1, 0])),
+    ("ConvTranspose-group2-dil2", (4, 3, 3), (4, 1, 2, 3), dict(group=2, dilations=[2, 1])),
+    ("ConvTranspose-1d-stride3", (2, 4), (2, 2, 2), dict(strides=[3], pads=[1, 0])),
+):
+    add(_id, "ConvTranspose", [node("ConvTranspose", ["x", "W"], **_attrs)], _x,
+        inits={"W": rand(*_w, scale=0.5)})
+
+
+# Pooling ----------------------------------------------------------------------------------
+def pool_case(op: str, id: str, xshape, opset: int = 17, sample=None, **attrs) -> None:
+    sample = sample or (DISTINCT if op == "MaxPool" else normal())
+    add(id, op, [node(op, ["x"], **attrs)], [In("x", xshape, sample)], opset=opset)
+
+
+pool_case("MaxPool", "MaxPool-k2-s2", (2, 4, 6), kernel_shape=[2, 2], strides=[2, 2])
+pool_case("MaxPool", "MaxPool-k3-s1-overlap-pad1", (2, 5, 5), kernel_shape=[3, 3],
+          pads=[1, 1, 1, 1])
+pool_case("MaxPool", "MaxPool-k3-s2-ceil", (2, 6, 7), kernel_shape=[3, 3], strides=[2, 2],
+          ceil_mode=1)
+pool_case("MaxPool", "MaxPool-k2-dil2-s1", (2, 6, 6), kernel_shape=[2, 2], dilations=[2, 2])
+pool_case("MaxPool", "MaxPool-k3-s2-asym-pads", (2, 6, 5), kernel_shape=[3, 2],
+          strides=[2, 1], pads=[0, 1, 1, 0])
+pool_case("MaxPool", "MaxPool-auto-same-upper", (2, 5, 6), kernel_shape=[3, 3],
+          strides=[2, 2], auto_pad="SAME_UPPER")
+pool_case("MaxPool", "MaxPool-1d-k3-s2-ceil", (3, 8), kernel_shape=[3], strides=[2],
+          ceil_mode=1)
+pool_case("MaxPool", "MaxPool-3d", (2, 4, 4, 3), kernel_shape=[2, 2, 2], strides=[2, 1, 2])
+add("MaxPool-indices-output-declared", "MaxPool",
+    [node("MaxPool", ["x"], ["y", "idx"], kernel_shape=[2, 2], strides=[1, 2])],
+    [In("x", (2, 4, 4), DISTINCT)])
+
+pool_case("AveragePool", "AveragePool-k2-s2", (2, 4, 6), kernel_shape=[2, 2], strides=[2, 2])
+for _cip in (0, 1):
+    pool_case("AveragePool", f"AveragePool-k3-s1-pad1-cip{_cip}", (2, 5, 5),
+              kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=_cip)
+    pool_case("AveragePool", f"AveragePool-k3-s2-ceil-asym-pads-cip{_cip}", (2, 6, 7),
+              kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1, pads=[1, 0, 0, 1],
+              count_include_pad=_cip)
+    pool_case("AveragePool", f"AveragePool-auto-same-lower-cip{_cip}", (2, 5, 6),
+              kernel_shape=[3, 2], strides=[2, 2], auto_pad="SAME_LOWER",
+              count_include_pad=_cip)
+pool_case("AveragePool", "AveragePool-k2-s3-ceil", (2, 7, 8), kernel_shape=[2, 2],
+          strides=[3, 3], ceil_mode=1)
+pool_case("AveragePool", "AveragePool-dil2-opset19", (2, 6, 7), opset=19, kernel_shape=[2, 3],
+          dilations=[2, 2], pads=[1, 0, 0, 1])
+pool_case("AveragePool", "AveragePool-1d-k3-s2-pad1", (3, 9), kernel_shape=[3], strides=[2],
+          pads=[1, 1], count_include_pad=0)
+pool_case("AveragePool", "AveragePool-3d", (2, 4, 4, 4), kernel_shape=[2, 2, 2],
+          strides=[2, 2, 2])
+
+add("GlobalAveragePool", "GlobalAveragePool", [node("GlobalAveragePool", ["x"])], (3, 4, 5))
+add("GlobalAveragePool-1d", "GlobalAveragePool", [node("GlobalAveragePool", ["x"])], (3, 5))
+add("GlobalMaxPool", "GlobalMaxPool", [node("GlobalMaxPool", ["x"])],
+    [In("x", (3, 4, 5), DISTINCT)])
+add("GlobalMaxPool-1d", "GlobalMaxPool", [node("GlobalMaxPool", ["x"])],
+    [In("x", (3, 5), DISTINCT)])
+
+
+# Normalisation ----------------------------------------------------------------------------
+def _bn_inits(c: int) -> dict:
+    return {"s": rand(c), "b": rand(c), "m": rand(c), "v": np.abs(rand(c)) + 0.3}
+
+
+add("BatchNormalization-rank4", "BatchNormalization",
+    [node("BatchNormalization", ["x", "s", "b", "m", "v"])], (3, 4, 5), inits=_bn_inits(3))
+add("BatchNormalization-rank2-eps", "BatchNormalization",
+    [node("BatchNormalization", ["x", "s", "b", "m", "v"], epsilon=0.1)], (4,),
+    inits=_bn_inits(4))
+# Scale and variance computed at run time (graph inputs; their [C] is the batch axis, so
+# C = batch = 2): the rule builds the factor with ops instead of folding it.
+add("BatchNormalization-scale-var-inputs", "BatchNormalization",
+    [node("BatchNormalization", ["x", "s", "b", "m", "v"])],
+    [In("x", (2, 3, 3)), In("s", ()), In("v", (), uniform(0.5, 2.0))],
+    inits={"b": rand(2), "m": rand(2)}, batch=2)
+add("BatchNormalization-rank3-opset9", "BatchNormalization",
+    [node("BatchNormalization", ["x", "s", "b", "m", "v"])], (2, 5), inits=_bn_inits(2),
+    opset=9)
+
+for _shape, _axis, _bias in (((3, 4), -1, True), ((3, 4), 1, False), ((2, 3, 4), 2, True),
+                             ((2, 3, 4), -2, True), ((2, 3, 4), 1, False)):
+    _norm = _shape[(_axis % (len(_shape) + 1)) - 1:]
+    add(f"LayerNormalization-rank{len(_shape) + 1}-axis{_axis}" + ("-bias" if _bias else ""),
+        "LayerNormalization",
+        [node("LayerNormalization", ["x", "s", "b"] if _bias else ["x", "s"], axis=_axis,
+              epsilon=1e-3)],
+        _shape, inits={"s": rand(*_norm), **({"b": rand(*_norm)} if _bias else {})})
+
+add("InstanceNormalization-rank4", "InstanceNormalization",
+    [node("InstanceNormalization", ["x", "s", "b"])], (3, 4, 5),
+    inits={"s": rand(3), "b": rand(3)})
+add("InstanceNormalization-scale-input", "InstanceNormalization",
+    [node("InstanceNormalization", ["x", "s", "b"])], [In("x", (2, 3, 3)), In("s", ())],
+    inits={"b": rand(2)}, batch=2)
+add("InstanceNormalization-rank3-eps", "InstanceNormalization",
+    [node("InstanceNormalization", ["x", "s", "b"], epsilon=0.1)], (2, 6),
+    inits={"s": rand(2), "b": rand(2)})
+
+
+# Shapes -----------------------------------------------------------------------------------
+add("Reshape-flat", "Reshape", [node("Reshape", ["x", "s"])], (3, 4), inits={"s": ints(0, -1)})
+add("Reshape-split-axis", "Reshape", [node("Reshape", ["x", "s"])], (3, 4),
+    inits={"s": ints(0, 2, 3, 2)})
+add("Flatten-axis1", "Flatten", [node("Flatten", ["x"])], (2, 3, 2))
+add("Flatten-axis0", "Flatten", [node("Flatten", ["x"], axis=0)], (3, 2), batch=2)
+add("Flatten-axis2", "Flatten", [node("Flatten", ["x"], axis=2)], (2, 3, 2))
+add("Squeeze-axes-input", "Squeeze", [node("Squeeze", ["x", "a"])], (1, 3, 1),
+    inits={"a": ints(1, -1)}, opset=13)
+add("Squeeze-opset11-attr", "Squeeze", [node("Squeeze", ["x"], axes=[2])], (3, 1, 4),
+    opset=11)
+add("Squeeze-no-axes", "Squeeze", [node("Squeeze", ["x"])], (1, 3, 1), opset=13)
+add("Unsqueeze-axis0", "Unsqueeze", [node("Unsqueeze", ["x", "a"])], (3, 4),
+    inits={"a": ints(0)}, opset=13, batch=2)
+add("Unsqueeze-axes-input", "Unsqueeze", [node("Unsqueeze", ["x", "a"])], (3, 4),
+    inits={"a": ints(1, -1)}, opset=13)
+add("Unsqueeze-opset11-attr", "Unsqueeze", [node("Unsqueeze", ["x"], axes=[2])], (3, 4),
+    opset=11)
+add("Transpose-nhwc", "Transpose", [node("Transpose", ["x"], perm=[0, 2, 3, 1])], (2, 3, 4))
+add("Transpose-cycle", "Transpose", [node("Transpose", ["x"], perm=[2, 0, 3, 1])], (2, 3, 4),
+    batch=2)
+add("Transpose-default-perm", "Transpose", [node("Transpose", ["x"])], (3, 4), batch=2)
+add("Expand-last-axis", "Expand", [node("Expand", ["x", "s"])], (3, 1),
+    inits={"s": ints(1, 1, 5)})
+add("Expand-middle-lower-rank-shape", "Expand", [node("Expand", ["x", "s"])], (1, 4),
+    inits={"s": ints(3, 1)})
+add("Expand-adds-lead-axis", "Expand", [node("Expand", ["x", "s"])], (4,),
+    inits={"s": ints(3, 1, 1)}, batch=2)
+add("Expand-noop", "Expand", [node("Expand", ["x", "s"])], (3, 4), inits={"s": ints(1)})
+
+# A constant operand of Concat has the batch axis too, so those cases run with batch 2.
+add("Concat-x-const-axis1", "Concat", [node("Concat", ["x", "c"], axis=1)], (2, 4),
+    inits={"c": rand(2, 3, 4)}, batch=2)
+add("Concat-x-z-x-neg-axis", "Concat", [node("Concat", ["x", "z", "x"], axis=-1)],
+    [In("x", (2, 3)), In("z", (2, 2))], wrt=("x", "z"))
+add("Concat-const-first", "Concat", [node("Concat", ["c", "x"], axis=2)], (2, 3),
+    inits={"c": rand(2, 2, 1)}, batch=2)
+
+add("Split-equal-no-sizes", "Split",
+    [node("Split", ["x"], ["a", "b"], axis=1), node("Concat", ["b", "a"], axis=1)], (4, 3),
+    opset=13)
+add("Split-sizes-input-unused-output", "Split",
+    [node("Split", ["x", "s"], ["a", "b", "c"], axis=-1), node("Concat", ["c", "a"], axis=-1)],
+    (2, 6), inits={"s": ints(1, 2, 3)}, opset=13)
+add("Split-num-outputs-opset18", "Split",
+    [node("Split", ["x"], ["a", "b", "c"], axis=2, num_outputs=3),
+     node("Mul", ["b", "c"])], (2, 7), opset=18)
+add("Split-opset11-attr-one-output", "Split",
+    [node("Split", ["x"], ["a", "b"], axis=1, split=[1, 3]), node("Identity", ["b"])],
+    (4, 2), opset=11)
+
+_big = 2**62
+for _id, _s, _e, _a, _st, _shape in (
+    ("Slice-one-axis", [1], [3], [1], None, (4, 5)),
+    ("Slice-axes-omitted-batch-full", [0, 1], [_big, -1], None, None, (4, 5)),
+    ("Slice-negative-step", [-1], [-_big], [2], [-1], (3, 5)),
+    ("Slice-negative-step2-from-mid", [3], [0], [1], [-2], (5, 3)),
+    ("Slice-step2", [1], [5], [-1], [2], (3, 6)),
+    ("Slice-step3-several-axes", [0, 4, 1], [3, 1000, -1], [1, 2, 3], [1, 3, 1], (4, 9, 4)),
+    ("Slice-out-of-range-ends", [-100, 2], [100, 1000], [1, 2], [1, 1], (3, 4)),
+    ("Slice-neg-steps-two-axes", [100, -2], [-100, 0], [1, 2], [-2, -1], (5, 4)),
+):
+    _inits = {"st": ints(*_s), "en": ints(*_e)}
+    _ins = ["x", "st", "en"]
+    if _a is not None:
+        _inits["ax"] = ints(*_a)
+        _ins.append("ax")
+    if _st is not None:
+        _inits["sp"] = ints(*_st)
+        _ins.append("sp")
+    add(_id, "Slice", [node("Slice", _ins)], _shape, inits=_inits, opset=13)
+
+add("Pad-constant-value", "Pad", [node("Pad", ["x", "p", "v"])], (2, 3),
+    inits={"p": ints(0, 1, 0, 0, 2, 1), "v": np.array(0.5)}, opset=13)
+add("Pad-negative-crop", "Pad", [node("Pad", ["x", "p"])], (5, 4),
+    inits={"p": ints(0, -1, 2, 0, 1, -2)}, opset=13)
+add("Pad-axes-input-opset18", "Pad", [node("Pad", ["x", "p", "", "a"])], (3, 4),
+    inits={"p": ints(1, -1, 2, 0), "a": ints(-1, 1)}, opset=18)
+add("Pad-opset2-attr", "Pad", [node("Pad", ["x"], pads=[0, 1, 1, 0, 0, 2])], (2, 3),
+    opset=2, float64=False)  # the version converter writes a float32 pad value
+
+add("Gather-scalar-index", "Gather", [node("Gather", ["x", "i"], axis=1)], (4, 3),
+    inits={"i": np.array(2, dtype=np.int64)})
+add("Gather-1d-repeats-negative", "Gather", [node("Gather", ["x", "i"], axis=2)], (3, 5),
+    inits={"i": ints(4, 0, -1, 2, 0)})
+add("Gather-1d-axis-neg1-int32", "Gather", [node("Gather", ["x", "i"], axis=-1)], (2, 4),
+    inits={"i": np.array([3, 1], dtype=np.int32)})
+
+
+# Reductions: keepdims 0/1; axes as attribute (ReduceMean/Max/Min up to opset 17) or as
+# input (ReduceSum from 13, all from 18); no axes (everything, the batch too).
+def _reduce(op: str, id: str, shape, opset: int, axes=None, sample=None, batch: int = 3,
+            **attrs) -> None:
+    ins, inits = ["x"], {}
+    as_input = opset >= 18 or (op == "ReduceSum" and opset >= 13)
+    if axes is not None and as_input:
+        ins.append("a")
+        inits["a"] = ints(*axes)
+    elif axes is not None:
+        attrs["axes"] = list(axes)
+    add(id, op, [node(op, ins, **attrs)], [In("x", shape, sample or normal())],
+        inits=inits, opset=opset, batch=batch)
+
+
+for _op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin"):
+    _s = DISTINCT if _op in ("ReduceMax", "ReduceMin") else None
+    _old = 13 if _op == "ReduceSum" else 17
+    _form = "input" if _op == "ReduceSum" else "attr"
+    _reduce(_op, f"{_op}-axes-{_form}-keepdims1", (3, 4), _old, axes=[2], sample=_s)
+    _reduce(_op, f"{_op}-axes-{_form}-keepdims0-two-axes", (3, 4, 2), _old, axes=[1, -1],
+            sample=_s, keepdims=0)
+    _reduce(_op, f"{_op}-opset18-axes-input-keepdims0", (3, 4), 18, axes=[-1], sample=_s,
+            keepdims=0)
+    _reduce(_op, f"{_op}-opset18-all-axes-keepdims1", (3, 4), 18, sample=_s)
+    _reduce(_op, f"{_op}-opset18-batch-and-last-axes-keepdims0", (3, 4), 18, axes=[0, 2],
+            sample=_s, keepdims=0)
+    _reduce(_op, f"{_op}-opset18-noop-empty-axes", (3, 4), 18, sample=_s,
+            noop_with_empty_axes=1)
+_reduce("ReduceSum", "ReduceSum-opset11-attr", (3, 4), 11, axes=[1])
+_reduce("ReduceMax", "ReduceMax-opset11-attr-rank1-out", (2, 3), 11, axes=[1, 2],
+        sample=DISTINCT, keepdims=0)
