@@ -103,7 +103,7 @@ def _gradient_graph(model: LoadedModel, graph: gs.Graph, layer: str, score_mode:
     ]
     outs[0].name, outs[1].name = SCORES, GRAD
     outs[0].dtype, outs[0].shape = dtype, ["N", n_classes]
-    outs[1].dtype, outs[1].shape = dtype, layer_t.shape
+    outs[1].dtype, outs[1].shape = model.dtypes.get(layer, dtype), layer_t.shape
     return graph, outs
 
 
