@@ -25,19 +25,21 @@ from .result import Explanation, MethodResult
 from .runtime import Runner, make_session, select_providers
 
 LABELS_KEY = "ort_cam.labels"
+LAYER_KEY = "ort_cam.layer"
 DEFAULT_METHODS = ("gradcam", "igcam", "rsi")
 DEFAULT_BUDGET = 1 << 30
+
+
+def _metadata(model: onnx.ModelProto, key: str) -> str | None:
+    return next((p.value for p in model.metadata_props if p.key == key), None)
 
 
 def read_labels(source, model: onnx.ModelProto | None = None) -> list[str] | None:
     """Labels from a list, a text file (one per line) or a JSON list file; else the model's
     metadata (``ort_cam.labels``); else None."""
     if source is None:
-        if model is not None:
-            for prop in model.metadata_props:
-                if prop.key == LABELS_KEY:
-                    return list(json.loads(prop.value))
-        return None
+        stored = _metadata(model, LABELS_KEY) if model is not None else None
+        return list(json.loads(stored)) if stored else None
     if isinstance(source, (list, tuple)):
         return [str(s) for s in source]
     path = Path(source)
@@ -86,9 +88,11 @@ class Explainer:
 
     Args:
         model: path to an .onnx file, or a ModelProto.
-        layer: tensor or node name inside the model (``ort-cam layers MODEL`` lists them).
-        preprocess: a ``Preprocess``, a preset name (imagenet, caffe, inception, raw) or None
-            (the model's stored preprocessing, else ``imagenet``).
+        layer: tensor or node name inside the model (``ort-cam layers MODEL`` lists them);
+            None takes the layer stored in the model's metadata (``ort_cam.layer``).
+        preprocess: a ``Preprocess``, a preset name (imagenet, caffe, inception, raw), None
+            (the model's stored preprocessing, else ``imagenet``), or a dict
+            ``{"preset": name or None, <Preprocess field>: value, ...}`` of overrides.
         score: ``probability`` (softmax, default) or ``logit``.
         providers: None/"auto" (CUDA when usable, else CPU), "cpu", "cuda" or provider names.
         threads: intra-op threads (default: onnxruntime's choice).
@@ -98,8 +102,8 @@ class Explainer:
         quiet: do not print the provider line on stderr.
     """
 
-    def __init__(self, model: str | os.PathLike | onnx.ModelProto, layer: str, *,
-                 preprocess: Preprocess | str | None = None, score: str = "probability",
+    def __init__(self, model: str | os.PathLike | onnx.ModelProto, layer: str | None = None, *,
+                 preprocess: Preprocess | str | dict | None = None, score: str = "probability",
                  providers=None, threads: int | None = None, labels=None,
                  memory_budget: int = DEFAULT_BUDGET, chunk_size: int | None = None,
                  quiet: bool = False):
@@ -108,6 +112,10 @@ class Explainer:
         if len(self.model.input_names) != 1:
             raise OrtCamError(f"the model has {len(self.model.input_names)} inputs; "
                               "ort_cam explains single-input image classifiers")
+        layer = layer or _metadata(self.model.proto, LAYER_KEY)
+        if not layer:
+            raise OrtCamError("no layer given and none stored in the model; pass a layer "
+                              "(`ort-cam layers MODEL` lists them)")
         self.layer, self.channel_axis = spatial_layer(self.model, layer)
         self.score_mode = score
         self.input_name = self.model.input_names[0]
@@ -124,10 +132,14 @@ class Explainer:
         input_shape = [d if isinstance(d, int) else None
                        for d in self.model.graph.inputs[0].shape or []]
         self._input_shape = input_shape
-        self._preprocess_spec = preprocess
         self.preprocess: Preprocess | None = None
         if len(input_shape) == 4:
-            self.preprocess = resolve_preprocess(self.model.proto, input_shape, preprocess)
+            overrides = {}
+            if isinstance(preprocess, dict):
+                overrides = {k: v for k, v in preprocess.items() if k != "preset"}
+                preprocess = preprocess.get("preset")
+            self.preprocess = resolve_preprocess(self.model.proto, input_shape, preprocess,
+                                                 **overrides)
         self.labels = read_labels(labels, self.model.proto)
         self.memory_budget = memory_budget
         self.fixed_chunk = chunk_size

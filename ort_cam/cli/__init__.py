@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .explain_cmd import explain
 from .graph_cmds import demo, layers, split
 
 
@@ -20,7 +21,7 @@ def main() -> None:
     """
 
 
-for _command in (layers, split, demo):
+for _command in (explain, layers, split, demo):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -68,3 +68,112 @@ def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException(f"{exc.strerror or exc}{where}") from exc
 
     return wrapper
+
+
+# --- explain ------------------------------------------------------------------------------
+def _floats(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        vals = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
+    if len(vals) not in (1, 3):
+        raise click.BadParameter("give one value or three (one per channel)")
+    return vals * 3 if len(vals) == 1 else vals
+
+
+def _size(ctx, param, value):
+    if value is None:
+        return None
+    parts = value.lower().replace("x", ",").split(",")
+    try:
+        h, w = (int(parts[0]), int(parts[-1]))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not HxW (e.g. 224x224)") from None
+    return (h, w)
+
+
+def _choices(name: str) -> tuple[str, ...]:
+    from ..methods import MethodOptions
+
+    return MethodOptions._CHOICES[name]
+
+
+def _preset_names() -> list[str]:
+    from ..preprocess import PRESETS
+
+    return list(PRESETS)
+
+
+#: Preprocessing: a preset and per-field overrides, gathered by ``pop_preprocess``.
+_PREPROCESS_FIELDS = ("size", "resize", "scale", "mean", "std", "channels", "layout")
+preprocess_options = _compose(
+    click.option("--preprocess", "preset", type=click.Choice(_preset_names()), default=None,
+                 help="Preset (default: the model's stored preprocessing, else imagenet)."),
+    click.option("--size", callback=_size, metavar="HxW",
+                 help="Model input size (default: from the model's input shape)."),
+    click.option("--resize", type=click.Choice(["stretch", "crop", "letterbox"]), default=None,
+                 help="Resize mode: stretch, short side + centre crop, or letterbox."),
+    click.option("--scale", type=float, default=None, help="Pixel scale, e.g. 0.0039215686."),
+    click.option("--mean", callback=_floats, metavar="M[,M,M]",
+                 help="Per-channel mean after scaling."),
+    click.option("--std", callback=_floats, metavar="S[,S,S]",
+                 help="Per-channel std after scaling."),
+    click.option("--channels", type=click.Choice(["RGB", "BGR"]), default=None,
+                 help="Channel order the model expects."),
+    click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default=None,
+                 help="Input layout (default: from the model's input shape)."),
+)
+
+
+def pop_preprocess(kw: dict) -> dict:
+    """Remove the preprocessing options from ``kw``; the dict form ``Explainer`` takes."""
+    spec = {"preset": kw.pop("preset")}
+    for name in _PREPROCESS_FIELDS:
+        value = kw.pop(name)
+        if value is not None:
+            spec[name] = value
+    return spec
+
+
+method_options = _compose(
+    click.option("--gradcam-weights", type=click.Choice(_choices("gradcam_weights")),
+                 default=None, help="Grad-CAM weights: mean of G (eq 1) or of ReLU(G) (eq 2)."),
+    click.option("--igcam-variant", type=click.Choice(_choices("igcam_variant")), default=None,
+                 help="Integrated Grad-CAM: the paper's eq 23 or the authors' notebook."),
+    click.option("--rsi-rule", type=click.Choice(_choices("rsi_rule")), default=None,
+                 help="RSI quadrature: trapezoid (default) or riemann."),
+    click.option("--rsi-selection", type=click.Choice(_choices("rsi_selection")), default=None,
+                 help="RSI unit selection: guided (default), positive or none."),
+    click.option("--eps", type=float, default=None, help="Normalisation epsilon (1e-8)."),
+    click.option("--auto-tolerance", type=float, default=None,
+                 help="Completeness gap that --steps auto aims below (0.05)."),
+)
+
+explain_options = _compose(
+    model_argument,
+    click.option("--layer", "-l", default=None, metavar="NAME",
+                 help="Layer tensor or node name (default: the one stored in the model)."),
+    score_option,
+    json_option,
+    preprocess_options,
+    click.option("--steps", default="50", show_default=True, metavar="M|auto",
+                 help="Path steps m, or auto (double m until the RSI gap is small)."),
+    click.option("--methods", default="gradcam,igcam,rsi", show_default=True,
+                 help="Comma-separated methods."),
+    click.option("--target", multiple=True, metavar="T",
+                 help="top1 (default), a class index, top:K or a label; repeat for several."),
+    click.option("--baseline", default="black", show_default=True, metavar="B",
+                 help="black (in pixel space), zeros (model space), blur, noise, or an image."),
+    click.option("--baseline-seed", type=int, default=None, help="Seed of the noise baseline."),
+    click.option("--blur-radius", type=float, default=None, help="Radius of the blur baseline."),
+    click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="Class names, one per line (default: the model's stored labels)."),
+    click.option("--providers", default="auto", show_default=True,
+                 help="auto (CUDA when usable, else CPU), cpu, cuda, or provider names."),
+    click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads."),
+    click.option("--chunk-size", type=int, default=None,
+                 help="Path points per session run (default: from a 1 GiB budget)."),
+    method_options,
+)

@@ -1,0 +1,65 @@
+"""What ``ort-cam explain`` writes per image: <stem>.png, <stem>.npz and a results.jsonl line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import OrtCamError
+from .render import save_panel
+from .result import Explanation
+
+RESULTS = "results.jsonl"
+
+
+def output_paths(out_dir: Path, stem: str) -> tuple[Path, Path]:
+    return out_dir / f"{stem}.png", out_dir / f"{stem}.npz"
+
+
+def check_free(out_dir: Path, stems: list[str], force: bool) -> None:
+    """Refuse, before any work, to overwrite what a user already has (unless ``force``)."""
+    taken = [p for s in stems for p in output_paths(out_dir, s) if p.exists()]
+    if (out_dir / RESULTS).exists():
+        taken.append(out_dir / RESULTS)
+    if taken and not force:
+        shown = ", ".join(p.name for p in taken[:4]) + (" …" if len(taken) > 4 else "")
+        raise OrtCamError(f"{out_dir} already holds {shown}; pass --force to overwrite")
+
+
+def npz_arrays(r: Explanation) -> dict[str, np.ndarray]:
+    """The .npz contract: target, scores_path, <M>_raw, <M>_map, rsi_completeness_gap."""
+    arrays = {"target": np.array(r.target), "scores_path": r.scores_path}
+    for name, res in r.methods.items():
+        arrays[f"{name}_raw"] = res.raw
+        arrays[f"{name}_map"] = res.map
+    gap = r.completeness_gap if r.completeness_gap is not None else np.nan
+    arrays["rsi_completeness_gap"] = np.array(gap)
+    return arrays
+
+
+def record(r: Explanation, image: str, stem: str) -> dict:
+    """One results.jsonl line."""
+    return {
+        "image": image, "stem": stem, "target": r.target, "label": r.label,
+        "score_mode": r.score_mode, "score": r.score, "y0": r.y0, "ym": r.ym, "steps": r.steps,
+        "layer": r.layer, "completeness_gap": r.completeness_gap,
+        "top5": [int(i) for i in np.argsort(-r.scores)[:5]],
+        "methods": {name: {"dark": res.dark, "raw_min": float(res.raw.min()),
+                           "raw_max": float(res.raw.max())}
+                    for name, res in r.methods.items()},
+        "timings": {k: round(v, 4) for k, v in r.timings.items()},
+    }
+
+
+def write_outputs(r: Explanation, out_dir: Path, stem: str, image: str) -> dict:
+    """Write <stem>.png and <stem>.npz, append to results.jsonl; returns the record."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png, npz = output_paths(out_dir, stem)
+    save_panel(r, png, title=f"{Path(image).name}  ·  layer {r.layer}  ·  m = {r.steps}")
+    np.savez_compressed(npz, **npz_arrays(r))
+    rec = record(r, image, stem)
+    with open(out_dir / RESULTS, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(rec) + "\n")
+    return rec

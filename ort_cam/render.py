@@ -1,0 +1,60 @@
+"""Pictures: heat-map overlays and the per-image panel (input + one overlay per method)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .methods import METHODS
+from .result import Explanation
+
+COLORMAP = "jet"
+
+
+def overlay(pixels: np.ndarray, heat: np.ndarray, alpha: float = 0.5,
+            cmap: str = COLORMAP) -> np.ndarray:
+    """Blend a normalised map over an H×W×3 uint8 image with a matplotlib colormap."""
+    import matplotlib
+
+    colors = matplotlib.colormaps[cmap](np.clip(heat, 0.0, 1.0))[..., :3]
+    out = (1 - alpha) * pixels.astype(np.float64) / 255.0 + alpha * colors
+    return (np.clip(out, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def _class_text(r: Explanation) -> str:
+    name = f"{r.label} ({r.target})" if r.label else f"class {r.target}"
+    return f"{name}, {r.score_mode} {r.score:.4g}"
+
+
+def save_panel(r: Explanation, path: Path, title: str | None = None) -> Path:
+    """The input and one overlay per method side by side, with class, score and (RSI) the
+    completeness gap; dark maps are marked."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    if r.pixels is None:
+        raise ValueError("the explanation has no pixel image (it came from explain_array)")
+    names = list(r.methods)
+    fig = Figure(figsize=(3.2 * (1 + len(names)), 3.9), dpi=100)
+    axes = fig.subplots(1, 1 + len(names))
+    axes[0].imshow(r.pixels)
+    axes[0].set_title(f"input\n{_class_text(r)}", fontsize=9)
+    for ax, name in zip(axes[1:], names):
+        res = r.methods[name]
+        ax.imshow(overlay(r.pixels, res.map))
+        lines = [METHODS[name].title, _class_text(r)]
+        if name == "rsi" and r.completeness_gap is not None:
+            lines[-1] += f", gap {100 * r.completeness_gap:.2g}%"
+        if res.dark:
+            lines.append("dark map (max − min < ε)")
+        ax.set_title("\n".join(lines), fontsize=9, color="firebrick" if res.dark else "black")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title or f"{r.layer}  (m = {r.steps})", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
