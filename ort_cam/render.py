@@ -38,23 +38,25 @@ def save_panel(r: Explanation, path: Path, title: str | None = None) -> Path:
     if r.pixels is None:
         raise ValueError("the explanation has no pixel image (it came from explain_array)")
     names = list(r.methods)
-    fig = Figure(figsize=(3.2 * (1 + len(names)), 3.9), dpi=100)
+    fig = Figure(figsize=(3.2 * (1 + len(names)), 4.2), dpi=100)
     axes = fig.subplots(1, 1 + len(names))
     axes[0].imshow(r.pixels)
-    axes[0].set_title(f"input\n{_class_text(r)}", fontsize=9)
+    axes[0].set_title(f"input\n{_class_text(r)}\n", fontsize=9)
     for ax, name in zip(axes[1:], names):
         res = r.methods[name]
         ax.imshow(overlay(r.pixels, res.map))
-        lines = [METHODS[name].title, _class_text(r)]
+        notes = []
         if name == "rsi" and r.completeness_gap is not None:
-            lines[-1] += f", gap {100 * r.completeness_gap:.2g}%"
+            notes.append(f"completeness gap {100 * r.completeness_gap:.2g}%")
         if res.dark:
-            lines.append("dark map (max − min < ε)")
+            notes.append("dark map (max − min < ε)")
+        lines = [METHODS[name].title, _class_text(r), ", ".join(notes)]
         ax.set_title("\n".join(lines), fontsize=9, color="firebrick" if res.dark else "black")
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(title or f"{r.layer}  (m = {r.steps})", fontsize=8)
-    fig.tight_layout()
+    fig.text(0.5, 0.01, title or f"{r.layer}  (m = {r.steps})", fontsize=8, ha="center",
+             va="bottom", color="dimgray")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path)
     return path

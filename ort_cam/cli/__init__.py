@@ -7,6 +7,7 @@ import click
 from .. import __version__
 from .explain_cmd import explain
 from .graph_cmds import demo, layers, split
+from .metadata_cmd import metadata
 
 
 @click.group(name="ort-cam")
@@ -21,7 +22,7 @@ def main() -> None:
     """
 
 
-for _command in (explain, layers, split, demo):
+for _command in (explain, layers, split, metadata, demo):
     main.add_command(_command)
 
 __all__ = ["main"]
