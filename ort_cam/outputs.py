@@ -53,11 +53,13 @@ def record(r: Explanation, image: str, stem: str) -> dict:
     }
 
 
-def write_outputs(r: Explanation, out_dir: Path, stem: str, image: str) -> dict:
+def write_outputs(r: Explanation, out_dir: Path, stem: str, image: str,
+                  box: tuple[int, int, int, int] | None = None) -> dict:
     """Write <stem>.png and <stem>.npz, append to results.jsonl; returns the record."""
     out_dir.mkdir(parents=True, exist_ok=True)
     png, npz = output_paths(out_dir, stem)
-    save_panel(r, png, title=f"{Path(image).name}  ·  layer {r.layer}  ·  m = {r.steps}")
+    save_panel(r, png, title=f"{Path(image).name}  ·  layer {r.layer}  ·  m = {r.steps}",
+               box=box)
     np.savez_compressed(npz, **npz_arrays(r))
     rec = record(r, image, stem)
     with open(out_dir / RESULTS, "a", encoding="utf-8") as fh:

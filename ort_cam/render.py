@@ -27,9 +27,10 @@ def _class_text(r: Explanation) -> str:
     return f"{name}, {r.score_mode} {r.score:.4g}"
 
 
-def save_panel(r: Explanation, path: Path, title: str | None = None) -> Path:
+def save_panel(r: Explanation, path: Path, title: str | None = None,
+               box: tuple[int, int, int, int] | None = None) -> Path:
     """The input and one overlay per method side by side, with class, score and (RSI) the
-    completeness gap; dark maps are marked."""
+    completeness gap; dark maps are marked; ``box`` (x0, y0, x1, y1) is outlined on each."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -53,6 +54,12 @@ def save_panel(r: Explanation, path: Path, title: str | None = None) -> Path:
         lines = [METHODS[name].title, _class_text(r), ", ".join(notes)]
         ax.set_title("\n".join(lines), fontsize=9, color="firebrick" if res.dark else "black")
     for ax in axes:
+        if box is not None:
+            from matplotlib.patches import Rectangle
+
+            x0, y0, x1, y1 = box
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                                   edgecolor="white", linewidth=1.5, linestyle="--"))
         ax.set_xticks([])
         ax.set_yticks([])
     fig.text(0.5, 0.01, title or f"{r.layer}  (m = {r.steps})", fontsize=8, ha="center",

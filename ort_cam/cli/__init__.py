@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .demo_cmd import demo
 from .explain_cmd import explain
-from .graph_cmds import demo, layers, split
+from .graph_cmds import layers, split
 from .metadata_cmd import metadata
 
 

@@ -1,5 +1,5 @@
 """Commands over a model's graph: ``layers`` lists where a CAM can be taken, ``split`` writes
-the prefix and gradient head models for one layer, ``demo`` is a placeholder."""
+the prefix and gradient head models for one layer."""
 
 from __future__ import annotations
 
@@ -106,18 +106,3 @@ def split(model: Path, layer: str, score: str, out_dir: Path, force: bool) -> No
     click.echo(f"  head outputs: {', '.join(manifest['head_outputs'])}")
     for path in written:
         click.echo(f"  wrote {path}")
-
-
-@click.command()
-def demo() -> None:
-    """Explain a bundled demo model (arrives with the CAM engine).
-
-    For now this prints what to run instead.
-
-    \b
-    Example:
-        ort-cam demo
-    """
-    click.echo("ort-cam demo: the bundled demo model arrives with the CAM engine; "
-               "meanwhile try `ort-cam layers MODEL` and `ort-cam split MODEL --layer NAME "
-               "--out DIR` on an ONNX classifier of yours.")

@@ -1,0 +1,57 @@
+"""``ort-cam demo``: the three methods on the bundled model and images, with energy in box."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ..demo import claim_output, demo_dir, demo_samples
+from ..explainer import Explainer
+from ..methods import METHODS
+from ..metrics import pixel_energy
+from ..outputs import write_outputs
+from .options import reports_errors
+
+
+@click.command()
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("ort-cam-demo"), show_default=True, help="Where to write panels.")
+@click.option("--steps", type=int, default=50, show_default=True, help="Path steps m.")
+@click.option("--force", is_flag=True, help="Write into --out even if it holds other files.")
+@reports_errors
+def demo(out: Path, steps: int, force: bool) -> None:
+    """Explain the bundled demo images with all three methods.
+
+    The demo model is a small CNN trained on generated scenes (shapes on cluttered,
+    textured backgrounds) whose object boxes are known exactly. For each image this
+    writes a panel with the true box outlined and prints the share of each map's energy
+    that falls inside the box. Some images are saturated (top probability > 0.999):
+    there Grad-CAM's probability gradients vanish and its map goes dark, while the
+    integrated methods still point at the object.
+
+    \b
+    Example:
+        ort-cam demo
+        ort-cam demo --out /tmp/demo --steps 100
+    """
+    d = demo_dir()
+    samples = demo_samples(d)
+    claim_output(out, force)
+    ex = Explainer(d / "demo_cnn.onnx")
+    energies: dict[str, list[float]] = {m: [] for m in METHODS}
+    for s in samples:
+        r = ex.explain(s.path, steps=steps)
+        write_outputs(r, out, s.path.stem, str(s.path), box=s.box)
+        parts = []
+        for name, res in r.methods.items():
+            e = pixel_energy(res.map, s.box)
+            energies[name].append(e)
+            parts.append(f"{METHODS[name].title} {e:.2f}" + (" (dark)" if res.dark else ""))
+        verdict = "right" if r.target == s.cls else "WRONG"
+        click.echo(f"{s.path.name:14s} true {s.label:9s} predicted {r.label} p={r.score:.4f} "
+                   f"({verdict}) | energy in box: " + ", ".join(parts))
+    click.echo("mean energy in box: " + ", ".join(
+        f"{METHODS[m].title} {np.nanmean(v):.3f}" for m, v in energies.items()))
+    click.echo(f"panels and arrays in {out}/ ({len(samples)} images, results.jsonl)")

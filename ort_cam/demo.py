@@ -1,0 +1,56 @@
+"""The bundled demo: a small CNN trained on generated scenes whose object boxes are exact
+(built by tools/train_demo_model.py), and a handful of its images."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .errors import OrtCamError
+
+MARKER = ".ort-cam-demo"
+
+
+@dataclass
+class DemoSample:
+    path: Path
+    label: str
+    cls: int
+    box: tuple[int, int, int, int]
+
+
+def demo_dir() -> Path:
+    """Where the demo model and samples are: the installed ``ort_cam.demo_data`` package
+    (mapped from models/demo), else the source tree's models/demo."""
+    try:
+        d = Path(str(resources.files("ort_cam.demo_data")))
+        if (d / "demo_cnn.onnx").is_file():
+            return d
+    except (ModuleNotFoundError, TypeError):
+        pass
+    d = Path(__file__).resolve().parents[1] / "models" / "demo"
+    if (d / "demo_cnn.onnx").is_file():
+        return d
+    raise OrtCamError("the bundled demo model is missing; rebuild it with "
+                      "`python tools/train_demo_model.py`")
+
+
+def demo_samples(d: Path) -> list[DemoSample]:
+    boxes = json.loads((d / "samples" / "boxes.json").read_text())
+    return [DemoSample(d / "samples" / name, v["label"], int(v["class"]), tuple(v["box"]))
+            for name, v in sorted(boxes.items())]
+
+
+def claim_output(out: Path, force: bool) -> None:
+    """Use ``out`` for demo output: fine if new, empty, or written by an earlier demo run
+    (it holds our marker); anything else of the user's is never overwritten without force."""
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists() and not force:
+        raise OrtCamError(f"{out} exists and was not written by ort-cam demo; "
+                          "pass --out elsewhere or --force")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by ort-cam demo; safe to delete\n")
+    results = out / "results.jsonl"
+    if results.exists():
+        results.unlink()
