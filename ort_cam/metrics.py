@@ -27,3 +27,89 @@ def pixel_energy(saliency: np.ndarray, box: Box) -> float:
     if total <= 0:
         return float("nan")
     return float(saliency[box_mask(saliency.shape, box)].sum()) / total
+
+
+def region_scores(saliency: np.ndarray, box: Box,
+                  thresholds: Sequence[float] = tuple(np.round(np.arange(0.1, 1.0, 0.1), 1))
+                  ) -> dict[str, list[float]]:
+    """IoU, IoB and IoR of R = {L > t} against the box B, for each threshold t.
+
+    IoU = |R∩B|/|R∪B|, IoB = |R∩B|/|B|, IoR = |R∩B|/|R| (nan when R is empty)."""
+    b = box_mask(saliency.shape, box)
+    nb = int(b.sum())
+    out: dict[str, list[float]] = {"iou": [], "iob": [], "ior": []}
+    for t in thresholds:
+        r = saliency > t
+        inter, union, nr = int((r & b).sum()), int((r | b).sum()), int(r.sum())
+        out["iou"].append(inter / union if union else float("nan"))
+        out["iob"].append(inter / nb if nb else float("nan"))
+        out["ior"].append(inter / nr if nr else float("nan"))
+    return out
+
+
+def bbox_score(saliency: np.ndarray, box: Box) -> float:
+    """Schulz et al. 2020: with n = |B|, the share of the n highest pixels inside B
+    (ties broken by pixel order, so the count is always exactly n)."""
+    b = box_mask(saliency.shape, box).reshape(-1)
+    n = int(b.sum())
+    if n == 0:
+        return float("nan")
+    top = np.argsort(-saliency.reshape(-1), kind="stable")[:n]
+    return float(b[top].sum()) / n
+
+
+def explanation_map(pixels: np.ndarray, saliency: np.ndarray, kind: str = "soft",
+                    top: float = 0.15) -> np.ndarray:
+    """E in pixel space: ``soft`` = L ⊙ I per channel (RSI paper); ``mask`` = I on the top
+    ``top`` share of pixels of L, black elsewhere (Integrated Grad-CAM paper's Table 1)."""
+    img = pixels.astype(np.float64)
+    if kind == "soft":
+        return img * saliency[..., None]
+    if kind != "mask":
+        raise ValueError(f"unknown explanation map {kind!r}; use soft or mask")
+    flat = saliency.reshape(-1)
+    k = int(round(top * flat.size))
+    keep = np.zeros(flat.size, dtype=bool)
+    keep[np.argsort(-flat, kind="stable")[:k]] = True
+    return img * keep.reshape(saliency.shape)[..., None]
+
+
+def average_drop(y: Sequence[float], o: Sequence[float]) -> float:
+    """(1/N) Σ max(0, Y_c − O_c) / Y_c, as a proportion (×100 for %)."""
+    y, o = np.asarray(y, float), np.asarray(o, float)
+    return float(np.mean(np.maximum(0.0, y - o) / y))
+
+
+def increase_in_confidence(y: Sequence[float], o: Sequence[float]) -> float:
+    """(1/N) Σ 1(Y_c < O_c)."""
+    return float(np.mean(np.asarray(y, float) < np.asarray(o, float)))
+
+
+DARK_EPS = tuple(10.0 ** -k for k in range(2, 13))
+
+
+def dark_counts(raw_maps: Sequence[np.ndarray], eps: Sequence[float] = DARK_EPS
+                ) -> dict[float, int]:
+    """How many maps are dark at each ε (max L − min L < ε, §4.3.2)."""
+    ranges = np.array([float(m.max() - m.min()) for m in raw_maps])
+    return {float(e): int((ranges < e).sum()) for e in eps}
+
+
+def deletion_insertion_orders(saliency: np.ndarray, steps: int) -> list[np.ndarray]:
+    """Masks (True = pixel taken from the image) for RISE-style curves: step s keeps the
+    ceil(s/steps · N) most salient pixels, s = 0..steps (ties by pixel order)."""
+    flat = saliency.reshape(-1)
+    order = np.argsort(-flat, kind="stable")
+    masks = []
+    for s in range(steps + 1):
+        k = int(np.ceil(s / steps * flat.size))
+        m = np.zeros(flat.size, dtype=bool)
+        m[order[:k]] = True
+        masks.append(m.reshape(saliency.shape))
+    return masks
+
+
+def curve_auc(values: Sequence[float]) -> float:
+    """Area under a curve sampled at equal steps over [0, 1] (trapezoid rule)."""
+    v = np.asarray(values, float)
+    return float(((v[1:] + v[:-1]) / 2).sum() / (len(v) - 1))
