@@ -1,6 +1,7 @@
 """Audit metrics (METHODS.md "Metrics"): pure functions over maps, images and boxes.
 
-Boxes are ``(x0, y0, x1, y1)`` in pixels of the map's grid, x1/y1 exclusive.
+Boxes are ``(x0, y0, x1, y1)`` in pixels of the map's grid, x1/y1 exclusive. Where a box is
+taken, an H×W boolean mask (e.g. the union of several boxes, ``boxes_mask``) may be given instead.
 """
 
 from __future__ import annotations
@@ -21,12 +22,28 @@ def box_mask(shape: tuple[int, int], box: Box) -> np.ndarray:
     return mask
 
 
+def boxes_mask(shape: tuple[int, int], boxes: Sequence[Box]) -> np.ndarray:
+    """Boolean H×W mask of the union of ``boxes``."""
+    mask = np.zeros(shape, dtype=bool)
+    for box in boxes:
+        mask |= box_mask(shape, box)
+    return mask
+
+
+def _region(shape: tuple[int, int], box) -> np.ndarray:
+    if isinstance(box, np.ndarray) and box.dtype == bool:
+        if box.shape != tuple(shape):
+            raise ValueError(f"region mask has shape {box.shape}, the map {tuple(shape)}")
+        return box
+    return box_mask(shape, box)
+
+
 def pixel_energy(saliency: np.ndarray, box: Box) -> float:
     """Energy-based pointing game: Σ_B L / Σ L (nan for an all-zero map)."""
     total = float(saliency.sum())
     if total <= 0:
         return float("nan")
-    return float(saliency[box_mask(saliency.shape, box)].sum()) / total
+    return float(saliency[_region(saliency.shape, box)].sum()) / total
 
 
 def region_scores(saliency: np.ndarray, box: Box,
@@ -35,7 +52,7 @@ def region_scores(saliency: np.ndarray, box: Box,
     """IoU, IoB and IoR of R = {L > t} against the box B, for each threshold t.
 
     IoU = |R∩B|/|R∪B|, IoB = |R∩B|/|B|, IoR = |R∩B|/|R| (nan when R is empty)."""
-    b = box_mask(saliency.shape, box)
+    b = _region(saliency.shape, box)
     nb = int(b.sum())
     out: dict[str, list[float]] = {"iou": [], "iob": [], "ior": []}
     for t in thresholds:
@@ -50,7 +67,7 @@ def region_scores(saliency: np.ndarray, box: Box,
 def bbox_score(saliency: np.ndarray, box: Box) -> float:
     """Schulz et al. 2020: with n = |B|, the share of the n highest pixels inside B
     (ties broken by pixel order, so the count is always exactly n)."""
-    b = box_mask(saliency.shape, box).reshape(-1)
+    b = _region(saliency.shape, box).reshape(-1)
     n = int(b.sum())
     if n == 0:
         return float("nan")
@@ -113,3 +130,15 @@ def curve_auc(values: Sequence[float]) -> float:
     """Area under a curve sampled at equal steps over [0, 1] (trapezoid rule)."""
     v = np.asarray(values, float)
     return float(((v[1:] + v[:-1]) / 2).sum() / (len(v) - 1))
+
+
+def deletion_insertion_images(pixels: np.ndarray, saliency: np.ndarray, steps: int,
+                              deleted: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """RISE-style image sequences (s = 0..steps, float pixels): ``deletion[s]`` is the image
+    with its ceil(s/steps · N) most salient pixels set to ``deleted``; ``insertion[s]`` is a
+    ``deleted`` canvas with those pixels taken from the image."""
+    img = pixels.astype(np.float64)
+    masks = np.stack(deletion_insertion_orders(saliency, steps))[..., None]
+    deletion = np.where(masks, deleted, img[None])
+    insertion = np.where(masks, img[None], deleted)
+    return deletion, insertion

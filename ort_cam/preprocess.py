@@ -96,6 +96,39 @@ class Preprocess:
             image = canvas
         return np.asarray(image, dtype=np.uint8)
 
+    def geometry(self, original_size: tuple[int, int]) -> tuple[float, float, float, float]:
+        """How ``resize_image`` moves a point of an image of ``original_size`` = (width,
+        height): model-grid x = x · sx + dx, y = y · sy + dy; returns (sx, sy, dx, dy).
+
+        The same numbers ``resize_image`` uses: stretch scales each axis to the size; crop
+        scales the short side to ``size/crop_ratio`` (rounded like PIL's target size) and
+        shifts by the centre crop; letterbox scales to fit and shifts by the padding."""
+        w0, h0 = original_size
+        h, w = self.size
+        if self.resize == "stretch":
+            return w / w0, h / h0, 0.0, 0.0
+        if self.resize == "crop":
+            s = min(h, w) / self.crop_ratio / min(w0, h0)
+            new = (max(w, round(w0 * s)), max(h, round(h0 * s)))
+            return new[0] / w0, new[1] / h0, -float((new[0] - w) // 2), -float((new[1] - h) // 2)
+        s = min(w / w0, h / h0)
+        new = (max(1, round(w0 * s)), max(1, round(h0 * s)))
+        return new[0] / w0, new[1] / h0, float((w - new[0]) // 2), float((h - new[1]) // 2)
+
+    def map_box(self, box, original_size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """A box (x0, y0, x1, y1; pixel edges, x1/y1 exclusive) in an image of
+        ``original_size`` = (width, height), moved onto the model's input grid the way
+        ``resize_image`` moves the pixels, rounded to the nearest edge and clipped to the grid
+        (a box outside a centre crop comes back empty: x0 == x1 or y0 == y1)."""
+        sx, sy, dx, dy = self.geometry(original_size)
+        h, w = self.size
+        x0, y0, x1, y1 = (float(v) for v in box)
+        edges = (x0 * sx + dx, y0 * sy + dy, x1 * sx + dx, y1 * sy + dy)
+        bx0, by0, bx1, by1 = (int(np.floor(v + 0.5)) for v in edges)
+        bx0, bx1 = (min(max(v, 0), w) for v in (bx0, bx1))
+        by0, by1 = (min(max(v, 0), h) for v in (by0, by1))
+        return bx0, by0, max(bx0, bx1), max(by0, by1)
+
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """Pixel array(s) (...×H×W×3, RGB, 0..255) to model space, with a batch axis."""
         p = np.asarray(pixels, dtype=np.float64)

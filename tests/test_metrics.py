@@ -97,3 +97,29 @@ def test_deletion_insertion_helpers():
     assert M.curve_auc([1.0, 1.0, 1.0]) == 1.0
     assert M.curve_auc([0.0, 1.0]) == 0.5
     assert M.curve_auc([1.0, 0.5, 0.0, 0.0, 0.0]) == pytest.approx((0.75 + 0.25) / 4)
+
+
+def test_union_of_boxes_as_a_mask():
+    s = inside()
+    region = M.boxes_mask((4, 4), [(0, 0, 2, 1), (1, 1, 3, 3)])  # row-0 strip + the centre
+    assert region.sum() == 2 + 4
+    assert M.pixel_energy(s, region) == 1.0
+    # n = 6: the 4 ones are in the region, then ties at 0 by pixel order: (0,0), (0,1) are in
+    assert M.bbox_score(s, region) == 1.0
+    assert M.region_scores(s, region, thresholds=[0.5]) == {"iou": [4 / 6], "iob": [4 / 6],
+                                                            "ior": [1.0]}
+    with pytest.raises(ValueError, match="shape"):
+        M.pixel_energy(s, np.zeros((3, 3), bool))
+
+
+def test_deletion_and_insertion_images_by_hand():
+    pixels = np.full((2, 2, 3), 100, np.uint8)
+    sal = np.array([[0.9, 0.1], [0.5, 0.3]])  # order: (0,0), (1,0), (1,1), (0,1)
+    dele, ins = M.deletion_insertion_images(pixels, sal, steps=2)
+    assert dele.shape == ins.shape == (3, 2, 2, 3)
+    # s = 1 deletes ceil(2/4) = 2 pixels: (0,0) and (1,0)
+    np.testing.assert_array_equal(dele[1][..., 0], [[0, 100], [0, 100]])
+    np.testing.assert_array_equal(ins[1][..., 0], [[100, 0], [100, 0]])
+    assert dele[0].min() == 100 and dele[2].max() == 0
+    assert ins[0].max() == 0 and ins[2].min() == 100
+    assert M.curve_auc([1.0, 0.5, 0.0]) == 0.5

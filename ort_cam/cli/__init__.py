@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .audit_cmd import audit, audit_merge, audit_report
 from .demo_cmd import demo
 from .explain_cmd import explain
 from .graph_cmds import layers, split
@@ -23,7 +24,7 @@ def main() -> None:
     """
 
 
-for _command in (explain, layers, split, metadata, demo):
+for _command in (explain, layers, split, metadata, demo, audit, audit_merge, audit_report):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -151,6 +151,30 @@ method_options = _compose(
                  help="Completeness gap that --steps auto aims below (0.05)."),
 )
 
+#: The path and what it starts from (explain and audit).
+path_options = _compose(
+    click.option("--steps", default="50", show_default=True, metavar="M|auto",
+                 help="Path steps m, or auto (double m until the RSI gap is small)."),
+    click.option("--methods", default="gradcam,igcam,rsi", show_default=True,
+                 help="Comma-separated methods."),
+)
+baseline_options = _compose(
+    click.option("--baseline", default="black", show_default=True, metavar="B",
+                 help="black (in pixel space), zeros (model space), blur, noise, or an image."),
+    click.option("--baseline-seed", type=int, default=None, help="Seed of the noise baseline."),
+    click.option("--blur-radius", type=float, default=None, help="Radius of the blur baseline."),
+)
+labels_option = click.option(
+    "--labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Class names, one per line (default: the model's stored labels).")
+runtime_options = _compose(
+    click.option("--providers", default="auto", show_default=True,
+                 help="auto (CUDA when usable, else CPU), cpu, cuda, or provider names."),
+    click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads."),
+    click.option("--chunk-size", type=int, default=None,
+                 help="Path points per session run (default: from a 1 GiB budget)."),
+)
+
 explain_options = _compose(
     model_argument,
     click.option("--layer", "-l", default=None, metavar="NAME",
@@ -158,22 +182,11 @@ explain_options = _compose(
     score_option,
     json_option,
     preprocess_options,
-    click.option("--steps", default="50", show_default=True, metavar="M|auto",
-                 help="Path steps m, or auto (double m until the RSI gap is small)."),
-    click.option("--methods", default="gradcam,igcam,rsi", show_default=True,
-                 help="Comma-separated methods."),
+    path_options,
     click.option("--target", multiple=True, metavar="T",
                  help="top1 (default), a class index, top:K or a label; repeat for several."),
-    click.option("--baseline", default="black", show_default=True, metavar="B",
-                 help="black (in pixel space), zeros (model space), blur, noise, or an image."),
-    click.option("--baseline-seed", type=int, default=None, help="Seed of the noise baseline."),
-    click.option("--blur-radius", type=float, default=None, help="Radius of the blur baseline."),
-    click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                 help="Class names, one per line (default: the model's stored labels)."),
-    click.option("--providers", default="auto", show_default=True,
-                 help="auto (CUDA when usable, else CPU), cpu, cuda, or provider names."),
-    click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads."),
-    click.option("--chunk-size", type=int, default=None,
-                 help="Path points per session run (default: from a 1 GiB budget)."),
+    baseline_options,
+    labels_option,
+    runtime_options,
     method_options,
 )

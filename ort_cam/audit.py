@@ -1,0 +1,276 @@
+"""An audit directory: the settings (audit.json), one line per image (results.jsonl, appended
+and fsynced as it goes), resuming, shards and merging.
+
+Every image of the dataset (or of its shard) gets exactly one line: its metrics, or
+``status: skipped`` with the reason. A rerun with the same settings skips the keys already
+written; a torn last line (the process died mid-write) is cut off and that image redone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from . import __version__
+from .datasets import Dataset, Sample
+from .errors import OrtCamError
+
+RESULTS = "results.jsonl"
+SETTINGS = "audit.json"
+THUMBS = "thumbs"
+MADE = ("summary.json", "summary.csv", "report.html")
+#: Keys of audit.json that say where and how a run was made, not what it measures.
+ABOUT = "about"
+
+
+# --- shards -----------------------------------------------------------------------------------
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/n"`` (1 <= i <= n) to (i, n); None is the whole dataset, (1, 1)."""
+    if not text:
+        return 1, 1
+    parts = text.split("/")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise OrtCamError(f"bad shard {text!r}; use i/n, e.g. 1/4 (shards are 1..n)")
+    i, n = int(parts[0]), int(parts[1])
+    if not 1 <= i <= n:
+        raise OrtCamError(f"bad shard {text!r}; i must be between 1 and n")
+    return i, n
+
+
+def shard_samples(samples: Sequence[Sample], shard: tuple[int, int]) -> list[Sample]:
+    """Shard i of n: every n-th image in key order, starting at the i-th (deterministic and
+    balanced; every image is in exactly one shard)."""
+    i, n = shard
+    ordered = sorted(samples, key=lambda s: s.key)
+    return ordered[i - 1::n]
+
+
+# --- settings ---------------------------------------------------------------------------------
+def make_settings(measured: dict, dataset: Dataset, shard: tuple[int, int], about: dict) -> dict:
+    """audit.json: what was measured (compared on resume and merge), the dataset's
+    fingerprint, the shard, and ``about`` (paths, providers, version; never compared)."""
+    return {**measured, "dataset": dataset.fingerprint(), "shard": list(shard),
+            ABOUT: {**about, "ort_cam": __version__,
+                    "dataset_path": str(Path(dataset.root).resolve())}}
+
+
+def settings_diff(a: dict, b: dict, ignore: Iterable[str] = (ABOUT,)) -> list[str]:
+    """Dotted names of the settings that differ between ``a`` and ``b``."""
+    skip = set(ignore)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key in skip:
+            continue
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += [f"{key}.{k}" for k in settings_diff(va, vb, ())]
+        elif va != vb:
+            out.append(key)
+    return out
+
+
+def read_settings(out: Path) -> dict:
+    path = out / SETTINGS
+    if not path.is_file():
+        raise OrtCamError(f"{out} holds no {SETTINGS}; is it an audit directory?")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise OrtCamError(f"cannot read {path}: {exc}") from None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+# --- results.jsonl ----------------------------------------------------------------------------
+def read_results(path: Path, repair: bool = False) -> list[dict]:
+    """The records of a results.jsonl. A last line without its newline is torn (the writer
+    died mid-line): it is ignored, and cut off the file when ``repair``. Any other bad line
+    is an error."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    complete = data.rfind(b"\n") + 1  # bytes up to the last newline
+    records = []
+    for n, line in enumerate(data[:complete].splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise OrtCamError(f"{path}, line {n} is not JSON; the file was edited or "
+                              "damaged (remove that line to resume)") from None
+    if repair and complete < len(data):
+        with open(path, "r+b") as fh:
+            fh.truncate(complete)
+    return records
+
+
+def _clean(value):
+    """JSON-safe: NaN and inf become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def append_record(fh, record: dict) -> None:
+    """One line, flushed and fsynced before the next image starts."""
+    fh.write(json.dumps(_clean(record), allow_nan=False) + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+# --- one run ----------------------------------------------------------------------------------
+def prepare(out: Path, settings: dict, force: bool) -> set[str]:
+    """Make ``out`` ready and return the keys already done there.
+
+    New or empty ``out``: write audit.json. An earlier audit with the same settings: resume
+    (torn last line cut off). Other settings, or a non-empty folder that is no audit: refuse,
+    unless ``force``, which removes what an audit writes (nothing else) and starts over."""
+    if force:
+        clear(out)
+    if (out / SETTINGS).exists():
+        old = read_settings(out)
+        diff = settings_diff(old, settings)
+        if diff:
+            raise OrtCamError(f"{out} holds an audit made with other settings "
+                              f"({', '.join(diff)}); use another --out, or --force to start over")
+        return {r["key"] for r in read_results(out / RESULTS, repair=True)}
+    if out.exists() and any(out.iterdir()):
+        raise OrtCamError(f"{out} is not empty and holds no {SETTINGS}; use another --out "
+                          "or --force")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / SETTINGS, json.dumps(settings, indent=2) + "\n")
+    return set()
+
+
+def clear(out: Path) -> None:
+    """Remove the files an audit writes in ``out`` (and nothing else)."""
+    for name in (RESULTS, SETTINGS, *MADE):
+        (out / name).unlink(missing_ok=True)
+    if (out / THUMBS).is_dir():
+        shutil.rmtree(out / THUMBS)
+
+
+def run(samples: Sequence[Sample], done: set[str], out: Path,
+        measure: Callable[[Sample, Path], dict], progress: bool = True) -> int:
+    """Measure every sample not in ``done``, appending each record as it comes; returns how
+    many were measured. A progress bar with an ETA counts the whole shard."""
+    from tqdm import tqdm
+
+    work = [s for s in samples if s.key not in done]
+    skipped = 0
+    with open(out / RESULTS, "a", encoding="utf-8") as fh, \
+            tqdm(total=len(samples), initial=len(samples) - len(work), unit="img",
+                 desc="audit", disable=None if progress else True, smoothing=0.1) as bar:
+        for sample in work:
+            record = measure(sample, out / THUMBS)
+            append_record(fh, record)
+            skipped += record.get("status") == "skipped"
+            bar.set_postfix(skipped=skipped, refresh=False)
+            bar.update()
+    return len(work)
+
+
+# --- merge ------------------------------------------------------------------------------------
+def merge(dirs: Sequence[Path], out: Path, force: bool) -> tuple[dict, list[dict]]:
+    """Join shard outputs into ``out``: same settings (but the shard) or refuse; records
+    deduplicated by key (first seen wins); thumbnails copied. Returns (settings, records)."""
+    if not dirs:
+        raise OrtCamError("give at least one audit directory to merge")
+    if any(Path(d).resolve() == Path(out).resolve() for d in dirs):
+        raise OrtCamError("--out must be a new directory, not one of the inputs")
+    all_settings = [read_settings(Path(d)) for d in dirs]
+    first = all_settings[0]
+    for d, s in zip(dirs[1:], all_settings[1:]):
+        diff = settings_diff(first, s, ignore=(ABOUT, "shard"))
+        if diff:
+            raise OrtCamError(f"{d} was made with other settings than {dirs[0]} "
+                              f"({', '.join(diff)}); only shards of one audit can be merged")
+    counts = {tuple(s["shard"])[1] for s in all_settings}
+    if len(counts) != 1:
+        raise OrtCamError(f"the directories were split into different shard counts "
+                          f"({', '.join(map(str, sorted(counts)))}); merge shards of one split")
+    records: dict[str, dict] = {}
+    sources: dict[str, Path] = {}
+    for d in dirs:
+        for r in read_results(Path(d) / RESULTS):
+            if r["key"] not in records:
+                records[r["key"]] = r
+                sources[r["key"]] = Path(d)
+    if force:
+        clear(out)
+    if out.exists() and any(out.iterdir()):
+        raise OrtCamError(f"{out} is not empty; use another --out or --force")
+    out.mkdir(parents=True, exist_ok=True)
+    shards = sorted({tuple(s["shard"]) for s in all_settings})
+    settings = {**first, "shard": [1, 1],
+                ABOUT: {**first.get(ABOUT, {}), "merged_from": [str(d) for d in dirs],
+                        "merged_shards": [list(s) for s in shards]}}
+    with open(out / RESULTS, "w", encoding="utf-8") as fh:
+        for key in sorted(records):
+            r = records[key]
+            if r.get("thumb"):
+                src = sources[key] / THUMBS / r["thumb"]
+                if src.exists():
+                    (out / THUMBS).mkdir(exist_ok=True)
+                    shutil.copyfile(src, out / THUMBS / r["thumb"])
+            fh.write(json.dumps(r) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    _write_atomic(out / SETTINGS, json.dumps(settings, indent=2) + "\n")
+    return settings, [records[k] for k in sorted(records)]
+
+
+# --- the whole audit ----------------------------------------------------------------------------
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def audit_dataset(ex, dataset: Dataset, out: Path, *, label_map: dict[str, list[int]], spec,
+                  model_sha256: str, shard: tuple[int, int] = (1, 1), force: bool = False,
+                  progress: bool = True, about: dict | None = None,
+                  html_page: bool = True) -> dict:
+    """Audit ``dataset`` (or its ``shard``) with the explainer ``ex`` into ``out``, resuming
+    whatever an earlier run with the same settings left there; then write summary.json,
+    summary.csv and (unless not ``html_page``) report.html. Returns the summary.
+
+    ``spec`` is an ``image_audit.AuditSpec``; ``label_map`` maps lower-case labels to class
+    indices. A KeyboardInterrupt leaves every finished image on disk (rerun to resume)."""
+    import hashlib
+
+    from .image_audit import audit_image
+    from .report_html import make_report
+
+    measured = {"model_sha256": model_sha256, "layer": ex.layer, "score": ex.score_mode,
+                "preprocess": json.loads(ex.preprocess.to_json()),
+                "label_map_sha256": hashlib.sha256(
+                    json.dumps(label_map, sort_keys=True).encode()).hexdigest(),
+                **spec.as_dict()}
+    settings = make_settings(measured, dataset, shard, {"providers": ex.providers,
+                                                        **(about or {})})
+    done = prepare(Path(out), settings, force)
+    samples = shard_samples(dataset.samples, shard)
+    run(samples, done, Path(out),
+        lambda s, thumbs: audit_image(ex, s, label_map, spec, thumbs), progress)
+    return make_report(Path(out), html_page)

@@ -1,0 +1,208 @@
+"""``ort-cam audit``, ``audit-merge`` and ``audit-report``: the papers' metrics over a dataset,
+streamed to DIR/results.jsonl, resumable, shardable, with a summary and an HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import OrtCamError
+from .explain_cmd import parse_methods, parse_steps
+from .options import (
+    _compose,
+    baseline_options,
+    labels_option,
+    method_options,
+    model_argument,
+    path_options,
+    pop_preprocess,
+    preprocess_options,
+    reports_errors,
+    runtime_options,
+    score_option,
+)
+
+dataset_options = _compose(
+    click.option("--format", "fmt", type=click.Choice(["auto", "voc", "coco", "csv"]),
+                 default="auto", show_default=True,
+                 help="Annotation format: VOC folder (Annotations/*.xml), COCO .json, or CSV "
+                      "image,label,x0,y0,x1,y1."),
+    click.option("--images", "images_dir", type=click.Path(file_okay=False, path_type=Path),
+                 default=None, help="Image folder for COCO/CSV (default: the file's folder)."),
+    click.option("--label-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="JSON {label: class index or [indices]} (default: match --labels or "
+                      "the model's stored class names)."),
+    click.option("--correct-only", is_flag=True,
+                 help="Keep images whose predicted class is one of the true classes."),
+    click.option("--one-box", is_flag=True, help="Keep images with exactly one box."),
+    click.option("--small-box", is_flag=True,
+                 help="Keep images whose boxes each cover less than 50% of the image."),
+    click.option("--rsi-filters", is_flag=True,
+                 help="All three filters, as in the RSI paper (§4.3.1)."),
+)
+
+
+#: What the command prints per method: (short name, summary metric).
+SHOWN = [("drop%", "average_drop_soft_pct"), ("inc%", "increase_soft_pct"),
+         ("drop%@15", "average_drop_mask_pct"), ("inc%@15", "increase_mask_pct"),
+         ("energy", "energy"), ("bbox", "bbox"), ("del", "deletion_auc"),
+         ("ins", "insertion_auc")]
+
+
+def _summary_lines(summary: dict, methods: list[str]) -> list[str]:
+    from ..methods import METHODS
+
+    lines = []
+    for split in ("all", "saturated", "unsaturated"):
+        block = summary["splits"][split]
+        lines.append(f"{split}: {block['images']} images")
+        for m in methods:
+            ms = block["metrics"][m]
+            vals = [(short, ms[name]["mean"]) for short, name in SHOWN]
+            lines.append(f"  {METHODS[m].title:22s} " + "  ".join(
+                f"{k} {'-' if v is None else f'{v:.3g}'}" for k, v in vals))
+    return lines
+
+
+@click.command()
+@model_argument
+@click.argument("dataset", type=click.Path(path_type=Path), metavar="DATASET")
+@click.option("--layer", "-l", default=None, metavar="NAME",
+              help="Layer tensor or node name (default: the one stored in the model).")
+@click.option("--out", "-o", "out_dir", required=True, metavar="DIR",
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Audit directory: audit.json, results.jsonl, summary.*, report.html.")
+@dataset_options
+@click.option("--shard", default=None, metavar="i/n",
+              help="Audit only shard i of n (1-based; every n-th image in key order).")
+@click.option("--deletion-steps", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Steps of the deletion and insertion curves.")
+@click.option("--force", is_flag=True,
+              help="Start over: remove what an earlier audit wrote in DIR.")
+@click.option("--no-report", is_flag=True,
+              help="Write summary.* but not report.html (e.g. for shards: audit-merge "
+                   "writes one).")
+@score_option
+@preprocess_options
+@path_options
+@baseline_options
+@labels_option
+@runtime_options
+@method_options
+@reports_errors
+def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str,
+          images_dir: Path | None, label_map: Path | None, correct_only: bool, one_box: bool,
+          small_box: bool, rsi_filters: bool, shard: str | None, deletion_steps: int,
+          force: bool, no_report: bool, **kw) -> None:
+    """Audit MODEL's explanations over DATASET with the papers' metrics.
+
+    DATASET is a PASCAL VOC folder, a COCO .json or a CSV file image,label,x0,y0,x1,y1
+    (or a folder holding one). Labels become class indices through --label-map or the
+    class names (--labels, else the model's). For each image, the predicted class is
+    explained with every method and one JSON line goes to DIR/results.jsonl (flushed and
+    fsynced): Average Drop and Increase in Confidence inputs for the soft map and the
+    top-15% mask, pixel energy, IoU/IoB/IoR at t = 0.1..0.9, Bbox score, raw map range and
+    mean, RSI's completeness gap, deletion and insertion curves and AUC. Images left out
+    (filters, unreadable files, unmapped labels) get a line with the reason.
+
+    Rerunning the same command resumes (after a crash or Ctrl-C) without redoing or
+    repeating images; other settings are refused. At the end DIR gets summary.json,
+    summary.csv and (unless --no-report) report.html (see `ort-cam audit-report`).
+
+    \b
+    Examples:
+        ort-cam audit model.onnx VOC2007/ --label-map voc_to_imagenet.json --out audit/
+        ort-cam audit model.onnx boxes.csv --layer conv5_out --rsi-filters --out audit/
+        ort-cam audit model.onnx coco.json --shard 2/4 --out audit-2/
+    """
+    from ..audit import audit_dataset, file_sha256, parse_shard
+    from ..datasets import label_map_from_names, open_dataset, read_label_map
+    from ..explainer import Explainer
+    from ..image_audit import AuditSpec
+
+    shard_ = parse_shard(shard)
+    steps, methods = parse_steps(kw.pop("steps")), parse_methods(kw.pop("methods"))
+    data = open_dataset(dataset, fmt, images_dir)
+    preprocess = pop_preprocess(kw)
+    runtime = {k: kw.pop(k) for k in ("score", "providers", "threads", "labels", "chunk_size")}
+    baseline = kw.pop("baseline")
+    options = {k: v for k, v in kw.items() if v is not None}  # the method options
+    filters = {"correct": correct_only or rsi_filters, "one_box": one_box or rsi_filters,
+               "small_box": small_box or rsi_filters}
+    spec = AuditSpec(steps=steps, methods=tuple(methods), baseline=baseline, options=options,
+                     filters=tuple(f for f, on in filters.items() if on),
+                     deletion_steps=deletion_steps)
+    ex = Explainer(model, layer, preprocess=preprocess, **runtime)
+    if ex.preprocess is None:
+        raise OrtCamError("the model input is not an image batch; audits need images")
+    if label_map is not None:
+        mapping = read_label_map(label_map, ex.n_classes)
+    elif ex.labels:
+        mapping = label_map_from_names(ex.labels)
+    else:
+        raise OrtCamError("no way to turn labels into classes: pass --label-map or --labels "
+                          "(the model stores no class names)")
+    try:
+        summary = audit_dataset(ex, data, out_dir, label_map=mapping, spec=spec,
+                                model_sha256=file_sha256(model), shard=shard_, force=force,
+                                about={"model": str(model)}, html_page=not no_report)
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            f"interrupted; every finished image is in {out_dir}/results.jsonl: rerun the same "
+            "command to resume") from None
+    for line in _summary_lines(summary, methods):
+        click.echo(line)
+    made = "summary.json and summary.csv" + ("" if no_report else " and report.html")
+    click.echo(f"wrote {out_dir}/{made}")
+
+
+@click.command("audit-merge")
+@click.argument("dirs", nargs=-1, required=True, metavar="DIR...",
+                type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--out", "-o", "out_dir", required=True, metavar="DIR",
+              type=click.Path(file_okay=False, path_type=Path), help="Merged audit directory.")
+@click.option("--force", is_flag=True, help="Replace an earlier merge in --out.")
+@reports_errors
+def audit_merge(dirs: tuple[Path, ...], out_dir: Path, force: bool) -> None:
+    """Join the outputs of `ort-cam audit --shard i/n` runs into one audit.
+
+    The directories must hold shards of one audit (same model, layer, dataset and
+    settings; anything else is refused). Images are deduplicated by key; the merged
+    directory gets results.jsonl, audit.json, the thumbnails, summary.* and report.html,
+    and can be resumed with `ort-cam audit` (no --shard) to fill in missing images.
+
+    \b
+    Example:
+        ort-cam audit-merge audit-1/ audit-2/ audit-3/ audit-4/ --out audit/
+    """
+    from ..audit import merge
+    from ..report_html import make_report
+
+    settings, records = merge(list(dirs), out_dir, force)
+    make_report(out_dir)
+    have = settings["about"]["merged_shards"]
+    n = settings["dataset"]["images"]
+    click.echo(f"merged {len(records)} of {n} images from shards "
+               f"{', '.join(f'{i}/{k}' for i, k in have)} into {out_dir}")
+
+
+@click.command("audit-report")
+@click.argument("out_dir", metavar="DIR", type=click.Path(file_okay=False, exists=True,
+                                                          path_type=Path))
+@reports_errors
+def audit_report(out_dir: Path) -> None:
+    """Rewrite DIR/summary.json, summary.csv and report.html from an audit's results.
+
+    Works on a finished, interrupted or merged audit; the model is not needed.
+
+    \b
+    Example:
+        ort-cam audit-report audit/
+    """
+    from ..report_html import make_report
+
+    summary = make_report(out_dir)
+    imgs = summary["images"]
+    click.echo(f"{imgs['audited']} audited, {sum(imgs['skipped'].values())} skipped, of "
+               f"{imgs['in_dataset']} in the dataset; wrote {out_dir}/report.html")

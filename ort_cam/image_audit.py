@@ -1,0 +1,174 @@
+"""One image's audit: explain it, then every metric of METHODS.md "Metrics" for every method,
+as one JSON-ready record (a line of results.jsonl).
+
+Every score the metrics use is a probability (softmax of the model's logits when the explainer
+differentiates logits), of the class the model predicts. The re-scored images (explanation maps,
+deletion and insertion sequences) go through ``Explainer.scores_at`` in batches sized by the
+explainer's memory budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import metrics as M
+from .datasets import Sample, classes_of, pre_model_skip
+from .errors import InputError
+from .explainer import Explainer
+from .methods import MethodOptions
+from .preprocess import load_image
+
+THRESHOLDS = tuple(round(0.1 * k, 1) for k in range(1, 10))
+SATURATED = 0.99
+THUMB = 96
+
+
+@dataclass
+class AuditSpec:
+    """What is measured, and how (all of it goes into audit.json)."""
+
+    steps: int | str = 50
+    methods: tuple[str, ...] = ("gradcam", "igcam", "rsi")
+    baseline: str = "black"
+    options: dict = field(default_factory=dict)  # method options, baseline_seed, blur_radius
+    filters: tuple[str, ...] = ()
+    deletion_steps: int = 16
+    top: float = 0.15
+
+    def __post_init__(self) -> None:
+        """Resolve the options to every method option and baseline parameter, so that
+        defaults given or left out make the same settings."""
+        opts = {k: v for k, v in self.options.items() if v is not None}
+        seed, blur = opts.pop("baseline_seed", 0), opts.pop("blur_radius", None)
+        self.options = {**dataclasses.asdict(MethodOptions.from_kwargs(**opts)),
+                        "baseline_seed": seed, "blur_radius": blur}
+        self.methods = tuple(self.methods)
+        self.filters = tuple(self.filters)
+
+    def as_dict(self) -> dict:
+        return {"steps": self.steps, "methods": list(self.methods), "baseline": self.baseline,
+                "options": dict(sorted(self.options.items())), "filters": sorted(self.filters),
+                "deletion_steps": self.deletion_steps, "deletion_value": "black (pixel 0)",
+                "explanation_top": self.top, "thresholds": list(THRESHOLDS),
+                "saturated_above": SATURATED, "probabilities": "softmax of the scores"}
+
+
+def skip_record(sample: Sample, kind: str, detail: str, **extra) -> dict:
+    return {"key": sample.key, "status": "skipped", "skip": kind, "reason": detail, **extra}
+
+
+def probabilities(ex: Explainer, scores: np.ndarray) -> np.ndarray:
+    """Class probabilities from scores in the explainer's score mode."""
+    s = np.asarray(scores, np.float64)
+    if ex.score_mode == "probability":
+        return s
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def score_images(ex: Explainer, images: np.ndarray, c: int) -> np.ndarray:
+    """p_c of every pixel image (K×H×W×3, float 0..255), in batches."""
+    batch = max(1, ex.chunk_for(len(images) - 1))
+    out = []
+    for i in range(0, len(images), batch):
+        x = ex.preprocess.normalize(images[i:i + batch])
+        out.append(probabilities(ex, ex.scores_at(x))[:, c])
+    return np.concatenate(out)
+
+
+def audit_image(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
+                spec: AuditSpec, thumbs: Path | None = None) -> dict:
+    """The record for ``sample``: metrics, or ``status: skipped`` with the reason."""
+    t0 = time.perf_counter()
+    try:
+        image = load_image(sample.path)
+    except InputError as exc:
+        return skip_record(sample, "unreadable image", str(exc))
+    size = image.size
+    skip = pre_model_skip(sample, label_map, spec.filters, size)
+    if skip:
+        return skip_record(sample, *skip)
+    mapped = [o for o in sample.objects if classes_of(o, label_map)]
+    true = sorted({c for o in mapped for c in classes_of(o, label_map)})
+    r = ex.explain(image, steps=spec.steps, baseline=spec.baseline, methods=spec.methods,
+                   **spec.options)
+    probs = probabilities(ex, r.scores)
+    c, p = r.target, float(probs[r.target])
+    head = {"key": sample.key, "target": c, "label": r.label, "p": p,
+            "true_labels": sorted({o.label for o in mapped}), "true_classes": true,
+            "correct": c in true}
+    if "correct" in spec.filters and c not in true:
+        return skip_record(sample, "wrong prediction", f"predicted {r.label or c}", **head)
+    hits = [o for o in mapped if c in classes_of(o, label_map)] or mapped
+    pre = ex.preprocess
+    boxes = [pre.map_box(o.box, size) for o in hits]
+    region = M.boxes_mask(pre.size, boxes)
+    if not region.any():
+        return skip_record(sample, "box outside the view", "the box lies outside the "
+                           "model's input after the resize/crop", **head)
+    rec = {**head, "status": "ok", "size": list(size), "objects": len(sample.objects),
+           "boxes": [list(b) for b in boxes], "region_fraction": float(region.mean()),
+           "saturated": p > SATURATED, "steps": r.steps,
+           "completeness_gap": r.completeness_gap, "methods": {}}
+    pixels = r.pixels
+    k = spec.deletion_steps
+    images = []  # per method: soft, mask, deletion (k + 1), insertion (k + 1)
+    for res in r.methods.values():
+        soft = M.explanation_map(pixels, res.map, "soft")
+        mask = M.explanation_map(pixels, res.map, "mask", spec.top)
+        deletion, insertion = M.deletion_insertion_images(pixels, res.map, k)
+        images += [soft[None], mask[None], deletion, insertion]
+    scores = score_images(ex, np.concatenate(images), c)
+    for j, (name, res) in enumerate(r.methods.items()):
+        i = j * (2 * k + 4)
+        o_soft, o_mask = float(scores[i]), float(scores[i + 1])
+        dele, ins = scores[i + 2:i + 3 + k], scores[i + 3 + k:i + 4 + 2 * k]
+        regions = M.region_scores(res.map, region, THRESHOLDS)
+        rec["methods"][name] = {
+            "energy": M.pixel_energy(res.map, region), "bbox": M.bbox_score(res.map, region),
+            **regions,
+            "raw_min": float(res.raw.min()), "raw_max": float(res.raw.max()),
+            "raw_mean": float(res.raw.mean()), "dark": bool(res.dark),
+            "o_soft": o_soft, "o_mask": o_mask,
+            "drop_soft": max(0.0, p - o_soft) / p, "drop_mask": max(0.0, p - o_mask) / p,
+            "increase_soft": bool(p < o_soft), "increase_mask": bool(p < o_mask),
+            "deletion": [float(v) for v in dele], "insertion": [float(v) for v in ins],
+            "deletion_auc": M.curve_auc(dele), "insertion_auc": M.curve_auc(ins),
+        }
+    if thumbs is not None:
+        rec["thumb"] = save_thumb(thumbs, sample.key, pixels,
+                                  {n: m.map for n, m in r.methods.items()})
+    rec["seconds"] = round(time.perf_counter() - t0, 3)
+    return rec
+
+
+def thumb_name(key: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(key.encode()).hexdigest()[:16] + ".npz"
+
+
+def save_thumb(folder: Path, key: str, pixels: np.ndarray, maps: dict[str, np.ndarray]) -> str:
+    """A small copy of the image and maps for the report's gallery (longer side THUMB px,
+    maps as uint8), written atomically; returns its file name."""
+    h, w = pixels.shape[:2]
+    s = min(1.0, THUMB / max(h, w))
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    arrays = {"pixels": np.asarray(Image.fromarray(pixels).resize(size, Image.BILINEAR)),
+              "scale": np.array([size[0] / w, size[1] / h])}
+    for name, m in maps.items():
+        small = Image.fromarray((np.clip(m, 0, 1) * 255).round().astype(np.uint8))
+        arrays[name] = np.asarray(small.resize(size, Image.BILINEAR))
+    folder.mkdir(parents=True, exist_ok=True)
+    name = thumb_name(key)
+    tmp = folder / (name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    tmp.replace(folder / name)
+    return name

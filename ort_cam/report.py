@@ -1,0 +1,142 @@
+"""The audit's summary: mean and 95% confidence interval of every metric per method, over all
+audited images and split into saturated (p > 0.99) and unsaturated ones; written as
+summary.json and summary.csv.
+
+The interval is Student's t: mean ± t(0.975, n − 1) · s / √n (s the sample standard deviation;
+for 0/1 metrics such as Increase in Confidence this is the usual normal-approximation interval).
+Images where a metric is undefined (NaN: e.g. IoR when no pixel passes the threshold) are left
+out of that metric's n.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .image_audit import THRESHOLDS
+from .metrics import DARK_EPS
+
+#: t(0.975, df) for df = 1..30, then 40, 60, 120, ∞ (interpolated in 1/df in between).
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+_T975_TAIL = [(30, 2.042), (40, 2.021), (60, 2.000), (120, 1.980), (math.inf, 1.960)]
+
+SPLITS = ("all", "saturated", "unsaturated")
+#: summary name -> (record field, label in the report)
+METRICS: dict[str, tuple[str, str]] = {
+    "average_drop_soft": ("drop_soft", "Average Drop (soft map)"),
+    "increase_soft": ("increase_soft", "Increase in Confidence (soft map)"),
+    "average_drop_mask": ("drop_mask", "Average Drop (top-15% mask)"),
+    "increase_mask": ("increase_mask", "Increase in Confidence (top-15% mask)"),
+    "energy": ("energy", "Pixel energy in box (EBPG)"),
+    "bbox": ("bbox", "Bbox score"),
+    **{f"{m}@{t}": (m, f"{m.upper()} at t = {t}") for m in ("iou", "iob", "ior")
+       for t in THRESHOLDS},
+    "deletion_auc": ("deletion_auc", "Deletion AUC (lower is better)"),
+    "insertion_auc": ("insertion_auc", "Insertion AUC (higher is better)"),
+    "raw_mean": ("raw_mean", "Mean of the raw map"),
+    "dark": ("dark", "Dark maps (share)"),
+}
+PERCENT = ("average_drop_soft", "increase_soft", "average_drop_mask", "increase_mask")
+
+
+def t975(df: int) -> float:
+    if df < 1:
+        return math.nan
+    if df <= 30:
+        return _T975[df - 1]
+    for (d0, t0), (d1, t1) in zip(_T975_TAIL, _T975_TAIL[1:]):
+        if df <= d1:
+            f = (1 / d0 - 1 / df) / (1 / d0 - (0 if d1 == math.inf else 1 / d1))
+            return t0 + f * (t1 - t0)
+    return 1.960
+
+
+def mean_ci(values) -> dict:
+    """{"n", "mean", "ci95": [low, high]} over the finite values (None/NaN left out)."""
+    v = np.array([np.nan if x is None else float(x) for x in values], dtype=np.float64)
+    v = v[np.isfinite(v)]
+    n = int(v.size)
+    if n == 0:
+        return {"n": 0, "mean": None, "ci95": [None, None]}
+    mean = float(v.mean())
+    if n == 1:
+        return {"n": 1, "mean": mean, "ci95": [None, None]}
+    half = t975(n - 1) * float(v.std(ddof=1)) / math.sqrt(n)
+    return {"n": n, "mean": mean, "ci95": [mean - half, mean + half]}
+
+
+def metric_values(records: list[dict], method: str, name: str) -> list:
+    """Per-image values of summary metric ``name`` for ``method``."""
+    field, _ = METRICS[name]
+    out = []
+    for r in records:
+        m = r["methods"].get(method)
+        if m is None:
+            continue
+        v = m.get(field)
+        if "@" in name:
+            v = v[THRESHOLDS.index(float(name.split("@")[1]))] if v else None
+        out.append(float(v) if isinstance(v, bool) else v)
+    return out
+
+
+def split_records(records: list[dict]) -> dict[str, list[dict]]:
+    ok = sorted((r for r in records if r.get("status") == "ok"), key=lambda r: r["key"])
+    return {"all": ok, "saturated": [r for r in ok if r["saturated"]],
+            "unsaturated": [r for r in ok if not r["saturated"]]}
+
+
+def summarize(settings: dict, records: list[dict]) -> dict:
+    """summary.json: image counts, then per split the metrics per method and dark counts."""
+    methods = settings["methods"]
+    skipped = Counter(r.get("skip") for r in records if r.get("status") == "skipped")
+    out = {"images": {"in_dataset": settings["dataset"]["images"],
+                      "shard": settings["shard"], "lines": len(records),
+                      "audited": sum(r.get("status") == "ok" for r in records),
+                      "skipped": dict(sorted(skipped.items()))},
+           "splits": {}}
+    for split, recs in split_records(records).items():
+        block = {"images": len(recs),
+                 "correct": mean_ci([float(r["correct"]) for r in recs]),
+                 "metrics": {}, "dark_counts": {}}
+        for method in methods:
+            ms = {name: mean_ci(metric_values(recs, method, name)) for name in METRICS}
+            for name in PERCENT:
+                ms[f"{name}_pct"] = _scaled(ms[name], 100.0)
+            if method == "rsi":
+                ms["completeness_gap"] = mean_ci([r.get("completeness_gap") for r in recs])
+            block["metrics"][method] = ms
+            ranges = [r["methods"][method]["raw_max"] - r["methods"][method]["raw_min"]
+                      for r in recs if method in r["methods"]]
+            block["dark_counts"][method] = {f"{e:.0e}": int(sum(x < e for x in ranges))
+                                            for e in DARK_EPS}
+        out["splits"][split] = block
+    return out
+
+
+def _scaled(stat: dict, k: float) -> dict:
+    f = lambda x: None if x is None else x * k
+    return {"n": stat["n"], "mean": f(stat["mean"]), "ci95": [f(x) for x in stat["ci95"]]}
+
+
+def write_summary(out: Path, summary: dict) -> None:
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    with open(out / "summary.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["split", "method", "metric", "n", "mean", "ci95_low", "ci95_high"])
+        for split, block in summary["splits"].items():
+            for method, ms in block["metrics"].items():
+                for name, s in ms.items():
+                    w.writerow([split, method, name, s["n"], _num(s["mean"]),
+                                _num(s["ci95"][0]), _num(s["ci95"][1])])
+
+
+def _num(x) -> str:
+    return "" if x is None else f"{x:.6g}"

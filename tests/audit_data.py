@@ -1,0 +1,48 @@
+"""A tiny audit dataset for the tests: random 16×16 images with CSV boxes, for the tiny conv
+net of tiny_models (8×8 input, 5 classes), plus one unreadable image and one image whose only
+label maps to no class."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tiny_models
+from PIL import Image
+
+LAYER = "relu1_out"
+LABELS = "abcde"
+#: Pixel scale for the "raw" preset at which the tiny net's top probability spans roughly
+#: 0.7..0.999, so both saturated (> 0.99) and unsaturated images occur.
+SCALE = 0.3
+
+
+def make_dataset(d: Path, n: int = 12, seed: int = 0) -> dict:
+    """Write model, images, boxes.csv and labels.json under ``d``; return their paths."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "imgs").mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = ["image,label,x0,y0,x1,y1"]
+    for i in range(n):
+        img = (rng.integers(0, 256, (16, 16, 3)) * rng.uniform(0.1, 1.0)).astype(np.uint8)
+        Image.fromarray(img).save(d / "imgs" / f"im{i:03d}.png")
+        x0, y0 = (int(v) for v in rng.integers(0, 9, 2))
+        label = "person" if i == 1 else LABELS[i % 5]
+        rows.append(f"imgs/im{i:03d}.png,{label},{x0},{y0},{x0 + 7},{y0 + 6}")
+        if i == 2:  # a second box for the same image
+            rows.append(f"imgs/im{i:03d}.png,{LABELS[(i + 1) % 5]},0,0,4,4")
+    (d / "imgs" / "broken.png").write_bytes(b"\x89PNG not really")
+    rows.append("imgs/broken.png,a,0,0,4,4")
+    (d / "boxes.csv").write_text("\n".join(rows) + "\n")
+    (d / "labels.json").write_text(json.dumps(
+        {"_note": "c is ambiguous on purpose", "a": 0, "b": 1, "c": [2, 3], "d": 3, "e": 4}))
+    return {"dir": d, "model": tiny_models.conv_net(d), "csv": d / "boxes.csv",
+            "label_map": d / "labels.json", "n": n + 1}
+
+
+def cli_args(data: dict, out: Path, *extra) -> list[str]:
+    return [str(a) for a in ("audit", data["model"], data["csv"], "--layer", LAYER,
+                             "--label-map", data["label_map"], "--preprocess", "raw",
+                             "--scale", SCALE, "--steps", 4, "--deletion-steps", 4,
+                             "--no-report", "--out", out, *extra)]
