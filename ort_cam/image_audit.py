@@ -96,6 +96,15 @@ def audit_image(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
         return skip_record(sample, *skip)
     mapped = [o for o in sample.objects if classes_of(o, label_map)]
     true = sorted({c for o in mapped for c in classes_of(o, label_map)})
+    if "correct" in spec.filters:  # one forward pass decides before the path is walked
+        probs = probabilities(ex, ex.scores_at(ex.preprocess(image)))[0]
+        c = int(np.argmax(probs))
+        if c not in true:
+            label = ex.labels[c] if ex.labels and c < len(ex.labels) else None
+            return skip_record(sample, "wrong prediction", f"predicted {label or c}",
+                               target=c, label=label, p=float(probs[c]),
+                               true_labels=sorted({o.label for o in mapped}),
+                               true_classes=true, correct=False)
     r = ex.explain(image, steps=spec.steps, baseline=spec.baseline, methods=spec.methods,
                    **spec.options)
     probs = probabilities(ex, r.scores)
@@ -103,8 +112,6 @@ def audit_image(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
     head = {"key": sample.key, "target": c, "label": r.label, "p": p,
             "true_labels": sorted({o.label for o in mapped}), "true_classes": true,
             "correct": c in true}
-    if "correct" in spec.filters and c not in true:
-        return skip_record(sample, "wrong prediction", f"predicted {r.label or c}", **head)
     hits = [o for o in mapped if c in classes_of(o, label_map)] or mapped
     pre = ex.preprocess
     boxes = [pre.map_box(o.box, size) for o in hits]

@@ -3,7 +3,8 @@ audited images and split into saturated (p > 0.99) and unsaturated ones; written
 summary.json and summary.csv.
 
 The interval is Student's t: mean ± t(0.975, n − 1) · s / √n (s the sample standard deviation;
-for 0/1 metrics such as Increase in Confidence this is the usual normal-approximation interval).
+for 0/1 metrics such as Increase in Confidence this is the usual normal-approximation interval),
+clipped to 0..1 for the metrics that are shares or probabilities (all but the raw map mean).
 Images where a metric is undefined (NaN: e.g. IoR when no pixel passes the threshold) are left
 out of that metric's n.
 """
@@ -43,6 +44,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "raw_mean": ("raw_mean", "Mean of the raw map"),
     "dark": ("dark", "Dark maps (share)"),
 }
+#: Metrics outside 0..1; every other one is a share or a probability, and its interval is
+#: clipped to 0..1.
+UNBOUNDED = ("raw_mean",)
 PERCENT = ("average_drop_soft", "increase_soft", "average_drop_mask", "increase_mask")
 
 
@@ -58,8 +62,9 @@ def t975(df: int) -> float:
     return 1.960
 
 
-def mean_ci(values) -> dict:
-    """{"n", "mean", "ci95": [low, high]} over the finite values (None/NaN left out)."""
+def mean_ci(values, bounds: tuple[float, float] | None = None) -> dict:
+    """{"n", "mean", "ci95": [low, high]} over the finite values (None/NaN left out); the
+    interval is clipped to ``bounds`` when the metric has a range (e.g. 0..1)."""
     v = np.array([np.nan if x is None else float(x) for x in values], dtype=np.float64)
     v = v[np.isfinite(v)]
     n = int(v.size)
@@ -69,7 +74,10 @@ def mean_ci(values) -> dict:
     if n == 1:
         return {"n": 1, "mean": mean, "ci95": [None, None]}
     half = t975(n - 1) * float(v.std(ddof=1)) / math.sqrt(n)
-    return {"n": n, "mean": mean, "ci95": [mean - half, mean + half]}
+    lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return {"n": n, "mean": mean, "ci95": [lo, hi]}
 
 
 def metric_values(records: list[dict], method: str, name: str) -> list:
@@ -107,7 +115,9 @@ def summarize(settings: dict, records: list[dict]) -> dict:
                  "correct": mean_ci([float(r["correct"]) for r in recs]),
                  "metrics": {}, "dark_counts": {}}
         for method in methods:
-            ms = {name: mean_ci(metric_values(recs, method, name)) for name in METRICS}
+            ms = {name: mean_ci(metric_values(recs, method, name),
+                                None if name in UNBOUNDED else (0.0, 1.0))
+                  for name in METRICS}
             for name in PERCENT:
                 ms[f"{name}_pct"] = _scaled(ms[name], 100.0)
             if method == "rsi":

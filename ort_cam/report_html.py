@@ -19,6 +19,7 @@ from .metrics import DARK_EPS
 from .report import SPLITS, split_records
 
 COLORS = {"gradcam": "tab:blue", "igcam": "tab:orange", "rsi": "tab:green"}
+SHORT = {"gradcam": "Grad-CAM", "igcam": "IG-CAM", "rsi": "RSI"}
 #: Rows of the summary tables: (summary name, label, shown as percent).
 TABLE = [("average_drop_soft_pct", "Average Drop %, soft map E = L ⊙ I (lower is better)"),
          ("increase_soft_pct", "Increase in Confidence %, soft map (higher is better)"),
@@ -37,6 +38,9 @@ ROLLING = [("energy", "pixel energy"), ("bbox", "Bbox score"), ("iou@0.5", "IoU 
            ("average_drop_soft", "Average Drop (soft)"), ("increase_soft", "Increase (soft)"),
            ("insertion_auc", "insertion AUC")]
 GALLERY = 4
+#: Probabilities are drawn on a logit axis (saturated images crowd next to 1); p = 1 in float32
+#: is drawn at 1 − P_CLIP.
+P_CLIP = 1e-7
 
 
 def window_size(n: int) -> int:
@@ -80,12 +84,12 @@ def _values(recs, method, name) -> np.ndarray:
 
 def plot_thresholds(recs, methods) -> str:
     fig = _figure(12, 3.2)
-    for ax, m in zip(fig.subplots(1, 3), ("iou", "iob", "ior")):
+    for ax, m in zip(fig.subplots(1, 3), ("IoU", "IoB", "IoR")):
         for method in methods:
-            means = [_nanmean(_values(recs, method, f"{m}@{t}")) for t in THRESHOLDS]
+            means = [_nanmean(_values(recs, method, f"{m.lower()}@{t}")) for t in THRESHOLDS]
             ax.plot(THRESHOLDS, means, "o-", color=COLORS.get(method), label=_title(method))
-        ax.set(xlabel="threshold t on the normalised map", ylabel=f"mean {m.upper()}",
-               title=f"{m.upper()} against t", ylim=(0, 1))
+        ax.set(xlabel="threshold t on the normalised map", ylabel=f"mean {m}",
+               title=f"{m} against t", ylim=(0, 1))
         ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
@@ -102,7 +106,9 @@ def plot_raw_means(split_recs, methods) -> str:
         data = [d[np.isfinite(d)] for d in data]
         if any(len(d) for d in data):
             ax.boxplot([d if len(d) else [np.nan] for d in data],
-                       tick_labels=[_title(m) for m in methods])
+                       tick_labels=[SHORT.get(m, m) for m in methods])
+        else:
+            _no_images(ax)
         ax.set_title(f"{split} ({len(split_recs[split])} images)")
         if positive:
             ax.set_yscale("symlog", linthresh=min(positive))
@@ -122,6 +128,7 @@ def plot_dark(summary, methods) -> str:
                     color=COLORS.get(method), label=_title(method))
         ax.set_xscale("log")
         ax.set_yscale("symlog", linthresh=1)
+        ax.set_ylim(0, max(1, block["images"]) * 1.5)
         ax.invert_xaxis()
         ax.set(xlabel="ε (max L − min L < ε)", title=f"{split} ({block['images']} images)")
         ax.grid(alpha=0.3)
@@ -139,8 +146,10 @@ def plot_rolling(recs, methods, w: int) -> str:
         for method in methods:
             if len(p) >= w:
                 x, y = rolling(p, _values(recs, method, name), w)
-                ax.plot(x, y, color=COLORS.get(method), label=_title(method))
-        ax.set(xlabel="predicted probability (window mean)", ylabel=label)
+                ax.plot(np.clip(x, P_CLIP, 1 - P_CLIP), y, "-" if len(x) > 20 else "o-", ms=3,
+                        color=COLORS.get(method), label=_title(method))
+        _logit_axis(ax, p)
+        ax.set(xlabel="p (window mean)", ylabel=label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     return _png(fig)
@@ -175,10 +184,12 @@ def plot_gallery(out: Path, recs, method) -> str | None:
     if not scored:
         return None
     scored.sort(key=lambda t: (-t[0], t[1]["key"]))
-    k = min(GALLERY, len(scored))
-    rows = [("best", scored[:k]), ("worst", scored[::-1][:k])]
-    fig = _figure(2.2 * k, 5.2)
-    axes = np.atleast_2d(fig.subplots(2, k, squeeze=False))
+    best = min(GALLERY, (len(scored) + 1) // 2)  # best and worst never share an image
+    worst = min(GALLERY, len(scored) - best)
+    rows = [("best", scored[:best]), ("worst", scored[::-1][:worst])]
+    rows = [row for row in rows if row[1]]
+    fig = _figure(2.2 * best, 2.6 * len(rows))
+    axes = fig.subplots(len(rows), best, squeeze=False)
     for row, (kind, items) in zip(axes, rows):
         for ax, (energy, r) in zip(row, items):
             z = np.load(out / THUMBS / r["thumb"])
@@ -196,6 +207,25 @@ def plot_gallery(out: Path, recs, method) -> str | None:
         for ax in row[len(items):]:
             ax.axis("off")
     return _png(fig)
+
+
+def _logit_axis(ax, p: np.ndarray) -> None:
+    """A logit x axis over the probabilities ``p`` with a few readable ticks."""
+    lo = float(np.clip(p.min(), P_CLIP, 0.5)) if len(p) else 0.1
+    hi = float(np.clip(p.max(), 0.5, 1 - P_CLIP)) if len(p) else 0.9
+    lo, hi = min(lo, 0.1), max(hi, 0.9)
+    ax.set_xscale("logit")
+    ax.set_xlim(lo, hi)
+    ticks = [t for t in (0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 1 - 1e-5, 1 - 1e-6)
+             if lo <= t <= hi]
+    ax.set_xticks(ticks, [f"{t:.6g}" for t in ticks], fontsize=7)
+    ax.minorticks_off()
+
+
+def _no_images(ax) -> None:
+    ax.text(0.5, 0.5, "no images", ha="center", va="center", transform=ax.transAxes,
+            color="gray")
+    ax.set_xticks([])
 
 
 def _title(method: str) -> str:
@@ -277,8 +307,8 @@ def write_html(out: Path, settings: dict, summary: dict, records: list[dict]) ->
             f"<img src='data:image/png;base64,{plot_raw_means(splits, methods)}'>",
             "<h2>Dark maps against ε (Fig 15)</h2>",
             f"<img src='data:image/png;base64,{plot_dark(summary, methods)}'>",
-            f"<h2>Metrics against predicted probability, rolling mean over {w} images "
-            "(Figs 16–21)</h2>",
+            f"<h2>Metrics against predicted probability p (logit axis), rolling mean over {w} "
+            "images (Figs 16–21)</h2>",
             f"<img src='data:image/png;base64,{plot_rolling(recs, methods, w)}'>",
             "<h2>Deletion and insertion curves (mean over images)</h2>",
             f"<img src='data:image/png;base64,{plot_curves(recs, methods)}'>",

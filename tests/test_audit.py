@@ -138,6 +138,23 @@ def test_shards_merge_to_the_unsharded_audit(data, reference, tmp_path):
     assert thumbs == {r["thumb"] for r in recs if r.get("thumb")}
 
 
+def test_rsi_filters_leave_out_wrong_predictions_and_extra_boxes(data, reference, tmp_path):
+    spec = AuditSpec(steps=4, deletion_steps=4, filters=("correct", "one_box", "small_box"))
+    audit(data, tmp_path / "f", spec=spec)
+    recs = {r["key"]: r for r in read_results(tmp_path / "f" / "results.jsonl")}
+    ref = {r["key"]: r for r in reference["records"]}
+    assert recs["imgs/im002.png"]["skip"] == "not one box"
+    for key, r in ref.items():
+        if r["status"] != "ok" or key == "imgs/im002.png":
+            continue
+        if r["correct"]:  # 7×6 boxes cover 42/256 of a 16×16 image: all small
+            assert strip([recs[key]]) == strip([r])
+        else:
+            assert recs[key]["skip"] == "wrong prediction"
+            assert recs[key]["target"] == r["target"] and "completeness_gap" not in recs[key]
+    assert {r["correct"] for r in ref.values() if r["status"] == "ok"} == {True, False}
+
+
 def test_shard_split_is_deterministic():
     from ort_cam.datasets import Sample
 
