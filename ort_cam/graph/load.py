@@ -223,6 +223,42 @@ def probe_shapes(model: onnx.ModelProto, graph: gs.Graph, batch: int = PROBE_BAT
     return shapes, dtypes
 
 
+def _export(graph: gs.Graph, ir_version: int) -> onnx.ModelProto:
+    proto = gs.export_onnx(graph, do_type_check=False)
+    # onnx may stamp an IR version newer than onnxruntime reads; the opset decides what we need.
+    proto.ir_version = min(ir_version, helper.find_min_ir_version_for(proto.opset_import))
+    return proto
+
+
+def _fold_static_shapes(graph: gs.Graph, ir_version: int) -> None:
+    """Fold shape arithmetic on dims that do not depend on the batch.
+
+    Freeing the batch axis leaves intermediate shapes unknown, and ONNX shape inference cannot
+    recover them past a Reshape to -1 with a symbolic batch (ShuffleNet's channel shuffle), so
+    e.g. ``Shape -> Gather(channels) -> Div -> Slice`` (``x.chunk(2, dim=1)``) stays a run-time
+    computation and the Slice cannot be differentiated. Two probe runs with different batch
+    sizes tell which dims are static; with those shapes set, graphsurgeon folds such chains.
+    """
+    if not any(node.op == "Shape" for node in graph.nodes):
+        return
+    proto = _export(graph, ir_version)
+    try:
+        one, _ = probe_shapes(proto, graph, PROBE_BATCH)
+        two, _ = probe_shapes(proto, graph, PROBE_BATCH + 1)
+    except ModelLoadError:
+        return  # load_model's own probe reports why the model does not run
+    inner = [t for t in graph.tensors().values()
+             if isinstance(t, gs.Variable) and t not in graph.inputs and t not in graph.outputs]
+    for t in inner:
+        a, b = one.get(t.name), two.get(t.name)
+        if a is not None and b is not None and len(a) == len(b):
+            t.shape = [x if x == y else f"{t.name}:{i}" for i, (x, y) in enumerate(zip(a, b))]
+    graph.fold_constants(error_ok=True).cleanup().toposort()
+    for t in graph.tensors().values():  # as after _free_batch_axis: ORT re-infers them
+        if isinstance(t, gs.Variable) and t not in graph.inputs and t not in graph.outputs:
+            t.shape = None
+
+
 def load_model(source: str | os.PathLike | onnx.ModelProto,
                input_shapes: dict[str, list[int]] | None = None) -> LoadedModel:
     """Read, upgrade, free the batch axis, fix dynamic non-batch dims (``input_shapes``: input
@@ -239,9 +275,8 @@ def load_model(source: str | os.PathLike | onnx.ModelProto,
     _free_batch_axis(graph)
     notes += _pin_input_dims(graph, input_shapes)
     graph.fold_constants(error_ok=True).cleanup().toposort()
-    proto = gs.export_onnx(graph, do_type_check=False)
-    # onnx may stamp an IR version newer than onnxruntime reads; the opset decides what we need.
-    proto.ir_version = min(model.ir_version, helper.find_min_ir_version_for(proto.opset_import))
+    _fold_static_shapes(graph, model.ir_version)
+    proto = _export(graph, model.ir_version)
     del proto.metadata_props[:]
     proto.metadata_props.extend(model.metadata_props)
     proto.doc_string = model.doc_string

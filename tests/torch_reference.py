@@ -1,0 +1,588 @@
+"""Torch autograd as an independent reference for ort_cam's gradient heads.
+
+Shared by ``tests/test_heads_torchvision.py`` and ``tools/check_heads.py``. For each torchvision
+architecture in ``CASES``: build it with seeded random weights (BatchNorm made non-trivial),
+export it with the legacy (TorchScript) exporter, find the ONNX tensor of each probed torch
+module by *value* (never by name), then compare ort_cam's fused model and prefix + head with
+torch autograd run in float64.
+
+Errors are relative to the reference's largest magnitude: max|got - ref| / max|ref|.
+
+Kinks. ReLU, ReLU6 (Clip), Hardswish and Hardsigmoid have corners. A kink input within
+float32 rounding of its corner can land on either side in a float32 engine, and which side
+it lands on differs between torch-float32, torch-float64 and onnxruntime (and even between two
+onnxruntime graphs of the same model, as their kernels sum in other orders). One such element
+in the head changes the gradient over its whole receptive field, by up to ~1e-2 of the
+largest gradient here: no tolerance could tell that from a wrong rule. So the reference takes
+the branch onnxruntime took at every kink (the kink inputs are read from the very run under
+test, matched to torch's by value), and computes every value in float64. Each branch that
+differs from float64's own is reported with its distance from the corner, and the tests assert
+that every such distance is float32 rounding (``BRANCH_TOL``): the branch pattern is then one
+that float32 arithmetic legitimately produces, and the gradient along it is checked to
+``GRAD_TOL``. The plain float64 gradient (float64's own branches) is reported too.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from ort_cam.grad import fused_model, split_models
+from ort_cam.graph import list_layers, load_model, session_for
+
+#: Input side (px) of every model: small enough to be fast, big enough that every model's
+#: last stage still has a 4x4 grid (3x3 would not do for vgg16_bn's 2x2 average pool).
+SIZE = 128
+BATCH = 2
+SCORES = ("probability", "logit")
+#: Gradient, relative to its largest element, against float64 autograd along onnxruntime's
+#: branches. float32 rounding gives ~1e-6 (see tools/check_heads.py); a wrong rule gives
+#: 1e-2 and more.
+GRAD_TOL = 1e-4
+#: The layer activation, same measure: it is the prefix in float32 against float64.
+ACT_TOL = 1e-4
+#: prefix.onnx + head.onnx scores against the original model's outputs.
+REPRO_TOL = 1e-5
+#: A kink input on which onnxruntime branched unlike float64 must lie this close to the
+#: corner, relative to the largest magnitude of its tensor. float32 carries 6e-8 relative
+#: rounding per operation; through ~50 layers the kink inputs here drift by up to ~1e-5.
+BRANCH_TOL = 1e-4
+#: onnx op types that carry the torch kinks, by torch function.
+KINK_OPS = {"relu": ("Relu",), "relu6": ("Clip",), "hardtanh": ("Clip",),
+            "hardswish": ("HardSwish",), "hardsigmoid": ("HardSigmoid",),
+            "max_pool2d": ("MaxPool",)}
+
+
+@dataclass(frozen=True)
+class Case:
+    """A torchvision model and the modules whose outputs are tested as layers; ``crossing``:
+    the modules inside a residual / dense / concat block, whose cut must have crossing
+    tensors."""
+
+    model: str
+    modules: tuple[str, ...]
+    crossing: tuple[str, ...] = ()
+    opset: int = 13
+    heavy: bool = False
+    note: str = ""
+
+
+CASES: tuple[Case, ...] = (
+    Case("resnet18", ("relu", "layer3.1.bn1", "layer4"), ("layer3.1.bn1",), opset=11,
+         note="opset 11 upgraded on load; the stem ReLU puts MaxPool in the head"),
+    Case("resnet50", ("layer3.2.bn2", "layer4"), ("layer3.2.bn2",), heavy=True),
+    Case("vgg16_bn", ("features.32", "features.42"), heavy=True,
+         note="torchvision features; avgpool 2x2 and classifier width 1024"),
+    Case("mobilenet_v2", ("features.9.conv.1", "features.18"), ("features.9.conv.1",)),
+    Case("mobilenet_v3_small", ("features.5.block.1", "features.12"), ("features.5.block.1",),
+         opset=14, note="opset 14: HardSwish"),
+    Case("efficientnet_b0", ("features.5.1.block.1", "features.8"), ("features.5.1.block.1",)),
+    Case("densenet121", ("features.denseblock4.denselayer8.relu2", "features.norm5"),
+         ("features.denseblock4.denselayer8.relu2",), heavy=True,
+         note="BatchNormalization after Concat is not folded"),
+    Case("squeezenet1_1", ("features.7.expand3x3_activation", "features.12"),
+         ("features.7.expand3x3_activation",), opset=12,
+         note="opset 12 upgraded on load; ceil_mode MaxPool"),
+    Case("shufflenet_v2_x0_5", ("stage3.2.branch2.7", "conv5"), ("stage3.2.branch2.7",),
+         note="chunk -> Slice, channel shuffle"),
+    Case("convnext_tiny", ("features.5.4.block.0", "features.5.4.block.1", "features.7"),
+         ("features.5.4.block.0", "features.5.4.block.1"), opset=17, heavy=True,
+         note="opset 17: LayerNormalization; block.1 is NHWC"),
+)
+CASES_BY_NAME = {c.model: c for c in CASES}
+
+
+# Models -------------------------------------------------------------------------------------
+def _vgg16_bn(torch, torchvision):
+    """vgg16_bn with torchvision's feature stack; the 7x7 avgpool becomes 2x2 (a 128 px input
+    leaves a 4x4 grid, and 4 is no multiple of 7 for the exporter) and the classifier is
+    1024 wide instead of 4096 (same ops, 30x fewer weights)."""
+    nn = torch.nn
+    model = torchvision.models.vgg16_bn(weights=None)
+    model.avgpool = nn.AdaptiveAvgPool2d((2, 2))
+    model.classifier = nn.Sequential(
+        nn.Linear(512 * 2 * 2, 1024), nn.ReLU(True), nn.Dropout(),
+        nn.Linear(1024, 1024), nn.ReLU(True), nn.Dropout(),
+        nn.Linear(1024, 1000),
+    )
+    return model
+
+
+def build_model(name: str, seed: int = 0):
+    """A torchvision model in eval mode with seeded random weights.
+
+    BatchNorm is made non-trivial: random affine weights, and running statistics gathered in
+    train mode from random images (so they are realistic but not the test batch's own).
+    ConvNeXt's layer scale (1e-6 at init, which would make every block the identity) is drawn
+    from [0.2, 0.6]. In-place activations are turned off so hooks see clean tensors.
+    """
+    import torch
+    import torchvision
+
+    torch.manual_seed(seed)
+    if name == "vgg16_bn":
+        model = _vgg16_bn(torch, torchvision)
+    else:
+        model = getattr(torchvision.models, name)(weights=None)
+    gen = torch.Generator().manual_seed(seed + 1)
+    has_bn = False
+    with torch.no_grad():
+        for m in model.modules():
+            if hasattr(m, "inplace"):
+                m.inplace = False
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                has_bn = True
+                m.weight.uniform_(0.5, 1.5, generator=gen)
+                m.bias.normal_(0.0, 0.2, generator=gen)
+                m.momentum = None  # cumulative average over the calibration batches
+                m.reset_running_stats()
+            if hasattr(m, "layer_scale") and isinstance(m.layer_scale, torch.nn.Parameter):
+                m.layer_scale.uniform_(0.2, 0.6, generator=gen)
+        if has_bn:
+            model.train()
+            for _ in range(2):
+                model(torch.randn(8, 3, SIZE, SIZE, generator=gen))
+    return model.eval()
+
+
+def export(model, path: Path, opset: int) -> Path:
+    """Legacy TorchScript export with a dynamic batch axis."""
+    import warnings
+
+    import torch
+
+    x = torch.zeros(1, 3, SIZE, SIZE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, x, str(path), opset_version=opset, dynamo=False,
+            input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+        )
+    return path
+
+
+def inputs(seed: int = 0, classes: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 image batch and target weights that differ per row: row 0 one-hot on one
+    class, row 1 dense random weights (positive and negative) over every class."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((BATCH, 3, SIZE, SIZE)).astype(np.float32)
+    w = np.zeros((BATCH, classes), np.float32)
+    w[0, 7] = 1.0
+    w[1:] = rng.standard_normal((BATCH - 1, classes)).astype(np.float32)
+    return x, w
+
+
+# Torch side -----------------------------------------------------------------------------------
+def torch_forward(model, x: np.ndarray, modules: Iterable[str], dtype=None,
+                  requires_grad: bool = False):
+    """Run ``model`` with forward hooks on ``modules``; returns (logits, {module: output}).
+
+    The hook hands the rest of the network a clone, so an in-place op downstream (DenseNet's
+    ``F.relu(inplace=True)``, ResNet's ``+=``) cannot alter the tensor we differentiate by.
+    """
+    import torch
+
+    acts: dict = {}
+    handles = []
+    for name in modules:
+        def hook(_mod, _inp, out, name=name):
+            if name in acts:
+                raise RuntimeError(f"module {name!r} runs more than once; probe another one")
+            acts[name] = out
+            return out.clone()
+
+        handles.append(model.get_submodule(name).register_forward_hook(hook))
+    try:
+        xt = torch.from_numpy(x)
+        if dtype is not None:
+            xt = xt.to(dtype)
+        xt.requires_grad_(requires_grad)
+        logits = model(xt)
+    finally:
+        for h in handles:
+            h.remove()
+    return logits, acts
+
+
+@dataclass
+class Kink:
+    """One call of a kinked function in the float32 forward."""
+
+    name: str  # torch function: relu, relu6, hardtanh, hardswish, hardsigmoid, max_pool2d
+    corners: tuple[float, float | None]
+    x32: np.ndarray  # the float32 input
+    pool: dict | None = None  # max_pool2d's arguments
+    decision: object = None  # decide(x32)
+
+    def decide(self, x):
+        """The branches input ``x`` (a torch tensor) takes: (at or below the low corner,
+        at or above the high one) masks; for MaxPool, the argmax indices."""
+        if self.pool is not None:
+            import torch.nn.functional as F
+
+            return F.max_pool2d(x, **self.pool, return_indices=True)[1]
+        lo, hi = self.corners
+        return x <= lo, (x >= hi) if hi is not None else None
+
+    def same(self, a, b) -> bool:
+        import torch
+
+        if self.pool is not None:
+            return torch.equal(a, b)
+        return all(x is None or torch.equal(x, y) for x, y in zip(a, b))
+
+    @staticmethod
+    def key(decision) -> tuple:
+        if isinstance(decision, tuple):
+            return tuple(np.packbits(m.numpy()).tobytes() for m in decision if m is not None)
+        return (decision.numpy().tobytes(),)
+
+
+class KinkPattern:
+    """Record every kinked call of a float32 forward, then replay it in a float64 forward of
+    the same model with chosen branches, differentiably.
+
+    Kinks: ReLU at 0, ReLU6 / Hardtanh at their bounds, Hardswish / Hardsigmoid at ±3, and
+    MaxPool's argmax (exact ties, such as all-zero windows after a ReLU, go to the first
+    maximum in torch and onnxruntime alike). ``replay`` takes float32's branches, except for
+    calls in ``overrides`` ({call: Kink.decide(value)}).
+    After a replay ``flips`` lists the calls whose branches differ from float64's own:
+    (call, function, elements, largest distance from the corner / the tensor's max |x|).
+    """
+
+    _NAMES = ("relu", "relu6", "hardtanh", "hardswish", "hardsigmoid", "max_pool2d")
+    _POOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                  "return_indices")
+
+    def __init__(self):
+        self.kinks: list[Kink] = []
+        self.flips: list[tuple[int, str, int, float]] = []
+
+    def record(self):
+        self.kinks = []
+        return self._mode(None)
+
+    def replay(self, overrides: dict | None = None):
+        self.flips = []
+        return self._mode(overrides or {})
+
+    def _mode(self, overrides):
+        from torch.overrides import TorchFunctionMode
+
+        outer = self
+        calls = iter(range(1 << 62))
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                kwargs = dict(kwargs or {})
+                name = getattr(func, "__name__", "").rstrip("_")
+                if name not in outer._NAMES:
+                    return func(*args, **kwargs)
+                kwargs.pop("inplace", None)
+                want = False
+                if name == "max_pool2d":
+                    bound = dict(zip(outer._POOL_ARGS, args))
+                    bound.update(kwargs)
+                    want = bound.pop("return_indices", False)
+                    args, kwargs = (bound.pop("input"),), bound
+                else:
+                    args = args[:3] if name == "hardtanh" else args[:1]
+                if overrides is None:
+                    return outer._record(func, name, args, kwargs, want)
+                i = next(calls)
+                return outer._replay(i, overrides.get(i), args, kwargs, want)
+
+            def __exit__(self, *exc):
+                if overrides is not None and exc[0] is None:
+                    if next(calls) != len(outer.kinks):
+                        raise RuntimeError("the float64 forward took another path")
+                return super().__exit__(*exc)
+
+        return Mode()
+
+    @staticmethod
+    def _corners(name, args, kwargs) -> tuple[float, float | None]:
+        if name == "relu":
+            return 0.0, None
+        if name == "relu6":
+            return 0.0, 6.0
+        if name in ("hardswish", "hardsigmoid"):
+            return -3.0, 3.0
+        lo = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+        hi = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
+        return float(lo), float(hi)
+
+    def _record(self, func, name, args, kwargs, want):
+        import torch.nn.functional as F
+
+        x = args[0]
+        if name == "max_pool2d":
+            out, idx = F.max_pool2d(x, **kwargs, return_indices=True)
+            self.kinks.append(Kink(name, (0.0, None), x.detach().numpy().copy(), kwargs, idx))
+            return (out, idx) if want else out
+        kink = Kink(name, self._corners(name, args, kwargs), x.detach().numpy().copy())
+        kink.decision = kink.decide(x.detach())
+        self.kinks.append(kink)
+        return func(*args, **kwargs)
+
+    def _replay(self, i, override, args, kwargs, want):
+        import torch
+        import torch.nn.functional as F
+
+        kink = self.kinks[i]
+        x = args[0]
+        xd = x.detach()
+        scale = float(xd.abs().max()) or 1.0
+        if kink.name == "max_pool2d":
+            best, natural = F.max_pool2d(xd, **kwargs, return_indices=True)
+            idx = override if override is not None else kink.decision
+            out = x.flatten(2).gather(2, idx.flatten(2)).view(idx.shape)
+            differ = natural != idx
+            if differ.any():
+                gap = (best - out.detach()).abs()
+                self.flips.append((i, kink.name, int(differ.sum()),
+                                   float(gap[differ].max()) / scale))
+            return (out, idx) if want else out
+        lo, hi = kink.corners
+        low, high = override if override is not None else kink.decision
+        nlow, nhigh = kink.decide(xd)
+        n, worst = 0, 0.0
+        for used, nat, corner in ((low, nlow, lo), (high, nhigh, hi)):
+            if used is None:
+                continue
+            differ = used != nat
+            if differ.any():
+                n += int(differ.sum())
+                worst = max(worst, float((xd - corner).abs()[differ].max()) / scale)
+        if n:
+            self.flips.append((i, kink.name, n, worst))
+        if kink.name == "hardswish":
+            mid, bottom, top = x * (x + 3.0) / 6.0, torch.zeros_like(x), x
+        elif kink.name == "hardsigmoid":
+            mid, bottom, top = x / 6.0 + 0.5, torch.zeros_like(x), torch.ones_like(x)
+        else:
+            mid, bottom = x, torch.full_like(x, lo)
+            top = torch.full_like(x, hi) if hi is not None else None
+        out = torch.where(low, bottom, mid)
+        return torch.where(high, top, out) if high is not None else out
+
+
+# ONNX side ------------------------------------------------------------------------------------
+def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
+    """``model`` with inner tensors ``names`` (those it has) added to its outputs."""
+    probe = copy.deepcopy(model)
+    have = {o.name for o in probe.graph.output}
+    inner = {o for node in probe.graph.node for o in node.output} | {
+        i.name for i in probe.graph.input}
+    probe.graph.output.extend(
+        onnx.ValueInfoProto(name=n) for n in dict.fromkeys(names) if n in inner and n not in have)
+    return probe
+
+
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    sess = session_for(model)
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(None, feeds)))
+
+
+def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
+    """max|got - ref| / max|ref| (shapes must agree)."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    if got.shape != ref.shape:
+        raise AssertionError(f"shape {got.shape} != reference {ref.shape}")
+    scale = float(np.abs(ref).max())
+    return float(np.abs(got - ref).max()) / (scale if scale > 0 else 1.0)
+
+
+def _same(a: np.ndarray, b: np.ndarray, tol: float = 1e-4) -> bool:
+    return a.shape == b.shape and float(np.abs(a - b).max()) <= tol * (
+        float(np.abs(b).max()) or 1.0)
+
+
+def match_layer(values: dict[str, np.ndarray], value: np.ndarray, module: str) -> str:
+    """The one ONNX layer whose value equals the torch module's output (float32 both)."""
+    hits = [name for name, v in values.items() if _same(v, value)]
+    if len(hits) != 1:
+        raise LookupError(
+            f"torch module {module!r} (shape {list(value.shape)}) matches "
+            f"{len(hits)} ONNX layers by value: {hits}"
+        )
+    return hits[0]
+
+
+def match_kinks(lm, kinks: list[Kink], values: dict[str, np.ndarray]) -> dict[int, str]:
+    """torch kink call -> the ONNX tensor feeding the same kink (Relu/Clip/... input), by
+    value. Calls without exactly one match (none here) keep float32 torch's branches."""
+    inputs_of: dict[str, list[str]] = {}
+    for node in lm.graph.nodes:
+        if node.inputs and node.inputs[0].name:
+            inputs_of.setdefault(node.op, []).append(node.inputs[0].name)
+    found = {}
+    for i, kink in enumerate(kinks):
+        names = [n for op in KINK_OPS[kink.name] for n in inputs_of.get(op, [])]
+        hits = [n for n in dict.fromkeys(names) if n in values and _same(values[n], kink.x32)]
+        if len(hits) == 1:
+            found[i] = hits[0]
+    return found
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, np.float64)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@dataclass
+class Prepared:
+    """One exported model and its torch reference."""
+
+    case: Case
+    path: Path
+    lm: object  # ort_cam LoadedModel
+    x: np.ndarray
+    w: np.ndarray
+    m64: object  # float64 torch model
+    pattern: KinkPattern
+    layers: dict[str, str]  # torch module -> ONNX layer tensor
+    kink_tensors: dict[int, str]  # kink call -> ONNX kink input tensor
+    original_logits: np.ndarray  # the exported file, run as is in onnxruntime
+    seconds: float = 0.0
+    _cache: dict = field(default_factory=dict)
+
+    def reference(self, overrides: dict | None = None):
+        """float64 (acts, grads, flips) along float32's branches, or ``overrides``' where
+        given; ``overrides="float64"`` takes float64's own branches everywhere."""
+        import torch
+
+        key = "float64" if overrides == "float64" else tuple(sorted(
+            (i, Kink.key(dec)) for i, dec in (overrides or {}).items()))
+        if key not in self._cache:
+            wt = torch.from_numpy(self.w).double()
+            modules = list(self.case.modules)
+            if overrides == "float64":
+                with torch.enable_grad():
+                    logits, acts = torch_forward(self.m64, self.x, modules, torch.float64, True)
+                flips = []
+            else:
+                with torch.enable_grad(), self.pattern.replay(overrides):
+                    logits, acts = torch_forward(self.m64, self.x, modules, torch.float64, True)
+                flips = list(self.pattern.flips)
+            grads = {}
+            for score in SCORES:
+                s = logits if score == "logit" else torch.softmax(logits, dim=-1)
+                obj = (wt * s).sum()
+                gs = torch.autograd.grad(obj, [acts[m] for m in modules], retain_graph=True)
+                grads.update({(m, score): g.numpy() for m, g in zip(modules, gs)})
+            acts = {m: a.detach().numpy() for m, a in acts.items()}
+            self._cache[key] = (acts, grads, flips)
+        return self._cache[key]
+
+    def ort_branches(self, values: dict[str, np.ndarray]) -> dict:
+        """Overrides for the kink calls whose ONNX input is in ``values`` and on which
+        onnxruntime branched unlike float32 torch."""
+        import torch
+
+        overrides = {}
+        for i, name in self.kink_tensors.items():
+            if name not in values:
+                continue
+            kink = self.pattern.kinks[i]
+            dec = kink.decide(torch.from_numpy(values[name]))
+            if not kink.same(dec, kink.decision):
+                overrides[i] = dec
+        return overrides
+
+
+def prepare(case: Case, workdir: Path, seed: int = 0) -> Prepared:
+    """Build, export and load; map modules and kinks to ONNX tensors by value."""
+    import torch
+
+    start = time.perf_counter()
+    model = build_model(case.model, seed)
+    path = export(model, Path(workdir) / f"{case.model}_op{case.opset}.onnx", case.opset)
+    lm = load_model(path)
+    x, w = inputs(seed)
+    modules = list(case.modules)
+    pattern = KinkPattern()
+    with torch.no_grad(), pattern.record():
+        _, acts32 = torch_forward(model, x, modules)
+    kink_inputs = [n.inputs[0].name for n in lm.graph.nodes
+                   if n.op in {op for ops in KINK_OPS.values() for op in ops} and n.inputs]
+    candidates = [info.name for info in list_layers(lm)]
+    values = run(with_outputs(lm.proto, candidates + kink_inputs), {"input": x})
+    layers = {m: match_layer({n: values[n] for n in candidates}, acts32[m].numpy(), m)
+              for m in modules}
+    kink_tensors = match_kinks(lm, pattern.kinks, values)
+    m64 = copy.deepcopy(model).double().eval()
+    for p in m64.parameters():
+        p.requires_grad_(False)
+    original = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    logits = original.run(None, {"input": x})[0]
+    return Prepared(case, path, lm, x, w, m64, pattern, layers, kink_tensors, logits,
+                    time.perf_counter() - start)
+
+
+@dataclass
+class Result:
+    model: str
+    module: str
+    layer: str
+    op: str  # the layer tensor's producer
+    score: str
+    grad: float  # fused grad vs float64 autograd along onnxruntime's branches
+    plain: float  # fused grad vs float64 autograd along float64's own branches
+    act: float  # fused layer activation vs float64
+    fused_scores: float  # fused scores vs the original model (logits or softmax)
+    repro: float  # prefix + head scores vs the original model
+    head_grad: float  # prefix + head grad vs float64 along the head run's branches
+    crossing: int  # tensors besides the layer that cross the cut
+    branches: int  # kink elements where onnxruntime (fused run) branched unlike float64
+    branch_margin: float  # their largest distance from the corner, relative
+    kinks_matched: str  # "matched/total" kink calls mapped to ONNX tensors
+
+
+def check_layer(p: Prepared, module: str, score: str, plain: bool = True) -> Result:
+    """Fused model and prefix + head at one layer and score mode, against the references
+    (``plain=False`` skips the float64-own-branches gradient, one more float64 pass)."""
+    layer = p.layers[module]
+    kinks = list(p.kink_tensors.values())
+    feeds = {"input": p.x, "target_weights": p.w}
+    fused = run(with_outputs(fused_model(p.lm, layer, score), kinks), feeds)
+    acts, grads, flips = p.reference(p.ort_branches(fused))
+    want = p.original_logits if score == "logit" else softmax(p.original_logits)
+
+    gm = split_models(p.lm, layer, score)
+    crossed = run(gm.prefix, {"input": p.x})
+    head_feeds = {name: crossed[name] for name in gm.manifest["head_inputs"][:-1]}
+    head_feeds["target_weights"] = p.w
+    head = run(with_outputs(gm.head, kinks), head_feeds)
+    head_ref = p.reference(p.ort_branches(head))[1]
+    own = p.reference("float64")[1] if plain else None
+    total = len(p.pattern.kinks)
+    return Result(
+        model=p.case.model, module=module, layer=layer, score=score,
+        op=p.lm.graph.tensors()[layer].inputs[0].op,
+        grad=rel_err(fused["grad"], grads[(module, score)]),
+        plain=rel_err(fused["grad"], own[(module, score)]) if plain else float("nan"),
+        act=rel_err(fused[layer], acts[module]),
+        fused_scores=rel_err(fused["scores"], want),
+        repro=rel_err(head["scores"], want),
+        head_grad=rel_err(head["grad"], head_ref[(module, score)]),
+        crossing=len(gm.manifest["crossing"]),
+        branches=sum(f[2] for f in flips),
+        branch_margin=max((f[3] for f in flips), default=0.0),
+        kinks_matched=f"{len(p.kink_tensors)}/{total}",
+    )
+
+
+def check_case(case: Case, workdir: Path, seed: int = 0) -> list[Result]:
+    p = prepare(case, workdir, seed)
+    return [check_layer(p, m, s) for m in case.modules for s in SCORES]
