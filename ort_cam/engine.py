@@ -59,7 +59,8 @@ def walk_path(runner: Runner, input_name: str, x: np.ndarray, x0: np.ndarray, ta
         raise InputError(f"steps must be >= 1 (got {m})")
     state = PathState(m=m)
     accs = [METHODS[name](state, options) for name in methods]
-    diff = (x - x0).astype(np.float64)
+    # x − x0 in float64: in float32 it rounds, and x_m = x0 + (x − x0) would miss x by an ulp.
+    diff = x.astype(np.float64) - x0.astype(np.float64)
     ys = np.empty(m + 1)
     t_run = t_reduce = 0.0
     for start in range(0, m + 1, chunk):
