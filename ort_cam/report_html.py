@@ -128,7 +128,7 @@ def plot_dark(summary, methods) -> str:
                     color=COLORS.get(method), label=_title(method))
         ax.set_xscale("log")
         ax.set_yscale("symlog", linthresh=1)
-        ax.set_ylim(0, max(1, block["images"]) * 1.5)
+        ax.set_ylim(0, max(1, summary["splits"]["all"]["images"]) * 1.5)  # y is shared
         ax.invert_xaxis()
         ax.set(xlabel="ε (max L − min L < ε)", title=f"{split} ({block['images']} images)")
         ax.grid(alpha=0.3)
@@ -218,7 +218,7 @@ def _logit_axis(ax, p: np.ndarray) -> None:
     ax.set_xlim(lo, hi)
     ticks = [t for t in (0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 1 - 1e-5, 1 - 1e-6)
              if lo <= t <= hi]
-    ax.set_xticks(ticks, [f"{t:.6g}" for t in ticks], fontsize=7)
+    ax.set_xticks(ticks, [f"{t:.6g}" for t in ticks], fontsize=7, rotation=35)
     ax.minorticks_off()
 
 
