@@ -4,7 +4,8 @@ summary.json and summary.csv.
 
 The interval is Student's t: mean ± t(0.975, n − 1) · s / √n (s the sample standard deviation;
 for 0/1 metrics such as Increase in Confidence this is the usual normal-approximation interval),
-clipped to 0..1 for the metrics that are shares or probabilities (all but the raw map mean).
+clipped to 0..1 for the metrics that are shares or probabilities (all but the raw map mean), and
+to 0..∞ for RSI's completeness gap.
 Images where a metric is undefined (NaN: e.g. IoR when no pixel passes the threshold) are left
 out of that metric's n.
 """
@@ -121,7 +122,8 @@ def summarize(settings: dict, records: list[dict]) -> dict:
             for name in PERCENT:
                 ms[f"{name}_pct"] = _scaled(ms[name], 100.0)
             if method == "rsi":
-                ms["completeness_gap"] = mean_ci([r.get("completeness_gap") for r in recs])
+                ms["completeness_gap"] = mean_ci([r.get("completeness_gap") for r in recs],
+                                                 (0.0, math.inf))
             block["metrics"][method] = ms
             ranges = [r["methods"][method]["raw_max"] - r["methods"][method]["raw_min"]
                       for r in recs if method in r["methods"]]

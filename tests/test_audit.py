@@ -195,6 +195,7 @@ def test_mean_and_confidence_interval_by_hand():
     assert s["n"] == 4 and s["mean"] == 2.5
     half = 3.182 * math.sqrt(5 / 3) / 2
     assert s["ci95"] == pytest.approx([2.5 - half, 2.5 + half])
+    assert mean_ci([0.0, 1.0], bounds=(0.0, 1.0))["ci95"] == [0.0, 1.0]  # ±6.35, clipped
     assert mean_ci([7.0]) == {"n": 1, "mean": 7.0, "ci95": [None, None]}
     assert mean_ci([]) == {"n": 0, "mean": None, "ci95": [None, None]}
     assert t975(1) == 12.706 and t975(30) == 2.042
