@@ -171,23 +171,29 @@ def plot_curves(recs, methods) -> str:
     return _png(fig)
 
 
-def plot_gallery(out: Path, recs, method) -> str | None:
-    """Best and worst GALLERY images of ``method`` by pixel energy, overlays with the box."""
-    from matplotlib.patches import Rectangle
-
-    from .render import overlay
-
+def gallery_records(out: Path, recs, method) -> list[tuple[str, list[tuple[float, dict]]]]:
+    """[("best", [(energy, record), ...]), ("worst", ...)] for ``method``: at most GALLERY
+    each, never the same image twice, among the records whose thumbnail exists."""
     scored = [(r["methods"][method]["energy"], r) for r in recs
               if r.get("thumb") and method in r["methods"]
               and r["methods"][method]["energy"] is not None
               and (out / THUMBS / r["thumb"]).exists()]
-    if not scored:
-        return None
     scored.sort(key=lambda t: (-t[0], t[1]["key"]))
-    best = min(GALLERY, (len(scored) + 1) // 2)  # best and worst never share an image
+    best = min(GALLERY, (len(scored) + 1) // 2)
     worst = min(GALLERY, len(scored) - best)
     rows = [("best", scored[:best]), ("worst", scored[::-1][:worst])]
-    rows = [row for row in rows if row[1]]
+    return [row for row in rows if row[1]]
+
+
+def plot_gallery(out: Path, rows, method: str) -> str | None:
+    """Overlays of the ``gallery_records`` rows, with the boxes."""
+    from matplotlib.patches import Rectangle
+
+    from .render import overlay
+
+    if not rows:
+        return None
+    best = len(rows[0][1])
     fig = _figure(2.2 * best, 2.6 * len(rows))
     axes = fig.subplots(len(rows), best, squeeze=False)
     for row, (kind, items) in zip(axes, rows):
@@ -266,11 +272,13 @@ img{max-width:100%}h2{border-bottom:1px solid #ddd;margin-top:1.6em}.meta td{tex
 .split{display:inline-block;vertical-align:top;margin-right:1.5em}"""
 
 
-def write_html(out: Path, settings: dict, summary: dict, records: list[dict]) -> Path:
+def write_html(out: Path, settings: dict, summary: dict, records: list[dict]) -> set[str]:
+    """Write report.html; returns the thumbnails its gallery shows."""
     methods = settings["methods"]
     splits = split_records(records)
     recs = splits["all"]
     w = window_size(len(recs))
+    shown: set[str] = set()
     about = settings.get("about", {})
     imgs = summary["images"]
     skipped = ", ".join(f"{k}: {v}" for k, v in imgs["skipped"].items()) or "none"
@@ -314,7 +322,9 @@ def write_html(out: Path, settings: dict, summary: dict, records: list[dict]) ->
             f"<img src='data:image/png;base64,{plot_curves(recs, methods)}'>",
             "<h2>Best and worst images per method (by pixel energy in the box)</h2>"]
         for method in methods:
-            png = plot_gallery(out, recs, method)
+            rows = gallery_records(out, recs, method)
+            shown |= {r["thumb"] for _, items in rows for _, r in items}
+            png = plot_gallery(out, rows, method)
             if png:
                 parts.append(f"<h3>{html.escape(_title(method))}</h3>"
                              f"<img src='data:image/png;base64,{png}'>")
@@ -322,9 +332,8 @@ def write_html(out: Path, settings: dict, summary: dict, records: list[dict]) ->
         parts.append("<p>No image was audited yet.</p>")
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>ort_cam audit</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
-    path = out / "report.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    (out / "report.html").write_text(page, encoding="utf-8")
+    return shown
 
 
 
@@ -339,8 +348,19 @@ def make_report(out: Path, html_page: bool = True) -> dict:
     summary = summarize(settings, records)
     write_summary(out, summary)
     if html_page:
-        write_html(out, settings, summary, records)
+        prune_thumbs(out, write_html(out, settings, summary, records))
     return summary
+
+
+def prune_thumbs(out: Path, keep: set[str]) -> None:
+    """Delete the thumbnails the gallery does not show. Safe as results only grow (resume,
+    merge): an image outside the best and worst GALLERY of a set stays outside them in any
+    larger set, so no later gallery needs it."""
+    folder = out / THUMBS
+    if folder.is_dir():
+        for p in folder.glob("*.npz"):
+            if p.name not in keep:
+                p.unlink()
 
 
 def _nanmean(v: np.ndarray, axis=None):

@@ -243,6 +243,31 @@ def test_report_is_self_contained(reference):
     assert page.count("data:image/png;base64,") >= 5 + 3  # plots + one gallery per method
     assert "src='http" not in page and 'src="http' not in page
     assert "Average Drop %" in page and "Best and worst" in page
+    # only the thumbnails the gallery shows are kept (4 best and 4 worst per method)
+    from ort_cam.report_html import gallery_records
+
+    ok = [r for r in reference["records"] if r["status"] == "ok"]
+    shown = {r["thumb"] for m in ("gradcam", "igcam", "rsi")
+             for _, items in gallery_records(reference["out"], ok, m) for _, r in items}
+    kept = {p.name for p in (reference["out"] / "thumbs").iterdir()}
+    assert kept == shown and len(ok) == 11
+
+
+def test_thumbnails_are_pruned_to_the_gallery(tmp_path):
+    from ort_cam.report_html import GALLERY, gallery_records, prune_thumbs
+
+    (tmp_path / "thumbs").mkdir()
+    recs = []
+    for i in range(20):
+        (tmp_path / "thumbs" / f"{i}.npz").write_bytes(b"")
+        recs.append({"key": f"k{i:02d}", "thumb": f"{i}.npz", "methods": {"rsi": {
+            "energy": i / 20}}})
+    rows = gallery_records(tmp_path, recs, "rsi")
+    assert [r["key"] for r in (x for _, x in rows[0][1])] == ["k19", "k18", "k17", "k16"]
+    assert [r["key"] for r in (x for _, x in rows[1][1])] == ["k00", "k01", "k02", "k03"]
+    prune_thumbs(tmp_path, {r["thumb"] for _, items in rows for _, r in items})
+    assert len(list((tmp_path / "thumbs").iterdir())) == 2 * GALLERY
+    assert gallery_records(tmp_path, recs, "rsi") == rows  # the same gallery after pruning
 
 
 def test_cli_audit_then_report(data, tmp_path):
