@@ -262,6 +262,8 @@ def audit_dataset(ex, dataset: Dataset, out: Path, *, label_map: dict[str, list[
     from .image_audit import audit_image
     from .report_html import make_report
 
+    if ex.preprocess is None:
+        raise OrtCamError("the model input is not an image batch; audits need images")
     measured = {"model_sha256": model_sha256, "layer": ex.layer, "score": ex.score_mode,
                 "preprocess": json.loads(ex.preprocess.to_json()),
                 "label_map_sha256": hashlib.sha256(

@@ -125,17 +125,14 @@ def audit_image(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
            "completeness_gap": r.completeness_gap, "methods": {}}
     pixels = r.pixels
     k = spec.deletion_steps
-    images = []  # per method: soft, mask, deletion (k + 1), insertion (k + 1)
-    for res in r.methods.values():
-        soft = M.explanation_map(pixels, res.map, "soft")
-        mask = M.explanation_map(pixels, res.map, "mask", spec.top)
+    for name, res in r.methods.items():  # one method at a time: 2k + 4 images in memory
         deletion, insertion = M.deletion_insertion_images(pixels, res.map, k)
-        images += [soft[None], mask[None], deletion, insertion]
-    scores = score_images(ex, np.concatenate(images), c)
-    for j, (name, res) in enumerate(r.methods.items()):
-        i = j * (2 * k + 4)
-        o_soft, o_mask = float(scores[i]), float(scores[i + 1])
-        dele, ins = scores[i + 2:i + 3 + k], scores[i + 3 + k:i + 4 + 2 * k]
+        images = np.concatenate([M.explanation_map(pixels, res.map, "soft")[None],
+                                 M.explanation_map(pixels, res.map, "mask", spec.top)[None],
+                                 deletion, insertion])
+        scores = score_images(ex, images, c)
+        o_soft, o_mask = float(scores[0]), float(scores[1])
+        dele, ins = scores[2:3 + k], scores[3 + k:]
         regions = M.region_scores(res.map, region, THRESHOLDS)
         rec["methods"][name] = {
             "energy": M.pixel_energy(res.map, region), "bbox": M.bbox_score(res.map, region),

@@ -134,8 +134,6 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
                      filters=tuple(f for f, on in filters.items() if on),
                      deletion_steps=deletion_steps)
     ex = Explainer(model, layer, preprocess=preprocess, **runtime)
-    if ex.preprocess is None:
-        raise OrtCamError("the model input is not an image batch; audits need images")
     if label_map is not None:
         mapping = read_label_map(label_map, ex.n_classes)
     elif ex.labels:
