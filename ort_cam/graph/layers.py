@@ -10,6 +10,7 @@ import onnx_graphsurgeon as gs
 
 from ..errors import NotSpatialError, UnknownLayerError
 from .load import LoadedModel, is_float
+from .split import ancestors
 
 #: Ops whose rank-4 outputs are NCHW by the ONNX spec.
 _NCHW_OPS = {
@@ -89,15 +90,16 @@ def _rules() -> dict:
     return VJP_RULES
 
 
-def first_blocker(model: LoadedModel, tensor: str, ancestors: set[int] | None = None
+def first_blocker(model: LoadedModel, tensor: str, above: set[int] | None = None
                   ) -> gs.Node | None:
-    """The first node (in graph order) between ``tensor`` and the output that has no rule."""
-    if ancestors is None:
-        ancestors = _ancestor_ids(model.graph, model.output_names[0])
+    """The first node (in graph order) between ``tensor`` and the output that has no rule;
+    ``above``: ids of the output's ancestor nodes, when already known."""
+    if above is None:
+        above = ancestors(model.graph, model.output_names[0])
     rules = _rules()
     reach = {tensor}
     for node in model.graph.nodes:
-        if id(node) not in ancestors or not any(i.name in reach for i in node.inputs):
+        if id(node) not in above or not any(i.name in reach for i in node.inputs):
             continue
         floats = [o.name for o in node.outputs if o.name and is_float(model.dtypes.get(o.name))]
         if not floats:
@@ -108,23 +110,10 @@ def first_blocker(model: LoadedModel, tensor: str, ancestors: set[int] | None = 
     return None
 
 
-def _ancestor_ids(graph: gs.Graph, output: str) -> set[int]:
-    tensors = graph.tensors()
-    seen: set[int] = set()
-    stack = [tensors[output]]
-    while stack:
-        t = stack.pop()
-        for node in t.inputs:
-            if id(node) not in seen:
-                seen.add(id(node))
-                stack.extend(node.inputs)
-    return seen
-
-
 def list_layers(model: LoadedModel, spatial_only: bool = True) -> list[LayerInfo]:
     """Every rank-4 float tensor computed by the model, in graph order."""
     lay = layouts(model)
-    ancestors = _ancestor_ids(model.graph, model.output_names[0])
+    above = ancestors(model.graph, model.output_names[0])
     result = []
     for node in model.graph.nodes:
         for out in node.outputs:
@@ -139,7 +128,7 @@ def list_layers(model: LoadedModel, spatial_only: bool = True) -> list[LayerInfo
                 h, w = (shape[2], shape[3]) if axis == 1 else (shape[1], shape[2])
                 if h * w <= 1:
                     continue
-            blocker = first_blocker(model, out.name, ancestors)
+            blocker = first_blocker(model, out.name, above)
             result.append(LayerInfo(
                 name=out.name, op=node.op, node=node.name,
                 shape=["N", *shape[1:]], layout=layout, channel_axis=axis,

@@ -74,31 +74,31 @@ def _batch_free(shape: tuple[int, ...], dtype) -> list | None:
     return list(shape)
 
 
-def prefix_graph(model: LoadedModel, cut: Cut) -> gs.Graph:
-    """Model inputs -> the layer and the crossing tensors."""
-    g = model.graph.copy()
+def _cut_tensors(model: LoadedModel, g: gs.Graph, cut: Cut) -> list[gs.Variable]:
+    """The cut tensors of the copy ``g``, typed with their recorded dtype and batch-free shape."""
     tensors = g.tensors()
-    outs = []
+    out = []
     for name in cut.head_inputs:
         t = tensors[name]
         t.dtype = model.dtypes.get(name)
         t.shape = _batch_free(model.shapes[name], t.dtype)
-        outs.append(t)
-    g.outputs = outs
+        out.append(t)
+    return out
+
+
+def prefix_graph(model: LoadedModel, cut: Cut) -> gs.Graph:
+    """Model inputs -> the layer and the crossing tensors."""
+    g = model.graph.copy()
+    g.outputs = _cut_tensors(model, g, cut)
     return g.cleanup().toposort()
 
 
 def head_graph(model: LoadedModel, cut: Cut) -> gs.Graph:
     """The layer and the crossing tensors -> the model output."""
     g = model.graph.copy()
-    tensors = g.tensors()
-    ins = []
-    for name in cut.head_inputs:
-        t = tensors[name]
-        t.inputs.clear()
-        t.dtype = model.dtypes.get(name)
-        t.shape = _batch_free(model.shapes[name], t.dtype)
-        ins.append(t)
+    ins = _cut_tensors(model, g, cut)
+    for t in ins:
+        t.inputs.clear()  # cut the producers off: these are now graph inputs
     g.inputs = ins
-    g.outputs = [tensors[cut.output]]
+    g.outputs = [g.tensors()[cut.output]]
     return g.cleanup(remove_unused_graph_inputs=False).toposort()
