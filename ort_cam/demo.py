@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from .errors import OrtCamError
@@ -22,17 +21,12 @@ class DemoSample:
 
 
 def demo_dir() -> Path:
-    """Where the demo model and samples are: the installed ``ort_cam.demo_data`` package
-    (mapped from models/demo), else the source tree's models/demo."""
-    try:
-        d = Path(str(resources.files("ort_cam.demo_data")))
+    """Where the demo model and samples are: the installed data package ``ort_cam.demo_data``
+    (pyproject maps models/demo there), else the source tree's models/demo."""
+    here = Path(__file__).resolve().parent
+    for d in (here / "demo_data", here.parent / "models" / "demo"):
         if (d / "demo_cnn.onnx").is_file():
             return d
-    except (ModuleNotFoundError, TypeError):
-        pass
-    d = Path(__file__).resolve().parents[1] / "models" / "demo"
-    if (d / "demo_cnn.onnx").is_file():
-        return d
     raise OrtCamError("the bundled demo model is missing; rebuild it with "
                       "`python tools/train_demo_model.py`")
 
