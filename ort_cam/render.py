@@ -24,6 +24,9 @@ def overlay(pixels: np.ndarray, heat: np.ndarray, alpha: float = 0.5,
 
 def _class_text(r: Explanation) -> str:
     name = f"{r.label} ({r.target})" if r.label else f"class {r.target}"
+    if r.score_mode == "probability" and r.score > 0.999:
+        # saturated: 1 − p says how far, where 4 digits would only show "1"
+        return f"{name}, p = 1 − {1 - r.score:.1e}"
     return f"{name}, {r.score_mode} {r.score:.4g}"
 
 
