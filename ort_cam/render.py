@@ -22,11 +22,13 @@ def overlay(pixels: np.ndarray, heat: np.ndarray, alpha: float = 0.5,
     return (np.clip(out, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
-def _class_text(r: Explanation) -> str:
+def class_text(r: Explanation) -> str:
+    """'label (index), score' with a saturated probability written as 1 − (1 − p)."""
     name = f"{r.label} ({r.target})" if r.label else f"class {r.target}"
     if r.score_mode == "probability" and r.score > 0.999:
         # saturated: 1 − p says how far, where 4 digits would only show "1"
-        return f"{name}, p = 1 − {1 - r.score:.1e}"
+        gap = 1 - r.score
+        return f"{name}, p = 1 − {gap:.1e}" if gap > 0 else f"{name}, p = 1 (to float32)"
     return f"{name}, {r.score_mode} {r.score:.4g}"
 
 
@@ -45,7 +47,7 @@ def save_panel(r: Explanation, path: Path, title: str | None = None,
     fig = Figure(figsize=(3.2 * (1 + len(names)), 4.2), dpi=100)
     axes = fig.subplots(1, 1 + len(names))
     axes[0].imshow(r.pixels)
-    axes[0].set_title(f"input\n{_class_text(r)}\n", fontsize=9)
+    axes[0].set_title(f"input\n{class_text(r)}\n", fontsize=9)
     for ax, name in zip(axes[1:], names):
         res = r.methods[name]
         ax.imshow(overlay(r.pixels, res.map))
@@ -54,7 +56,7 @@ def save_panel(r: Explanation, path: Path, title: str | None = None,
             notes.append(f"completeness gap {100 * r.completeness_gap:.2g}%")
         if res.dark:
             notes.append("dark map (max − min < ε)")
-        lines = [METHODS[name].title, _class_text(r), ", ".join(notes)]
+        lines = [METHODS[name].title, class_text(r), ", ".join(notes)]
         ax.set_title("\n".join(lines), fontsize=9, color="firebrick" if res.dark else "black")
     for ax in axes:
         if box is not None:

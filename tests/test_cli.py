@@ -68,12 +68,6 @@ def test_console_script_is_the_click_group():
     assert script.load() is main
 
 
-def test_demo_says_what_exists_now():
-    out = ok("demo").output
-    assert "arrives with the CAM engine" in out
-    assert "ort-cam layers MODEL" in out
-
-
 # --- layers ------------------------------------------------------------------------------
 
 def _rows(output: str) -> dict[str, list[str]]:

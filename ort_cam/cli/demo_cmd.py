@@ -12,6 +12,7 @@ from ..explainer import Explainer
 from ..methods import METHODS
 from ..metrics import pixel_energy
 from ..outputs import write_outputs
+from ..render import class_text
 from .options import reports_errors
 
 
@@ -50,8 +51,8 @@ def demo(out: Path, steps: int, force: bool) -> None:
             energies[name].append(e)
             parts.append(f"{METHODS[name].title} {e:.2f}" + (" (dark)" if res.dark else ""))
         verdict = "right" if r.target == s.cls else "WRONG"
-        click.echo(f"{s.path.name:14s} true {s.label:9s} predicted {r.label} p={r.score:.4f} "
-                   f"({verdict}) | energy in box: " + ", ".join(parts))
+        click.echo(f"{s.path.name}: true {s.label}, predicted {class_text(r)} ({verdict})\n"
+                   f"    energy in box: " + ", ".join(parts))
     click.echo("mean energy in box: " + ", ".join(
         f"{METHODS[m].title} {np.nanmean(v):.3f}" for m, v in energies.items()))
     click.echo(f"panels and arrays in {out}/ ({len(samples)} images, results.jsonl)")

@@ -1,0 +1,72 @@
+"""``ort-cam demo`` on the bundled model: panels, arrays, and energies that match the maps."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ort_cam.cli import main
+from ort_cam.demo import MARKER, demo_dir, demo_samples
+from ort_cam.metrics import pixel_energy
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "ort-cam-demo"
+    res = CliRunner().invoke(main, ["demo", "--out", str(out), "--steps", "16"])
+    assert res.exit_code == 0, res.output
+    return out, res.output
+
+
+def test_demo_writes_a_panel_and_arrays_per_sample(demo_run):
+    out, text = demo_run
+    samples = demo_samples(demo_dir())
+    assert len(samples) >= 6
+    for s in samples:
+        assert (out / f"{s.path.stem}.png").is_file() and (out / f"{s.path.stem}.npz").is_file()
+    assert len((out / "results.jsonl").read_text().splitlines()) == len(samples)
+    assert f"panels and arrays in {out}/ ({len(samples)} images" in text
+
+
+def test_printed_energy_is_the_maps_energy_in_the_true_box(demo_run):
+    out, text = demo_run
+    for s in demo_samples(demo_dir()):
+        z = np.load(out / f"{s.path.stem}.npz")
+        block = text.split(f"{s.path.name}: ")[1].split("\n")[1]
+        printed = [float(v) for v in re.findall(r"(\d\.\d\d)", block)]
+        want = [pixel_energy(z[f"{m}_map"], s.box) for m in ("gradcam", "igcam", "rsi")]
+        np.testing.assert_allclose(printed, want, atol=0.005 + 1e-9)
+        assert int(z["target"]) == s.cls  # the bundled samples are all classified right
+
+
+def test_saturated_samples_show_what_the_papers_describe(demo_run):
+    """Where float32 rounds p to 1, Grad-CAM's probability gradient is 0 and its map is dark;
+    the integrated methods still have a map with a range (and RSI a small gap)."""
+    out, _ = demo_run
+    records = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    dark = [r for r in records if r["methods"]["gradcam"]["dark"]]
+    assert dark, "no bundled sample is saturated enough to darken Grad-CAM"
+    for r in dark:
+        assert r["score"] > 0.999
+        for m in ("igcam", "rsi"):
+            assert not r["methods"][m]["dark"]
+            assert r["methods"][m]["raw_max"] - r["methods"][m]["raw_min"] > 1e-4
+        assert r["completeness_gap"] < 0.05
+    assert any(r["score"] < 0.99 and not r["methods"]["gradcam"]["dark"] for r in records)
+
+
+def test_demo_refuses_a_foreign_directory_and_reuses_its_own(tmp_path, demo_run):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    res = CliRunner().invoke(main, ["demo", "--out", str(foreign), "--steps", "2"])
+    assert res.exit_code == 1 and "not written by ort-cam demo" in res.output
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    out, _ = demo_run
+    assert (out / MARKER).is_file()
+    res = CliRunner().invoke(main, ["demo", "--out", str(out), "--steps", "2"])
+    assert res.exit_code == 0, res.output
