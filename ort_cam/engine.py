@@ -11,11 +11,12 @@ import numpy as np
 
 from .errors import InputError
 from .methods import METHODS, MethodOptions, PathState
+from .result import PathEnds
 from .runtime import Runner
 
 
 @dataclass
-class PathResult:
+class PathResult(PathEnds):
     """Raw outcome of one path (one image, one target)."""
 
     raw: dict[str, np.ndarray]
@@ -23,14 +24,6 @@ class PathResult:
     ig_sum: float | None
     m: int
     timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def y0(self) -> float:
-        return float(self.scores_path[0])
-
-    @property
-    def ym(self) -> float:
-        return float(self.scores_path[-1])
 
     @property
     def completeness_gap(self) -> float | None:

@@ -7,6 +7,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+class PathEnds:
+    """y_0 and y_m read off ``scores_path`` (y_l for l = 0..m)."""
+
+    scores_path: np.ndarray
+
+    @property
+    def y0(self) -> float:
+        return float(self.scores_path[0])
+
+    @property
+    def ym(self) -> float:
+        return float(self.scores_path[-1])
+
+
 @dataclass
 class MethodResult:
     """One method's maps: ``raw`` at layer resolution (h×w, unnormalised) and ``map`` at input
@@ -19,7 +33,7 @@ class MethodResult:
 
 
 @dataclass
-class Explanation:
+class Explanation(PathEnds):
     """The result for one image and one target class.
 
     Attributes:
@@ -44,14 +58,6 @@ class Explanation:
     layer: str
     timings: dict[str, float] = field(default_factory=dict)
     pixels: np.ndarray | None = None
-
-    @property
-    def y0(self) -> float:
-        return float(self.scores_path[0])
-
-    @property
-    def ym(self) -> float:
-        return float(self.scores_path[-1])
 
     def __getitem__(self, method: str) -> MethodResult:
         return self.methods[method]
