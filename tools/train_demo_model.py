@@ -245,7 +245,8 @@ def to_input(images: np.ndarray):
     """uint8 N×H×W×3 -> float32 NCHW tensor, ``x = (pixel/255 - MEAN) / STD``."""
     import torch
 
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    writable = np.require(images, requirements="W")  # PIL arrays are read-only
+    x = torch.from_numpy(writable).permute(0, 3, 1, 2).float() / 255
     mean = torch.tensor(MEAN).view(1, 3, 1, 1)
     std = torch.tensor(STD).view(1, 3, 1, 1)
     return ((x - mean) / std).contiguous()
@@ -420,41 +421,48 @@ def write_readme(out: Path, info: dict, samples: list) -> None:
         f"{1 - s['prob']:.1e} | {s['box']} |" for s in samples)
     text = f"""# Demo model: shapes on clutter
 
-`demo_cnn.onnx` is a small CNN trained by `tools/train_demo_model.py` on procedurally generated
-96×96 RGB images: one object of six classes ({', '.join(CLASSES)}) with random colour,
-size (circumradius 9–22 px), position and rotation, drawn on a cluttered background (colour
-gradient, stripes, soft blobs, low-frequency and pixel noise, blur) with distractor fragments
-(open polylines, arcs of at most 150°, dots, thin bars) that are not class objects. The object
-is drawn without anti-aliasing, so its bounding box is known to the pixel.
+`demo_cnn.onnx` is a small CNN trained by `tools/train_demo_model.py` on procedurally
+generated 96×96 RGB images, each with one object of six classes:
+{", ".join(CLASSES)}.
+The object has random colour, size (circumradius 9–22 px), position and rotation; the
+background is cluttered (colour gradient, stripes, soft blobs, low-frequency and pixel noise,
+blur) with distractor fragments (open polylines, arcs of at most 150°, dots, thin bars) that
+are not class objects. The object is drawn without anti-aliasing, so its bounding box is known
+to the pixel.
 
-Rebuild (offline, CPU, deterministic for a given seed and torch build):
+Rebuild (offline, CPU, about 5 minutes on two idle cores):
 
     python tools/train_demo_model.py --force --seed {info['seed']} --epochs {info['epochs']}
 
+The same seed gives bit-identical `demo_cnn.onnx` and samples on one machine and torch build
+(checked with three runs, two of them on a heavily loaded machine); another CPU or torch build
+may differ in the last bits. This README also records the training time, which varies.
+
 ## Model
 
-- Input `image` [N, 3, 96, 96] float32, `x = (pixel/255 − {MEAN[0]}) / {STD[0]}` per RGB channel,
-  resize `stretch` (stored in the metadata key `ort_cam.preprocess`); output `logits` [N, 6].
+- Input `image` [N, 3, 96, 96] float32, `x = (pixel/255 − {MEAN[0]}) / {STD[0]}` per RGB
+  channel, resize `stretch` (metadata key `ort_cam.preprocess`); output `logits` [N, 6].
 - Five blocks Conv3×3 (no bias) + BatchNorm + ReLU: `stem` (stride 2, 24 channels, 96 → 48),
   `block1` (32) and `block2` (64) each followed by max-pool 2×2 (48 → 24 → 12), `block3` and
-  `block4` (96 each) at 12×12; global average pooling, linear 96 → 6.
-  {info['params']:,} parameters; BatchNorm is folded into the convolutions in the export.
+  `block4` (96 each) at 12×12; global average pooling, linear 96 → 6. {info['params']:,}
+  parameters; the export folds BatchNorm into the convolutions.
 - Recommended layer (metadata `ort_cam.layer`): `{LAYER_NAME}`, block 4's ReLU output
-  [N, 96, 12, 12]. Labels in `ort_cam.labels`.
-- Trained {info['epochs']} epochs on {info['n_train']:,} images (AdamW, one-cycle LR
-  {info['lr']}, batch 32, random flips, plain cross-entropy) in {info['train_s']:.0f} s on 2 CPU
-  threads.
+  [N, 96, 12, 12]. Class names in `ort_cam.labels`.
+- Training: {info['epochs']} epochs on {info['n_train']:,} images, AdamW, one-cycle LR (max
+  {info['lr']}), batch 32, random flips, plain cross-entropy; {info['train_s']:.0f} s wall
+  time on 2 CPU threads (this build, on a shared machine).
 - Held-out accuracy: **{info['test_acc']:.4f}** on {info['n_test']:,} new images;
-  {info['test_sat']:.1%} of them get top probability > 0.999.
-- ONNX opset 17, {info['size_kb']:.0f} kB, sha256 `{info['sha256']}`; ORT vs torch logits max
-  |Δ| = {info['ort_err']:.1e}.
+  {info['test_sat']:.1%} of them are correct with top probability > 0.999.
+- ONNX opset 17, float32, {info['size_kb']:.0f} kB; ORT vs torch logits max
+  |Δ| = {info['ort_err']:.1e}; sha256
+  `{info['sha256']}`.
 
 ## Samples (`samples/`, boxes in `samples/boxes.json`)
 
 Held out (a separate seed stream of 2,400 candidates): *saturated* = the most confident
 correctly classified candidate of its class (p > 0.999), *unsaturated* = the first correctly
-classified candidate of its class with p < 0.99.
-Boxes are `[x0, y0, x1, y1]` in pixels, x1/y1 exclusive.
+classified candidate of its class with p < 0.99. Boxes are `[x0, y0, x1, y1]` in pixels,
+x1/y1 exclusive. p is the torch model's softmax, in float64 from float32 logits.
 
 | file | class | kind | p(top) | 1 − p | box |
 |---|---|---|---|---|---|
