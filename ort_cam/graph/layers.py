@@ -37,10 +37,6 @@ class LayerInfo:
         return asdict(self)
 
 
-def _producer(t: gs.Tensor) -> gs.Node | None:
-    return t.inputs[0] if t.inputs else None
-
-
 def layouts(model: LoadedModel) -> dict[str, str]:
     """Layout of every rank-4 tensor that can be told: propagated from convs, pools and
     Transposes; element-wise ops pass their input's layout through."""
@@ -77,11 +73,6 @@ def layouts(model: LoadedModel) -> dict[str, str]:
                             found[out.name] = found[inp.name]
                             break
     return {k: v for k, v in found.items() if v}
-
-
-def _needs_rule(node: gs.Node, model: LoadedModel) -> bool:
-    """A node that would need a VJP rule if a gradient flows through it (float in and out)."""
-    return any(is_float(model.dtypes.get(o.name)) for o in node.outputs if o.name)
 
 
 def _rules() -> dict:
