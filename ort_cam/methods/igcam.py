@@ -19,15 +19,19 @@ class IntegratedGradCam(CamMethod):
         self.total: np.ndarray | None = None
 
     def update(self, ls, a, g):
+        # ls is a contiguous run of path indices: slice instead of masking (no copies).
+        b, k = a.shape[:2]
+        z = a.shape[2] * a.shape[3]
         if self.options.igcam_variant == "paper":
-            keep = ls >= 1
-            s = g[keep].sum(axis=(2, 3))  # [b, K]
-            maps = np.einsum("bk,bkij->bij", s, a[keep] - self.state.a0[None])
+            lo = int(max(0, 1 - ls[0]))  # l >= 1
+            s = g[lo:].sum(axis=(2, 3))  # [b, K]
+            delta = (a[lo:] - self.state.a0[None]).reshape(b - lo, k, z)
         else:
-            keep = ls <= self.state.m - 1
-            s = g[keep].mean(axis=(2, 3))
-            maps = np.einsum("bk,bkij->bij", s, a[keep])
-        part = np.maximum(maps, 0.0).sum(axis=0)
+            hi = int(min(len(ls), self.state.m - ls[0]))  # l <= m - 1
+            s = g[:hi].mean(axis=(2, 3))
+            delta = a[:hi].reshape(hi, k, z)
+        maps = np.matmul(s[:, None, :], delta)[:, 0]  # Σ_k s[b,k]·Δ[b,k,z]
+        part = np.maximum(maps, 0.0).sum(axis=0).reshape(a.shape[2:])
         self.total = part if self.total is None else self.total + part
 
     def finish(self) -> np.ndarray:

@@ -21,15 +21,19 @@ class RsiGradCam(CamMethod):
 
     def update(self, ls, a, g):
         st = self.state
+        riemann = self.options.rsi_rule == "riemann"
+        # pairs (l-1, l) inside the chunk ...
+        part = None
+        if len(a) >= 2:
+            gl = g[1:] if riemann else 0.5 * (g[1:] + g[:-1])
+            part = np.einsum("bkij,bkij->kij", gl, a[1:] - a[:-1])
+        # ... and the pair across the boundary with the previous chunk
         if st.prev_a is not None:
-            a = np.concatenate([st.prev_a[None], a])
-            g = np.concatenate([st.prev_g[None], g])
-        if len(a) < 2:
-            return
-        da = np.diff(a, axis=0)
-        gl = g[1:] if self.options.rsi_rule == "riemann" else 0.5 * (g[1:] + g[:-1])
-        part = (gl * da).sum(axis=0)
-        self.ig = part if self.ig is None else self.ig + part
+            g0 = g[0] if riemann else 0.5 * (g[0] + st.prev_g)
+            edge = g0 * (a[0] - st.prev_a)
+            part = edge if part is None else part + edge
+        if part is not None:
+            self.ig = part if self.ig is None else self.ig + part
 
     def finish(self) -> np.ndarray:
         st, ig = self.state, self.ig
