@@ -143,12 +143,16 @@ class Explainer:
         self.labels = read_labels(labels, self.model.proto)
         self.memory_budget = memory_budget
         self.fixed_chunk = chunk_size
+        self._sample_bytes = self._activation_bytes()
         self.setup_seconds = time.perf_counter() - t0
 
     # --- sizes --------------------------------------------------------------------------
     def per_sample_bytes(self) -> int:
         """Upper bound of activation bytes per path point: every forward tensor once, plus the
         layer's gradient (onnxruntime reuses buffers, so real use is lower)."""
+        return self._sample_bytes
+
+    def _activation_bytes(self) -> int:
         total = 0
         for name, shape in self.model.shapes.items():
             itemsize = np.dtype(self.model.dtypes[name]).itemsize
