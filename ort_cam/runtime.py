@@ -1,8 +1,10 @@
-"""onnxruntime sessions: which execution provider, how many threads, and runs that avoid copies."""
+"""onnxruntime sessions: the one place they are created; which execution provider, how many
+threads, and runs that avoid copies."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -13,6 +15,8 @@ from onnx import helper
 from .errors import OrtCamError
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+#: Protobuf's limit: larger models go through a file with external data.
+_MAX_PROTO = 2_000_000_000
 
 ort.set_default_logger_severity(3)
 
@@ -82,10 +86,20 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return opts
 
 
+def session_for(model: onnx.ModelProto, providers: list | None = None,
+                options: ort.SessionOptions | None = None) -> ort.InferenceSession:
+    """An onnxruntime session for an in-memory model (spilled to a file past 2 GB)."""
+    providers = providers or ["CPUExecutionProvider"]
+    if model.ByteSize() < _MAX_PROTO:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+    tmp = tempfile.mkdtemp(prefix="ort_cam_")
+    path = os.path.join(tmp, "model.onnx")
+    onnx.save(model, path, save_as_external_data=True, location="model.onnx.data")
+    return ort.InferenceSession(path, options, providers=providers)
+
+
 def make_session(model: onnx.ModelProto, providers: list[str],
                  threads: int | None = None) -> ort.InferenceSession:
-    from .graph.load import session_for
-
     return session_for(model, providers=providers, options=session_options(threads))
 
 

@@ -13,9 +13,12 @@ import pytest
 from audit_data import LAYER, SCALE, cli_args, make_dataset
 from click.testing import CliRunner
 
-import ort_cam.image_audit as image_audit
+import ort_cam.audit.image as image_audit
 from ort_cam import Explainer
-from ort_cam.audit import (
+from ort_cam.audit.datasets import open_dataset, read_label_map
+from ort_cam.audit.image import AuditSpec
+from ort_cam.audit.report_html import rolling, window_size
+from ort_cam.audit.run import (
     audit_dataset,
     file_sha256,
     merge,
@@ -23,12 +26,9 @@ from ort_cam.audit import (
     read_results,
     shard_samples,
 )
+from ort_cam.audit.summary import mean_ci, summarize, t975
 from ort_cam.cli import main
-from ort_cam.datasets import open_dataset, read_label_map
 from ort_cam.errors import OrtCamError
-from ort_cam.image_audit import AuditSpec
-from ort_cam.report import mean_ci, summarize, t975
-from ort_cam.report_html import rolling, window_size
 
 SPEC = AuditSpec(steps=4, deletion_steps=4)
 
@@ -129,7 +129,7 @@ def test_shards_merge_to_the_unsharded_audit(data, reference, tmp_path):
     assert sum(map(len, keys)) == data["n"]  # disjoint
     # merge shards 2, 1, 3, with shard 1 twice: deduplicated
     settings, recs = merge([dirs[1], dirs[0], dirs[2], dirs[0]], tmp_path / "m", force=False)
-    from ort_cam.report_html import make_report
+    from ort_cam.audit.run import make_report
 
     assert make_report(tmp_path / "m", html_page=False) == reference["summary"]
     assert strip(recs) == strip(reference["records"])
@@ -156,7 +156,7 @@ def test_rsi_filters_leave_out_wrong_predictions_and_extra_boxes(data, reference
 
 
 def test_shard_split_is_deterministic():
-    from ort_cam.datasets import Sample
+    from ort_cam.audit.datasets import Sample
 
     samples = [Sample(k, None) for k in "dbeacf"]
     assert [s.key for s in shard_samples(samples, (1, 2))] == ["a", "c", "e"]
@@ -244,7 +244,7 @@ def test_report_is_self_contained(reference):
     assert "src='http" not in page and 'src="http' not in page
     assert "Average Drop %" in page and "Best and worst" in page
     # only the thumbnails the gallery shows are kept (4 best and 4 worst per method)
-    from ort_cam.report_html import gallery_records
+    from ort_cam.audit.report_html import gallery_records
 
     ok = [r for r in reference["records"] if r["status"] == "ok"]
     shown = {r["thumb"] for m in ("gradcam", "igcam", "rsi")
@@ -254,7 +254,7 @@ def test_report_is_self_contained(reference):
 
 
 def test_thumbnails_are_pruned_to_the_gallery(tmp_path):
-    from ort_cam.report_html import GALLERY, gallery_records, prune_thumbs
+    from ort_cam.audit.report_html import GALLERY, gallery_records, prune_thumbs
 
     (tmp_path / "thumbs").mkdir()
     recs = []

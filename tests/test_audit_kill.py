@@ -13,7 +13,7 @@ import time
 import pytest
 from audit_data import cli_args, make_dataset
 
-from ort_cam.audit import read_results
+from ort_cam.audit.store import read_results
 
 CLI = [sys.executable, "-c", "from ort_cam.cli import main; main()"]
 N = 40

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ort_cam.datasets import (
+from ort_cam.audit.datasets import (
     Obj,
     Sample,
     label_map_from_names,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from ort_cam.audit.metrics import pixel_energy
 from ort_cam.cli import main
 from ort_cam.demo import MARKER, demo_dir, demo_samples
-from ort_cam.metrics import pixel_energy
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from ort_cam.grad import fused_model, split_models
-from ort_cam.graph import list_layers, load_model, session_for
+from ort_cam.grad import fused_model, list_layers, split_models
+from ort_cam.graph import load_model
+from ort_cam.runtime import session_for
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

@@ -25,8 +25,9 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 from onnx.utils import Extractor
 
-from ort_cam.grad import fused_model, split_models
-from ort_cam.graph import list_layers, load_model, session_for
+from ort_cam.grad import fused_model, list_layers, split_models
+from ort_cam.graph import load_model
+from ort_cam.runtime import session_for
 
 INPUT_SHAPE = [3, 48, 192]  # how PaddleOCR runs the classifier
 BATCH = 2

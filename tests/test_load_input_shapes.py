@@ -10,8 +10,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ort_cam.errors import ModelLoadError
 from ort_cam.grad import fused_model
-from ort_cam.graph import load_model, session_for
+from ort_cam.graph import load_model
 from ort_cam.graph.load import DEFAULT_SPATIAL
+from ort_cam.runtime import session_for
 
 
 def dynamic_hw_model() -> onnx.ModelProto:

@@ -10,7 +10,8 @@ import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper
 
 from ort_cam.grad import fused_model
-from ort_cam.graph import load_model, session_for
+from ort_cam.graph import load_model
+from ort_cam.runtime import session_for
 
 
 def _ints(name, values):

@@ -35,7 +35,9 @@ torchvision = pytest.importorskip("torchvision")
 F = torch.nn.functional
 
 import ort_cam  # noqa: E402
-from ort_cam.graph import list_layers, load_model, session_for  # noqa: E402
+from ort_cam.grad import list_layers  # noqa: E402
+from ort_cam.graph import load_model  # noqa: E402
+from ort_cam.runtime import session_for  # noqa: E402
 
 #: max |ours − ref| / max |ref| for every raw and normalised map and the score path; for the
 #: completeness gap see test_matches_torch_reference.

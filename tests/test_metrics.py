@@ -4,7 +4,7 @@ maps and boxes at the border."""
 import numpy as np
 import pytest
 
-from ort_cam import metrics as M
+from ort_cam.audit import metrics as M
 
 BOX = (1, 1, 3, 3)  # x0, y0, x1, y1: the centre 2x2 of a 4x4 grid
 

@@ -43,7 +43,8 @@ from vjp_cases import CASES, Case
 from ort_cam.grad import rules_nn
 from ort_cam.grad.heads import fused_model
 from ort_cam.grad.table import VJP_RULES
-from ort_cam.graph.load import load_model, session_for
+from ort_cam.graph.load import load_model
+from ort_cam.runtime import session_for
 
 STEP = {np.float32: 2.0**-5, np.float64: 2.0**-10}
 RTOL = {np.float32: 1e-4, np.float64: 1e-7}

@@ -34,8 +34,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from ort_cam.grad import fused_model, split_models
-from ort_cam.graph import list_layers, load_model, session_for
+from ort_cam.grad import fused_model, list_layers, split_models
+from ort_cam.graph import load_model
+from ort_cam.runtime import session_for
 
 #: Input side (px) of every model: small enough to be fast, big enough that every model's
 #: last stage still has a 4x4 grid (3x3 would not do for vgg16_bn's 2x2 average pool).

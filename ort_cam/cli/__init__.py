@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .. import __version__
+from .._version import __version__
 from .audit_cmd import audit, audit_merge, audit_report
 from .demo_cmd import demo
 from .explain_cmd import explain

@@ -116,10 +116,10 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
         ort-cam audit model.onnx boxes.csv --layer conv5_out --rsi-filters --out audit/
         ort-cam audit model.onnx coco.json --shard 2/4 --out audit-2/
     """
-    from ..audit import audit_dataset, file_sha256, parse_shard
-    from ..datasets import label_map_from_names, open_dataset, read_label_map
+    from ..audit.datasets import label_map_from_names, open_dataset, read_label_map
+    from ..audit.image import AuditSpec
+    from ..audit.run import audit_dataset, file_sha256, parse_shard
     from ..explainer import Explainer
-    from ..image_audit import AuditSpec
 
     shard_ = parse_shard(shard)
     steps, methods = parse_steps(kw.pop("steps")), parse_methods(kw.pop("methods"))
@@ -174,8 +174,7 @@ def audit_merge(dirs: tuple[Path, ...], out_dir: Path, force: bool) -> None:
     Example:
         ort-cam audit-merge audit-1/ audit-2/ audit-3/ audit-4/ --out audit/
     """
-    from ..audit import merge
-    from ..report_html import make_report
+    from ..audit.run import make_report, merge
 
     settings, records = merge(list(dirs), out_dir, force)
     make_report(out_dir)
@@ -198,7 +197,7 @@ def audit_report(out_dir: Path) -> None:
     Example:
         ort-cam audit-report audit/
     """
-    from ..report_html import make_report
+    from ..audit.run import make_report
 
     summary = make_report(out_dir)
     imgs = summary["images"]

@@ -7,10 +7,10 @@ from pathlib import Path
 import click
 import numpy as np
 
+from ..audit.metrics import pixel_energy
 from ..demo import claim_output, demo_dir, demo_samples
 from ..explainer import Explainer
 from ..methods import METHODS
-from ..metrics import pixel_energy
 from ..outputs import write_outputs
 from ..render import class_text
 from .options import reports_errors

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from ..grad import split_models
-from ..graph import LayerInfo, list_layers, load_model
+from ..grad import LayerInfo, list_layers, split_models
+from ..graph import load_model
 from ..graph.save import data_file, save_model
 from .options import head_options, json_option, model_argument, reports_errors
 

@@ -9,13 +9,14 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .. import __version__
-from ..builder import Builder
+from .._version import __version__
 from ..errors import NoGradientRuleError, OrtCamError
-from ..graph.layers import resolve_layer, spatial_layer, suggest_layer_after
+from ..graph.layers import resolve_layer, spatial_layer
 from ..graph.load import LoadedModel
 from ..graph.split import Cut, find_cut, head_graph, prefix_graph
 from .backprop import add_gradient
+from .builder import Builder
+from .layers import suggest_layer_after
 from .table import VjpContext
 
 SCORE_MODES = ("probability", "logit")

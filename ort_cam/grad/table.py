@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..builder import Builder
+from .builder import Builder
 
 Tensor = gs.Tensor
 Grads = Sequence["Tensor | None"]

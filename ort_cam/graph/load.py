@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import onnxruntime as ort
 from onnx import helper, version_converter
 
 from ..errors import ModelLoadError
+from ..runtime import session_for
 
 #: The gradient graph needs ScatterElements(reduction="add"), which arrived in opset 16.
 MIN_OPSET = 16
@@ -25,7 +25,6 @@ PROBE_BATCH = 2
 #: Size given to a dynamic height/width of a rank-4 input when the caller names none.
 DEFAULT_SPATIAL = 224
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
-_MAX_PROTO = 2_000_000_000
 
 
 def ort_message(exc: BaseException) -> str:
@@ -72,18 +71,6 @@ def upgrade_opset(model: onnx.ModelProto, target: int = MIN_OPSET) -> tuple[onnx
             f"re-export it with opset >= {target}"
         ) from exc
     return converted, f"opset {version} converted to {target}"
-
-
-def session_for(model: onnx.ModelProto, providers: list | None = None,
-                options: ort.SessionOptions | None = None) -> ort.InferenceSession:
-    """An onnxruntime session for an in-memory model (spilled to a file past 2 GB)."""
-    providers = providers or ["CPUExecutionProvider"]
-    if model.ByteSize() < _MAX_PROTO:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
-    tmp = tempfile.mkdtemp(prefix="ort_cam_")
-    path = os.path.join(tmp, "model.onnx")
-    onnx.save(model, path, save_as_external_data=True, location="model.onnx.data")
-    return ort.InferenceSession(path, options, providers=providers)
 
 
 def _free_batch_axis(graph: gs.Graph) -> None:

@@ -10,7 +10,7 @@ exclusive (so a box's width is x1 − x0):
 
 A malformed annotation stops the audit before any work with a one-line error naming the file
 (and line or object); an image that cannot be read is skipped during the audit with its reason
-recorded (see ``image_audit``).
+recorded (see ``audit.image``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import OrtCamError
+from ..errors import OrtCamError
 
 FORMATS = ("voc", "coco", "csv")
 CSV_COLUMNS = ("image", "label", "x0", "y0", "x1", "y1")

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .image_audit import THRESHOLDS
-from .metrics import DARK_EPS
+from .metrics import DARK_EPS, THRESHOLDS
 
 #: t(0.975, df) for df = 1..30, then 40, 60, 120, ∞ (interpolated in 1/df in between).
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,

@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import InputError
+from ..explainer import Explainer
+from ..methods import MethodOptions
+from ..preprocess import load_image
 from . import metrics as M
 from .datasets import Sample, classes_of, pre_model_skip
-from .errors import InputError
-from .explainer import Explainer
-from .methods import MethodOptions
-from .preprocess import load_image
+from .metrics import THRESHOLDS
 
-THRESHOLDS = tuple(round(0.1 * k, 1) for k in range(1, 10))
 SATURATED = 0.99
 THUMB = 96
 

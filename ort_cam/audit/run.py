@@ -9,22 +9,25 @@ written; a torn last line (the process died mid-write) is cut off and that image
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from . import __version__
+from .._version import __version__
+from ..errors import OrtCamError
 from .datasets import Dataset, Sample
-from .errors import OrtCamError
-
-RESULTS = "results.jsonl"
-SETTINGS = "audit.json"
-THUMBS = "thumbs"
-MADE = ("summary.json", "summary.csv", "report.html")
-#: Keys of audit.json that say where and how a run was made, not what it measures.
-ABOUT = "about"
+from .store import (
+    ABOUT,
+    MADE,
+    RESULTS,
+    SETTINGS,
+    THUMBS,
+    append_record,
+    read_results,
+    read_settings,
+    write_atomic,
+)
 
 
 # --- shards -----------------------------------------------------------------------------------
@@ -73,67 +76,6 @@ def settings_diff(a: dict, b: dict, ignore: Iterable[str] = (ABOUT,)) -> list[st
     return out
 
 
-def read_settings(out: Path) -> dict:
-    path = out / SETTINGS
-    if not path.is_file():
-        raise OrtCamError(f"{out} holds no {SETTINGS}; is it an audit directory?")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise OrtCamError(f"cannot read {path}: {exc}") from None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-
-
-# --- results.jsonl ----------------------------------------------------------------------------
-def read_results(path: Path, repair: bool = False) -> list[dict]:
-    """The records of a results.jsonl. A last line without its newline is torn (the writer
-    died mid-line): it is ignored, and cut off the file when ``repair``. Any other bad line
-    is an error."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    complete = data.rfind(b"\n") + 1  # bytes up to the last newline
-    records = []
-    for n, line in enumerate(data[:complete].splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise OrtCamError(f"{path}, line {n} is not JSON; the file was edited or "
-                              "damaged (remove that line to resume)") from None
-    if repair and complete < len(data):
-        with open(path, "r+b") as fh:
-            fh.truncate(complete)
-    return records
-
-
-def _clean(value):
-    """JSON-safe: NaN and inf become null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def append_record(fh, record: dict) -> None:
-    """One line, flushed and fsynced before the next image starts."""
-    fh.write(json.dumps(_clean(record), allow_nan=False) + "\n")
-    fh.flush()
-    os.fsync(fh.fileno())
-
-
 # --- one run ----------------------------------------------------------------------------------
 def prepare(out: Path, settings: dict, force: bool) -> set[str]:
     """Make ``out`` ready and return the keys already done there.
@@ -154,7 +96,7 @@ def prepare(out: Path, settings: dict, force: bool) -> set[str]:
         raise OrtCamError(f"{out} is not empty and holds no {SETTINGS}; use another --out "
                           "or --force")
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / SETTINGS, json.dumps(settings, indent=2) + "\n")
+    write_atomic(out / SETTINGS, json.dumps(settings, indent=2) + "\n")
     return set()
 
 
@@ -232,7 +174,7 @@ def merge(dirs: Sequence[Path], out: Path, force: bool) -> tuple[dict, list[dict
             fh.write(json.dumps(r) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-    _write_atomic(out / SETTINGS, json.dumps(settings, indent=2) + "\n")
+    write_atomic(out / SETTINGS, json.dumps(settings, indent=2) + "\n")
     return settings, [records[k] for k in sorted(records)]
 
 
@@ -255,12 +197,11 @@ def audit_dataset(ex, dataset: Dataset, out: Path, *, label_map: dict[str, list[
     whatever an earlier run with the same settings left there; then write summary.json,
     summary.csv and (unless not ``html_page``) report.html. Returns the summary.
 
-    ``spec`` is an ``image_audit.AuditSpec``; ``label_map`` maps lower-case labels to class
+    ``spec`` is an ``audit.image.AuditSpec``; ``label_map`` maps lower-case labels to class
     indices. A KeyboardInterrupt leaves every finished image on disk (rerun to resume)."""
     import hashlib
 
-    from .image_audit import audit_image
-    from .report_html import make_report
+    from .image import audit_image
 
     if ex.preprocess is None:
         raise OrtCamError("the model input is not an image batch; audits need images")
@@ -276,3 +217,19 @@ def audit_dataset(ex, dataset: Dataset, out: Path, *, label_map: dict[str, list[
     run(samples, done, Path(out),
         lambda s, thumbs: audit_image(ex, s, label_map, spec, thumbs), progress)
     return make_report(Path(out), html_page)
+
+
+def make_report(out: Path, html_page: bool = True) -> dict:
+    """(Re)write summary.json, summary.csv and (unless not ``html_page``) report.html of the
+    audit in ``out`` from its audit.json and results.jsonl; returns the summary."""
+    from .report_html import prune_thumbs, write_html
+    from .summary import summarize, write_summary
+
+
+    settings = read_settings(out)
+    records = read_results(out / RESULTS)
+    summary = summarize(settings, records)
+    write_summary(out, summary)
+    if html_page:
+        prune_thumbs(out, write_html(out, settings, summary, records))
+    return summary

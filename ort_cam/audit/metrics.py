@@ -102,6 +102,8 @@ def increase_in_confidence(y: Sequence[float], o: Sequence[float]) -> float:
     return float(np.mean(np.asarray(y, float) < np.asarray(o, float)))
 
 
+#: IoU/IoB/IoR thresholds t of the papers' localisation metrics.
+THRESHOLDS = tuple(round(0.1 * k, 1) for k in range(1, 10))
 DARK_EPS = tuple(10.0 ** -k for k in range(2, 13))
 
 

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .audit import THUMBS
-from .image_audit import THRESHOLDS
-from .methods import METHODS
-from .metrics import DARK_EPS
-from .report import SPLITS, split_records
+from ..methods import METHODS
+from .metrics import DARK_EPS, THRESHOLDS
+from .store import THUMBS
+from .summary import SPLITS, split_records
 
 COLORS = {"gradcam": "tab:blue", "igcam": "tab:orange", "rsi": "tab:green"}
 SHORT = {"gradcam": "Grad-CAM", "igcam": "IG-CAM", "rsi": "RSI"}
@@ -76,7 +75,7 @@ def _figure(w: float, h: float):
 
 
 def _values(recs, method, name) -> np.ndarray:
-    from .report import metric_values
+    from .summary import metric_values
 
     return np.array([np.nan if v is None else v for v in metric_values(recs, method, name)],
                     dtype=np.float64)
@@ -189,7 +188,7 @@ def plot_gallery(out: Path, rows, method: str) -> str | None:
     """Overlays of the ``gallery_records`` rows, with the boxes."""
     from matplotlib.patches import Rectangle
 
-    from .render import overlay
+    from ..render import overlay
 
     if not rows:
         return None
@@ -335,21 +334,6 @@ def write_html(out: Path, settings: dict, summary: dict, records: list[dict]) ->
     (out / "report.html").write_text(page, encoding="utf-8")
     return shown
 
-
-
-def make_report(out: Path, html_page: bool = True) -> dict:
-    """(Re)write summary.json, summary.csv and (unless not ``html_page``) report.html of the
-    audit in ``out`` from its audit.json and results.jsonl; returns the summary."""
-    from .audit import RESULTS, read_results, read_settings
-    from .report import summarize, write_summary
-
-    settings = read_settings(out)
-    records = read_results(out / RESULTS)
-    summary = summarize(settings, records)
-    write_summary(out, summary)
-    if html_page:
-        prune_thumbs(out, write_html(out, settings, summary, records))
-    return summary
 
 
 def prune_thumbs(out: Path, keep: set[str]) -> None:

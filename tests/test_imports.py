@@ -1,0 +1,147 @@
+"""The rooms of ort_cam and the one direction imports flow between them.
+
+Every import in the package, lazy ones inside functions included, is read from the source (AST)
+and must point to the same room or one below it:
+
+    foundation → graph → grad → engine → methods → explain → audit → cli
+
+and no two modules may import each other, directly or through others.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ort_cam"
+
+#: room -> module prefixes, lowest room first. A module belongs to the room of its longest
+#: matching prefix; every module must belong to one.
+ROOMS: list[tuple[str, tuple[str, ...]]] = [
+    ("foundation", ("ort_cam._version", "ort_cam.errors", "ort_cam.runtime", "ort_cam.preprocess",
+                    "ort_cam.baselines", "ort_cam.maps", "ort_cam.result")),
+    ("graph", ("ort_cam.graph",)),
+    ("grad", ("ort_cam.grad",)),
+    ("engine", ("ort_cam.engine",)),
+    ("methods", ("ort_cam.methods",)),
+    ("explain", ("ort_cam", "ort_cam.explainer", "ort_cam.render", "ort_cam.outputs",
+                 "ort_cam.demo")),
+    ("audit", ("ort_cam.audit",)),
+    ("cli", ("ort_cam.cli",)),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """The ort_cam modules ``name`` imports anywhere in its source."""
+    is_pkg = path.name == "__init__.py"
+    here = name.split(".") if is_pkg else name.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "ort_cam")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here[: len(here) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "ort_cam":
+                continue
+            for alias in node.names:  # `from . import metrics` imports a submodule
+                sub = f"{target}.{alias.name}"
+                found.add(sub if sub in known else target)
+    return {m for m in found if m in known and m != name}
+
+
+def room_of(name: str) -> int:
+    best, rank = -1, -1
+    for i, (_, prefixes) in enumerate(ROOMS):
+        for p in prefixes:
+            if (name == p or name.startswith(p + ".")) and len(p) > best:
+                best, rank = len(p), i
+    return rank
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {name: imports_of(name, path, set(mods)) for name, path in mods.items()}
+
+
+def test_every_module_has_a_room():
+    homeless = [m for m in modules() if room_of(m) < 0]
+    assert not homeless, f"add these modules to a room in ROOMS: {homeless}"
+
+
+def test_imports_flow_one_way():
+    against = []
+    for mod, deps in graph().items():
+        for dep in deps:
+            if room_of(dep) > room_of(mod):
+                against.append(f"{mod} ({ROOMS[room_of(mod)][0]}) imports {dep} "
+                               f"({ROOMS[room_of(dep)][0]})")
+    assert not against, "imports against the flow:\n" + "\n".join(sorted(against))
+
+
+def find_cycle(g: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``g`` as a path [a, b, ..., a], or None."""
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for d in sorted(g.get(n, ())):
+            if state.get(d) == 1:
+                return stack[stack.index(d):] + [d]
+            if d not in state and (cycle := visit(d)):
+                return cycle
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(g):
+        if n not in state and (cycle := visit(n)):
+            return cycle
+    return None
+
+
+def test_no_import_cycles():
+    cycle = find_cycle(graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+@pytest.mark.parametrize("g, has_cycle", [
+    ({"a": {"b"}, "b": {"c"}, "c": set()}, False),
+    ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, True),
+    ({"a": {"b", "c"}, "b": {"c"}, "c": set()}, False),
+    ({"a": {"a2"}, "a2": {"b"}, "b": {"a2"}}, True),
+])
+def test_cycle_finder_on_small_graphs(g, has_cycle):
+    assert (find_cycle(g) is not None) == has_cycle
+
+
+def test_the_walker_sees_lazy_and_relative_imports(tmp_path):
+    """The parser follows `from .. import x` and imports inside functions, so the two kinds
+    of cycle this test was written against (root ↔ grad/heads through __version__, graph ↔
+    grad through a lazy import) are caught."""
+    known = {"ort_cam", "ort_cam.grad", "ort_cam.grad.heads", "ort_cam.graph.layers",
+             "ort_cam.grad.backprop", "ort_cam._version"}
+    src = tmp_path / "ort_cam" / "graph"
+    src.mkdir(parents=True)
+    f = src / "layers.py"
+    f.write_text("from .. import __version__\n"
+                 "def rules():\n    from ..grad.backprop import VJP_RULES\n    return VJP_RULES\n")
+    assert imports_of("ort_cam.graph.layers", f, known) == {"ort_cam", "ort_cam.grad.backprop"}
