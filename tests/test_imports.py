@@ -63,6 +63,13 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
             for alias in node.names:  # `from . import metrics` imports a submodule
                 sub = f"{target}.{alias.name}"
                 found.add(sub if sub in known else target)
+    # Importing a.b.c first runs a/b/__init__: count that edge too, except for the root facade
+    # and for the packages that hold ``name`` (they are already being imported).
+    mine = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 2)}
+    for m in list(found):
+        parts = m.split(".")
+        found.update(p for p in (".".join(parts[:i]) for i in range(2, len(parts)))
+                     if p not in mine)
     return {m for m in found if m in known and m != name}
 
 
@@ -144,4 +151,5 @@ def test_the_walker_sees_lazy_and_relative_imports(tmp_path):
     f = src / "layers.py"
     f.write_text("from .. import __version__\n"
                  "def rules():\n    from ..grad.backprop import VJP_RULES\n    return VJP_RULES\n")
-    assert imports_of("ort_cam.graph.layers", f, known) == {"ort_cam", "ort_cam.grad.backprop"}
+    assert imports_of("ort_cam.graph.layers", f, known) == {
+        "ort_cam", "ort_cam.grad", "ort_cam.grad.backprop"}
