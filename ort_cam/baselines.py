@@ -6,12 +6,12 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from .errors import InputError, OrtCamError
-from .preprocess import Preprocess, load_image
+from .preprocess import ImageLike, Preprocess, load_image
 
 BASELINES = ("black", "zeros", "blur", "noise")
 
 
-def make_baseline(kind, pixels: np.ndarray, x: np.ndarray, pre: Preprocess, *,
+def make_baseline(kind: ImageLike, pixels: np.ndarray, x: np.ndarray, pre: Preprocess, *,
                   blur_radius: float | None = None, seed: int = 0) -> np.ndarray:
     """x0 for an image whose resized pixels are ``pixels`` and model input ``x``.
 

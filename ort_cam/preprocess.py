@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -21,6 +23,8 @@ from .errors import InputError, OrtCamError
 METADATA_KEY = "ort_cam.preprocess"
 RESIZE_MODES = ("stretch", "crop", "letterbox")
 LAYOUTS = ("NCHW", "NHWC")
+#: What ``load_image`` accepts: a path, a PIL image or an H×W×3 array.
+ImageLike = str | os.PathLike[str] | Image.Image | np.ndarray
 
 #: name -> (scale, mean, std, channel order, resize mode); x = (pixel * scale - mean) / std.
 PRESETS: dict[str, dict] = {
@@ -80,19 +84,20 @@ class Preprocess:
         h, w = self.size
         if self.resize == "stretch":
             if image.size != (w, h):
-                image = image.resize((w, h), Image.BILINEAR)
+                image = image.resize((w, h), Image.Resampling.BILINEAR)
         elif self.resize == "crop":
             short = min(h, w) / self.crop_ratio
             s = short / min(image.size)
             new = (max(w, round(image.size[0] * s)), max(h, round(image.size[1] * s)))
-            image = image.resize(new, Image.BILINEAR)
+            image = image.resize(new, Image.Resampling.BILINEAR)
             left, top = (new[0] - w) // 2, (new[1] - h) // 2
             image = image.crop((left, top, left + w, top + h))
         else:
             s = min(w / image.size[0], h / image.size[1])
             new = (max(1, round(image.size[0] * s)), max(1, round(image.size[1] * s)))
             canvas = Image.new("RGB", (w, h), (self.pad_value,) * 3)
-            canvas.paste(image.resize(new, Image.BILINEAR), ((w - new[0]) // 2, (h - new[1]) // 2))
+            fitted = image.resize(new, Image.Resampling.BILINEAR)
+            canvas.paste(fitted, ((w - new[0]) // 2, (h - new[1]) // 2))
             image = canvas
         return np.asarray(image, dtype=np.uint8)
 
@@ -115,7 +120,8 @@ class Preprocess:
         new = (max(1, round(w0 * s)), max(1, round(h0 * s)))
         return new[0] / w0, new[1] / h0, float((w - new[0]) // 2), float((h - new[1]) // 2)
 
-    def map_box(self, box, original_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    def map_box(self, box: Sequence[float] | np.ndarray,
+                original_size: tuple[int, int]) -> tuple[int, int, int, int]:
         """A box (x0, y0, x1, y1; pixel edges, x1/y1 exclusive) in an image of
         ``original_size`` = (width, height), moved onto the model's input grid the way
         ``resize_image`` moves the pixels, rounded to the nearest edge and clipped to the grid
@@ -141,7 +147,7 @@ class Preprocess:
             x = x.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(x.astype(self.dtype))
 
-    def __call__(self, image) -> np.ndarray:
+    def __call__(self, image: ImageLike) -> np.ndarray:
         return self.normalize(self.resize_image(load_image(image)))
 
     # --- metadata -----------------------------------------------------------------------
@@ -160,7 +166,7 @@ class Preprocess:
             raise OrtCamError(f"bad preprocessing description in the model ({exc})") from exc
 
 
-def load_image(image) -> Image.Image:
+def load_image(image: ImageLike) -> Image.Image:
     """A PIL image from a path, a PIL image or an H×W×3 uint8 array."""
     if isinstance(image, Image.Image):
         return image
@@ -202,7 +208,7 @@ def write_metadata(model: onnx.ModelProto, preprocess: Preprocess) -> onnx.Model
     return model
 
 
-def input_geometry(shape: tuple[int, ...] | list) -> tuple[str, tuple[int, int] | None]:
+def input_geometry(shape: Sequence[int | str | None]) -> tuple[str, tuple[int, int] | None]:
     """Layout and (H, W) read off a model input shape like [N,3,H,W] or [N,H,W,3]."""
     dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
     if len(dims) != 4:
@@ -213,12 +219,12 @@ def input_geometry(shape: tuple[int, ...] | list) -> tuple[str, tuple[int, int] 
         layout = "NHWC"
     else:
         layout = "NCHW"
-    hw = (dims[2], dims[3]) if layout == "NCHW" else (dims[1], dims[2])
-    return layout, (hw if None not in hw else None)
+    h, w = (dims[2], dims[3]) if layout == "NCHW" else (dims[1], dims[2])
+    return layout, ((h, w) if h is not None and w is not None else None)
 
 
-def resolve_preprocess(model: onnx.ModelProto, input_shape, spec: Preprocess | str | None,
-                       **overrides) -> Preprocess:
+def resolve_preprocess(model: onnx.ModelProto, input_shape: Sequence[int | str | None],
+                       spec: Preprocess | str | None, **overrides: Any) -> Preprocess:
     """The preprocessing to use: an explicit ``Preprocess`` as is; otherwise the model's
     metadata, else the named preset (default ``imagenet``), with size and layout from the
     input shape and any ``overrides`` on top."""

@@ -10,7 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-Box = Sequence[int]
+#: A box's four numbers (a sequence or an array); where a region is taken, also an H×W bool mask.
+Box = Sequence[float] | np.ndarray
+#: Per-image scores or a curve's points: a sequence or a 1-D array.
+Values = Sequence[float] | np.ndarray
 
 
 def box_mask(shape: tuple[int, int], box: Box) -> np.ndarray:
@@ -30,7 +33,7 @@ def boxes_mask(shape: tuple[int, int], boxes: Sequence[Box]) -> np.ndarray:
     return mask
 
 
-def _region(shape: tuple[int, int], box) -> np.ndarray:
+def _region(shape: tuple[int, int], box: Box) -> np.ndarray:
     if isinstance(box, np.ndarray) and box.dtype == bool:
         if box.shape != tuple(shape):
             raise ValueError(f"region mask has shape {box.shape}, the map {tuple(shape)}")
@@ -91,13 +94,13 @@ def explanation_map(pixels: np.ndarray, saliency: np.ndarray, kind: str = "soft"
     return img * keep.reshape(saliency.shape)[..., None]
 
 
-def average_drop(y: Sequence[float], o: Sequence[float]) -> float:
+def average_drop(y: Values, o: Values) -> float:
     """(1/N) Σ max(0, Y_c − O_c) / Y_c, as a proportion (×100 for %)."""
-    y, o = np.asarray(y, float), np.asarray(o, float)
-    return float(np.mean(np.maximum(0.0, y - o) / y))
+    ya, oa = np.asarray(y, float), np.asarray(o, float)
+    return float(np.mean(np.maximum(0.0, ya - oa) / ya))
 
 
-def increase_in_confidence(y: Sequence[float], o: Sequence[float]) -> float:
+def increase_in_confidence(y: Values, o: Values) -> float:
     """(1/N) Σ 1(Y_c < O_c)."""
     return float(np.mean(np.asarray(y, float) < np.asarray(o, float)))
 
@@ -128,7 +131,7 @@ def deletion_insertion_orders(saliency: np.ndarray, steps: int) -> list[np.ndarr
     return masks
 
 
-def curve_auc(values: Sequence[float]) -> float:
+def curve_auc(values: Values) -> float:
     """Area under a curve sampled at equal steps over [0, 1] (trapezoid rule)."""
     v = np.asarray(values, float)
     return float(((v[1:] + v[:-1]) / 2).sum() / (len(v) - 1))

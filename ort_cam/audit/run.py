@@ -13,6 +13,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._version import __version__
 from ..errors import OrtCamError
@@ -28,6 +29,10 @@ from .store import (
     read_settings,
     write_atomic,
 )
+
+if TYPE_CHECKING:  # annotations only: the run never needs the explainer's import at load
+    from ..explainer import Explainer
+    from .image import AuditSpec
 
 
 # --- shards -----------------------------------------------------------------------------------
@@ -137,16 +142,7 @@ def merge(dirs: Sequence[Path], out: Path, force: bool) -> tuple[dict, list[dict
     if any(Path(d).resolve() == Path(out).resolve() for d in dirs):
         raise OrtCamError("--out must be a new directory, not one of the inputs")
     all_settings = [read_settings(Path(d)) for d in dirs]
-    first = all_settings[0]
-    for d, s in zip(dirs[1:], all_settings[1:]):
-        diff = settings_diff(first, s, ignore=(ABOUT, "shard"))
-        if diff:
-            raise OrtCamError(f"{d} was made with other settings than {dirs[0]} "
-                              f"({', '.join(diff)}); only shards of one audit can be merged")
-    counts = {tuple(s["shard"])[1] for s in all_settings}
-    if len(counts) != 1:
-        raise OrtCamError(f"the directories were split into different shard counts "
-                          f"({', '.join(map(str, sorted(counts)))}); merge shards of one split")
+    _check_one_audit(dirs, all_settings)
     records: dict[str, dict] = {}
     sources: dict[str, Path] = {}
     for d in dirs:
@@ -159,10 +155,32 @@ def merge(dirs: Sequence[Path], out: Path, force: bool) -> tuple[dict, list[dict
     if out.exists() and any(out.iterdir()):
         raise OrtCamError(f"{out} is not empty; use another --out or --force")
     out.mkdir(parents=True, exist_ok=True)
+    first = all_settings[0]
     shards = sorted({tuple(s["shard"]) for s in all_settings})
     settings = {**first, "shard": [1, 1],
                 ABOUT: {**first.get(ABOUT, {}), "merged_from": [str(d) for d in dirs],
                         "merged_shards": [list(s) for s in shards]}}
+    _write_merged(out, records, sources)
+    write_atomic(out / SETTINGS, json.dumps(settings, indent=2) + "\n")
+    return settings, [records[k] for k in sorted(records)]
+
+
+def _check_one_audit(dirs: Sequence[Path], all_settings: list[dict]) -> None:
+    """Refuse shards of different audits: other settings (but the shard), or other splits."""
+    first = all_settings[0]
+    for d, s in zip(dirs[1:], all_settings[1:]):
+        diff = settings_diff(first, s, ignore=(ABOUT, "shard"))
+        if diff:
+            raise OrtCamError(f"{d} was made with other settings than {dirs[0]} "
+                              f"({', '.join(diff)}); only shards of one audit can be merged")
+    counts = {tuple(s["shard"])[1] for s in all_settings}
+    if len(counts) != 1:
+        raise OrtCamError(f"the directories were split into different shard counts "
+                          f"({', '.join(map(str, sorted(counts)))}); merge shards of one split")
+
+
+def _write_merged(out: Path, records: dict[str, dict], sources: dict[str, Path]) -> None:
+    """results.jsonl in key order, each record's thumbnail copied from its shard."""
     with open(out / RESULTS, "w", encoding="utf-8") as fh:
         for key in sorted(records):
             r = records[key]
@@ -174,8 +192,6 @@ def merge(dirs: Sequence[Path], out: Path, force: bool) -> tuple[dict, list[dict
             fh.write(json.dumps(r) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-    write_atomic(out / SETTINGS, json.dumps(settings, indent=2) + "\n")
-    return settings, [records[k] for k in sorted(records)]
 
 
 # --- the whole audit ----------------------------------------------------------------------------
@@ -189,8 +205,9 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def audit_dataset(ex, dataset: Dataset, out: Path, *, label_map: dict[str, list[int]], spec,
-                  model_sha256: str, shard: tuple[int, int] = (1, 1), force: bool = False,
+def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
+                  label_map: dict[str, list[int]], spec: AuditSpec, model_sha256: str,
+                  shard: tuple[int, int] = (1, 1), force: bool = False,
                   progress: bool = True, about: dict | None = None,
                   html_page: bool = True) -> dict:
     """Audit ``dataset`` (or its ``shard``) with the explainer ``ex`` into ``out``, resuming
@@ -224,7 +241,6 @@ def make_report(out: Path, html_page: bool = True) -> dict:
     audit in ``out`` from its audit.json and results.jsonl; returns the summary."""
     from .report_html import prune_thumbs, write_html
     from .summary import summarize, write_summary
-
 
     settings = read_settings(out)
     records = read_results(out / RESULTS)

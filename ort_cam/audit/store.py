@@ -9,6 +9,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import IO, Any
 
 from ..errors import OrtCamError
 
@@ -63,7 +64,7 @@ def read_results(path: Path, repair: bool = False) -> list[dict]:
     return records
 
 
-def clean(value):
+def clean(value: Any) -> Any:
     """JSON-safe: NaN and inf become null."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
@@ -74,7 +75,7 @@ def clean(value):
     return value
 
 
-def append_record(fh, record: dict) -> None:
+def append_record(fh: IO[str], record: dict) -> None:
     """One line, flushed and fsynced before the next image starts."""
     fh.write(json.dumps(clean(record), allow_nan=False) + "\n")
     fh.flush()

@@ -4,6 +4,7 @@ the prefix and gradient head models for one layer."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -16,7 +17,7 @@ from .options import head_options, json_option, model_argument, reports_errors
 SPLIT_FILES = ("prefix.onnx", "head.onnx", "manifest.json")
 
 
-def _shape(shape) -> str:
+def _shape(shape: Sequence[int | str]) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 

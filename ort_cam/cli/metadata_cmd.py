@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -27,7 +28,7 @@ from .options import model_argument, pop_preprocess, preprocess_options, reports
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @reports_errors
 def metadata(model: Path, labels: Path | None, layer: str | None, out: Path | None,
-             force: bool, **kw) -> None:
+             force: bool, **kw: Any) -> None:
     """Show, or store in a copy of MODEL, what ort_cam reads from its metadata.
 
     ort_cam reads the preprocessing (ort_cam.preprocess), class names (ort_cam.labels)

@@ -31,29 +31,37 @@ def layouts(model: LoadedModel) -> dict[str, str]:
         for out in node.outputs:
             if len(shapes.get(out.name, ())) != 4:
                 continue
-            if node.op in _NCHW_OPS:
-                found[out.name] = "NCHW"
-            elif node.op == "Transpose":
-                src = found.get(node.inputs[0].name)
-                perm = list(node.attrs.get("perm", []))
-                if perm == [0, 1, 2, 3]:
-                    found[out.name] = src
-                elif src == "NCHW" and perm == _TO_NHWC:
-                    found[out.name] = "NHWC"
-                elif src == "NHWC" and perm == _TO_NCHW:
-                    found[out.name] = "NCHW"
-            elif node.op not in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "MatMul", "Gemm"):
-                for inp in node.inputs:
-                    lay = found.get(inp.name)
-                    if lay and shapes.get(inp.name) == shapes.get(out.name):
-                        found[out.name] = lay
-                        break
-                else:
-                    for inp in node.inputs:
-                        if found.get(inp.name) and len(shapes.get(inp.name, ())) == 4:
-                            found[out.name] = found[inp.name]
-                            break
-    return {k: v for k, v in found.items() if v}
+            lay = _output_layout(node, shapes.get(out.name), found, shapes)
+            if lay:
+                found[out.name] = lay
+    return found
+
+
+def _output_layout(node: gs.Node, out_shape: tuple[int, ...] | None, found: dict[str, str],
+                   shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """The layout of a rank-4 output of ``node`` (shape ``out_shape``), or None if untold."""
+    if node.op in _NCHW_OPS:
+        return "NCHW"
+    if node.op == "Transpose":
+        src = found.get(node.inputs[0].name)
+        perm = list(node.attrs.get("perm", []))
+        if perm == [0, 1, 2, 3]:
+            return src
+        if src == "NCHW" and perm == _TO_NHWC:
+            return "NHWC"
+        if src == "NHWC" and perm == _TO_NCHW:
+            return "NCHW"
+        return None
+    if node.op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "MatMul", "Gemm"):
+        return None
+    for inp in node.inputs:  # element-wise: an input of the same shape first, else any
+        lay = found.get(inp.name)
+        if lay and shapes.get(inp.name) == out_shape:
+            return lay
+    for inp in node.inputs:
+        if found.get(inp.name) and len(shapes.get(inp.name, ())) == 4:
+            return found[inp.name]
+    return None
 
 
 def resolve_layer(model: LoadedModel, name: str) -> str:

@@ -181,7 +181,8 @@ class LoadedModel:
         return [t.name for t in self.graph.outputs]
 
 
-def probe_shapes(model: onnx.ModelProto, graph: gs.Graph, batch: int = PROBE_BATCH):
+def probe_shapes(model: onnx.ModelProto, graph: gs.Graph, batch: int = PROBE_BATCH
+                 ) -> tuple[dict[str, tuple[int, ...]], dict[str, np.dtype]]:
     """Run the model once on random input with every tensor exposed; shapes and dtypes."""
     probe = copy.deepcopy(model)
     have = {o.name for o in probe.graph.output}
@@ -202,7 +203,8 @@ def probe_shapes(model: onnx.ModelProto, graph: gs.Graph, batch: int = PROBE_BAT
             f"onnxruntime cannot run the model with batch {batch} ({ort_message(exc)}); "
             "re-export it with a dynamic batch axis"
         ) from exc
-    shapes, dtypes = {}, {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    dtypes: dict[str, np.dtype] = {}
     for meta, value in zip(sess.get_outputs(), outs, strict=True):
         value = np.asarray(value)
         shapes[meta.name] = tuple(int(d) for d in value.shape)

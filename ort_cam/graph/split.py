@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from .load import PROBE_BATCH, LoadedModel, is_float
@@ -66,7 +67,7 @@ def find_cut(graph: gs.Graph, layer: str, output: str) -> Cut:
     return Cut(layer, crossing, output)
 
 
-def _batch_free(shape: tuple[int, ...], dtype) -> list | None:
+def _batch_free(shape: tuple[int, ...], dtype: np.dtype | None) -> list[int | str]:
     if not is_float(dtype):
         return list(shape)
     if len(shape) >= 1 and shape[0] == PROBE_BATCH:
