@@ -132,9 +132,14 @@ def main() -> None:
     print(f"torch / ort_cam = {torch_t / ours_t:.2f}x (goal >= 2)")
     print(f"ort_cam / forward(m+1) = {ours_t / fwd_t:.3f} (goal <= 1.10)")
     print(f"torch / forward(m+1) = {torch_t / fwd_t:.2f}  (forward = {fwd_t / torch_t:.2f}x torch)")
+    print_memory(path, args.threads)
+
+
+def print_memory(path: Path, threads: int) -> None:
+    """Peak RSS of one explanation at m=50 and m=200, each in a fresh process."""
     mem = {}
     for steps in (50, 200):
-        out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads),
+        out = subprocess.run([sys.executable, __file__, "--threads", str(threads),
                               "--memory-run", str(path), str(steps)],
                              capture_output=True, text=True, check=True)
         mem[steps] = json.loads(out.stdout.strip().splitlines()[-1])

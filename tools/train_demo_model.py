@@ -471,7 +471,7 @@ x1/y1 exclusive. p is the torch model's softmax, in float64 from float32 logits.
     (out / "README.md").write_text(text, encoding="utf-8")
 
 
-def main(argv=None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "demo")
@@ -482,7 +482,53 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--force", action="store_true", help="overwrite existing outputs")
     ap.add_argument("--no-check", action="store_true", help="skip the ort_cam energy check")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def _held_out(model, test_ss: np.random.SeedSequence, n_test: int
+              ) -> tuple[np.ndarray, float, float]:
+    """Held-out images, accuracy and share correct with p > 0.999 (printed as they come)."""
+    test_images, test_labels, _ = make_set(test_ss, n_test)
+    prob = predict(model, test_images)
+    test_acc = float((prob.argmax(1) == test_labels).mean())
+    test_sat = float(((prob.max(1) > 0.999) & (prob.argmax(1) == test_labels)).mean())
+    print(f"held-out accuracy {test_acc:.4f} on {n_test} images; "
+          f"{test_sat:.1%} correct with p > 0.999")
+    per_class = {c: float((prob.argmax(1)[test_labels == i] == i).mean())
+                 for i, c in enumerate(CLASSES)}
+    print("per class: " + ", ".join(f"{c} {a:.3f}" for c, a in per_class.items()))
+    return test_images, test_acc, test_sat
+
+
+def _write_samples(samples: list, samples_dir: Path) -> dict:
+    """The sample PNGs (replacing the folder's old files) and boxes.json; returns the boxes."""
+    if samples_dir.exists():
+        for old in samples_dir.glob("*"):
+            old.unlink()
+    samples_dir.mkdir(parents=True, exist_ok=True)
+    boxes = {}
+    for s in samples:
+        Image.fromarray(s["image"]).save(samples_dir / s["name"])
+        boxes[s["name"]] = {"label": s["label"], "class": s["cls"], "box": s["box"]}
+        print(f"  {s['name']:24s} class {s['cls']} {s['label']:9s} p {s['prob']:.6f} "
+              f"(1-p {1 - s['prob']:.1e}, {s['kind']}) box {s['box']}")
+    lines = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in boxes.items()]
+    (samples_dir / "boxes.json").write_text("{\n" + ",\n".join(lines) + "\n}\n")
+    return boxes
+
+
+def _print_energy(model_path: Path, samples_dir: Path, boxes: dict) -> None:
+    print("energy in the true box, Σ_B L_norm / Σ L_norm (m = 50, probability score):")
+    print(f"  {'sample':24s} {'1-p':>9s} {'box%':>5s} {'gradcam':>8s} {'igcam':>8s} "
+          f"{'rsi':>8s}  gap")
+    for r in energy_in_box(model_path, samples_dir, boxes):
+        dark = "".join(" dark:" + m for m in ("gradcam", "igcam", "rsi") if r[f"{m}_dark"])
+        print(f"  {r['name']:24s} {1 - r['p']:9.1e} {r['box_frac']:5.1%} {r['gradcam']:8.3f} "
+              f"{r['igcam']:8.3f} {r['rsi']:8.3f}  {r['gap']:.1e}{dark}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
 
     import torch
 
@@ -498,16 +544,7 @@ def main(argv=None) -> int:
     train_ss, test_ss, sample_ss = np.random.SeedSequence([args.seed, 1]).spawn(3)
     train_seed = int(train_ss.generate_state(1)[0])
     model, train_s = train(train_seed, args.epochs, args.n_train, lr=args.lr)
-
-    test_images, test_labels, _ = make_set(test_ss, args.n_test)
-    prob = predict(model, test_images)
-    test_acc = float((prob.argmax(1) == test_labels).mean())
-    test_sat = float(((prob.max(1) > 0.999) & (prob.argmax(1) == test_labels)).mean())
-    print(f"held-out accuracy {test_acc:.4f} on {args.n_test} images; "
-          f"{test_sat:.1%} correct with p > 0.999")
-    per_class = {c: float((prob.argmax(1)[test_labels == i] == i).mean())
-                 for i, c in enumerate(CLASSES)}
-    print("per class: " + ", ".join(f"{c} {a:.3f}" for c, a in per_class.items()))
+    test_images, test_acc, test_sat = _held_out(model, test_ss, args.n_test)
 
     out.mkdir(parents=True, exist_ok=True)
     sha = export(model, model_path)
@@ -518,34 +555,15 @@ def main(argv=None) -> int:
         raise RuntimeError(f"ORT and torch disagree by {err:.2e} > 1e-4")
 
     samples = pick_samples(model, sample_ss)
-    if samples_dir.exists():
-        for old in samples_dir.glob("*"):
-            old.unlink()
-    samples_dir.mkdir(parents=True, exist_ok=True)
-    boxes = {}
-    for s in samples:
-        Image.fromarray(s["image"]).save(samples_dir / s["name"])
-        boxes[s["name"]] = {"label": s["label"], "class": s["cls"], "box": s["box"]}
-        print(f"  {s['name']:24s} class {s['cls']} {s['label']:9s} p {s['prob']:.6f} "
-              f"(1-p {1 - s['prob']:.1e}, {s['kind']}) box {s['box']}")
-    lines = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in boxes.items()]
-    (samples_dir / "boxes.json").write_text("{\n" + ",\n".join(lines) + "\n}\n")
-
+    boxes = _write_samples(samples, samples_dir)
     info = dict(seed=args.seed, epochs=args.epochs, n_train=args.n_train, n_test=args.n_test,
                 lr=args.lr, train_s=train_s, test_acc=test_acc, test_sat=test_sat, sha256=sha,
                 size_kb=model_path.stat().st_size / 1024, ort_err=err,
                 params=sum(p.numel() for p in model.parameters()))
     write_readme(out, info, samples)
     print(f"wrote {samples_dir}/ and {out / 'README.md'}")
-
     if not args.no_check:
-        print("energy in the true box, Σ_B L_norm / Σ L_norm (m = 50, probability score):")
-        print(f"  {'sample':24s} {'1-p':>9s} {'box%':>5s} {'gradcam':>8s} {'igcam':>8s} "
-              f"{'rsi':>8s}  gap")
-        for r in energy_in_box(model_path, samples_dir, boxes):
-            dark = "".join(" dark:" + m for m in ("gradcam", "igcam", "rsi") if r[f"{m}_dark"])
-            print(f"  {r['name']:24s} {1 - r['p']:9.1e} {r['box_frac']:5.1%} {r['gradcam']:8.3f} "
-                  f"{r['igcam']:8.3f} {r['rsi']:8.3f}  {r['gap']:.1e}{dark}")
+        _print_energy(model_path, samples_dir, boxes)
     return 0
 
 
