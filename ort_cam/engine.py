@@ -1,37 +1,66 @@
 """The driver: walk the path x_l = x0 + α_l (x − x0), l = 0..m, in chunks through the fused
-gradient model, and feed every method the same chunks as they arrive."""
+gradient model, and feed every reducer (one per CAM method) the same chunks as they arrive.
+
+The engine knows no method: its caller hands it one factory per method, ``name -> factory``,
+each building a reducer on the shared ``PathState``.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from .errors import InputError
-from .methods import METHODS, MethodOptions, PathState
 from .result import PathEnds
 from .runtime import Runner
 
 
 @dataclass
+class PathState:
+    """What the driver knows while it walks l = 0..m, channels first ([K, h, w]).
+
+    ``prev_a``/``prev_g`` are A_{l−1}, G_{l−1} for the first l of the current chunk (None at
+    l = 0): the trapezoid rule needs them across chunk boundaries. ``ys`` holds y_l for the
+    path points walked so far; it is complete when the reducers' ``finish`` runs.
+    """
+
+    m: int
+    a0: np.ndarray | None = None
+    am: np.ndarray | None = None
+    gm: np.ndarray | None = None
+    prev_a: np.ndarray | None = None
+    prev_g: np.ndarray | None = None
+    ys: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+
+class Reducer(Protocol):
+    """One method's view of the walk: every chunk once (``update``), then the raw map
+    (``finish``), after which ``extra_values`` holds the method's extra scalar outputs."""
+
+    extra_values: dict[str, float]
+
+    def update(self, ls: np.ndarray, a: np.ndarray, g: np.ndarray) -> None: ...
+
+    def finish(self) -> np.ndarray: ...
+
+
+#: Builds one method's reducer on the walk's shared state.
+ReducerFactory = Callable[[PathState], Reducer]
+
+
+@dataclass
 class PathResult(PathEnds):
-    """Raw outcome of one path (one image, one target)."""
+    """Raw outcome of one path (one image, one target): per method its raw map and extras."""
 
     raw: dict[str, np.ndarray]
+    extras: dict[str, dict[str, float]]
     scores_path: np.ndarray  # y_l, l = 0..m
-    ig_sum: float | None
     m: int
     timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def completeness_gap(self) -> float | None:
-        """|Σ IG − (y_m − y_0)| / max(|y_m − y_0|, tiny), reported with every RSI result."""
-        if self.ig_sum is None:
-            return None
-        delta = self.ym - self.y0
-        return abs(self.ig_sum - delta) / max(abs(delta), np.finfo(np.float64).tiny)
 
 
 def check_finite(x: np.ndarray, what: str) -> None:
@@ -40,21 +69,20 @@ def check_finite(x: np.ndarray, what: str) -> None:
 
 
 def walk_path(runner: Runner, input_name: str, x: np.ndarray, x0: np.ndarray, target: int,
-              n_classes: int, m: int, chunk: int, methods: Sequence[str],
-              options: MethodOptions, channel_axis: int = 1,
+              n_classes: int, m: int, chunk: int, reducers: Mapping[str, ReducerFactory],
+              channel_axis: int = 1,
               on_chunk: Callable[[int], None] | None = None) -> PathResult:
-    """One pass over the m+1 path points serving every method in ``methods``.
+    """One pass over the m+1 path points serving every reducer in ``reducers``.
 
     ``x`` and ``x0`` are single inputs with a batch axis of 1. Memory grows with ``chunk``,
     never with ``m``: each chunk is built, run, reduced and dropped.
     """
     if m < 1:
         raise InputError(f"steps must be >= 1 (got {m})")
-    state = PathState(m=m)
-    accs = [METHODS[name](state, options) for name in methods]
+    state = PathState(m=m, ys=np.empty(m + 1))
+    accs = {name: make(state) for name, make in reducers.items()}
     # x − x0 in float64: in float32 it rounds, and x_m = x0 + (x − x0) would miss x by an ulp.
     diff = x.astype(np.float64) - x0.astype(np.float64)
-    ys = np.empty(m + 1)
     t_run = t_reduce = 0.0
     for start in range(0, m + 1, chunk):
         ls = np.arange(start, min(start + chunk, m + 1))
@@ -69,12 +97,12 @@ def walk_path(runner: Runner, input_name: str, x: np.ndarray, x0: np.ndarray, ta
             a, g = a.transpose(0, 3, 1, 2), g.transpose(0, 3, 1, 2)
         a, g = a.astype(np.float64), g.astype(np.float64)
         check_finite(g, "the gradient")
-        ys[ls] = scores[:, target]
+        state.ys[ls] = scores[:, target]
         if ls[0] == 0:
             state.a0 = a[0]
         if ls[-1] == m:
             state.am, state.gm = a[-1], g[-1]
-        for acc in accs:
+        for acc in accs.values():
             acc.update(ls, a, g)
         state.prev_a, state.prev_g = a[-1], g[-1]
         t_reduce += time.perf_counter() - t1
@@ -82,10 +110,10 @@ def walk_path(runner: Runner, input_name: str, x: np.ndarray, x0: np.ndarray, ta
         if on_chunk:
             on_chunk(len(ls))
     t2 = time.perf_counter()
-    raw = {acc.name: acc.finish() for acc in accs}
-    ig_sum = next((acc.extras["ig_sum"] for acc in accs if "ig_sum" in acc.extras), None)
+    raw = {name: acc.finish() for name, acc in accs.items()}
+    extras = {name: dict(acc.extra_values) for name, acc in accs.items()}
     t_reduce += time.perf_counter() - t2
-    return PathResult(raw, ys, ig_sum, m, {"run": t_run, "reduce": t_reduce})
+    return PathResult(raw, extras, state.ys, m, {"run": t_run, "reduce": t_reduce})
 
 
 def chunk_size(per_sample_bytes: int, m: int, budget_bytes: int) -> int:

@@ -7,26 +7,26 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from .baselines import make_baseline
-from .engine import PathResult, check_finite, chunk_size, walk_path
+from .engine import PathResult, ReducerFactory, check_finite, chunk_size, walk_path
 from .errors import InputError, OrtCamError
 from .grad import fused_model
 from .graph import load_model, spatial_layer
 from .graph.load import PROBE_BATCH
 from .maps import is_dark, normalize, upsample
-from .methods import METHODS, MethodOptions
+from .methods import METHODS, MethodOptions, default_methods, reporting
 from .preprocess import Preprocess, load_image, resolve_preprocess
-from .result import Explanation, MethodResult
+from .result import COMPLETENESS_GAP, Explanation, MethodResult
 from .runtime import Runner, make_session, select_providers
 
 LABELS_KEY = "ort_cam.labels"
 LAYER_KEY = "ort_cam.layer"
-DEFAULT_METHODS = ("gradcam", "igcam", "rsi")
 DEFAULT_BUDGET = 1 << 30
 
 
@@ -81,7 +81,7 @@ def resolve_target(spec, scores: np.ndarray, labels: Sequence[str] | None) -> in
 
 
 class Explainer:
-    """Grad-CAM, Integrated Grad-CAM and RSI-Grad-CAM for one (model, layer, score).
+    """The CAM methods registered in ``METHODS`` for one (model, layer, score).
 
     The fused gradient model and its onnxruntime session are built once here and reused for
     every image.
@@ -174,9 +174,10 @@ class Explainer:
 
     # --- explanation --------------------------------------------------------------------
     def explain(self, image, *, target=None, steps: int | str = 50, baseline="black",
-                methods: Sequence[str] = DEFAULT_METHODS, baseline_seed: int = 0,
+                methods: Sequence[str] | None = None, baseline_seed: int = 0,
                 blur_radius: float | None = None, **options) -> Explanation:
-        """Explain one image (path, PIL image or H×W×3 uint8 array) for one target."""
+        """Explain one image (path, PIL image or H×W×3 uint8 array) for one target with
+        ``methods`` (default: the registry's default set)."""
         pre = self._need_preprocess()
         t0 = time.perf_counter()
         pixels = pre.resize_image(load_image(image))
@@ -201,7 +202,7 @@ class Explainer:
         return out
 
     def explain_array(self, x: np.ndarray, *, baseline_array, target=None,
-                      steps: int | str = 50, methods: Sequence[str] = DEFAULT_METHODS,
+                      steps: int | str = 50, methods: Sequence[str] | None = None,
                       on_chunk=None, **options) -> Explanation:
         """Explain a model-space input ``x`` ([1, ...] or without the batch axis) against a
         model-space baseline (an array, or "zeros")."""
@@ -217,11 +218,7 @@ class Explainer:
                                  f"{x.shape[1:]}; pass a baseline of the input's shape")
             check_finite(x0, "the baseline array")
         opts = MethodOptions.from_kwargs(**options)
-        methods = list(methods)
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown or not methods:
-            raise OrtCamError(f"unknown method(s) {', '.join(unknown) or '(none)'}; "
-                              f"use {', '.join(METHODS)}")
+        methods = _known_methods(methods)
         scores = self.scores_at(x)[0].astype(np.float64)
         c = resolve_target(target, scores, self.labels)
         path = self._walk(x, x0, c, scores.size, steps, methods, opts, on_chunk)
@@ -230,32 +227,39 @@ class Explainer:
         for name in methods:
             up = upsample(path.raw[name], size)
             results[name] = MethodResult(name, path.raw[name], normalize(up, opts.eps),
-                                         is_dark(up, opts.eps))
+                                         is_dark(up, opts.eps), path.extras[name])
         timings = dict(path.timings, total=time.perf_counter() - t0)
         return Explanation(
             target=c, label=self.labels[c] if self.labels and c < len(self.labels) else None,
             score=float(scores[c]), scores=scores, scores_path=path.scores_path,
-            steps=path.m, completeness_gap=path.completeness_gap if "rsi" in methods else None,
-            methods=results, score_mode=self.score_mode, layer=self.layer, timings=timings,
+            steps=path.m, methods=results, score_mode=self.score_mode, layer=self.layer,
+            timings=timings,
         )
 
     def _walk(self, x, x0, c, n, steps, methods, opts, on_chunk) -> PathResult:
-        run = lambda m, ms: walk_path(  # noqa: E731
-            self.runner, self.input_name, x, x0, c, n, m, self.chunk_for(m), ms, opts,
-            self.channel_axis, on_chunk)
+        run = lambda m, ms: _checked(walk_path(  # noqa: E731
+            self.runner, self.input_name, x, x0, c, n, m, self.chunk_for(m),
+            {name: _factory(name, opts) for name in ms}, self.channel_axis, on_chunk))
         if steps != "auto":
             if isinstance(steps, str) and not steps.isdigit():
                 raise OrtCamError(f"steps must be a positive integer or 'auto' (got {steps!r})")
             return run(int(steps), methods)
-        inner = methods if "rsi" in methods else [*methods, "rsi"]
+        # the gap of a method asked for, else of the first registered one that reports it
+        judge = next((name for name in methods if COMPLETENESS_GAP in METHODS[name].extras),
+                     reporting(COMPLETENESS_GAP))
+        if judge is None:
+            raise OrtCamError("steps='auto' needs a method that reports a completeness gap; "
+                              "none is registered, so pass an integer number of steps")
+        inner = methods if judge in methods else [*methods, judge]
         m = opts.auto_start
         while True:
             path = run(m, inner)
-            if path.completeness_gap <= opts.auto_tolerance or m * 2 > opts.auto_max:
+            if path.extras[judge][COMPLETENESS_GAP] <= opts.auto_tolerance or m * 2 > opts.auto_max:
                 break
             m *= 2
-        if "rsi" not in methods:
-            path.raw.pop("rsi")
+        if judge not in methods:
+            path.raw.pop(judge)
+            path.extras.pop(judge)
         return path
 
     # --- helpers ------------------------------------------------------------------------
@@ -286,3 +290,28 @@ class Explainer:
         else:
             layout = "NCHW"
         return (x.shape[2], x.shape[3]) if layout == "NCHW" else (x.shape[1], x.shape[2])
+
+
+def _known_methods(methods: Sequence[str] | None) -> list[str]:
+    """``methods`` as a list (None: the registry's default set); unknown names refused."""
+    names = list(default_methods() if methods is None else methods)
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise OrtCamError(f"unknown method(s) {', '.join(unknown) or '(none)'}; "
+                          f"use {', '.join(METHODS)}")
+    return names
+
+
+def _factory(name: str, opts: MethodOptions) -> ReducerFactory:
+    """What the engine calls to build method ``name`` on its path state."""
+    return partial(METHODS[name], options=opts)
+
+
+def _checked(path: PathResult) -> PathResult:
+    """``path``, after checking that every method reported exactly the extras it declares."""
+    for name, values in path.extras.items():
+        declared = METHODS[name].extras
+        if sorted(values) != sorted(declared):
+            raise OrtCamError(f"method {name!r} reported extras {sorted(values)} but declares "
+                              f"{list(declared)}; make its finish() fill exactly those")
+    return path

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import OrtCamError
+from .methods import METHODS, extra_names
 from .render import save_panel
 from .result import Explanation
 
@@ -29,14 +30,25 @@ def check_free(out_dir: Path, stems: list[str], force: bool) -> None:
 
 
 def npz_arrays(r: Explanation) -> dict[str, np.ndarray]:
-    """The .npz contract: target, scores_path, <M>_raw, <M>_map, rsi_completeness_gap."""
+    """The .npz contract: target, scores_path, <M>_raw and <M>_map per method explained, and
+    <M>_<extra> for every extra of every registered method (e.g. rsi_completeness_gap), NaN
+    when M was not explained."""
     arrays = {"target": np.array(r.target), "scores_path": r.scores_path}
     for name, res in r.methods.items():
         arrays[f"{name}_raw"] = res.raw
         arrays[f"{name}_map"] = res.map
-    gap = r.completeness_gap if r.completeness_gap is not None else np.nan
-    arrays["rsi_completeness_gap"] = np.array(gap)
+    for name, cls in METHODS.items():
+        found = r.methods.get(name)
+        for extra in cls.extras:
+            value = found.extras[extra] if found is not None else np.nan
+            arrays[f"{name}_{extra}"] = np.array(value)
     return arrays
+
+
+def extras_record(r: Explanation) -> dict[str, float | None]:
+    """Every extra any registered method reports, by name: the value of the first method of
+    ``r`` that reports it, else None (results.jsonl and the audit's records)."""
+    return {name: r.extra(name) for name in extra_names()}
 
 
 def record(r: Explanation, image: str, stem: str) -> dict:
@@ -44,7 +56,7 @@ def record(r: Explanation, image: str, stem: str) -> dict:
     return {
         "image": image, "stem": stem, "target": r.target, "label": r.label,
         "score_mode": r.score_mode, "score": r.score, "y0": r.y0, "ym": r.ym, "steps": r.steps,
-        "layer": r.layer, "completeness_gap": r.completeness_gap,
+        "layer": r.layer, **extras_record(r),
         "top5": [int(i) for i in np.argsort(-r.scores)[:5]],
         "methods": {name: {"dark": res.dark, "raw_min": float(res.raw.min()),
                            "raw_max": float(res.raw.max())}

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .methods import METHODS
-from .result import Explanation
+from .result import COMPLETENESS_GAP, Explanation
 
 COLORMAP = "jet"
 
@@ -32,10 +32,18 @@ def class_text(r: Explanation) -> str:
     return f"{name}, {r.score_mode} {r.score:.4g}"
 
 
+def extra_text(name: str, value: float) -> str:
+    """A method's extra scalar as its panel shows it: the completeness gap in percent."""
+    if name == COMPLETENESS_GAP:
+        return f"completeness gap {100 * value:.2g}%"
+    return f"{name.replace('_', ' ')} {value:.4g}"
+
+
 def save_panel(r: Explanation, path: Path, title: str | None = None,
                box: tuple[int, int, int, int] | None = None) -> Path:
-    """The input and one overlay per method side by side, with class, score and (RSI) the
-    completeness gap; dark maps are marked; ``box`` (x0, y0, x1, y1) is outlined on each."""
+    """The input and one overlay per method side by side, with class, score and the method's
+    extras (e.g. RSI's completeness gap); dark maps are marked; ``box`` (x0, y0, x1, y1) is
+    outlined on each."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -51,9 +59,7 @@ def save_panel(r: Explanation, path: Path, title: str | None = None,
     for ax, name in zip(axes[1:], names):
         res = r.methods[name]
         ax.imshow(overlay(r.pixels, res.map))
-        notes = []
-        if name == "rsi" and r.completeness_gap is not None:
-            notes.append(f"completeness gap {100 * r.completeness_gap:.2g}%")
+        notes = [extra_text(k, v) for k, v in res.extras.items()]
         if res.dark:
             notes.append("dark map (max − min < ε)")
         lines = [METHODS[name].title, class_text(r), ", ".join(notes)]

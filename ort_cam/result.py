@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+#: The extra that measures how far a path integral is from y_m − y_0; ``steps="auto"``
+#: doubles m until the method that reports it (found through ``METHODS``) is below tolerance.
+COMPLETENESS_GAP = "completeness_gap"
+
 
 class PathEnds:
     """y_0 and y_m read off ``scores_path`` (y_l for l = 0..m)."""
@@ -24,12 +28,14 @@ class PathEnds:
 @dataclass
 class MethodResult:
     """One method's maps: ``raw`` at layer resolution (h×w, unnormalised) and ``map`` at input
-    resolution, normalised to [0, 1). ``dark`` is the paper's dark heatmap test."""
+    resolution, normalised to [0, 1). ``dark`` is the paper's dark heatmap test. ``extras``:
+    the method's extra scalars by name (e.g. RSI's ``completeness_gap``)."""
 
     name: str
     raw: np.ndarray
     map: np.ndarray
     dark: bool
+    extras: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -40,8 +46,9 @@ class Explanation(PathEnds):
         target: class index explained; ``label`` its name when labels are known.
         score: y_c at the input (the chosen score mode); ``scores``: every class at the input.
         scores_path: y_c(x_l) for l = 0..m; ``y0``/``ym`` its ends.
-        steps: m used; ``completeness_gap``: RSI's |Σ IG − (y_m − y_0)| / |y_m − y_0|.
-        methods: method name -> MethodResult (also ``result["rsi"]``).
+        steps: m used; ``completeness_gap``: the gap |Σ IG − (y_m − y_0)| / |y_m − y_0| of
+            the first method that reports one, else None.
+        methods: method name -> MethodResult (also ``result[name]``).
         timings: seconds spent per stage.
         pixels: the H×W×3 image the model saw (after resize), when the input was an image.
     """
@@ -52,7 +59,6 @@ class Explanation(PathEnds):
     scores: np.ndarray
     scores_path: np.ndarray
     steps: int
-    completeness_gap: float | None
     methods: dict[str, MethodResult]
     score_mode: str
     layer: str
@@ -62,14 +68,11 @@ class Explanation(PathEnds):
     def __getitem__(self, method: str) -> MethodResult:
         return self.methods[method]
 
-    @property
-    def gradcam(self) -> MethodResult | None:
-        return self.methods.get("gradcam")
+    def extra(self, name: str) -> float | None:
+        """Extra scalar ``name`` of the first method that reports it, else None."""
+        return next((res.extras[name] for res in self.methods.values() if name in res.extras),
+                    None)
 
     @property
-    def igcam(self) -> MethodResult | None:
-        return self.methods.get("igcam")
-
-    @property
-    def rsi(self) -> MethodResult | None:
-        return self.methods.get("rsi")
+    def completeness_gap(self) -> float | None:
+        return self.extra(COMPLETENESS_GAP)

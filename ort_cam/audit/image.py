@@ -19,7 +19,8 @@ from PIL import Image
 
 from ..errors import InputError
 from ..explainer import Explainer
-from ..methods import MethodOptions
+from ..methods import MethodOptions, default_methods
+from ..outputs import extras_record
 from ..preprocess import load_image
 from . import metrics as M
 from .datasets import Sample, classes_of, pre_model_skip
@@ -34,7 +35,7 @@ class AuditSpec:
     """What is measured, and how (all of it goes into audit.json)."""
 
     steps: int | str = 50
-    methods: tuple[str, ...] = ("gradcam", "igcam", "rsi")
+    methods: tuple[str, ...] = field(default_factory=default_methods)
     baseline: str = "black"
     options: dict = field(default_factory=dict)  # method options, baseline_seed, blur_radius
     filters: tuple[str, ...] = ()
@@ -122,7 +123,7 @@ def audit_image(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
     rec = {**head, "status": "ok", "size": list(size), "objects": len(sample.objects),
            "boxes": [list(b) for b in boxes], "region_fraction": float(region.mean()),
            "saturated": p > SATURATED, "steps": r.steps,
-           "completeness_gap": r.completeness_gap, "methods": {}}
+           **extras_record(r), "methods": {}}
     pixels = r.pixels
     k = spec.deletion_steps
     for name, res in r.methods.items():  # one method at a time: 2k + 4 images in memory

@@ -17,9 +17,7 @@ from .metrics import DARK_EPS, THRESHOLDS
 from .store import THUMBS
 from .summary import SPLITS, split_records
 
-COLORS = {"gradcam": "tab:blue", "igcam": "tab:orange", "rsi": "tab:green"}
-SHORT = {"gradcam": "Grad-CAM", "igcam": "IG-CAM", "rsi": "RSI"}
-#: Rows of the summary tables: (summary name, label, shown as percent).
+#: Rows of the summary tables: (summary name, label); ``table_rows`` adds the methods' extras.
 TABLE = [("average_drop_soft_pct", "Average Drop %, soft map E = L ⊙ I (lower is better)"),
          ("increase_soft_pct", "Increase in Confidence %, soft map (higher is better)"),
          ("average_drop_mask_pct", "Average Drop %, top-15% mask (IG-CAM paper's Drop%)"),
@@ -29,8 +27,7 @@ TABLE = [("average_drop_soft_pct", "Average Drop %, soft map E = L ⊙ I (lower 
          ("ior@0.5", "IoR at t = 0.5"),
          ("deletion_auc", "Deletion AUC (lower is better)"),
          ("insertion_auc", "Insertion AUC (higher is better)"),
-         ("raw_mean", "Mean of the raw map"), ("dark", "Share of dark maps (engine ε)"),
-         ("completeness_gap", "RSI completeness gap")]
+         ("raw_mean", "Mean of the raw map"), ("dark", "Share of dark maps (engine ε)")]
 #: Figs 16–21: metric against predicted probability (summary name, axis label).
 ROLLING = [("energy", "pixel energy"), ("bbox", "Bbox score"), ("iou@0.5", "IoU (t=0.5)"),
            ("iob@0.5", "IoB (t=0.5)"), ("ior@0.5", "IoR (t=0.5)"),
@@ -86,7 +83,7 @@ def plot_thresholds(recs, methods) -> str:
     for ax, m in zip(fig.subplots(1, 3), ("IoU", "IoB", "IoR")):
         for method in methods:
             means = [_nanmean(_values(recs, method, f"{m.lower()}@{t}")) for t in THRESHOLDS]
-            ax.plot(THRESHOLDS, means, "o-", color=COLORS.get(method), label=_title(method))
+            ax.plot(THRESHOLDS, means, "o-", color=_color(method), label=_title(method))
         ax.set(xlabel="threshold t on the normalised map", ylabel=f"mean {m}",
                title=f"{m} against t", ylim=(0, 1))
         ax.grid(alpha=0.3)
@@ -105,7 +102,7 @@ def plot_raw_means(split_recs, methods) -> str:
         data = [d[np.isfinite(d)] for d in data]
         if any(len(d) for d in data):
             ax.boxplot([d if len(d) else [np.nan] for d in data],
-                       tick_labels=[SHORT.get(m, m) for m in methods])
+                       tick_labels=[_short(m) for m in methods])
         else:
             _no_images(ax)
         ax.set_title(f"{split} ({len(split_recs[split])} images)")
@@ -124,7 +121,7 @@ def plot_dark(summary, methods) -> str:
         for method in methods:
             counts = block["dark_counts"][method]
             ax.plot(DARK_EPS, [counts[f"{e:.0e}"] for e in DARK_EPS], "o-",
-                    color=COLORS.get(method), label=_title(method))
+                    color=_color(method), label=_title(method))
         ax.set_xscale("log")
         ax.set_yscale("symlog", linthresh=1)
         ax.set_ylim(0, max(1, summary["splits"]["all"]["images"]) * 1.5)  # y is shared
@@ -146,7 +143,7 @@ def plot_rolling(recs, methods, w: int) -> str:
             if len(p) >= w:
                 x, y = rolling(p, _values(recs, method, name), w)
                 ax.plot(np.clip(x, P_CLIP, 1 - P_CLIP), y, "-" if len(x) > 20 else "o-", ms=3,
-                        color=COLORS.get(method), label=_title(method))
+                        color=_color(method), label=_title(method))
         _logit_axis(ax, p)
         ax.set(xlabel="p (window mean)", ylabel=label)
         ax.grid(alpha=0.3)
@@ -162,7 +159,7 @@ def plot_curves(recs, methods) -> str:
             if curves:
                 c = np.array(curves, dtype=np.float64)
                 ax.plot(np.linspace(0, 1, c.shape[1]), _nanmean(c, axis=0), "o-", ms=3,
-                        color=COLORS.get(method), label=_title(method))
+                        color=_color(method), label=_title(method))
         ax.set(xlabel=f"share of pixels {'deleted' if kind == 'deletion' else 'inserted'}",
                ylabel="mean p of the predicted class", title=f"{kind} curve", ylim=(0, 1))
         ax.grid(alpha=0.3)
@@ -237,6 +234,24 @@ def _title(method: str) -> str:
     return METHODS[method].title if method in METHODS else method
 
 
+def _short(method: str) -> str:
+    return METHODS[method].short if method in METHODS else method
+
+
+def _color(method: str) -> str | None:
+    """The method's colour; None (matplotlib's cycle) for a method no longer registered."""
+    return METHODS[method].color if method in METHODS else None
+
+
+def table_rows() -> list[tuple[str, str]]:
+    """TABLE, then a row per extra scalar of the registered methods ("RSI completeness gap")."""
+    extras: dict[str, str] = {}
+    for cls in METHODS.values():
+        for e in cls.extras:  # the first method reporting an extra names its row
+            extras.setdefault(e, f"{cls.short} {e.replace('_', ' ')}")
+    return TABLE + list(extras.items())
+
+
 def _cell(stat: dict | None, images: int) -> str:
     if not stat or stat["mean"] is None:
         return "<td>–</td>"
@@ -256,7 +271,7 @@ def summary_table(summary: dict, methods) -> str:
            else "") + "</th>" for s, b in zip(SPLITS, blocks))
     names = "".join(f"<th>{html.escape(_title(m))}</th>" for m in methods) * len(SPLITS)
     rows = []
-    for name, label in TABLE:
+    for name, label in table_rows():
         cells = "".join(_cell(b["metrics"][m].get(name), b["images"])
                         for b in blocks for m in methods)
         rows.append(f"<tr><th class=l>{html.escape(label)}</th>{cells}</tr>")

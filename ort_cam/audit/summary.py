@@ -5,7 +5,8 @@ summary.json and summary.csv.
 The interval is Student's t: mean ± t(0.975, n − 1) · s / √n (s the sample standard deviation;
 for 0/1 metrics such as Increase in Confidence this is the usual normal-approximation interval),
 clipped to 0..1 for the metrics that are shares or probabilities (all but the raw map mean), and
-to 0..∞ for RSI's completeness gap.
+to 0..∞ for the completeness gap. Each method's extra scalars (``METHODS[name].extras``, e.g.
+RSI's completeness gap) are summarised in its block under their own names.
 Images where a metric is undefined (NaN: e.g. IoR when no pixel passes the threshold) are left
 out of that metric's n.
 """
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..methods import METHODS
+from ..result import COMPLETENESS_GAP
 from .metrics import DARK_EPS, THRESHOLDS
 
 #: t(0.975, df) for df = 1..30, then 40, 60, 120, ∞ (interpolated in 1/df in between).
@@ -47,6 +50,8 @@ METRICS: dict[str, tuple[str, str]] = {
 #: Metrics outside 0..1; every other one is a share or a probability, and its interval is
 #: clipped to 0..1.
 UNBOUNDED = ("raw_mean",)
+#: Range of the methods' extra scalars where they have one (the rest are not clipped).
+EXTRA_BOUNDS: dict[str, tuple[float, float]] = {COMPLETENESS_GAP: (0.0, math.inf)}
 PERCENT = ("average_drop_soft", "increase_soft", "average_drop_mask", "increase_mask")
 
 
@@ -120,9 +125,8 @@ def summarize(settings: dict, records: list[dict]) -> dict:
                   for name in METRICS}
             for name in PERCENT:
                 ms[f"{name}_pct"] = _scaled(ms[name], 100.0)
-            if method == "rsi":
-                ms["completeness_gap"] = mean_ci([r.get("completeness_gap") for r in recs],
-                                                 (0.0, math.inf))
+            for extra in _extras_of(method):
+                ms[extra] = mean_ci([r.get(extra) for r in recs], EXTRA_BOUNDS.get(extra))
             block["metrics"][method] = ms
             ranges = [r["methods"][method]["raw_max"] - r["methods"][method]["raw_min"]
                       for r in recs if method in r["methods"]]
@@ -130,6 +134,11 @@ def summarize(settings: dict, records: list[dict]) -> dict:
                                             for e in DARK_EPS}
         out["splits"][split] = block
     return out
+
+
+def _extras_of(method: str) -> tuple[str, ...]:
+    """The extra scalars ``method`` reports (a record holds each under its own name)."""
+    return METHODS[method].extras if method in METHODS else ()
 
 
 def _scaled(stat: dict, k: float) -> dict:

@@ -103,8 +103,9 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
     explained with every method and one JSON line goes to DIR/results.jsonl (flushed and
     fsynced): Average Drop and Increase in Confidence inputs for the soft map and the
     top-15% mask, pixel energy, IoU/IoB/IoR at t = 0.1..0.9, Bbox score, raw map range and
-    mean, RSI's completeness gap, deletion and insertion curves and AUC. Images left out
-    (filters, unreadable files, unmapped labels) get a line with the reason.
+    mean, the methods' extras (RSI's completeness gap), deletion and insertion curves and
+    AUC. Images left out (filters, unreadable files, unmapped labels) get a line with the
+    reason.
 
     Rerunning the same command resumes (after a crash or Ctrl-C) without redoing or
     repeating images; other settings are refused. At the end DIR gets summary.json,

@@ -1,4 +1,4 @@
-"""``ort-cam demo``: the three methods on the bundled model and images, with energy in box."""
+"""``ort-cam demo``: the default methods on the bundled model and images, with energy in box."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from .options import reports_errors
 @click.option("--force", is_flag=True, help="Write into --out even if it holds other files.")
 @reports_errors
 def demo(out: Path, steps: int, force: bool) -> None:
-    """Explain the bundled demo images with all three methods.
+    """Explain the bundled demo images with the default methods.
 
     The demo model is a small CNN trained on generated scenes (shapes on cluttered,
     textured backgrounds) whose object boxes are known exactly. For each image this
@@ -41,14 +41,14 @@ def demo(out: Path, steps: int, force: bool) -> None:
     samples = demo_samples(d)
     claim_output(out, force)
     ex = Explainer(d / "demo_cnn.onnx")
-    energies: dict[str, list[float]] = {m: [] for m in METHODS}
+    energies: dict[str, list[float]] = {}
     for s in samples:
         r = ex.explain(s.path, steps=steps)
         write_outputs(r, out, s.path.stem, str(s.path), box=s.box)
         parts = []
         for name, res in r.methods.items():
             e = pixel_energy(res.map, s.box)
-            energies[name].append(e)
+            energies.setdefault(name, []).append(e)
             parts.append(f"{METHODS[name].title} {e:.2f}" + (" (dark)" if res.dark else ""))
         verdict = "right" if r.target == s.cls else "WRONG"
         click.echo(f"{s.path.name}: true {s.label}, predicted {class_text(r)} ({verdict})\n"

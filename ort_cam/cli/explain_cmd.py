@@ -9,8 +9,9 @@ import click
 
 from ..errors import OrtCamError
 from ..explainer import Explainer
-from ..methods import METHODS
+from ..methods import METHODS, default_methods
 from ..outputs import check_free, write_outputs
+from ..result import COMPLETENESS_GAP, Explanation
 from .options import explain_options, pop_preprocess, reports_errors
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
@@ -55,13 +56,28 @@ def parse_steps(value: str) -> int | str:
     return int(value)
 
 
-def parse_methods(value: str) -> list[str]:
+def parse_methods(value: str | None) -> list[str]:
+    """Method names from "a,b,c" (None: the registry's default set), checked."""
+    if value is None:
+        return list(default_methods())
     names = [v.strip() for v in value.split(",") if v.strip()]
     bad = [n for n in names if n not in METHODS]
     if bad or not names:
         raise OrtCamError(f"unknown method(s) {', '.join(bad) or '(none)'}; "
                           f"use a comma-separated list of {', '.join(METHODS)}")
     return names
+
+
+def _line(r: Explanation, img: Path, stem: Path) -> str:
+    """The one line printed per explanation: class, score, m, the gap, the dark maps."""
+    judge = next((n for n, res in r.methods.items() if COMPLETENESS_GAP in res.extras), None)
+    gap = (f", {METHODS[judge].short} gap {100 * r[judge].extras[COMPLETENESS_GAP]:.2g}%"
+           if judge is not None else "")
+    dark = [n for n, m in r.methods.items() if m.dark]
+    return (f"{img.name}: {r.label or 'class'} ({r.target}) "
+            f"{r.score_mode} {r.score:.4g}, m={r.steps}{gap}"
+            + (f", dark: {', '.join(dark)}" if dark else "")
+            + f" -> {stem}.png")
 
 
 @click.command()
@@ -75,12 +91,13 @@ def parse_methods(value: str) -> list[str]:
 @reports_errors
 def explain(model: Path, images: tuple[Path, ...], out_dir: Path, force: bool,
             as_json: bool, **kw) -> None:
-    """Explain IMAGE_OR_DIR... with Grad-CAM, Integrated Grad-CAM and RSI-Grad-CAM.
+    """Explain IMAGE_OR_DIR... with the CAM methods named by --methods.
 
     All methods come from one pass over the m+1 points of the path from the baseline to
     each image. Per image, DIR gets <stem>.png (input and overlays, with class, score and
-    RSI's completeness gap), <stem>.npz (target, scores_path, <method>_raw,
-    <method>_map, rsi_completeness_gap) and a line in results.jsonl.
+    each method's extras, e.g. RSI's completeness gap), <stem>.npz (target, scores_path,
+    <method>_raw, <method>_map, <method>_<extra>, e.g. rsi_completeness_gap) and a line in
+    results.jsonl.
 
     \b
     Examples:
@@ -115,12 +132,6 @@ def explain(model: Path, images: tuple[Path, ...], out_dir: Path, force: bool,
                 if as_json:
                     click.echo(json.dumps(rec))
                 else:
-                    gap = (f", RSI gap {100 * r.completeness_gap:.2g}%"
-                           if r.completeness_gap is not None else "")
-                    dark = [n for n, m in r.methods.items() if m.dark]
-                    click.echo(f"{img.name}: {r.label or 'class'} ({r.target}) "
-                               f"{r.score_mode} {r.score:.4g}, m={r.steps}{gap}"
-                               + (f", dark: {', '.join(dark)}" if dark else "")
-                               + f" -> {out_dir / stem}.png")
+                    click.echo(_line(r, img, out_dir / stem))
     if not as_json:
         click.echo(f"wrote {out_dir}/results.jsonl")

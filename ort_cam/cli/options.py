@@ -100,6 +100,19 @@ def _choices(name: str) -> tuple[str, ...]:
     return MethodOptions._CHOICES[name]
 
 
+def _default_methods() -> str:
+    """The registry's default set, read when the command runs (not when it is defined)."""
+    from ..methods import default_methods
+
+    return ",".join(default_methods())
+
+
+def _methods_help() -> str:
+    from ..methods import METHODS
+
+    return f"Comma-separated methods, of: {', '.join(METHODS)}."
+
+
 def _preset_names() -> list[str]:
     from ..preprocess import PRESETS
 
@@ -154,9 +167,9 @@ method_options = _compose(
 #: The path and what it starts from (explain and audit).
 path_options = _compose(
     click.option("--steps", default="50", show_default=True, metavar="M|auto",
-                 help="Path steps m, or auto (double m until the RSI gap is small)."),
-    click.option("--methods", default="gradcam,igcam,rsi", show_default=True,
-                 help="Comma-separated methods."),
+                 help="Path steps m, or auto (double m until the completeness gap is small)."),
+    click.option("--methods", default=_default_methods, show_default=_default_methods(),
+                 help=_methods_help()),
 )
 baseline_options = _compose(
     click.option("--baseline", default="black", show_default=True, metavar="B",

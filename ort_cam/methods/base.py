@@ -1,4 +1,4 @@
-"""What every CAM method shares: the path state the driver keeps, the options, the hook."""
+"""What every CAM method shares: the options and the hook on the driver's path state."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from ..engine import PathState
 from ..errors import OrtCamError
 
 
@@ -59,33 +60,34 @@ class MethodOptions:
         return cls(**options)
 
 
-@dataclass
-class PathState:
-    """What the driver knows while it walks l = 0..m, channels first ([K, h, w]).
-
-    ``prev_a``/``prev_g`` are A_{l−1}, G_{l−1} for the first l of the current chunk (None at
-    l = 0): the trapezoid rule needs them across chunk boundaries.
-    """
-
-    m: int
-    a0: np.ndarray | None = None
-    am: np.ndarray | None = None
-    gm: np.ndarray | None = None
-    prev_a: np.ndarray | None = None
-    prev_g: np.ndarray | None = None
-
-
 class CamMethod(ABC):
     """A CAM method: sees each chunk of the path once (``update``), then returns its raw
-    layer-resolution map (``finish``)."""
+    layer-resolution map (``finish``) and fills ``extra_values``.
+
+    What the rest of ort_cam knows about a method, it reads from these class attributes
+    (through ``METHODS``), never from a name typed elsewhere:
+
+    Attributes:
+        name: registry key; the CLI's ``--methods`` value and the prefix of its npz arrays.
+        title: full name (panels, the audit's tables and legends).
+        short: short name (the report's box plots, the CLI's one-line summary).
+        color: matplotlib colour of its lines in the report.
+        default: in the set explained when no methods are given.
+        extras: names of the extra scalars ``finish`` puts in ``self.extra_values``.
+    """
 
     name: str = ""
     title: str = ""
+    short: str = ""
+    color: str = ""
+    default: bool = False
+    extras: tuple[str, ...] = ()
 
     def __init__(self, state: PathState, options: MethodOptions):
         self.state = state
         self.options = options
-        self.extras: dict[str, float] = {}
+        #: ``finish`` fills it: extra name (one of ``extras``) -> value.
+        self.extra_values: dict[str, float] = {}
 
     def update(self, ls: np.ndarray, a: np.ndarray, g: np.ndarray) -> None:  # noqa: B027
         """Chunk of path points ``ls`` with activations ``a`` and gradients ``g`` [b,K,h,w]."""

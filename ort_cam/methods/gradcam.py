@@ -10,6 +10,9 @@ from .base import CamMethod, weighted_map
 class GradCam(CamMethod):
     name = "gradcam"
     title = "Grad-CAM"
+    short = "Grad-CAM"
+    color = "tab:blue"
+    default = True
 
     def finish(self) -> np.ndarray:
         g = self.state.gm

@@ -13,6 +13,9 @@ class IntegratedGradCam(CamMethod):
 
     name = "igcam"
     title = "Integrated Grad-CAM"
+    short = "IG-CAM"
+    color = "tab:orange"
+    default = True
 
     def __init__(self, state, options):
         super().__init__(state, options)

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..result import COMPLETENESS_GAP
 from .base import CamMethod, weighted_map
 
 
 class RsiGradCam(CamMethod):
     """IG[k,i,j] = Σ_{l=1..m} g_l · (A_l − A_{l−1}) (Riemann–Stieltjes, activations as the
     integrator), units selected by ``rsi_selection``, w_k = (1/Z) Σ_ij S·IG,
-    L = ReLU(Σ_k w_k A_m[k]). ``extras["ig_sum"]`` is Σ IG without selection (completeness)."""
+    L = ReLU(Σ_k w_k A_m[k]).
+
+    Extra ``completeness_gap``: |Σ IG − (y_m − y_0)| / max(|y_m − y_0|, tiny), Σ IG over every
+    unit (no selection)."""
 
     name = "rsi"
     title = "RSI-Grad-CAM"
+    short = "RSI"
+    color = "tab:green"
+    default = True
+    extras = (COMPLETENESS_GAP,)
 
     def __init__(self, state, options):
         super().__init__(state, options)
@@ -37,7 +45,9 @@ class RsiGradCam(CamMethod):
 
     def finish(self) -> np.ndarray:
         st, ig = self.state, self.ig
-        self.extras["ig_sum"] = float(ig.sum())
+        delta = float(st.ys[-1]) - float(st.ys[0])
+        gap = abs(float(ig.sum()) - delta) / max(abs(delta), np.finfo(np.float64).tiny)
+        self.extra_values[COMPLETENESS_GAP] = float(gap)
         sel = self.options.rsi_selection
         if sel == "guided":
             mask = (st.am > 0) & (ig > 0) & (st.am - st.a0 > 0)
