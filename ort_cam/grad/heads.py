@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
@@ -34,11 +33,15 @@ class GradientModels:
     manifest: dict
 
 
-def _rename_clashes(graph: gs.Graph) -> None:
+def _rename_clashes(graph: gs.Graph, b: Builder) -> None:
+    """Move the model's own tensors off the names the head contract takes (types follow)."""
     tensors = graph.tensors()
     for name in (SCORES, GRAD, TARGET_WEIGHTS):
         if name in tensors:
-            tensors[name].name = f"{name}__model"
+            t = tensors[name]
+            dtype, shape = b.dtype(t), b.shape(t)
+            t.name = f"{name}__model"
+            b.declare(t, dtype, shape)
 
 
 def _find_softmax(out: gs.Tensor) -> gs.Node | None:
@@ -53,8 +56,7 @@ def _find_softmax(out: gs.Tensor) -> gs.Node | None:
     return None
 
 
-def attach_score(graph: gs.Graph, model: LoadedModel, ctx: VjpContext, mode: str,
-                 output: str) -> gs.Tensor:
+def attach_score(graph: gs.Graph, ctx: VjpContext, mode: str, output: str) -> gs.Tensor:
     """The [N, C] score tensor: softmax probabilities or pre-softmax logits (METHODS.md)."""
     if mode not in SCORE_MODES:
         raise OrtCamError(f"unknown score {mode!r}; use one of {', '.join(SCORE_MODES)}")
@@ -70,39 +72,30 @@ def attach_score(graph: gs.Graph, model: LoadedModel, ctx: VjpContext, mode: str
     else:
         score = None
     base = score if score is not None else out
-    shape = model.shapes[base.name]
-    dtype = model.dtypes[base.name]
-    if len(shape) != 2:
+    if ctx.rank(base) != 2:
         base = b.op("Flatten", base, axis=1)
-        shape = (shape[0], int(np.prod(shape[1:])))
     if score is None:
         base = b.op("Softmax", base, axis=-1)
-    for t in (base,):
-        ctx.shapes.setdefault(t.name, shape)
-        ctx.dtypes.setdefault(t.name, dtype)
     return base
 
 
 def _gradient_graph(model: LoadedModel, graph: gs.Graph, layer: str, score_mode: str,
                     output: str) -> tuple[gs.Graph, list[gs.Tensor]]:
-    _rename_clashes(graph)
-    ctx = VjpContext(Builder(graph, opset=model.opset), dict(model.shapes), dict(model.dtypes))
-    score = attach_score(graph, model, ctx, score_mode, output)
+    b = Builder(graph, opset=model.opset, dtypes=model.dtypes, shapes=model.shapes)
+    _rename_clashes(graph, b)
+    ctx = VjpContext(b)
+    score = attach_score(graph, ctx, score_mode, output)
     n_classes = ctx.shape(score)[1]
     dtype = ctx.dtype(score)
     weights = gs.Variable(TARGET_WEIGHTS, dtype=dtype, shape=["N", n_classes])
-    graph.inputs.append(weights)
+    graph.inputs.append(b.declare(weights, dtype, ctx.shape(score)))
     try:
         grad = add_gradient(graph, layer, score, weights, ctx)
     except NoGradientRuleError as exc:
         raise NoGradientRuleError(exc.op_type, exc.node_name,
                                   suggest_layer_after(model, exc.node_name), exc.detail) from None
     layer_t = graph.tensors()[layer]
-    outs = [
-        ctx.b.op("Identity", score),
-        ctx.b.op("Identity", grad),
-    ]
-    outs[0].name, outs[1].name = SCORES, GRAD
+    outs = [b.op("Identity", score, out_names=[SCORES]), b.op("Identity", grad, out_names=[GRAD])]
     outs[0].dtype, outs[0].shape = dtype, ["N", n_classes]
     outs[1].dtype, outs[1].shape = model.dtypes.get(layer, dtype), layer_t.shape
     return graph, outs

@@ -3,89 +3,114 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
-import onnx
-from onnx import helper
+import onnx_graphsurgeon as gs
 
-from .table import Unsupported, VjpContext, vjp
+from .table import Grads, Gys, Unsupported, VjpContext, vjp
 
 #: Input-gradient of a stride-1 Conv with constant weights: as a Conv with pre-flipped
 #: weights (True) or as ConvTranspose (False). tools/bench_heads.py measures both.
 STRIDE1_AS_CONV = True
 
 
-def window_pads(node, xs: Sequence[int], ys: Sequence[int], k: Sequence[int],
-                s: Sequence[int], d: Sequence[int]) -> list[int]:
-    """Explicit begin pads of a Conv/Pool node, resolving ``auto_pad``."""
+@dataclass(frozen=True)
+class Window:
+    """The sliding-window geometry of a Conv/Pool node along its spatial axes: input and
+    output sizes, kernel, strides, dilations, and begin/end pads (``auto_pad`` resolved)."""
+
+    xs: list[int]
+    ys: list[int]
+    k: list[int]
+    s: list[int]
+    d: list[int]
+    pb: list[int]
+    pe: list[int]
+
+    def transpose_geometry(self) -> tuple[list[int], list[int]]:
+        """End pads and output_padding that make ConvTranspose(y) land exactly on x's grid."""
+        ends, extra = [], []
+        for i in range(len(self.xs)):
+            crop = (self.s[i] * (self.ys[i] - 1) + (self.k[i] - 1) * self.d[i] + 1
+                    - self.pb[i] - self.xs[i])
+            ends.append(max(crop, 0))
+            extra.append(max(-crop, 0))
+        return ends, extra
+
+
+def window_pads(node: gs.Node, xs: Sequence[int], ys: Sequence[int], k: Sequence[int],
+                s: Sequence[int], d: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Explicit begin and end pads of a Conv/Pool node, resolving ``auto_pad`` as
+    onnxruntime does (SAME_UPPER puts the odd pad at the end, SAME_LOWER at the begin)."""
     n = len(xs)
     auto = node.attrs.get("auto_pad", "NOTSET")
     if isinstance(auto, bytes):
         auto = auto.decode()
     if auto in ("NOTSET", "", None):
-        pads = list(node.attrs.get("pads", [0] * (2 * n)))
-        return [int(p) for p in pads[:n]]
+        pads = [int(p) for p in node.attrs.get("pads", [0] * (2 * n))]
+        return pads[:n], pads[n:]
     if auto == "VALID":
-        return [0] * n
-    begins = []
+        return [0] * n, [0] * n
+    begins, ends = [], []
     for i in range(n):
         total = max((ys[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 - xs[i], 0)
         begins.append(total // 2 if auto == "SAME_UPPER" else total - total // 2)
-    return begins
+        ends.append(total - begins[-1])
+    return begins, ends
 
 
-def transpose_window_geometry(xs, ys, k, s, d, pb):
-    """End pads and output_padding that make ConvTranspose(y) land exactly on x's grid."""
-    pe, op = [], []
-    for i in range(len(xs)):
-        crop = s[i] * (ys[i] - 1) + (k[i] - 1) * d[i] + 1 - pb[i] - xs[i]
-        pe.append(max(crop, 0))
-        op.append(max(-crop, 0))
-    return pe, op
-
-
-def _spatial(ctx, node, kernel):
+def _window(ctx: VjpContext, node: gs.Node, kernel: Sequence[int]) -> Window:
     x, y = node.inputs[0], node.outputs[0]
-    xs, ys = ctx.shape(x)[2:], ctx.shape(y)[2:]
+    xs, ys = list(ctx.shape(x)[2:]), list(ctx.shape(y)[2:])
     n = len(xs)
     s = [int(v) for v in node.attrs.get("strides", [1] * n)]
     d = [int(v) for v in node.attrs.get("dilations", [1] * n)]
     k = [int(v) for v in kernel]
-    return xs, ys, k, s, d, window_pads(node, xs, ys, k, s, d)
+    pb, pe = window_pads(node, xs, ys, k, s, d)
+    return Window(xs, ys, k, s, d, pb, pe)
+
+
+def _flipped_conv(ctx: VjpContext, g: gs.Tensor | None, w: np.ndarray, group: int,
+                  win: Window) -> gs.Tensor | None:
+    """dx of a stride-1 Conv with constant weights as a correlation with the spatially
+    flipped, in/out-swapped kernel (per group); ``None`` when its pads would be negative."""
+    n, k, d = len(win.xs), win.k, win.d
+    pads_fwd_end = [win.ys[i] - win.xs[i] - win.pb[i] + (k[i] - 1) * d[i] for i in range(n)]
+    pad_b = [(k[i] - 1) * d[i] - win.pb[i] for i in range(n)]
+    pad_e = [(k[i] - 1) * d[i] - pads_fwd_end[i] for i in range(n)]
+    if min(pad_b + pad_e) < 0:
+        return None
+    m, cg = w.shape[0], w.shape[1]
+    wg = w.reshape(group, m // group, cg, *w.shape[2:])
+    wg = np.flip(wg, axis=tuple(range(3, wg.ndim))).swapaxes(1, 2)
+    wt = ctx.b.const(wg.reshape(group * cg, m // group, *w.shape[2:]), hint="w_flip")
+    return ctx.b.op("Conv", g, wt, dilations=d, group=group, kernel_shape=k,
+                    pads=pad_b + pad_e, strides=[1] * n)
 
 
 @vjp("Conv")
-def conv(ctx: VjpContext, node, gys):
+def conv(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     w = node.inputs[1]
-    if ctx.needs(node, 1) or (len(node.inputs) > 2 and ctx.needs(node, 2)):
+    if ctx.needs(node, 1) or ctx.needs(node, 2):
         raise Unsupported("gradient with respect to Conv weights or bias")
-    wshape = ctx.shape(w)
     group = int(node.attrs.get("group", 1))
-    xs, ys, k, s, d, pb = _spatial(ctx, node, wshape[2:])
-    pe, op = transpose_window_geometry(xs, ys, k, s, d, pb)
+    win = _window(ctx, node, ctx.shape(w)[2:])
+    ends, extra = win.transpose_geometry()
     wv = ctx.value(w)
-    if STRIDE1_AS_CONV and wv is not None and all(v == 1 for v in s):
-        # Correlation with the spatially flipped, in/out-swapped kernel (per group).
-        pads_fwd_end = [ys[i] - xs[i] - pb[i] + (k[i] - 1) * d[i] for i in range(len(xs))]
-        pad_b = [(k[i] - 1) * d[i] - pb[i] for i in range(len(xs))]
-        pad_e = [(k[i] - 1) * d[i] - pads_fwd_end[i] for i in range(len(xs))]
-        if min(pad_b + pad_e) >= 0:
-            m, cg = wshape[0], wshape[1]
-            wg = wv.reshape(group, m // group, cg, *wshape[2:])
-            wg = np.flip(wg, axis=tuple(range(3, wg.ndim))).swapaxes(1, 2)
-            wt = ctx.b.const(wg.reshape(group * cg, m // group, *wshape[2:]), hint="w_flip")
-            gx = ctx.b.op("Conv", gys[0], wt, dilations=d, group=group,
-                          kernel_shape=k, pads=pad_b + pad_e, strides=[1] * len(xs))
-            return [gx, None, None]
-    gx = ctx.b.op("ConvTranspose", gys[0], w, dilations=d, group=group, kernel_shape=k,
-                  pads=pb + pe, output_padding=op, strides=s)
-    return [gx, None, None]
+    if STRIDE1_AS_CONV and wv is not None and all(v == 1 for v in win.s):
+        gx = _flipped_conv(ctx, gys[0], wv, group, win)
+        if gx is not None:
+            return ctx.grads(node, gx)
+    gx = ctx.b.op("ConvTranspose", gys[0], w, dilations=win.d, group=group, kernel_shape=win.k,
+                  pads=win.pb + ends, output_padding=extra, strides=win.s)
+    return ctx.grads(node, gx)
 
 
 @vjp("ConvTranspose")
-def conv_transpose(ctx, node, gys):
+def conv_transpose(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     w = node.inputs[1]
-    if ctx.needs(node, 1) or (len(node.inputs) > 2 and ctx.needs(node, 2)):
+    if ctx.needs(node, 1) or ctx.needs(node, 2):
         raise Unsupported("gradient with respect to ConvTranspose weights or bias")
     wshape = ctx.shape(w)
     n = len(wshape) - 2
@@ -97,16 +122,16 @@ def conv_transpose(ctx, node, gys):
     pads = [int(p) for p in node.attrs.get("pads", [0] * (2 * n))]
     gx = ctx.b.op("Conv", gys[0], w, dilations=d, group=int(node.attrs.get("group", 1)),
                   kernel_shape=list(wshape[2:]), pads=pads, strides=s)
-    return [gx, None, None]
+    return ctx.grads(node, gx)
 
 
-def _channel_vector(ctx, x, vec):
+def _channel_vector(ctx: VjpContext, x: gs.Tensor, vec: np.ndarray) -> np.ndarray:
     """Reshape a per-channel vector [C] to broadcast against x [N, C, ...]."""
     return vec.reshape((-1,) + (1,) * (ctx.rank(x) - 2))
 
 
 @vjp("BatchNormalization")
-def batch_norm(ctx, node, gys):
+def batch_norm(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     """Inference BatchNorm is an affine map per channel: dx = dy · scale / sqrt(var + eps)."""
     if int(node.attrs.get("training_mode", 0)) or len([o for o in node.outputs if o.name]) > 1:
         raise Unsupported("BatchNormalization in training mode")
@@ -121,10 +146,11 @@ def batch_norm(ctx, node, gys):
         b = ctx.b
         f = b.op("Div", scale, b.op("Sqrt", b.op("Add", var, ctx.scalar(eps, x))))
         factor = b.op("Reshape", f, b.ints([-1] + [1] * (ctx.rank(x) - 2)))
-    return [ctx.b.op("Mul", gys[0], factor), None, None, None, None]
+    return ctx.grads(node, ctx.b.op("Mul", gys[0], factor))
 
 
-def _normalize_vjp(ctx, x, g_hat, axes, eps):
+def _normalize_vjp(ctx: VjpContext, x: gs.Tensor, g_hat: gs.Tensor, axes: list[int],
+                   eps: float) -> gs.Tensor:
     """dx for x_hat = (x - mean)/sqrt(var + eps) over ``axes``, given dL/dx_hat."""
     b = ctx.b
     mean = b.reduce("ReduceMean", x, axes)
@@ -138,7 +164,7 @@ def _normalize_vjp(ctx, x, g_hat, axes, eps):
 
 
 @vjp("LayerNormalization")
-def layer_norm(ctx, node, gys):
+def layer_norm(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     x, scale = node.inputs[0], node.inputs[1]
     if any(ctx.needs(node, i) for i in range(1, len(node.inputs))):
         raise Unsupported("gradient with respect to LayerNormalization parameters")
@@ -146,11 +172,11 @@ def layer_norm(ctx, node, gys):
     axis = int(node.attrs.get("axis", -1)) % rank
     g_hat = ctx.b.op("Mul", gys[0], scale)
     eps = float(node.attrs.get("epsilon", 1e-5))
-    return [_normalize_vjp(ctx, x, g_hat, list(range(axis, rank)), eps), None, None]
+    return ctx.grads(node, _normalize_vjp(ctx, x, g_hat, list(range(axis, rank)), eps))
 
 
 @vjp("InstanceNormalization")
-def instance_norm(ctx, node, gys):
+def instance_norm(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     x, scale = node.inputs[0], node.inputs[1]
     if ctx.needs(node, 1) or ctx.needs(node, 2):
         raise Unsupported("gradient with respect to InstanceNormalization parameters")
@@ -161,25 +187,17 @@ def instance_norm(ctx, node, gys):
         s = ctx.b.op("Reshape", scale, ctx.b.ints([-1] + [1] * (ctx.rank(x) - 2)))
     g_hat = ctx.b.op("Mul", gys[0], s)
     eps = float(node.attrs.get("epsilon", 1e-5))
-    return [_normalize_vjp(ctx, x, g_hat, list(range(2, ctx.rank(x))), eps), None, None]
+    return ctx.grads(node, _normalize_vjp(ctx, x, g_hat, list(range(2, ctx.rank(x))), eps))
 
 
 # Pooling -----------------------------------------------------------------------------------
 @vjp("MaxPool")
-def max_pool(ctx, node, gys):
+def max_pool(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     """Route each output's gradient to the input its Indices output names (added if absent)."""
-    import onnx_graphsurgeon as gs
-
     if int(node.attrs.get("storage_order", 0)) != 0:
         raise Unsupported("MaxPool with storage_order=1")
     b, x = ctx.b, node.inputs[0]
-    if len(node.outputs) < 2 or not node.outputs[1].name:
-        indices = gs.Variable(b._name("maxpool_indices"), dtype=np.int64)
-        if len(node.outputs) < 2:
-            node.outputs.append(indices)
-        else:
-            node.outputs[1] = indices
-    indices = node.outputs[1]
+    indices = b.add_output(node, 1, np.int64, ctx.shape(node.outputs[0]), hint="maxpool_indices")
     flat = b.ints([-1])
     zeros = b.op("Reshape", ctx.zeros_like(x), flat)
     scattered = b.op("ScatterElements", zeros, b.op("Reshape", indices, flat),
@@ -187,56 +205,55 @@ def max_pool(ctx, node, gys):
     return [b.op("Reshape", scattered, b.op("Shape", x))]
 
 
-def _average_pool_scale(node, xs, ys, k, s, d, pb, opset) -> np.ndarray:
-    """1/divisor for every output position, read off onnxruntime's own AveragePool:
-    pooling ones gives |window ∩ input| / divisor, and |window ∩ input| is geometry."""
-    import onnxruntime as ort
+def average_pool_divisors(win: Window, count_include_pad: bool) -> np.ndarray:
+    """The divisor of every output position of an AveragePool (product over the axes).
 
-    attrs = {key: v for key, v in node.attrs.items()}
-    inp = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, *xs])
-    out = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
-    graph = helper.make_graph([helper.make_node("AveragePool", ["x"], ["y"], **attrs)],
-                              "avgpool_scale", [inp], [out])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    # onnx stamps its newest IR version, which onnxruntime may not read yet.
-    model.ir_version = helper.find_min_ir_version_for(model.opset_import)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    pooled = sess.run(None, {"x": np.ones([1, 1, *xs], np.float32)})[0][0, 0].astype(np.float64)
-    counts = np.ones((), dtype=np.float64)
-    for i in range(len(xs)):
-        starts = np.arange(ys[i]) * s[i] - pb[i]
-        taps = starts[:, None] + np.arange(k[i])[None, :] * d[i]
-        c = ((taps >= 0) & (taps < xs[i])).sum(axis=1).astype(np.float64)
-        counts = np.multiply.outer(counts, c)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where(counts > 0, pooled / counts, 0.0)
-    return scale
+    Along one axis, output o's window starts at ``o·s - pb`` and has taps every ``d``. With
+    ``count_include_pad`` the divisor counts the taps before the end of the padded input,
+    ``min(start + k·d, x + pe)`` (taps that ceil_mode puts past the end pad are not counted);
+    without it, the taps inside the input. This is the ONNX reference's and onnxruntime's
+    rule (its CPU pooling kernels); a window with no tap inside the input gives 0 (its output
+    is 0 and gets no gradient). tests/test_vjp_rules.py checks it against onnxruntime.
+    """
+    divisors = np.ones((), dtype=np.float64)
+    for i in range(len(win.xs)):
+        starts = np.arange(win.ys[i]) * win.s[i] - win.pb[i]
+        taps = starts[:, None] + np.arange(win.k[i])[None, :] * win.d[i]
+        inside = ((taps >= 0) & (taps < win.xs[i])).sum(axis=1)
+        if count_include_pad:
+            ends = np.minimum(starts + win.k[i] * win.d[i], win.xs[i] + win.pe[i])
+            counted = (taps < ends[:, None]).sum(axis=1)
+        else:
+            counted = inside
+        divisors = np.multiply.outer(divisors, np.where(inside > 0, counted, 0))
+    return divisors
 
 
 @vjp("AveragePool")
-def average_pool(ctx, node, gys):
-    x = node.inputs[0]
+def average_pool(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
+    x, b = node.inputs[0], ctx.b
     c = ctx.shape(x)[1]
-    xs, ys, k, s, d, pb = _spatial(ctx, node, node.attrs["kernel_shape"])
-    pe, op = transpose_window_geometry(xs, ys, k, s, d, pb)
-    scale = _average_pool_scale(node, xs, ys, k, s, d, pb, ctx.b.opset)
-    b = ctx.b
+    win = _window(ctx, node, node.attrs["kernel_shape"])
+    ends, extra = win.transpose_geometry()
+    divisors = average_pool_divisors(win, bool(node.attrs.get("count_include_pad", 0)))
+    with np.errstate(divide="ignore"):
+        scale = np.where(divisors > 0, 1.0 / divisors, 0.0)
     g = b.op("Mul", gys[0], ctx.array(scale[None, None], x))
-    ones = ctx.array(np.ones([c, 1, *k]), x)
-    gx = b.op("ConvTranspose", g, ones, dilations=d, group=c, kernel_shape=k,
-              pads=list(pb) + pe, output_padding=op, strides=s)
+    ones = ctx.array(np.ones([c, 1, *win.k]), x)
+    gx = b.op("ConvTranspose", g, ones, dilations=win.d, group=c, kernel_shape=win.k,
+              pads=win.pb + ends, output_padding=extra, strides=win.s)
     return [gx]
 
 
 @vjp("GlobalAveragePool")
-def global_average_pool(ctx, node, gys):
+def global_average_pool(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     x, b = node.inputs[0], ctx.b
     area = int(np.prod(ctx.shape(x)[2:]))
     return [b.op("Expand", b.op("Div", gys[0], ctx.scalar(area, x)), b.op("Shape", x))]
 
 
 @vjp("GlobalMaxPool")
-def global_max_pool(ctx, node, gys):
+def global_max_pool(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     """To the maximum of each channel (every tied maximum gets the full gradient)."""
     x, y, b = node.inputs[0], node.outputs[0], ctx.b
     return [b.op("Where", b.op("Equal", x, y), gys[0], ctx.scalar(0, x))]
@@ -244,13 +261,13 @@ def global_max_pool(ctx, node, gys):
 
 # Dense layers ------------------------------------------------------------------------------
 @vjp("Gemm")
-def gemm(ctx, node, gys):
+def gemm(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     a, w = node.inputs[0], node.inputs[1]
     g, b = gys[0], ctx.b
     alpha = float(node.attrs.get("alpha", 1.0))
     beta = float(node.attrs.get("beta", 1.0))
     ta, tb = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
-    grads = [None, None, None]
+    grads = ctx.grads(node)
     if ctx.needs(node, 0):
         if ta == 0:
             grads[0] = b.op("Gemm", g, w, alpha=alpha, transB=1 - tb)
@@ -261,40 +278,34 @@ def gemm(ctx, node, gys):
             grads[1] = b.op("Gemm", a, g, alpha=alpha, transA=1 - ta)
         else:
             grads[1] = b.op("Gemm", g, a, alpha=alpha, transA=1, transB=ta)
-    if len(node.inputs) > 2 and ctx.needs(node, 2):
-        # The scalar takes the dtype of a forward tensor: ``g`` is new and has no recorded one.
+    if ctx.needs(node, 2):
         gc = g if beta == 1.0 else b.op("Mul", g, ctx.scalar(beta, node.outputs[0]))
-        grads[2] = ctx.unbroadcast(gc, ctx.shape(node.outputs[0]), node.inputs[2])
+        grads[2] = ctx.unbroadcast(gc, node.inputs[2])
     return grads
 
 
-def _swap_last(b, t, rank):
-    perm = list(range(rank))
+def _swap_last(ctx: VjpContext, t: gs.Tensor) -> gs.Tensor:
+    perm = list(range(ctx.rank(t)))
     perm[-1], perm[-2] = perm[-2], perm[-1]
-    return b.op("Transpose", t, perm=perm)
+    return ctx.b.op("Transpose", t, perm=perm)
 
 
 @vjp("MatMul")
-def matmul(ctx, node, gys):
+def matmul(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     a, w = node.inputs
     g, b = gys[0], ctx.b
-    sa, sw, sy = ctx.shape(a), ctx.shape(w), ctx.shape(node.outputs[0])
-    if len(sa) < 2:
+    if ctx.rank(a) < 2:
         raise Unsupported("MatMul with a 1-D left operand")
-    grads = [None, None]
-    if len(sw) == 1:  # y[..., m] = a[..., m, k] @ w[k]
+    grads: list[gs.Tensor | None] = [None, None]
+    if ctx.rank(w) == 1:  # y[..., m] = a[..., m, k] @ w[k]
         gu = b.unsqueeze(g, [-1])
         if ctx.needs(node, 0):
             grads[0] = b.op("Mul", gu, w)
         if ctx.needs(node, 1):
-            grads[1] = ctx.unbroadcast(b.op("Mul", gu, a), tuple(sa), w)
+            grads[1] = ctx.unbroadcast(b.op("Mul", gu, a), w)
         return grads
     if ctx.needs(node, 0):
-        ga = b.op("MatMul", g, _swap_last(b, w, len(sw)))
-        ga_shape = tuple(sy[:-2]) + (sy[-2], sw[-2])
-        grads[0] = ctx.unbroadcast(ga, ga_shape, a)
+        grads[0] = ctx.unbroadcast(b.op("MatMul", g, _swap_last(ctx, w)), a)
     if ctx.needs(node, 1):
-        gw = b.op("MatMul", _swap_last(b, a, len(sa)), g)
-        gw_shape = tuple(sy[:-2]) + (sa[-1], sy[-1])
-        grads[1] = ctx.unbroadcast(gw, gw_shape, w)
+        grads[1] = ctx.unbroadcast(b.op("MatMul", _swap_last(ctx, a), g), w)
     return grads

@@ -3,37 +3,32 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
-from .table import Unsupported, VjpContext, vjp
+from .table import Grads, Gys, Unsupported, VjpContext, vjp
 
-_INT64_MAX = np.iinfo(np.int64).max
-
-
-def _onnx_dtype(dtype) -> int:
-    from onnx import helper
-
-    return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+_INT64_MAX = int(np.iinfo(np.int64).max)
 
 
 @vjp("Reshape", "Flatten", "Squeeze", "Unsqueeze")
-def reshape_like(ctx: VjpContext, node, gys):
+def reshape_like(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     x = node.inputs[0]
-    return [ctx.b.op("Reshape", gys[0], ctx.shape_of(x))] + [None] * (len(node.inputs) - 1)
+    return ctx.grads(node, ctx.b.op("Reshape", gys[0], ctx.shape_of(x)))
 
 
 @vjp("Transpose")
-def transpose(ctx, node, gys):
+def transpose(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     rank = ctx.rank(node.inputs[0])
     perm = [int(p) for p in node.attrs.get("perm", list(range(rank))[::-1])]
     return [ctx.b.op("Transpose", gys[0], perm=[int(i) for i in np.argsort(perm)])]
 
 
 @vjp("Expand")
-def expand(ctx, node, gys):
-    return [ctx.unbroadcast(gys[0], ctx.shape(node.outputs[0]), node.inputs[0]), None]
+def expand(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
+    return [ctx.unbroadcast(gys[0], node.inputs[0]), None]
 
 
-def _const_ints(ctx, node, i, what):
+def _const_ints(ctx: VjpContext, node: gs.Node, i: int, what: str) -> list[int] | None:
     if len(node.inputs) <= i or not node.inputs[i].name:
         return None
     v = ctx.value(node.inputs[i])
@@ -42,7 +37,14 @@ def _const_ints(ctx, node, i, what):
     return [int(a) for a in np.asarray(v).reshape(-1)]
 
 
-def _axes(ctx, node, rank, input_index=1):
+def _required_ints(ctx: VjpContext, node: gs.Node, i: int, what: str) -> list[int]:
+    values = _const_ints(ctx, node, i, what)
+    if values is None:
+        raise Unsupported(f"{node.op} without its {what} input")
+    return values
+
+
+def _axes(ctx: VjpContext, node: gs.Node, rank: int, input_index: int = 1) -> list[int]:
     """Reduction axes from the attribute or (opset >= 13/18) the second input."""
     axes = node.attrs.get("axes")
     if axes is None:
@@ -55,42 +57,43 @@ def _axes(ctx, node, rank, input_index=1):
 
 
 @vjp("ReduceMean", "ReduceSum")
-def reduce_mean_sum(ctx, node, gys):
+def reduce_mean_sum(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     x, b = node.inputs[0], ctx.b
     shape = ctx.shape(x)
     axes = _axes(ctx, node, len(shape))
     g = gys[0]
     if not axes:
-        return [g, None]
+        return ctx.grads(node, g)
     if not int(node.attrs.get("keepdims", 1)):
         g = b.unsqueeze(g, axes)
     if node.op == "ReduceMean" and 0 in axes:
         # Averaged over the batch too: count the elements at run time (never bake the batch).
         count = b.op("Div", b.op("Size", x), b.op("Size", node.outputs[0]))
-        g = b.op("Div", g, b.op("Cast", count, to=_onnx_dtype(ctx.dtype(x))))
+        g = b.op("Div", g, b.op("Cast", count, to=ctx.onnx_dtype(x)))
     elif node.op == "ReduceMean":
         g = b.op("Div", g, ctx.scalar(int(np.prod([shape[a] for a in axes])), x))
-    return [b.op("Expand", g, b.op("Shape", x)), None]
+    return ctx.grads(node, b.op("Expand", g, b.op("Shape", x)))
 
 
 @vjp("ReduceMax", "ReduceMin")
-def reduce_max_min(ctx, node, gys):
+def reduce_max_min(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     """To the extreme element(s) (every tied extreme gets the full gradient)."""
     x, y, b = node.inputs[0], node.outputs[0], ctx.b
     axes = _axes(ctx, node, ctx.rank(x))
     g = gys[0]
     if not axes:
-        return [g, None]
+        return ctx.grads(node, g)
     if not int(node.attrs.get("keepdims", 1)):
         g, y = b.unsqueeze(g, axes), b.unsqueeze(y, axes)
-    return [b.op("Where", b.op("Equal", x, y), g, ctx.scalar(0, x)), None]
+    return ctx.grads(node, b.op("Where", b.op("Equal", x, y), g, ctx.scalar(0, x)))
 
 
 @vjp("Concat")
-def concat(ctx, node, gys):
+def concat(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     rank = ctx.rank(node.outputs[0])
     axis = int(node.attrs["axis"]) % rank
-    grads, offset = [], 0
+    grads: list[gs.Tensor | None] = []
+    offset = 0
     for i, x in enumerate(node.inputs):
         size = ctx.shape(x)[axis]
         if ctx.needs(node, i):
@@ -103,30 +106,30 @@ def concat(ctx, node, gys):
 
 
 @vjp("Split")
-def split(ctx, node, gys):
+def split(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     rank = ctx.rank(node.inputs[0])
     axis = int(node.attrs.get("axis", 0)) % rank
     parts = [g if g is not None else ctx.zeros_like(out) for g, out in zip(gys, node.outputs)]
-    return [ctx.b.op("Concat", *parts, axis=axis), None]
+    return ctx.grads(node, ctx.b.op("Concat", *parts, axis=axis))
 
 
 @vjp("Slice")
-def slice_(ctx, node, gys):
+def slice_(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     """Pad back the sliced-away border; a strided axis goes back through a 0/1 matrix."""
     x, b = node.inputs[0], ctx.b
     shape = ctx.shape(x)
     rank = len(shape)
-    starts = _const_ints(ctx, node, 1, "starts")
-    ends = _const_ints(ctx, node, 2, "ends")
+    starts = _required_ints(ctx, node, 1, "starts")
+    ends = _required_ints(ctx, node, 2, "ends")
     axes = _const_ints(ctx, node, 3, "axes") or list(range(len(starts)))
     steps = _const_ints(ctx, node, 4, "steps") or [1] * len(starts)
     g = gys[0]
     pads = [0] * (2 * rank)
-    for start, end, axis, step in zip(starts, ends, axes, steps):
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
         axis %= rank
         idx = list(range(*slice(start, end, step).indices(shape[axis])))
         if not idx:
-            return [None, None, None, None, None]
+            return ctx.grads(node)
         if step == 1:
             pads[axis], pads[rank + axis] = idx[0], shape[axis] - idx[-1] - 1
             continue
@@ -135,10 +138,11 @@ def slice_(ctx, node, gys):
         g = _matmul_along(ctx, g, axis, rank, ctx.array(onehot, x))
     if any(pads):
         g = b.op("Pad", g, b.ints(pads), ctx.scalar(0, x))
-    return [g, None, None, None, None]
+    return ctx.grads(node, g)
 
 
-def _matmul_along(ctx, g, axis, rank, matrix):
+def _matmul_along(ctx: VjpContext, g: gs.Tensor, axis: int, rank: int,
+                  matrix: gs.Tensor) -> gs.Tensor:
     """Apply ``g @ matrix`` along ``axis`` (moved last and back)."""
     b = ctx.b
     if axis == rank - 1:
@@ -149,7 +153,7 @@ def _matmul_along(ctx, g, axis, rank, matrix):
 
 
 @vjp("Pad")
-def pad(ctx, node, gys):
+def pad(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     mode = node.attrs.get("mode", "constant")
     if isinstance(mode, bytes):
         mode = mode.decode()
@@ -157,7 +161,7 @@ def pad(ctx, node, gys):
         raise Unsupported(f"Pad in {mode!r} mode")
     x, b = node.inputs[0], ctx.b
     rank = ctx.rank(x)
-    pads = _const_ints(ctx, node, 1, "pads")
+    pads = _required_ints(ctx, node, 1, "pads")
     axes = _const_ints(ctx, node, 3, "axes")
     if axes is not None:
         full = [0] * (2 * rank)
@@ -175,11 +179,11 @@ def pad(ctx, node, gys):
         starts = [max(pads[a], 0) for a in axes_cut]
         ends = [-pads[rank + a] if pads[rank + a] > 0 else _INT64_MAX for a in axes_cut]
         g = b.op("Slice", g, b.ints(starts), b.ints(ends), b.ints(axes_cut))
-    return [g] + [None] * (len(node.inputs) - 1)
+    return ctx.grads(node, g)
 
 
 @vjp("Gather")
-def gather(ctx, node, gys):
+def gather(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     """Gather with constant 0-D/1-D indices: scatter back through a 0/1 (count) matrix."""
     x, idx_t = node.inputs
     idx = ctx.value(idx_t)
