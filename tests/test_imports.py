@@ -27,7 +27,7 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
     ("engine", ("ort_cam.engine",)),
     ("methods", ("ort_cam.methods",)),
     ("explain", ("ort_cam", "ort_cam.explainer", "ort_cam.render", "ort_cam.outputs",
-                 "ort_cam.demo")),
+                 "ort_cam.demo", "ort_cam.export")),
     ("audit", ("ort_cam.audit",)),
     ("cli", ("ort_cam.cli",)),
 ]

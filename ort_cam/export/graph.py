@@ -1,0 +1,251 @@
+"""The explainer graph: preprocessing, the path walked in chunks inside one ONNX Loop around the
+fused gradient graph, the reductions, upsampling and normalisation.
+
+The Loop runs 1 + ceil((m+1)/chunk) iterations. Iteration 0 runs the fused graph on x alone
+with zero target weights (what ``Explainer.scores_at`` runs): it gives ``scores`` and resolves
+the target. Iteration k ≥ 1 walks chunk k−1 of the path, l = (k−1)·chunk .. min(k·chunk, m+1)−1,
+exactly as ``engine.walk_path`` does; A_0, A_{l−1}, G_{l−1} (the trapezoid across chunk
+boundaries), y_0, y_m and every method's accumulators are loop-carried states, so memory
+depends on the chunk, never on m. The fused graph appears once, in the Loop body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import numpy_helper
+
+from .._version import __version__
+from ..grad.builder import Builder
+from ..grad.heads import TARGET_WEIGHTS
+from ..maps import upsample
+from ..preprocess import Preprocess
+from .ops import F64, Ops, Tensor
+from .reductions import Chunk, Ends, LayerDims, OnnxReduction
+
+IMAGE, TARGET_IN, BASELINE = "image", "target_index", "baseline"
+#: Prefix of the fused model's tensors inside the Loop body (keeps its names apart from ours).
+MODEL_PREFIX = "model/"
+
+
+@dataclass
+class Plan:
+    """Everything the graph needs, decided and checked before building (see ``build.py``)."""
+
+    fused: onnx.ModelProto
+    input_name: str  # the model's input (and, with input_kind "tensor", the explainer's)
+    channel_axis: int  # of the layer: 1 (NCHW) or 3 (NHWC)
+    n_classes: int
+    m: int
+    chunk: int
+    x_shape: tuple[int, ...]  # model input, batch 1
+    x_dtype: np.dtype
+    score_dtype: np.dtype
+    dims: LayerDims
+    out_size: tuple[int, int]
+    input_kind: str  # "pixels" or "tensor"
+    pre: Preprocess | None  # the in-graph preprocessing (pixels)
+    baseline: np.ndarray | None  # default baseline (input kind); None: zeros in model space
+    reductions: dict[str, OnnxReduction]
+    eps: float
+    optional_inputs: bool  # defaults as overridable initializers, else required inputs
+
+    @property
+    def trips(self) -> int:
+        return 1 + -(-(self.m + 1) // self.chunk)
+
+
+@dataclass
+class Outer:
+    """Outer-graph values the loop body reads: x (model dtype), x_0 and x − x_0 in float64,
+    and the requested target."""
+
+    x: Tensor
+    x0d: Tensor
+    diff: Tensor
+    target: Tensor
+
+
+def _state_specs(plan: Plan) -> dict[str, np.ndarray]:
+    """Loop-carried state name -> initial value (zeros; its dtype and shape are the state's)."""
+    d = plan.dims
+    grid = np.zeros((d.k, d.h, d.w))
+    specs = {"target": np.array(0, np.int64), "scores": np.zeros(plan.n_classes),
+             "y0": np.array(0.0), "ym": np.array(0.0), "a0": grid, "prev_a": grid,
+             "prev_g": grid}
+    for name, red in plan.reductions.items():
+        specs.update({f"{name}/{key}": v for key, v in red.states().items()})
+    return specs
+
+
+def _rewire(old: Tensor, new: Tensor) -> None:
+    """Every consumer of ``old`` reads ``new`` instead."""
+    for node in list(old.outputs):
+        for i, t in enumerate(node.inputs):
+            if t is old:
+                node.inputs[i] = new
+
+
+def _typed(t: Tensor, value: np.ndarray) -> Tensor:
+    t.dtype, t.shape = value.dtype, list(value.shape)
+    return t
+
+
+def _path_inputs(op: Ops, plan: Plan, outer: Outer, it: Tensor, target: Tensor):
+    """This iteration's path indices, model inputs and target weights."""
+    m, chunk, i64 = plan.m, plan.chunk, op.i64
+    first = op.equal(it, i64(0))
+    start = op.where(first, i64(m), op.b.op("Mul", op.b.op("Sub", it, i64(1)), i64(chunk)))
+    end = op.where(first, i64(m + 1), op.minimum(op.b.op("Add", start, i64(chunk)), i64(m + 1)))
+    ls = op.arange(start, end)
+    alpha = op.reshape(op.div(op.cast(ls, F64), float(m)), [-1] + [1] * (len(plan.x_shape) - 1))
+    xs = op.where(first, outer.x, op.cast(op.add(outer.x0d, op.mul(alpha, outer.diff)),
+                                          plan.x_dtype))
+    onehot = op.cast(op.equal(op.arange(0, plan.n_classes), target), plan.score_dtype)
+    row = op.mul(onehot, op.cast(op.logical_not(first), plan.score_dtype))
+    w = op.expand(op.unsqueeze(row, [0]),
+                  op.concat([op.shape(ls), i64([plan.n_classes])], 0))
+    return first, start, ls, xs, w
+
+
+def _resolve_target(op: Ops, plan: Plan, scores: Tensor, requested: Tensor) -> Tensor:
+    """−1: the top-1 class of x (np.argmax); another negative index: out of range, so the
+    Gather that reads its score fails at run time instead of wrapping around."""
+    top1 = op.take(op.argmax(scores, 1), 0)
+    other = op.where(op.less(requested, op.i64(0)), op.i64(plan.n_classes), requested)
+    return op.where(op.equal(requested, op.i64(-1)), top1, other)
+
+
+def _body(plan: Plan, outer: Outer, specs: dict[str, np.ndarray]) -> gs.Graph:
+    """The Loop body: the fused graph with our path building and reductions around it."""
+    body = gs.import_onnx(plan.fused)
+    for t in body.tensors().values():
+        t.name = MODEL_PREFIX + t.name
+    fused_in = {t.name[len(MODEL_PREFIX):]: t for t in body.inputs}
+    layer_t, scores, grad = body.outputs
+    op = Ops(Builder(body, prefix="explainer/body", opset=body.opset))
+    it = gs.Variable("explainer/body/iteration", np.int64, [])
+    cond = gs.Variable("explainer/body/cond", np.bool_, [])
+    st = {k: _typed(gs.Variable(f"explainer/body/in/{k}"), v) for k, v in specs.items()}
+    first, start, ls, xs, w = _path_inputs(op, plan, outer, it, st["target"])
+    _rewire(fused_in[plan.input_name], xs)
+    _rewire(fused_in[TARGET_WEIGHTS], w)
+    a, g = op.cast(layer_t, F64), op.cast(grad, F64)
+    if plan.channel_axis == 3:
+        a, g = op.transpose(a, [0, 3, 1, 2]), op.transpose(g, [0, 3, 1, 2])
+    c = op.where(first, _resolve_target(op, plan, scores, outer.target), st["target"])
+    ys = op.cast(op.take(scores, c, axis=1), F64)
+    at_zero = op.equal(start, op.i64(0))
+    a_first, g_first = op.take(a, 0), op.take(g, 0)
+    at_start = lambda value, key: op.where(at_zero, value, st[key])  # noqa: E731 (l = 0)
+    chunk = Chunk(ls, a, g, at_start(a_first, "a0"), at_start(a_first, "prev_a"),
+                  at_start(g_first, "prev_g"))
+    keep = lambda key, new: op.where(first, st[key], new)  # noqa: E731 (iteration 0: no path)
+    new = {"target": c, "scores": op.where(first, op.cast(op.take(scores, 0), F64), st["scores"]),
+           "y0": op.where(at_zero, op.take(ys, 0), st["y0"]), "ym": keep("ym", op.take(ys, -1)),
+           "a0": chunk.a0, "prev_a": keep("prev_a", op.take(a, -1)),
+           "prev_g": keep("prev_g", op.take(g, -1))}
+    for name, red in plan.reductions.items():
+        mine = {key: st[f"{name}/{key}"] for key in red.states()}
+        for key, value in red.update(op, chunk, mine).items():
+            new[f"{name}/{key}"] = keep(f"{name}/{key}", value)
+    body.inputs = [it, cond, *st.values()]
+    body.outputs = [_typed(op.identity(cond), np.array(True))]
+    body.outputs += [_typed(new[k], specs[k]) for k in specs]
+    body.name = "explainer_chunk"
+    return body.toposort()
+
+
+def _preprocess(op: Ops, image: Tensor, plan: Plan) -> Tensor:
+    """Preprocess.normalize in the graph: uint8 [H, W, 3] RGB -> model input [1, ...]."""
+    pre = plan.pre
+    assert pre is not None
+    p = op.cast(image, F64)
+    if pre.channels == "BGR":
+        p = op.take_list(p, [2, 1, 0], axis=2)
+    p = op.div(op.sub(op.mul(p, float(pre.scale)), op.const(np.asarray(pre.mean))),
+               op.const(np.asarray(pre.std)))
+    if pre.layout == "NCHW":
+        p = op.transpose(p, [2, 0, 1])
+    return op.cast(op.unsqueeze(p, [0]), plan.x_dtype)
+
+
+def _inputs(op: Ops, plan: Plan) -> tuple[list[gs.Variable], Outer]:
+    if plan.input_kind == "pixels":
+        h, w = plan.out_size
+        main = gs.Variable(IMAGE, np.uint8, [h, w, 3])
+        to_model = lambda t: _preprocess(op, t, plan)  # noqa: E731
+    else:
+        main = gs.Variable(plan.input_name, plan.x_dtype, list(plan.x_shape))
+        to_model = lambda t: t  # noqa: E731
+    target = gs.Variable(TARGET_IN, np.int64, [])
+    inputs = [main, target]
+    x = to_model(main)
+    if plan.baseline is None:  # zeros in model space
+        x0d = op.zeros(plan.x_shape)
+    else:
+        base = gs.Variable(BASELINE, plan.baseline.dtype, list(plan.baseline.shape))
+        inputs.append(base)
+        x0d = op.cast(to_model(base), F64)
+    xd = op.cast(x, F64)
+    return inputs, Outer(x, x0d, op.sub(xd, x0d), target)
+
+
+def _maps(op: Ops, plan: Plan, raw: Tensor, prefix: str) -> list[Tensor]:
+    """``<method>_raw`` and ``<method>_map``: maps.upsample (its own matrices) and
+    maps.normalize, in float64."""
+    d, (big_h, big_w) = plan.dims, plan.out_size
+    rows = upsample(np.eye(d.h), (big_h, d.h))  # [H, h]: what upsample multiplies by
+    cols = upsample(np.eye(d.w), (big_w, d.w)).T  # [w, W]
+    up = op.matmul(op.matmul(op.const(rows), raw), op.const(cols))
+    lo, hi = op.min(up, [0, 1]), op.max(up, [0, 1])
+    norm = op.div(op.sub(up, lo), op.add(op.sub(hi, lo), float(plan.eps)))
+    raw_out = op.identity(raw)
+    return [_named(raw_out, f"{prefix}_raw", F64, [d.h, d.w]),
+            _named(norm, f"{prefix}_map", F64, [big_h, big_w])]
+
+
+def _named(t: Tensor, name: str, dtype, shape) -> Tensor:
+    t.name, t.dtype, t.shape = name, np.dtype(dtype), list(shape)
+    return t
+
+
+def build_graph(plan: Plan) -> onnx.ModelProto:
+    """The explainer model (without metadata)."""
+    outer = gs.Graph(opset=gs.import_onnx(plan.fused).opset, name="ort_cam_explainer")
+    op = Ops(Builder(outer, prefix="explainer", opset=outer.opset))
+    inputs, refs = _inputs(op, plan)
+    specs = _state_specs(plan)
+    init = [op.const(v, v.dtype) if v.ndim == 0 else op.zeros(v.shape, v.dtype)
+            for v in specs.values()]
+    finals = dict(zip(specs, op.loop(plan.trips, init, _body(plan, refs, specs)), strict=True))
+    ends = Ends(finals["a0"], finals["prev_a"], finals["prev_g"], finals["y0"], finals["ym"])
+    outputs = [_named(op.identity(finals["target"]), "target", np.int64, []),
+               _named(op.identity(finals["scores"]), "scores", F64, [plan.n_classes]),
+               _named(op.identity(ends.y0), "y0", F64, []),
+               _named(op.identity(ends.ym), "ym", F64, [])]
+    for name, red in plan.reductions.items():
+        raw, extras = red.finish(op, ends, {k: finals[f"{name}/{k}"] for k in red.states()})
+        outputs += _maps(op, plan, raw, name)
+        outputs += [_named(op.identity(v), f"{name}_{k}", F64, []) for k, v in extras.items()]
+    outer.inputs, outer.outputs = inputs, outputs
+    proto = gs.export_onnx(outer, do_type_check=False)
+    del proto.opset_import[:]
+    proto.opset_import.extend(plan.fused.opset_import)
+    proto.ir_version = plan.fused.ir_version
+    proto.producer_name, proto.producer_version = "ort_cam", __version__
+    if plan.optional_inputs:
+        _defaults(proto, plan)
+    return proto
+
+
+def _defaults(proto: onnx.ModelProto, plan: Plan) -> None:
+    """Make ``target_index`` (−1) and ``baseline`` optional: an initializer under an input's
+    name is the value used when a run does not feed that input."""
+    values = {TARGET_IN: np.array(-1, np.int64)}
+    if plan.baseline is not None:
+        values[BASELINE] = plan.baseline
+    proto.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in values.items())
