@@ -110,7 +110,8 @@ def _default_methods() -> str:
 def _methods_help() -> str:
     from ..methods import METHODS
 
-    return f"Comma-separated methods, of: {', '.join(METHODS)}."
+    return (f"Comma-separated methods, of: {', '.join(METHODS)} (default: "
+            f"{_default_methods()}).")
 
 
 def _preset_names() -> list[str]:
@@ -168,8 +169,7 @@ method_options = _compose(
 path_options = _compose(
     click.option("--steps", default="50", show_default=True, metavar="M|auto",
                  help="Path steps m, or auto (double m until the completeness gap is small)."),
-    click.option("--methods", default=_default_methods, show_default=_default_methods(),
-                 help=_methods_help()),
+    click.option("--methods", default=_default_methods, help=_methods_help()),
 )
 baseline_options = _compose(
     click.option("--baseline", default="black", show_default=True, metavar="B",
