@@ -38,8 +38,10 @@ class MeanAct(CamMethod):
     extras = ("path_mean",)
 
     def finish(self) -> np.ndarray:
+        am = self.state.am
+        assert am is not None  # the walk has reached l = m
         self.extra_values["path_mean"] = float(self.state.ys.mean())
-        return np.maximum(self.state.am.mean(axis=0), 0.0)
+        return np.maximum(am.mean(axis=0), 0.0)
 
 
 @pytest.fixture
@@ -61,7 +63,7 @@ def test_dummy_flows_through_explain_array(meanact):
     assert list(r.methods) == [*BUILTIN, meanact]  # default=True: in the default set
     # A = ReLU(x) = x (x >= 0): L = ReLU((A0 + A1)/2); the layer grid is the input grid.
     np.testing.assert_allclose(r[meanact].raw, [[2.5, 1.25], [1.5, 2.5]], rtol=1e-6)
-    np.testing.assert_allclose(r[meanact].map, [[1, 0], [0.2, 1]], atol=1e-7)
+    np.testing.assert_allclose(r[meanact].map, [[1.0, 0.0], [0.2, 1.0]], atol=1e-7)
     # y_l = α_l (0.5 mean A0 + 2 mean A1) − 0.2 = 4 α_l − 0.2; mean of α_l over l = 0..4 is 1/2
     assert (A0.mean(), A1.mean()) == (2.5, 1.375)
     assert r[meanact].extras == {"path_mean": pytest.approx(1.8, rel=1e-6)}
