@@ -8,6 +8,7 @@ from .._version import __version__
 from .audit_cmd import audit, audit_merge, audit_report
 from .demo_cmd import demo
 from .explain_cmd import explain
+from .export_cmd import export
 from .graph_cmds import layers, split
 from .metadata_cmd import metadata
 
@@ -24,7 +25,8 @@ def main() -> None:
     """
 
 
-for _command in (explain, layers, split, metadata, demo, audit, audit_merge, audit_report):
+for _command in (explain, export, layers, split, metadata, demo, audit, audit_merge,
+                 audit_report):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -1,0 +1,91 @@
+"""``ort-cam export``: the whole explainer as one ONNX model, for onnxruntime in any language."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import click
+import onnx
+
+from ..errors import OrtCamError
+from ..export import INPUT_KINDS, export_explainer
+from ..methods import MethodOptions
+from .options import (
+    baseline_options,
+    method_options,
+    model_argument,
+    path_options,
+    pop_preprocess,
+    preprocess_options,
+    reports_errors,
+    score_option,
+)
+
+
+def _steps(value: str) -> int | str:
+    return value if value == "auto" or not value.isdigit() else int(value)
+
+
+def _methods(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _summary(proto: onnx.ModelProto, out: Path) -> str:
+    meta = {p.key.rsplit(".", 1)[-1]: p.value for p in proto.metadata_props}
+    ins = ", ".join(i.name for i in proto.graph.input)
+    outs = ", ".join(o.name for o in proto.graph.output)
+    return (f"wrote {out} (m={meta['steps']}, {meta['chunk']} path points per Loop iteration)\n"
+            f"  inputs: {ins}\n  outputs: {outs}")
+
+
+@click.command(name="export")
+@model_argument
+@click.option("--layer", "-l", default=None, metavar="NAME",
+              help="Layer tensor or node name (default: the one stored in the model).")
+@click.option("--out", "-o", required=True, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path), help="The explainer .onnx file.")
+@score_option
+@preprocess_options
+@path_options
+@baseline_options
+@method_options
+@click.option("--input", "input_kind", type=click.Choice(INPUT_KINDS), default=INPUT_KINDS[0],
+              show_default=True, help="pixels: uint8 [H, W, 3] RGB at the model's input size, "
+              "preprocessing in the graph; tensor: the model's own input (batch 1).")
+@click.option("--chunk-size", type=int, default=None,
+              help="Path points per Loop iteration (default: from a 1 GiB budget).")
+@click.option("--required-inputs", is_flag=True,
+              help="Make target_index and baseline required inputs (for onnxruntime's "
+              "JavaScript APIs, which cannot feed inputs that have defaults).")
+@click.option("--force", is_flag=True, help="Overwrite FILE.")
+@reports_errors
+def export(model: Path, out: Path, force: bool, **kw) -> None:
+    """Write the whole explainer (preprocessing, the path, every method's map, RSI's
+    completeness gap) as one ONNX model that any onnxruntime computes with one run().
+
+    Inputs: image (uint8 [H, W, 3], or with --input tensor the model's own input),
+    target_index (int64, -1 = top-1) and baseline (same kind as the image; default black).
+    Outputs: target, scores, y0, ym, <method>_raw, <method>_map and rsi_completeness_gap,
+    the same numbers as `ort-cam explain`. Layer and preprocessing default to the model's
+    metadata; --steps auto, baseline blur and the auto options are refused by name.
+
+    \b
+    Examples:
+        ort-cam export model.onnx --layer conv5_out --out explainer.onnx
+        ort-cam export models/demo/demo_cnn.onnx --steps 32 --methods gradcam,rsi \\
+            --rsi-rule riemann --out demo_explainer.onnx
+    """
+    if out.exists() and not force:
+        raise OrtCamError(f"{out} exists; pass --force to overwrite it")
+    options = {f.name: kw.pop(f.name) for f in fields(MethodOptions) if f.name in kw}
+    kw.pop("blur_radius")  # only read by baseline blur, which is refused
+    seed = kw.pop("baseline_seed")
+    proto = export_explainer(
+        model, kw.pop("layer"), out, steps=_steps(kw.pop("steps")),
+        methods=_methods(kw.pop("methods")),
+        options={k: v for k, v in options.items() if v is not None},
+        preprocess=pop_preprocess(kw), score=kw.pop("score"), input_kind=kw.pop("input_kind"),
+        baseline=kw.pop("baseline"), baseline_seed=seed or 0, chunk_size=kw.pop("chunk_size"),
+        optional_inputs=not kw.pop("required_inputs"))
+    click.echo(_summary(proto, out))
