@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import OrtCamError
+from .files import refuse_overwrite
 
 MARKER = ".ort-cam-demo"
 
@@ -40,11 +41,8 @@ def demo_samples(d: Path) -> list[DemoSample]:
 def claim_output(out: Path, force: bool) -> None:
     """Use ``out`` for demo output: fine if new, empty, or written by an earlier demo run
     (it holds our marker); anything else of the user's is never overwritten without force."""
-    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists() and not force:
-        raise OrtCamError(f"{out} exists and was not written by ort-cam demo; "
-                          "pass --out elsewhere or --force")
+    refuse_overwrite(out, force, marker=MARKER, writer="ort-cam demo",
+                     fix="pass --out elsewhere or --force")
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by ort-cam demo; safe to delete\n")
-    results = out / "results.jsonl"
-    if results.exists():
-        results.unlink()
+    (out / "results.jsonl").unlink(missing_ok=True)

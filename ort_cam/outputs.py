@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OrtCamError
+from .files import refuse_overwrite
 from .methods import METHODS, extra_names
 from .render import save_panel
 from .result import Explanation
@@ -19,14 +19,13 @@ def output_paths(out_dir: Path, stem: str) -> tuple[Path, Path]:
     return out_dir / f"{stem}.png", out_dir / f"{stem}.npz"
 
 
-def check_free(out_dir: Path, stems: list[str], force: bool) -> None:
-    """Refuse, before any work, to overwrite what a user already has (unless ``force``)."""
-    taken = [p for s in stems for p in output_paths(out_dir, s) if p.exists()]
-    if (out_dir / RESULTS).exists():
-        taken.append(out_dir / RESULTS)
-    if taken and not force:
-        shown = ", ".join(p.name for p in taken[:4]) + (" …" if len(taken) > 4 else "")
-        raise OrtCamError(f"{out_dir} already holds {shown}; pass --force to overwrite")
+def claim_outputs(out_dir: Path, stems: list[str], force: bool) -> None:
+    """Make ``out_dir`` ready for the outputs of ``stems``: refuse, before any work, to
+    overwrite what a user already has (unless ``force``); with ``force``, start results.jsonl
+    afresh (``write_outputs`` appends to it)."""
+    names = [p.name for s in stems for p in output_paths(out_dir, s)] + [RESULTS]
+    refuse_overwrite(out_dir, force, names=names)
+    (out_dir / RESULTS).unlink(missing_ok=True)
 
 
 def npz_arrays(r: Explanation) -> dict[str, np.ndarray]:
@@ -72,7 +71,7 @@ def write_outputs(r: Explanation, out_dir: Path, stem: str, image: str,
     png, npz = output_paths(out_dir, stem)
     save_panel(r, png, title=f"{Path(image).name}  ·  layer {r.layer}  ·  m = {r.steps}",
                box=box)
-    np.savez_compressed(npz, **npz_arrays(r))
+    np.savez_compressed(npz, allow_pickle=False, **npz_arrays(r))
     rec = record(r, image, stem)
     with open(out_dir / RESULTS, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(rec) + "\n")

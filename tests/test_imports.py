@@ -21,13 +21,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ort_cam"
 #: matching prefix; every module must belong to one.
 ROOMS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("ort_cam._version", "ort_cam.errors", "ort_cam.runtime", "ort_cam.preprocess",
-                    "ort_cam.baselines", "ort_cam.maps", "ort_cam.result")),
+                    "ort_cam.baselines", "ort_cam.maps", "ort_cam.result", "ort_cam.files")),
     ("graph", ("ort_cam.graph",)),
     ("grad", ("ort_cam.grad",)),
     ("engine", ("ort_cam.engine",)),
     ("methods", ("ort_cam.methods",)),
     ("explain", ("ort_cam", "ort_cam.explainer", "ort_cam.render", "ort_cam.outputs",
-                 "ort_cam.demo", "ort_cam.export")),
+                 "ort_cam.demo", "ort_cam.export", "ort_cam.metadata")),
     ("audit", ("ort_cam.audit",)),
     ("cli", ("ort_cam.cli",)),
 ]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from .._version import __version__
 from ..errors import OrtCamError
+from ..files import refuse_overwrite
 from .datasets import Dataset, Sample
 from .store import (
     ABOUT,
@@ -97,9 +98,8 @@ def prepare(out: Path, settings: dict, force: bool) -> set[str]:
             raise OrtCamError(f"{out} holds an audit made with other settings "
                               f"({', '.join(diff)}); use another --out, or --force to start over")
         return {r["key"] for r in read_results(out / RESULTS, repair=True)}
-    if out.exists() and any(out.iterdir()):
-        raise OrtCamError(f"{out} is not empty and holds no {SETTINGS}; use another --out "
-                          "or --force")
+    # force removed only what an audit writes: anything else of the user's is never overwritten
+    refuse_overwrite(out, marker=SETTINGS, fix="use another --out or --force")
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / SETTINGS, json.dumps(settings, indent=2) + "\n")
     return set()
@@ -152,8 +152,7 @@ def merge(dirs: Sequence[Path], out: Path, force: bool) -> tuple[dict, list[dict
                 sources[r["key"]] = Path(d)
     if force:
         clear(out)
-    if out.exists() and any(out.iterdir()):
-        raise OrtCamError(f"{out} is not empty; use another --out or --force")
+    refuse_overwrite(out, fix="use another --out or --force")  # after clear, as in prepare
     out.mkdir(parents=True, exist_ok=True)
     first = all_settings[0]
     shards = sorted({tuple(s["shard"]) for s in all_settings})

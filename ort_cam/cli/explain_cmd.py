@@ -10,7 +10,7 @@ import click
 from ..errors import OrtCamError
 from ..explainer import Explainer
 from ..methods import METHODS, default_methods
-from ..outputs import check_free, write_outputs
+from ..outputs import claim_outputs, write_outputs
 from ..result import COMPLETENESS_GAP, Explanation
 from .options import explain_options, pop_preprocess, reports_errors
 
@@ -109,9 +109,7 @@ def explain(model: Path, images: tuple[Path, ...], out_dir: Path, force: bool,
     images_ = collect_images(images)
     targets = list(kw.pop("target")) or [None]
     stems = unique_stems(images_, len(targets))
-    check_free(out_dir, [s for group in stems for s in group], force)
-    if force and (out_dir / "results.jsonl").exists():
-        (out_dir / "results.jsonl").unlink()
+    claim_outputs(out_dir, [s for group in stems for s in group], force)
     steps, methods = parse_steps(kw.pop("steps")), parse_methods(kw.pop("methods"))
     ex = Explainer(model, kw.pop("layer"), preprocess=pop_preprocess(kw),
                    score=kw.pop("score"), providers=kw.pop("providers"),

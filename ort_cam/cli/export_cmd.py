@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 import onnx
 
-from ..errors import OrtCamError
 from ..export import INPUT_KINDS, export_explainer
+from ..files import refuse_overwrite
 from ..methods import MethodOptions
 from .options import (
     baseline_options,
@@ -76,8 +76,7 @@ def export(model: Path, out: Path, force: bool, **kw) -> None:
         ort-cam export models/demo/demo_cnn.onnx --steps 32 --methods gradcam,rsi \\
             --rsi-rule riemann --out demo_explainer.onnx
     """
-    if out.exists() and not force:
-        raise OrtCamError(f"{out} exists; pass --force to overwrite it")
+    refuse_overwrite(out, force)
     options = {f.name: kw.pop(f.name) for f in fields(MethodOptions) if f.name in kw}
     kw.pop("blur_radius")  # only read by baseline blur, which is refused
     seed = kw.pop("baseline_seed")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from ..files import refuse_overwrite
 from ..grad import LayerInfo, list_layers, split_models
 from ..graph import load_model
 from ..graph.save import data_file, save_model
@@ -86,13 +87,8 @@ def split(model: Path, layer: str, score: str, out_dir: Path, force: bool) -> No
         ort-cam split resnet18.onnx --layer /layer4/layer4.1/relu_1/Relu_output_0 --out cut/
         ort-cam split model.onnx --layer conv5_out --score logit --out cut/ --force
     """
-    targets = [out_dir / name for name in SPLIT_FILES]
-    targets += [data_file(out_dir / name) for name in SPLIT_FILES[:2]]
-    existing = [p.name for p in targets if p.exists()]
-    if existing and not force:
-        raise click.ClickException(
-            f"{out_dir} already holds {', '.join(existing)}; pass --force to overwrite"
-        )
+    names = [*SPLIT_FILES, *(data_file(out_dir / name).name for name in SPLIT_FILES[:2])]
+    refuse_overwrite(out_dir, force, names=names)
     lm = load_model(model)
     models = split_models(lm, layer, score)
     out_dir.mkdir(parents=True, exist_ok=True)
