@@ -36,6 +36,27 @@ class PathState:
     prev_g: np.ndarray | None = None
     ys: np.ndarray = field(default_factory=lambda: np.empty(0))
 
+    @property
+    def a_start(self) -> np.ndarray:
+        """A_0; set before the first ``update`` (the first chunk holds l = 0)."""
+        return _walked(self.a0, "A_0")
+
+    @property
+    def a_end(self) -> np.ndarray:
+        """A_m; set before ``finish`` (and during the ``update`` of the chunk holding l = m)."""
+        return _walked(self.am, "A_m")
+
+    @property
+    def g_end(self) -> np.ndarray:
+        """G_m; set when A_m is."""
+        return _walked(self.gm, "G_m")
+
+
+def _walked(value: np.ndarray | None, name: str) -> np.ndarray:
+    if value is None:  # a reducer read the state before the driver reached that point
+        raise RuntimeError(f"{name} is read before the path walk reached it")
+    return value
+
 
 class Reducer(Protocol):
     """One method's view of the walk: every chunk once (``update``), then the raw map

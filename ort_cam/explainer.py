@@ -22,7 +22,7 @@ from .graph.load import PROBE_BATCH
 from .maps import is_dark, normalize, upsample
 from .methods import METHODS, MethodOptions, default_methods, reporting
 from .preprocess import Preprocess, load_image, resolve_preprocess
-from .result import COMPLETENESS_GAP, Explanation, MethodResult
+from .result import COMPLETENESS_GAP, DEFAULT_STEPS, Explanation, MethodResult
 from .runtime import Runner, make_session, select_providers
 
 LABELS_KEY = "ort_cam.labels"
@@ -173,7 +173,7 @@ class Explainer:
         return scores
 
     # --- explanation --------------------------------------------------------------------
-    def explain(self, image, *, target=None, steps: int | str = 50, baseline="black",
+    def explain(self, image, *, target=None, steps: int | str = DEFAULT_STEPS, baseline="black",
                 methods: Sequence[str] | None = None, baseline_seed: int = 0,
                 blur_radius: float | None = None, **options) -> Explanation:
         """Explain one image (path, PIL image or H×W×3 uint8 array) for one target with
@@ -202,7 +202,7 @@ class Explainer:
         return out
 
     def explain_array(self, x: np.ndarray, *, baseline_array, target=None,
-                      steps: int | str = 50, methods: Sequence[str] | None = None,
+                      steps: int | str = DEFAULT_STEPS, methods: Sequence[str] | None = None,
                       on_chunk=None, **options) -> Explanation:
         """Explain a model-space input ``x`` ([1, ...] or without the batch axis) against a
         model-space baseline (an array, or "zeros")."""

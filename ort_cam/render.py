@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .methods import METHODS
-from .result import COMPLETENESS_GAP, Explanation
+from .result import COMPLETENESS_GAP, GAP_NOTATION_ABOVE, Explanation
 
 COLORMAP = "jet"
 
@@ -25,8 +25,8 @@ def overlay(pixels: np.ndarray, heat: np.ndarray, alpha: float = 0.5,
 def class_text(r: Explanation) -> str:
     """'label (index), score' with a saturated probability written as 1 − (1 − p)."""
     name = f"{r.label} ({r.target})" if r.label else f"class {r.target}"
-    if r.score_mode == "probability" and r.score > 0.999:
-        # saturated: 1 − p says how far, where 4 digits would only show "1"
+    if r.score_mode == "probability" and r.score > GAP_NOTATION_ABOVE:
+        # near 1: 1 − p says how far, where 4 digits would only show "1"
         gap = 1 - r.score
         return f"{name}, p = 1 − {gap:.1e}" if gap > 0 else f"{name}, p = 1 (to float32)"
     return f"{name}, {r.score_mode} {r.score:.4g}"

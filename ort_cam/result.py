@@ -1,4 +1,5 @@
-"""What an explanation returns."""
+"""What an explanation returns, and the numbers that read it: the default path length and the
+two thresholds on probabilities near 1."""
 
 from __future__ import annotations
 
@@ -9,6 +10,19 @@ import numpy as np
 #: The extra that measures how far a path integral is from y_m − y_0; ``steps="auto"``
 #: doubles m until the method that reports it (found through ``METHODS``) is below tolerance.
 COMPLETENESS_GAP = "completeness_gap"
+
+#: Path steps m when none are given (METHODS.md: default 50, the papers use 20..200): the
+#: API's ``steps``, the CLI's ``--steps`` and the audit's spec all read it.
+DEFAULT_STEPS = 50
+
+# Two thresholds on a top probability p near 1, for two different questions:
+#: Is the image *saturated*? The audit splits its images there (summary and report: saturated
+#: when p > SATURATED_ABOVE; audit.json records it as ``saturated_above``).
+SATURATED_ABOVE = 0.99
+#: How is p written? Panels and the demo's report write a probability above this as
+#: "1 − (1 − p)" (e.g. "p = 1 − 2.1e-05"), which shows how close to 1 it is where four
+#: significant digits round to 1.
+GAP_NOTATION_ABOVE = 0.999
 
 
 class PathEnds:

@@ -15,8 +15,8 @@ class GradCam(CamMethod):
     default = True
 
     def finish(self) -> np.ndarray:
-        g = self.state.gm
+        g = self.state.g_end
         if self.options.gradcam_weights == "positive":
             g = np.maximum(g, 0.0)
         weights = g.mean(axis=(1, 2))  # (1/Z) Σ_ij
-        return weighted_map(weights, self.state.am)
+        return weighted_map(weights, self.state.a_end)

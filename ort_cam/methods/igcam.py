@@ -28,7 +28,7 @@ class IntegratedGradCam(CamMethod):
         if self.options.igcam_variant == "paper":
             lo = int(max(0, 1 - ls[0]))  # l >= 1
             s = g[lo:].sum(axis=(2, 3))  # [b, K]
-            delta = (a[lo:] - self.state.a0[None]).reshape(b - lo, k, z)
+            delta = (a[lo:] - self.state.a_start[None]).reshape(b - lo, k, z)
         else:
             hi = int(min(len(ls), self.state.m - ls[0]))  # l <= m - 1
             s = g[:hi].mean(axis=(2, 3))
@@ -38,6 +38,8 @@ class IntegratedGradCam(CamMethod):
         self.total = part if self.total is None else self.total + part
 
     def finish(self) -> np.ndarray:
+        if self.total is None:  # the driver walks at least l = 0, 1 (m >= 1)
+            raise RuntimeError("Integrated Grad-CAM finished before any path point")
         if self.options.igcam_variant == "paper":
-            return self.total / self.state.m
+            return np.asarray(self.total / self.state.m)
         return self.total

@@ -45,15 +45,18 @@ class RsiGradCam(CamMethod):
 
     def finish(self) -> np.ndarray:
         st, ig = self.state, self.ig
+        if ig is None:  # the driver walks at least one pair (l − 1, l) (m >= 1)
+            raise RuntimeError("RSI-Grad-CAM finished before any pair of path points")
+        am = st.a_end
         delta = float(st.ys[-1]) - float(st.ys[0])
         gap = abs(float(ig.sum()) - delta) / max(abs(delta), np.finfo(np.float64).tiny)
         self.extra_values[COMPLETENESS_GAP] = float(gap)
         sel = self.options.rsi_selection
         if sel == "guided":
-            mask = (st.am > 0) & (ig > 0) & (st.am - st.a0 > 0)
+            mask = (am > 0) & (ig > 0) & (am - st.a_start > 0)
         elif sel == "positive":
             mask = ig > 0
         else:
             mask = np.ones_like(ig, dtype=bool)
         weights = np.where(mask, ig, 0.0).mean(axis=(1, 2))  # (1/Z) Σ_ij S·IG
-        return weighted_map(weights, st.am)
+        return weighted_map(weights, am)
