@@ -229,6 +229,38 @@ def test_summary_of_hand_made_records():
         f"1e-{k:02d}": (3 if k <= 8 else 0) for k in range(2, 13)}
 
 
+def test_summary_lines_and_tables_name_the_mask_by_its_share():
+    from ort_cam.audit.report_html import table_rows
+    from ort_cam.audit.summary import summary_lines
+
+    stat = {"n": 2, "mean": 0.123456, "ci95": [0.1, 0.2]}
+    undefined = {"n": 0, "mean": None, "ci95": [None, None]}
+    block = {"images": 2, "metrics": {"rsi": {
+        "average_drop_soft_pct": stat, "increase_soft_pct": stat, "average_drop_mask_pct": stat,
+        "increase_mask_pct": stat, "energy": stat, "bbox": stat, "deletion_auc": undefined,
+        "insertion_auc": stat}}}
+    summary = {"splits": {s: block for s in ("all", "saturated", "unsaturated")}}
+    lines = summary_lines(summary, ["rsi"], top=0.1)
+    assert lines[0] == "all: 2 images"
+    assert lines[1] == (f"  {'RSI-Grad-CAM':22s} drop% 0.123  inc% 0.123  drop%@10 0.123  "
+                        "inc%@10 0.123  energy 0.123  bbox 0.123  del -  ins 0.123")
+    assert len(lines) == 6 and "drop%@15 " in summary_lines(summary, ["rsi"])[1]
+    labels = dict(table_rows(0.25))
+    assert labels["average_drop_mask_pct"] == "Average Drop %, top-25% mask (IG-CAM paper's Drop%)"
+    assert dict(table_rows())["increase_mask_pct"] == (
+        "Increase in Confidence %, top-15% mask (Increase%)")
+
+
+def test_spec_defaults_are_the_shared_constants():
+    from ort_cam.audit.metrics import DELETION_STEPS, MASK_TOP, top_label
+    from ort_cam.result import DEFAULT_STEPS, SATURATED_ABOVE
+
+    d = AuditSpec().as_dict()
+    assert (d["steps"], d["deletion_steps"], d["explanation_top"], d["saturated_above"]) == (
+        DEFAULT_STEPS, DELETION_STEPS, MASK_TOP, SATURATED_ABOVE) == (50, 16, 0.15, 0.99)
+    assert top_label(MASK_TOP) == "top-15%" and top_label(0.333) == "top-33.3%"
+
+
 def test_rolling_window_by_hand():
     x = np.array([0.4, 0.1, 0.3, 0.2])
     y = np.array([5.0, 1.0, 3.0, np.nan])  # sorted by x: 1, nan, 3, 5

@@ -10,6 +10,8 @@ import pytest
 from ort_cam.audit.datasets import (
     Obj,
     Sample,
+    chosen_filters,
+    label_map_for,
     label_map_from_names,
     open_dataset,
     pre_model_skip,
@@ -132,6 +134,23 @@ def test_label_maps(tmp_path):
     with pytest.raises(OrtCamError, match="must map to an index or a list"):
         read_label_map(path)
     assert label_map_from_names(["Cat", "dog", "cat"]) == {"cat": [0, 2], "dog": [1]}
+
+
+def test_label_map_source_file_then_names(tmp_path):
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps({"Bus": 2}))
+    assert label_map_for(path, ["bus", "car", "van"], 3) == {"bus": [2]}  # the file wins
+    assert label_map_for(None, ["bus", "car", "Bus"], 3) == {"bus": [0, 2], "car": [1]}
+    with pytest.raises(OrtCamError, match="pass --label-map or --labels"):
+        label_map_for(None, None, 3)
+    with pytest.raises(OrtCamError, match="outside the model's 0..1"):
+        label_map_for(path, None, 2)
+
+
+def test_chosen_filters():
+    assert chosen_filters() == ()
+    assert chosen_filters(small_box=True, correct=True) == ("correct", "small_box")
+    assert chosen_filters(one_box=True, rsi=True) == ("correct", "one_box", "small_box")
 
 
 def sample(*objs):

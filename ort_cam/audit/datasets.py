@@ -259,11 +259,31 @@ def read_label_map(path: Path, n_classes: int | None = None) -> dict[str, list[i
     return out
 
 
+def label_map_for(path: Path | None, names: Sequence[str] | None = None,
+                  n_classes: int | None = None) -> dict[str, list[int]]:
+    """The label map of an audit: read from the JSON file ``path`` when given, else each of
+    the model's class ``names`` to its index; an error when there is neither."""
+    if path is not None:
+        return read_label_map(path, n_classes)
+    if names:
+        return label_map_from_names(names)
+    raise OrtCamError("no way to turn labels into classes: pass --label-map or --labels "
+                      "(the model stores no class names)")
+
+
 def classes_of(obj: Obj, label_map: dict[str, list[int]]) -> list[int]:
     return label_map.get(obj.label.strip().lower(), [])
 
 
 # --- the RSI paper's filters ----------------------------------------------------------------
+def chosen_filters(correct: bool = False, one_box: bool = False, small_box: bool = False,
+                   rsi: bool = False) -> tuple[str, ...]:
+    """The ``FILTERS`` switched on, in their order; ``rsi`` switches on all three, as in the
+    RSI paper (§4.3.1)."""
+    on = {"correct": correct, "one_box": one_box, "small_box": small_box}
+    return tuple(f for f in FILTERS if on[f] or rsi)
+
+
 def pre_model_skip(sample: Sample, label_map: dict[str, list[int]], filters: Sequence[str],
                    size: tuple[int, int]) -> tuple[str, str] | None:
     """(kind, detail) when ``sample`` is left out before running the model, else None.

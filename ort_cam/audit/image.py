@@ -9,7 +9,6 @@ explainer's memory budget.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,16 +16,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import InputError
+from ..errors import InputError, OrtCamError
 from ..explainer import Explainer
 from ..methods import MethodOptions, default_methods
 from ..outputs import extras_record
-from ..preprocess import load_image
+from ..preprocess import Preprocess, load_image
+from ..result import DEFAULT_STEPS, SATURATED_ABOVE, Explanation, MethodResult
 from . import metrics as M
-from .datasets import Sample, classes_of, pre_model_skip
-from .metrics import THRESHOLDS
+from .datasets import Obj, Sample, classes_of, pre_model_skip
+from .metrics import DELETION_STEPS, MASK_TOP, THRESHOLDS
 
-SATURATED = 0.99
 THUMB = 96
 
 
@@ -34,20 +33,20 @@ THUMB = 96
 class AuditSpec:
     """What is measured, and how (all of it goes into audit.json)."""
 
-    steps: int | str = 50
+    steps: int | str = DEFAULT_STEPS
     methods: tuple[str, ...] = field(default_factory=default_methods)
     baseline: str = "black"
     options: dict = field(default_factory=dict)  # method options, baseline_seed, blur_radius
     filters: tuple[str, ...] = ()
-    deletion_steps: int = 16
-    top: float = 0.15
+    deletion_steps: int = DELETION_STEPS
+    top: float = MASK_TOP
 
     def __post_init__(self) -> None:
         """Resolve the options to every method option and baseline parameter, so that
         defaults given or left out make the same settings."""
         opts = {k: v for k, v in self.options.items() if v is not None}
         seed, blur = opts.pop("baseline_seed", 0), opts.pop("blur_radius", None)
-        self.options = {**dataclasses.asdict(MethodOptions.from_kwargs(**opts)),
+        self.options = {**MethodOptions.from_kwargs(**opts).record(),
                         "baseline_seed": seed, "blur_radius": blur}
         self.methods = tuple(self.methods)
         self.filters = tuple(self.filters)
@@ -57,11 +56,18 @@ class AuditSpec:
                 "options": dict(sorted(self.options.items())), "filters": sorted(self.filters),
                 "deletion_steps": self.deletion_steps, "deletion_value": "black (pixel 0)",
                 "explanation_top": self.top, "thresholds": list(THRESHOLDS),
-                "saturated_above": SATURATED, "probabilities": "softmax of the scores"}
+                "saturated_above": SATURATED_ABOVE, "probabilities": "softmax of the scores"}
 
 
 def skip_record(sample: Sample, kind: str, detail: str, **extra) -> dict:
     return {"key": sample.key, "status": "skipped", "skip": kind, "reason": detail, **extra}
+
+
+def image_preprocess(ex: Explainer) -> Preprocess:
+    """The explainer's image preprocessing; audits need one (they read image files)."""
+    if ex.preprocess is None:
+        raise OrtCamError("the model input is not an image batch; audits need images")
+    return ex.preprocess
 
 
 def probabilities(ex: Explainer, scores: np.ndarray) -> np.ndarray:
@@ -76,9 +82,10 @@ def probabilities(ex: Explainer, scores: np.ndarray) -> np.ndarray:
 def score_images(ex: Explainer, images: np.ndarray, c: int) -> np.ndarray:
     """p_c of every pixel image (K×H×W×3, float 0..255), in batches."""
     batch = max(1, ex.chunk_for(len(images) - 1))
+    pre = image_preprocess(ex)
     out = []
     for i in range(0, len(images), batch):
-        x = ex.preprocess.normalize(images[i:i + batch])
+        x = pre.normalize(images[i:i + batch])
         out.append(probabilities(ex, ex.scores_at(x))[:, c])
     return np.concatenate(out)
 
@@ -98,59 +105,80 @@ def audit_image(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
     mapped = [o for o in sample.objects if classes_of(o, label_map)]
     true = sorted({c for o in mapped for c in classes_of(o, label_map)})
     if "correct" in spec.filters:  # one forward pass decides before the path is walked
-        probs = probabilities(ex, ex.scores_at(ex.preprocess(image)))[0]
-        c = int(np.argmax(probs))
-        if c not in true:
-            label = ex.labels[c] if ex.labels and c < len(ex.labels) else None
-            return skip_record(sample, "wrong prediction", f"predicted {label or c}",
-                               target=c, label=label, p=float(probs[c]),
-                               true_labels=sorted({o.label for o in mapped}),
-                               true_classes=true, correct=False)
+        wrong = wrong_prediction(ex, sample, image, mapped, true)
+        if wrong:
+            return wrong
     r = ex.explain(image, steps=spec.steps, baseline=spec.baseline, methods=spec.methods,
                    **spec.options)
-    probs = probabilities(ex, r.scores)
-    c, p = r.target, float(probs[r.target])
+    c, p = r.target, float(probabilities(ex, r.scores)[r.target])
     head = {"key": sample.key, "target": c, "label": r.label, "p": p,
             "true_labels": sorted({o.label for o in mapped}), "true_classes": true,
             "correct": c in true}
     hits = [o for o in mapped if c in classes_of(o, label_map)] or mapped
-    pre = ex.preprocess
+    pre = image_preprocess(ex)
     boxes = [pre.map_box(o.box, size) for o in hits]
     region = M.boxes_mask(pre.size, boxes)
     if not region.any():
         return skip_record(sample, "box outside the view", "the box lies outside the "
                            "model's input after the resize/crop", **head)
+    pixels = _pixels(r)
     rec = {**head, "status": "ok", "size": list(size), "objects": len(sample.objects),
            "boxes": [list(b) for b in boxes], "region_fraction": float(region.mean()),
-           "saturated": p > SATURATED, "steps": r.steps,
-           **extras_record(r), "methods": {}}
-    pixels = r.pixels
-    k = spec.deletion_steps
-    for name, res in r.methods.items():  # one method at a time: 2k + 4 images in memory
-        deletion, insertion = M.deletion_insertion_images(pixels, res.map, k)
-        images = np.concatenate([M.explanation_map(pixels, res.map, "soft")[None],
-                                 M.explanation_map(pixels, res.map, "mask", spec.top)[None],
-                                 deletion, insertion])
-        scores = score_images(ex, images, c)
-        o_soft, o_mask = float(scores[0]), float(scores[1])
-        dele, ins = scores[2:3 + k], scores[3 + k:]
-        regions = M.region_scores(res.map, region, THRESHOLDS)
-        rec["methods"][name] = {
-            "energy": M.pixel_energy(res.map, region), "bbox": M.bbox_score(res.map, region),
-            **regions,
-            "raw_min": float(res.raw.min()), "raw_max": float(res.raw.max()),
-            "raw_mean": float(res.raw.mean()), "dark": bool(res.dark),
-            "o_soft": o_soft, "o_mask": o_mask,
-            "drop_soft": max(0.0, p - o_soft) / p, "drop_mask": max(0.0, p - o_mask) / p,
-            "increase_soft": bool(p < o_soft), "increase_mask": bool(p < o_mask),
-            "deletion": [float(v) for v in dele], "insertion": [float(v) for v in ins],
-            "deletion_auc": M.curve_auc(dele), "insertion_auc": M.curve_auc(ins),
-        }
+           "saturated": p > SATURATED_ABOVE, "steps": r.steps,
+           **extras_record(r),
+           "methods": {name: method_metrics(ex, pixels, res, region, c, p, spec)
+                       for name, res in r.methods.items()}}  # one at a time: 2k + 4 images
     if thumbs is not None:
         rec["thumb"] = save_thumb(thumbs, sample.key, pixels,
                                   {n: m.map for n, m in r.methods.items()})
     rec["seconds"] = round(time.perf_counter() - t0, 3)
     return rec
+
+
+def wrong_prediction(ex: Explainer, sample: Sample, image: Image.Image, mapped: list[Obj],
+                     true: list[int]) -> dict | None:
+    """The skip record of the ``correct`` filter when the predicted class is none of
+    ``true``, else None (one forward pass)."""
+    probs = probabilities(ex, ex.scores_at(image_preprocess(ex)(image)))[0]
+    c = int(np.argmax(probs))
+    if c in true:
+        return None
+    label = ex.labels[c] if ex.labels and c < len(ex.labels) else None
+    return skip_record(sample, "wrong prediction", f"predicted {label or c}",
+                       target=c, label=label, p=float(probs[c]),
+                       true_labels=sorted({o.label for o in mapped}),
+                       true_classes=true, correct=False)
+
+
+def _pixels(r: Explanation) -> np.ndarray:
+    if r.pixels is None:  # explain() of an image always keeps the pixels it saw
+        raise RuntimeError("the explanation kept no pixel image")
+    return r.pixels
+
+
+def method_metrics(ex: Explainer, pixels: np.ndarray, res: MethodResult, region: np.ndarray,
+                   c: int, p: float, spec: AuditSpec) -> dict:
+    """Every metric of one method's map: the soft and the mask explanation maps and the
+    deletion and insertion curves re-scored (p_c of each), energy, Bbox, IoU/IoB/IoR."""
+    k = spec.deletion_steps
+    deletion, insertion = M.deletion_insertion_images(pixels, res.map, k)
+    images = np.concatenate([M.explanation_map(pixels, res.map, "soft")[None],
+                             M.explanation_map(pixels, res.map, "mask", spec.top)[None],
+                             deletion, insertion])
+    scores = score_images(ex, images, c)
+    o_soft, o_mask = float(scores[0]), float(scores[1])
+    dele, ins = scores[2:3 + k], scores[3 + k:]
+    return {
+        "energy": M.pixel_energy(res.map, region), "bbox": M.bbox_score(res.map, region),
+        **M.region_scores(res.map, region, THRESHOLDS),
+        "raw_min": float(res.raw.min()), "raw_max": float(res.raw.max()),
+        "raw_mean": float(res.raw.mean()), "dark": bool(res.dark),
+        "o_soft": o_soft, "o_mask": o_mask,
+        "drop_soft": max(0.0, p - o_soft) / p, "drop_mask": max(0.0, p - o_mask) / p,
+        "increase_soft": bool(p < o_soft), "increase_mask": bool(p < o_mask),
+        "deletion": [float(v) for v in dele], "insertion": [float(v) for v in ins],
+        "deletion_auc": M.curve_auc(dele), "insertion_auc": M.curve_auc(ins),
+    }
 
 
 def thumb_name(key: str) -> str:
@@ -165,15 +193,15 @@ def save_thumb(folder: Path, key: str, pixels: np.ndarray, maps: dict[str, np.nd
     h, w = pixels.shape[:2]
     s = min(1.0, THUMB / max(h, w))
     size = (max(1, round(w * s)), max(1, round(h * s)))
-    arrays = {"pixels": np.asarray(Image.fromarray(pixels).resize(size, Image.BILINEAR)),
+    arrays = {"pixels": np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR)),
               "scale": np.array([size[0] / w, size[1] / h])}
     for name, m in maps.items():
         small = Image.fromarray((np.clip(m, 0, 1) * 255).round().astype(np.uint8))
-        arrays[name] = np.asarray(small.resize(size, Image.BILINEAR))
+        arrays[name] = np.asarray(small.resize(size, Image.Resampling.BILINEAR))
     folder.mkdir(parents=True, exist_ok=True)
     name = thumb_name(key)
     tmp = folder / (name + ".tmp")
     with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
+        np.savez_compressed(fh, allow_pickle=False, **arrays)
     tmp.replace(folder / name)
     return name

@@ -15,6 +15,17 @@ Box = Sequence[float] | np.ndarray
 #: Per-image scores or a curve's points: a sequence or a 1-D array.
 Values = Sequence[float] | np.ndarray
 
+#: Share of the map's pixels the ``mask`` explanation map keeps (Integrated Grad-CAM paper's
+#: Table 1: the top 15%); ``top_label`` names it in tables and printouts.
+MASK_TOP = 0.15
+#: Steps of the deletion and insertion curves (s = 0..steps), unless asked otherwise.
+DELETION_STEPS = 16
+
+
+def top_label(top: float = MASK_TOP) -> str:
+    """"top-15%" for ``top`` = 0.15: the mask explanation map's name."""
+    return f"top-{100 * top:g}%"
+
 
 def box_mask(shape: tuple[int, int], box: Box) -> np.ndarray:
     """Boolean H×W mask of ``box`` clipped to the grid."""
@@ -79,7 +90,7 @@ def bbox_score(saliency: np.ndarray, box: Box) -> float:
 
 
 def explanation_map(pixels: np.ndarray, saliency: np.ndarray, kind: str = "soft",
-                    top: float = 0.15) -> np.ndarray:
+                    top: float = MASK_TOP) -> np.ndarray:
     """E in pixel space: ``soft`` = L ⊙ I per channel (RSI paper); ``mask`` = I on the top
     ``top`` share of pixels of L, black elsewhere (Integrated Grad-CAM paper's Table 1)."""
     img = pixels.astype(np.float64)

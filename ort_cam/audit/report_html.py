@@ -13,15 +13,16 @@ from pathlib import Path
 import numpy as np
 
 from ..methods import METHODS
-from .metrics import DARK_EPS, THRESHOLDS
+from .metrics import DARK_EPS, MASK_TOP, THRESHOLDS, top_label
 from .store import THUMBS
 from .summary import SPLITS, split_records
 
-#: Rows of the summary tables: (summary name, label); ``table_rows`` adds the methods' extras.
+#: Rows of the summary tables: (summary name, label); ``table_rows`` names the mask rows by the
+#: mask's share and adds the methods' extras.
 TABLE = [("average_drop_soft_pct", "Average Drop %, soft map E = L ⊙ I (lower is better)"),
          ("increase_soft_pct", "Increase in Confidence %, soft map (higher is better)"),
-         ("average_drop_mask_pct", "Average Drop %, top-15% mask (IG-CAM paper's Drop%)"),
-         ("increase_mask_pct", "Increase in Confidence %, top-15% mask (Increase%)"),
+         ("average_drop_mask_pct", "Average Drop %, {top} mask (IG-CAM paper's Drop%)"),
+         ("increase_mask_pct", "Increase in Confidence %, {top} mask (Increase%)"),
          ("energy", "Pixel energy in box (EBPG)"), ("bbox", "Bbox score"),
          ("iou@0.5", "IoU at t = 0.5"), ("iob@0.5", "IoB at t = 0.5"),
          ("ior@0.5", "IoR at t = 0.5"),
@@ -243,13 +244,15 @@ def _color(method: str) -> str | None:
     return METHODS[method].color if method in METHODS else None
 
 
-def table_rows() -> list[tuple[str, str]]:
-    """TABLE, then a row per extra scalar of the registered methods ("RSI completeness gap")."""
+def table_rows(top: float = MASK_TOP) -> list[tuple[str, str]]:
+    """TABLE with the mask named by its share ``top`` ("top-15% mask"), then a row per extra
+    scalar of the registered methods ("RSI completeness gap")."""
     extras: dict[str, str] = {}
     for cls in METHODS.values():
         for e in cls.extras:  # the first method reporting an extra names its row
             extras.setdefault(e, f"{cls.short} {e.replace('_', ' ')}")
-    return TABLE + list(extras.items())
+    return [(name, label.format(top=top_label(top))) for name, label in TABLE] + list(
+        extras.items())
 
 
 def _cell(stat: dict | None, images: int) -> str:
@@ -261,21 +264,22 @@ def _cell(stat: dict | None, images: int) -> str:
     return f"<td>{stat['mean']:.3g}{n}{ci}</td>"
 
 
-def summary_table(summary: dict, methods) -> str:
+def summary_table(summary: dict, methods: list[str], top: float = MASK_TOP) -> str:
     """One table: a row per metric; per split (all, saturated, unsaturated) a column per
-    method with the mean and its 95% CI (n shown where it differs from the split's count)."""
+    method with the mean and its 95% CI (n shown where it differs from the split's count);
+    ``top``: the mask explanation map's share."""
     blocks = [summary["splits"][s] for s in SPLITS]
-    top = "".join(
+    heads = "".join(
         f"<th colspan={len(methods)}>{s}: {b['images']} images"
         + (f", correct {100 * b['correct']['mean']:.0f}%" if b["correct"]["mean"] is not None
            else "") + "</th>" for s, b in zip(SPLITS, blocks))
     names = "".join(f"<th>{html.escape(_title(m))}</th>" for m in methods) * len(SPLITS)
     rows = []
-    for name, label in table_rows():
+    for name, label in table_rows(top):
         cells = "".join(_cell(b["metrics"][m].get(name), b["images"])
                         for b in blocks for m in methods)
         rows.append(f"<tr><th class=l>{html.escape(label)}</th>{cells}</tr>")
-    return (f"<table><tr><th rowspan=2></th>{top}</tr><tr>{names}</tr>"
+    return (f"<table><tr><th rowspan=2></th>{heads}</tr><tr>{names}</tr>"
             f"{''.join(rows)}</table>")
 
 
@@ -292,49 +296,16 @@ def write_html(out: Path, settings: dict, summary: dict, records: list[dict]) ->
     splits = split_records(records)
     recs = splits["all"]
     w = window_size(len(recs))
-    shown: set[str] = set()
     about = settings.get("about", {})
-    imgs = summary["images"]
-    skipped = ", ".join(f"{k}: {v}" for k, v in imgs["skipped"].items()) or "none"
-    meta = [("model", f"{about.get('model', '?')} (sha256 {settings['model_sha256'][:12]}…)"),
-            ("layer", settings["layer"]), ("score differentiated", settings["score"]),
-            ("preprocessing", json.dumps(settings["preprocess"])),
-            ("dataset", f"{about.get('dataset_path', '?')} ({settings['dataset']['format']}, "
-                        f"{imgs['in_dataset']} images)"),
-            ("shard", "/".join(map(str, imgs["shard"]))
-             + (f" (merged from shards {about['merged_shards']})"
-                if about.get("merged_shards") else "")),
-            ("audited", f"{imgs['audited']} images; skipped: {skipped}"),
-            ("filters", ", ".join(settings["filters"]) or "none"),
-            ("path", f"steps {settings['steps']}, baseline {settings['baseline']}, "
-                     f"options {json.dumps(settings['options'])}"),
-            ("deletion / insertion", f"{settings['deletion_steps']} steps; deleted pixels "
-             "and the insertion canvas are black (pixel value 0, the black baseline); ties "
-             "in the map are ordered by pixel position"),
-            ("probabilities", "every Y_c, O_c and curve value is the softmax probability of "
-             "the predicted class c, whatever score is differentiated"),
-            ("saturated", f"top probability > {settings['saturated_above']}"),
-            ("rolling window", f"{w} images (8% of {len(recs)}, between 5 and 1000; "
-                               "the paper used 1000 of 12,525)")]
     parts = [f"<h1>ort_cam audit: {html.escape(str(about.get('model', '')))}</h1>",
              "<table class=meta>" + "".join(
                  f"<tr><th class=l>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-                 for k, v in meta) + "</table>",
-             "<h2>Summary: mean and [95% CI]</h2>", summary_table(summary, methods)]
+                 for k, v in meta_rows(settings, summary, w)) + "</table>",
+             "<h2>Summary: mean and [95% CI]</h2>",
+             summary_table(summary, methods, settings["explanation_top"])]
+    shown: set[str] = set()
     if recs:
-        parts += [
-            "<h2>IoU, IoB and IoR against the threshold</h2>",
-            f"<img src='data:image/png;base64,{plot_thresholds(recs, methods)}'>",
-            "<h2>Mean raw map values (RSI paper Fig 13)</h2>",
-            f"<img src='data:image/png;base64,{plot_raw_means(splits, methods)}'>",
-            "<h2>Dark maps against ε (Fig 15)</h2>",
-            f"<img src='data:image/png;base64,{plot_dark(summary, methods)}'>",
-            f"<h2>Metrics against predicted probability p (logit axis), rolling mean over {w} "
-            "images (Figs 16–21)</h2>",
-            f"<img src='data:image/png;base64,{plot_rolling(recs, methods, w)}'>",
-            "<h2>Deletion and insertion curves (mean over images)</h2>",
-            f"<img src='data:image/png;base64,{plot_curves(recs, methods)}'>",
-            "<h2>Best and worst images per method (by pixel energy in the box)</h2>"]
+        parts += plot_sections(splits, summary, methods, w)
         for method in methods:
             rows = gallery_records(out, recs, method)
             shown |= {r["thumb"] for _, items in rows for _, r in items}
@@ -349,6 +320,52 @@ def write_html(out: Path, settings: dict, summary: dict, records: list[dict]) ->
     (out / "report.html").write_text(page, encoding="utf-8")
     return shown
 
+
+def meta_rows(settings: dict, summary: dict, w: int) -> list[tuple[str, str]]:
+    """The report's first table: what was audited, and how (``w``: the rolling window)."""
+    about = settings.get("about", {})
+    imgs = summary["images"]
+    skipped = ", ".join(f"{k}: {v}" for k, v in imgs["skipped"].items()) or "none"
+    return [
+        ("model", f"{about.get('model', '?')} (sha256 {settings['model_sha256'][:12]}…)"),
+        ("layer", settings["layer"]), ("score differentiated", settings["score"]),
+        ("preprocessing", json.dumps(settings["preprocess"])),
+        ("dataset", f"{about.get('dataset_path', '?')} ({settings['dataset']['format']}, "
+                    f"{imgs['in_dataset']} images)"),
+        ("shard", "/".join(map(str, imgs["shard"]))
+         + (f" (merged from shards {about['merged_shards']})"
+            if about.get("merged_shards") else "")),
+        ("audited", f"{imgs['audited']} images; skipped: {skipped}"),
+        ("filters", ", ".join(settings["filters"]) or "none"),
+        ("path", f"steps {settings['steps']}, baseline {settings['baseline']}, "
+                 f"options {json.dumps(settings['options'])}"),
+        ("deletion / insertion", f"{settings['deletion_steps']} steps; deleted pixels "
+         "and the insertion canvas are black (pixel value 0, the black baseline); ties "
+         "in the map are ordered by pixel position"),
+        ("probabilities", "every Y_c, O_c and curve value is the softmax probability of "
+         "the predicted class c, whatever score is differentiated"),
+        ("saturated", f"top probability > {settings['saturated_above']}"),
+        ("rolling window", f"{w} images (8% of {imgs['audited']}, between 5 and 1000; "
+                           "the paper used 1000 of 12,525)")]
+
+
+def plot_sections(splits: dict[str, list[dict]], summary: dict, methods: list[str],
+                  w: int) -> list[str]:
+    """The plots, each under its heading, up to the gallery."""
+    recs = splits["all"]
+
+    def img(png: str) -> str:
+        return f"<img src='data:image/png;base64,{png}'>"
+
+    return [
+        "<h2>IoU, IoB and IoR against the threshold</h2>", img(plot_thresholds(recs, methods)),
+        "<h2>Mean raw map values (RSI paper Fig 13)</h2>", img(plot_raw_means(splits, methods)),
+        "<h2>Dark maps against ε (Fig 15)</h2>", img(plot_dark(summary, methods)),
+        f"<h2>Metrics against predicted probability p (logit axis), rolling mean over {w} "
+        "images (Figs 16–21)</h2>", img(plot_rolling(recs, methods, w)),
+        "<h2>Deletion and insertion curves (mean over images)</h2>",
+        img(plot_curves(recs, methods)),
+        "<h2>Best and worst images per method (by pixel energy in the box)</h2>"]
 
 
 def prune_thumbs(out: Path, keep: set[str]) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from .._version import __version__
 from ..errors import OrtCamError
 from ..files import refuse_overwrite
-from .datasets import Dataset, Sample
+from .datasets import Dataset, Sample, label_map_for, open_dataset
 from .store import (
     ABOUT,
     MADE,
@@ -217,12 +217,10 @@ def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
     indices. A KeyboardInterrupt leaves every finished image on disk (rerun to resume)."""
     import hashlib
 
-    from .image import audit_image
+    from .image import audit_image, image_preprocess
 
-    if ex.preprocess is None:
-        raise OrtCamError("the model input is not an image batch; audits need images")
     measured = {"model_sha256": model_sha256, "layer": ex.layer, "score": ex.score_mode,
-                "preprocess": json.loads(ex.preprocess.to_json()),
+                "preprocess": json.loads(image_preprocess(ex).to_json()),
                 "label_map_sha256": hashlib.sha256(
                     json.dumps(label_map, sort_keys=True).encode()).hexdigest(),
                 **spec.as_dict()}
@@ -233,6 +231,29 @@ def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
     run(samples, done, Path(out),
         lambda s, thumbs: audit_image(ex, s, label_map, spec, thumbs), progress)
     return make_report(Path(out), html_page)
+
+
+def audit_model(model: str | os.PathLike[str], dataset: str | os.PathLike[str],
+                out: str | os.PathLike[str], *, spec: AuditSpec | None = None,
+                layer: str | None = None, fmt: str = "auto", images: Path | None = None,
+                label_map: Path | None = None, shard: str | None = None,
+                preprocess: dict | str | None = None, runtime: dict | None = None,
+                force: bool = False, html_page: bool = True, progress: bool = True) -> dict:
+    """The audit from files: ``model`` explained at ``layer`` over ``dataset`` (its format
+    ``fmt``, image folder ``images``: see ``datasets.open_dataset``), labels mapped to classes
+    by the JSON file ``label_map`` or else the class names, ``shard`` "i/n" or all of it;
+    ``preprocess`` and ``runtime`` (score, providers, threads, labels, chunk_size) go to the
+    ``Explainer``. The rest as ``audit_dataset``; returns the summary."""
+    from ..explainer import Explainer
+    from .image import AuditSpec
+
+    part = parse_shard(shard)
+    data = open_dataset(Path(dataset), fmt, images)
+    ex = Explainer(model, layer, preprocess=preprocess, **(runtime or {}))
+    mapping = label_map_for(label_map, ex.labels, ex.n_classes)
+    return audit_dataset(ex, data, Path(out), label_map=mapping, spec=spec or AuditSpec(),
+                         model_sha256=file_sha256(Path(model)), shard=part, force=force,
+                         progress=progress, about={"model": str(model)}, html_page=html_page)
 
 
 def make_report(out: Path, html_page: bool = True) -> dict:

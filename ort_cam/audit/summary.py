@@ -1,6 +1,6 @@
 """The audit's summary: mean and 95% confidence interval of every metric per method, over all
-audited images and split into saturated (p > 0.99) and unsaturated ones; written as
-summary.json and summary.csv.
+audited images and split into saturated (p > 0.99, ``result.SATURATED_ABOVE``) and unsaturated
+ones; written as summary.json and summary.csv, and told in a few lines (``summary_lines``).
 
 The interval is Student's t: mean ± t(0.975, n − 1) · s / √n (s the sample standard deviation;
 for 0/1 metrics such as Increase in Confidence this is the usual normal-approximation interval),
@@ -23,7 +23,7 @@ import numpy as np
 
 from ..methods import METHODS
 from ..result import COMPLETENESS_GAP
-from .metrics import DARK_EPS, THRESHOLDS
+from .metrics import DARK_EPS, MASK_TOP, THRESHOLDS
 
 #: t(0.975, df) for df = 1..30, then 40, 60, 120, ∞ (interpolated in 1/df in between).
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -32,20 +32,14 @@ _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
 _T975_TAIL = [(30, 2.042), (40, 2.021), (60, 2.000), (120, 1.980), (math.inf, 1.960)]
 
 SPLITS = ("all", "saturated", "unsaturated")
-#: summary name -> (record field, label in the report)
-METRICS: dict[str, tuple[str, str]] = {
-    "average_drop_soft": ("drop_soft", "Average Drop (soft map)"),
-    "increase_soft": ("increase_soft", "Increase in Confidence (soft map)"),
-    "average_drop_mask": ("drop_mask", "Average Drop (top-15% mask)"),
-    "increase_mask": ("increase_mask", "Increase in Confidence (top-15% mask)"),
-    "energy": ("energy", "Pixel energy in box (EBPG)"),
-    "bbox": ("bbox", "Bbox score"),
-    **{f"{m}@{t}": (m, f"{m.upper()} at t = {t}") for m in ("iou", "iob", "ior")
-       for t in THRESHOLDS},
-    "deletion_auc": ("deletion_auc", "Deletion AUC (lower is better)"),
-    "insertion_auc": ("insertion_auc", "Insertion AUC (higher is better)"),
-    "raw_mean": ("raw_mean", "Mean of the raw map"),
-    "dark": ("dark", "Dark maps (share)"),
+#: summary name -> the record field it is read from (report_html.table_rows names the rows).
+METRICS: dict[str, str] = {
+    "average_drop_soft": "drop_soft", "increase_soft": "increase_soft",
+    "average_drop_mask": "drop_mask", "increase_mask": "increase_mask",
+    "energy": "energy", "bbox": "bbox",
+    **{f"{m}@{t}": m for m in ("iou", "iob", "ior") for t in THRESHOLDS},
+    "deletion_auc": "deletion_auc", "insertion_auc": "insertion_auc",
+    "raw_mean": "raw_mean", "dark": "dark",
 }
 #: Metrics outside 0..1; every other one is a share or a probability, and its interval is
 #: clipped to 0..1.
@@ -87,7 +81,7 @@ def mean_ci(values, bounds: tuple[float, float] | None = None) -> dict:
 
 def metric_values(records: list[dict], method: str, name: str) -> list:
     """Per-image values of summary metric ``name`` for ``method``."""
-    field, _ = METRICS[name]
+    field = METRICS[name]
     out = []
     for r in records:
         m = r["methods"].get(method)
@@ -108,32 +102,34 @@ def split_records(records: list[dict]) -> dict[str, list[dict]]:
 
 def summarize(settings: dict, records: list[dict]) -> dict:
     """summary.json: image counts, then per split the metrics per method and dark counts."""
-    methods = settings["methods"]
     skipped = Counter(r.get("skip") for r in records if r.get("status") == "skipped")
-    out = {"images": {"in_dataset": settings["dataset"]["images"],
-                      "shard": settings["shard"], "lines": len(records),
-                      "audited": sum(r.get("status") == "ok" for r in records),
-                      "skipped": dict(sorted(skipped.items()))},
-           "splits": {}}
-    for split, recs in split_records(records).items():
-        block = {"images": len(recs),
-                 "correct": mean_ci([float(r["correct"]) for r in recs]),
-                 "metrics": {}, "dark_counts": {}}
-        for method in methods:
-            ms = {name: mean_ci(metric_values(recs, method, name),
-                                None if name in UNBOUNDED else (0.0, 1.0))
-                  for name in METRICS}
-            for name in PERCENT:
-                ms[f"{name}_pct"] = _scaled(ms[name], 100.0)
-            for extra in _extras_of(method):
-                ms[extra] = mean_ci([r.get(extra) for r in recs], EXTRA_BOUNDS.get(extra))
-            block["metrics"][method] = ms
-            ranges = [r["methods"][method]["raw_max"] - r["methods"][method]["raw_min"]
-                      for r in recs if method in r["methods"]]
-            block["dark_counts"][method] = {f"{e:.0e}": int(sum(x < e for x in ranges))
-                                            for e in DARK_EPS}
-        out["splits"][split] = block
-    return out
+    return {"images": {"in_dataset": settings["dataset"]["images"],
+                       "shard": settings["shard"], "lines": len(records),
+                       "audited": sum(r.get("status") == "ok" for r in records),
+                       "skipped": dict(sorted(skipped.items()))},
+            "splits": {split: split_block(recs, settings["methods"])
+                       for split, recs in split_records(records).items()}}
+
+
+def split_block(recs: list[dict], methods: list[str]) -> dict:
+    """One split of summary.json: its image count, the share correct, and per method every
+    metric (with the percent forms and the method's extras) and the dark counts per ε."""
+    metrics: dict[str, dict] = {}
+    dark_counts: dict[str, dict[str, int]] = {}
+    for method in methods:
+        ms = {name: mean_ci(metric_values(recs, method, name),
+                            None if name in UNBOUNDED else (0.0, 1.0))
+              for name in METRICS}
+        for name in PERCENT:
+            ms[f"{name}_pct"] = _scaled(ms[name], 100.0)
+        for extra in _extras_of(method):
+            ms[extra] = mean_ci([r.get(extra) for r in recs], EXTRA_BOUNDS.get(extra))
+        metrics[method] = ms
+        ranges = [r["methods"][method]["raw_max"] - r["methods"][method]["raw_min"]
+                  for r in recs if method in r["methods"]]
+        dark_counts[method] = {f"{e:.0e}": int(sum(x < e for x in ranges)) for e in DARK_EPS}
+    return {"images": len(recs), "correct": mean_ci([float(r["correct"]) for r in recs]),
+            "metrics": metrics, "dark_counts": dark_counts}
 
 
 def _extras_of(method: str) -> tuple[str, ...]:
@@ -160,3 +156,28 @@ def write_summary(out: Path, summary: dict) -> None:
 
 def _num(x) -> str:
     return "" if x is None else f"{x:.6g}"
+
+
+def shown_metrics(top: float = MASK_TOP) -> list[tuple[str, str]]:
+    """(short name, summary metric) of what ``summary_lines`` tells per method; the mask
+    metrics are named by the mask's share (``drop%@15`` for the top 15%)."""
+    at = f"@{100 * top:g}"
+    return [("drop%", "average_drop_soft_pct"), ("inc%", "increase_soft_pct"),
+            (f"drop%{at}", "average_drop_mask_pct"), (f"inc%{at}", "increase_mask_pct"),
+            ("energy", "energy"), ("bbox", "bbox"), ("del", "deletion_auc"),
+            ("ins", "insertion_auc")]
+
+
+def summary_lines(summary: dict, methods: list[str], top: float = MASK_TOP) -> list[str]:
+    """Per split its image count, then a line per method with the means of
+    ``shown_metrics`` (``-`` where undefined); what ``ort-cam audit`` prints."""
+    lines = []
+    for split in SPLITS:
+        block = summary["splits"][split]
+        lines.append(f"{split}: {block['images']} images")
+        for m in methods:
+            ms = block["metrics"][m]
+            vals = [(short, ms[name]["mean"]) for short, name in shown_metrics(top)]
+            lines.append(f"  {METHODS[m].title:22s} " + "  ".join(
+                f"{k} {'-' if v is None else f'{v:.3g}'}" for k, v in vals))
+    return lines

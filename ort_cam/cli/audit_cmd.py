@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import OrtCamError
+from ..audit.datasets import SMALL_BOX
+from ..audit.metrics import DELETION_STEPS
 from .explain_cmd import parse_methods, parse_steps
 from .options import (
     _compose,
@@ -37,32 +38,11 @@ dataset_options = _compose(
                  help="Keep images whose predicted class is one of the true classes."),
     click.option("--one-box", is_flag=True, help="Keep images with exactly one box."),
     click.option("--small-box", is_flag=True,
-                 help="Keep images whose boxes each cover less than 50% of the image."),
+                 help=f"Keep images whose boxes each cover less than {100 * SMALL_BOX:g}% of "
+                      "the image."),
     click.option("--rsi-filters", is_flag=True,
                  help="All three filters, as in the RSI paper (§4.3.1)."),
 )
-
-
-#: What the command prints per method: (short name, summary metric).
-SHOWN = [("drop%", "average_drop_soft_pct"), ("inc%", "increase_soft_pct"),
-         ("drop%@15", "average_drop_mask_pct"), ("inc%@15", "increase_mask_pct"),
-         ("energy", "energy"), ("bbox", "bbox"), ("del", "deletion_auc"),
-         ("ins", "insertion_auc")]
-
-
-def _summary_lines(summary: dict, methods: list[str]) -> list[str]:
-    from ..methods import METHODS
-
-    lines = []
-    for split in ("all", "saturated", "unsaturated"):
-        block = summary["splits"][split]
-        lines.append(f"{split}: {block['images']} images")
-        for m in methods:
-            ms = block["metrics"][m]
-            vals = [(short, ms[name]["mean"]) for short, name in SHOWN]
-            lines.append(f"  {METHODS[m].title:22s} " + "  ".join(
-                f"{k} {'-' if v is None else f'{v:.3g}'}" for k, v in vals))
-    return lines
 
 
 @click.command()
@@ -76,7 +56,8 @@ def _summary_lines(summary: dict, methods: list[str]) -> list[str]:
 @dataset_options
 @click.option("--shard", default=None, metavar="i/n",
               help="Audit only shard i of n (1-based; every n-th image in key order).")
-@click.option("--deletion-steps", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--deletion-steps", type=click.IntRange(min=1), default=DELETION_STEPS,
+              show_default=True,
               help="Steps of the deletion and insertion curves.")
 @click.option("--force", is_flag=True,
               help="Start over: remove what an earlier audit wrote in DIR.")
@@ -117,40 +98,28 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
         ort-cam audit model.onnx boxes.csv --layer conv5_out --rsi-filters --out audit/
         ort-cam audit model.onnx coco.json --shard 2/4 --out audit-2/
     """
-    from ..audit.datasets import label_map_from_names, open_dataset, read_label_map
+    from ..audit.datasets import chosen_filters
     from ..audit.image import AuditSpec
-    from ..audit.run import audit_dataset, file_sha256, parse_shard
-    from ..explainer import Explainer
+    from ..audit.run import audit_model
+    from ..audit.summary import summary_lines
 
-    shard_ = parse_shard(shard)
     steps, methods = parse_steps(kw.pop("steps")), parse_methods(kw.pop("methods"))
-    data = open_dataset(dataset, fmt, images_dir)
     preprocess = pop_preprocess(kw)
     runtime = {k: kw.pop(k) for k in ("score", "providers", "threads", "labels", "chunk_size")}
-    baseline = kw.pop("baseline")
-    options = {k: v for k, v in kw.items() if v is not None}  # the method options
-    filters = {"correct": correct_only or rsi_filters, "one_box": one_box or rsi_filters,
-               "small_box": small_box or rsi_filters}
-    spec = AuditSpec(steps=steps, methods=tuple(methods), baseline=baseline, options=options,
-                     filters=tuple(f for f, on in filters.items() if on),
+    spec = AuditSpec(steps=steps, methods=tuple(methods), baseline=kw.pop("baseline"),
+                     options=kw,  # what is left: the method options
+                     filters=chosen_filters(correct_only, one_box, small_box, rsi_filters),
                      deletion_steps=deletion_steps)
-    ex = Explainer(model, layer, preprocess=preprocess, **runtime)
-    if label_map is not None:
-        mapping = read_label_map(label_map, ex.n_classes)
-    elif ex.labels:
-        mapping = label_map_from_names(ex.labels)
-    else:
-        raise OrtCamError("no way to turn labels into classes: pass --label-map or --labels "
-                          "(the model stores no class names)")
     try:
-        summary = audit_dataset(ex, data, out_dir, label_map=mapping, spec=spec,
-                                model_sha256=file_sha256(model), shard=shard_, force=force,
-                                about={"model": str(model)}, html_page=not no_report)
+        summary = audit_model(model, dataset, out_dir, spec=spec, layer=layer, fmt=fmt,
+                              images=images_dir, label_map=label_map, shard=shard,
+                              preprocess=preprocess, runtime=runtime, force=force,
+                              html_page=not no_report)
     except KeyboardInterrupt:
         raise click.ClickException(
             f"interrupted; every finished image is in {out_dir}/results.jsonl: rerun the same "
             "command to resume") from None
-    for line in _summary_lines(summary, methods):
+    for line in summary_lines(summary, methods, spec.top):
         click.echo(line)
     made = "summary.json and summary.csv" + ("" if no_report else " and report.html")
     click.echo(f"wrote {out_dir}/{made}")

@@ -13,13 +13,15 @@ from ..explainer import Explainer
 from ..methods import METHODS
 from ..outputs import write_outputs
 from ..render import class_text
+from ..result import DEFAULT_STEPS
 from .options import reports_errors
 
 
 @click.command()
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
               default=Path("ort-cam-demo"), show_default=True, help="Where to write panels.")
-@click.option("--steps", type=int, default=50, show_default=True, help="Path steps m.")
+@click.option("--steps", type=int, default=DEFAULT_STEPS, show_default=True,
+              help="Path steps m.")
 @click.option("--force", is_flag=True, help="Write into --out even if it holds other files.")
 @reports_errors
 def demo(out: Path, steps: int, force: bool) -> None:

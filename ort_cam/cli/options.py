@@ -12,6 +12,7 @@ import click
 
 from ..errors import OrtCamError
 from ..grad import SCORE_MODES
+from ..result import DEFAULT_STEPS
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -167,7 +168,7 @@ method_options = _compose(
 
 #: The path and what it starts from (explain and audit).
 path_options = _compose(
-    click.option("--steps", default="50", show_default=True, metavar="M|auto",
+    click.option("--steps", default=str(DEFAULT_STEPS), show_default=True, metavar="M|auto",
                  help="Path steps m, or auto (double m until the completeness gap is small)."),
     click.option("--methods", default=_default_methods, help=_methods_help()),
 )
