@@ -10,13 +10,26 @@ from __future__ import annotations
 
 from ..engine import PathState
 from .base import CamMethod, MethodOptions
+from .eigencam import EigenCam, EigenGradCam
+from .fem import Fem
 from .gradcam import GradCam
+from .gradcam_elementwise import GradCamElementwise
+from .gradcampp import GradCamPlusPlus
+from .hirescam import HiResCam
 from .igcam import IntegratedGradCam
+from .kpca import KpcaCam
+from .layercam import LayerCam
 from .rsi import RsiGradCam
+from .xgradcam import XGradCam
 
-#: method name -> class, in display order.
+#: method name -> class, in display order: the default three, then the rest of what
+#: pytorch-grad-cam offers (``default = False``: asked for by name).
 METHODS: dict[str, type[CamMethod]] = {
-    cls.name: cls for cls in (GradCam, IntegratedGradCam, RsiGradCam)
+    cls.name: cls for cls in (
+        GradCam, IntegratedGradCam, RsiGradCam,
+        HiResCam, GradCamElementwise, GradCamPlusPlus, XGradCam, LayerCam, EigenGradCam,
+        EigenCam, KpcaCam, Fem,
+    )
 }
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
 from ..engine import PathState
 from ..errors import OrtCamError
+
+#: Field metadata of the options added with the methods after the three.
+_LATER = {"later": True}
 
 
 @dataclass
@@ -24,6 +27,20 @@ class MethodOptions:
         eps: ε of the normalisation (L − min) / (max − min + ε).
         auto_tolerance: completeness-gap target of ``steps="auto"``.
         auto_start, auto_max: first and largest m tried by ``steps="auto"``.
+
+    Options of the methods added later (recorded in settings files only when set, see
+    ``record``; each method's docstring says what it reads):
+        eigen_smooth: the first principal component of the weighted activations instead of
+            their channel sum (methods whose map is a channel sum).
+        aug_smooth: average the normalised maps of 6 test-time augmentations (horizontal flip
+            × input scaled by 0.9, 1, 1.1), as pytorch-grad-cam's ``aug_smooth``.
+        gradcampp_eps: ε added to Grad-CAM++'s α denominator (0: the paper; 1e-6:
+            pytorch-grad-cam).
+        fem_k: FEM's k of the k-sigma threshold.
+        kpca_kernel, kpca_gamma: KPCA-CAM's kernel and its γ (None: 1/K).
+        finer_alpha, finer_compare: Finer-CAM's comparison strength and number of most
+            similar classes compared with.
+        run_batch: rows per session run of the methods that run the model or its head.
     """
 
     gradcam_weights: str = "mean"
@@ -34,12 +51,22 @@ class MethodOptions:
     auto_tolerance: float = 0.05
     auto_start: int = 8
     auto_max: int = 1024
+    eigen_smooth: bool = field(default=False, metadata=_LATER)
+    aug_smooth: bool = field(default=False, metadata=_LATER)
+    gradcampp_eps: float = field(default=0.0, metadata=_LATER)
+    fem_k: float = field(default=2.0, metadata=_LATER)
+    kpca_kernel: str = field(default="sigmoid", metadata=_LATER)
+    kpca_gamma: float | None = field(default=None, metadata=_LATER)
+    finer_alpha: float = field(default=1.0, metadata=_LATER)
+    finer_compare: int = field(default=3, metadata=_LATER)
+    run_batch: int = field(default=32, metadata=_LATER)
 
     _CHOICES = {
         "gradcam_weights": ("mean", "positive"),
         "igcam_variant": ("paper", "notebook"),
         "rsi_rule": ("trapezoid", "riemann"),
         "rsi_selection": ("guided", "positive", "none"),
+        "kpca_kernel": ("sigmoid", "rbf", "poly", "linear", "cosine"),
     }
 
     def __post_init__(self) -> None:
@@ -49,6 +76,17 @@ class MethodOptions:
                     f"{name}={getattr(self, name)!r}; use one of {', '.join(choices)}")
         if not self.eps > 0:
             raise OrtCamError("eps must be > 0")
+        if self.run_batch < 1 or self.finer_compare < 1:
+            raise OrtCamError("run_batch and finer_compare must be >= 1")
+        if not self.gradcampp_eps >= 0:
+            raise OrtCamError("gradcampp_eps must be >= 0")
+
+    def record(self) -> dict:
+        """Every option for a settings file, except the later ones left at their default (so
+        that a file written before they existed, and one written now, read the same)."""
+        default = type(self)()
+        return {k: v for k, v in asdict(self).items()
+                if not (k in _LATER_NAMES and v == getattr(default, k))}
 
     @classmethod
     def from_kwargs(cls, **options) -> MethodOptions:
@@ -58,6 +96,9 @@ class MethodOptions:
             raise OrtCamError(f"unknown option(s) {', '.join(unknown)}; "
                               f"known: {', '.join(sorted(known))}")
         return cls(**options)
+
+
+_LATER_NAMES = frozenset(f.name for f in fields(MethodOptions) if f.metadata.get("later"))
 
 
 class CamMethod(ABC):
@@ -74,6 +115,7 @@ class CamMethod(ABC):
         color: matplotlib colour of its lines in the report.
         default: in the set explained when no methods are given.
         extras: names of the extra scalars ``finish`` puts in ``self.extra_values``.
+        cost: model runs per image and target, in words (``ort-cam methods`` lists it).
     """
 
     name: str = ""
@@ -82,6 +124,7 @@ class CamMethod(ABC):
     color: str = ""
     default: bool = False
     extras: tuple[str, ...] = ()
+    cost: str = "the shared pass: m+1 gradient runs"
 
     def __init__(self, state: PathState, options: MethodOptions):
         self.state = state
