@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from .._version import __version__
 from ..grad.builder import Builder
@@ -29,6 +29,11 @@ from .reductions import Chunk, Ends, LayerDims, OnnxReduction
 IMAGE, TARGET_IN, BASELINE = "image", "target_index", "baseline"
 #: Prefix of the fused model's tensors inside the Loop body (keeps its names apart from ours).
 MODEL_PREFIX = "model/"
+#: The fused graph's outputs (layer, scores, grad), carried out of every iteration as the last
+#: chunk's values. Nothing reads them: as outputs of the body they keep onnxruntime from
+#: fusing across them (as it cannot in the engine's session, where they are graph outputs),
+#: so the body computes the engine's float32 numbers bit for bit.
+FUSED_STATES = ("fused/layer", "fused/scores", "fused/grad")
 
 
 @dataclass
@@ -78,6 +83,11 @@ def _state_specs(plan: Plan) -> dict[str, np.ndarray]:
              "prev_g": grid}
     for name, red in plan.reductions.items():
         specs.update({f"{name}/{key}": v for key, v in red.states().items()})
+    layer = (1, d.k, d.h, d.w) if plan.channel_axis == 1 else (1, d.h, d.w, d.k)
+    shapes = (layer, (1, plan.n_classes), layer)
+    for key, out, shape in zip(FUSED_STATES, plan.fused.graph.output, shapes, strict=True):
+        specs[key] = np.zeros(shape, helper.tensor_dtype_to_np_dtype(
+            out.type.tensor_type.elem_type))
     return specs
 
 
@@ -111,6 +121,14 @@ def _path_inputs(op: Ops, plan: Plan, outer: Outer, it: Tensor, target: Tensor):
     return first, start, ls, xs, w
 
 
+def _channels_first(op: Ops, t: Tensor, d: LayerDims) -> Tensor:
+    """[b, h, w, K] -> [b, K, h, w] through [b, h·w, K]: the Reshapes keep onnxruntime's
+    transpose optimizer from cancelling this Transpose against the model's own and so
+    changing the layout (and float32 summation order) of the model's ops above the layer."""
+    flat = op.transpose(op.reshape(t, [-1, d.h * d.w, d.k]), [0, 2, 1])
+    return op.reshape(flat, [-1, d.k, d.h, d.w])
+
+
 def _resolve_target(op: Ops, plan: Plan, scores: Tensor, requested: Tensor) -> Tensor:
     """−1: the top-1 class of x (np.argmax); another negative index: out of range, so the
     Gather that reads its score fails at run time instead of wrapping around."""
@@ -131,11 +149,16 @@ def _body(plan: Plan, outer: Outer, specs: dict[str, np.ndarray]) -> gs.Graph:
     cond = gs.Variable("explainer/body/cond", np.bool_, [])
     st = {k: _typed(gs.Variable(f"explainer/body/in/{k}"), v) for k, v in specs.items()}
     first, start, ls, xs, w = _path_inputs(op, plan, outer, it, st["target"])
+    # The engine's session sees these as inputs of shape [N, ...]; declared so here too, the
+    # optimizer can prove the same shapes equal and fuses the same ops (e.g. a residual Add
+    # into an NCHWc Conv), which keeps the float32 numbers identical.
+    xs.dtype, xs.shape = plan.x_dtype, ["chunk", *plan.x_shape[1:]]
+    w.dtype, w.shape = plan.score_dtype, ["chunk", plan.n_classes]
     _rewire(fused_in[plan.input_name], xs)
     _rewire(fused_in[TARGET_WEIGHTS], w)
     a, g = op.cast(layer_t, F64), op.cast(grad, F64)
     if plan.channel_axis == 3:
-        a, g = op.transpose(a, [0, 3, 1, 2]), op.transpose(g, [0, 3, 1, 2])
+        a, g = _channels_first(op, a, plan.dims), _channels_first(op, g, plan.dims)
     c = op.where(first, _resolve_target(op, plan, scores, outer.target), st["target"])
     ys = op.cast(op.take(scores, c, axis=1), F64)
     at_zero = op.equal(start, op.i64(0))
@@ -148,6 +171,7 @@ def _body(plan: Plan, outer: Outer, specs: dict[str, np.ndarray]) -> gs.Graph:
            "y0": op.where(at_zero, op.take(ys, 0), st["y0"]), "ym": keep("ym", op.take(ys, -1)),
            "a0": chunk.a0, "prev_a": keep("prev_a", op.take(a, -1)),
            "prev_g": keep("prev_g", op.take(g, -1))}
+    new.update(zip(FUSED_STATES, (layer_t, scores, grad), strict=True))
     for name, red in plan.reductions.items():
         mine = {key: st[f"{name}/{key}"] for key in red.states()}
         for key, value in red.update(op, chunk, mine).items():
@@ -155,6 +179,8 @@ def _body(plan: Plan, outer: Outer, specs: dict[str, np.ndarray]) -> gs.Graph:
     body.inputs = [it, cond, *st.values()]
     body.outputs = [_typed(op.identity(cond), np.array(True))]
     body.outputs += [_typed(new[k], specs[k]) for k in specs]
+    for key in FUSED_STATES:  # their batch is the chunk's
+        st[key].shape[0] = new[key].shape[0] = "chunk"
     body.name = "explainer_chunk"
     return body.toposort()
 

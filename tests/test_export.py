@@ -1,0 +1,324 @@
+"""The exported explainer (``ort-cam export``) gives the Python engine's numbers.
+
+Every output of one ``run()`` of the exported model is compared with ``Explainer.explain`` /
+``explain_array`` on the same input: maps to 1e-5 (absolute; they lie in [0, 1)), raw maps to
+1e-5 of their largest value, the completeness gap to 1e-6 of itself, the target exactly. Both
+sides run the same fused gradient graph on the same chunks of the path (the chunk size is
+passed to both), so the remaining differences are float64 summation order in the reductions.
+Covered: every method option, chunk boundaries (m + 1 a multiple of the chunk or not, chunks
+of one point, one chunk), targets, every exportable baseline, pixel and tensor input, logits,
+BGR and NHWC; torchvision resnet18 and mobilenet_v3_small (random weights, 64x64) at two
+layers each; the refusals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from cam_models import LAYER, X, tiny_cam_model_nhwc
+from click.testing import CliRunner
+from PIL import Image
+
+from ort_cam import Explainer
+from ort_cam.cli import main
+from ort_cam.errors import OrtCamError
+from ort_cam.export import ONNX_REDUCTIONS, export_explainer
+from ort_cam.methods import METHODS
+from ort_cam.runtime import make_session
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "models" / "demo" / "demo_cnn.onnx"
+SAMPLES = ROOT / "models" / "demo" / "samples"
+STAR, RING = SAMPLES / "star_unsaturated.png", SAMPLES / "ring_saturated.png"
+MAP_TOL, GAP_TOL = 1e-5, 1e-6
+THREADS = 2
+
+#: Together these cover every option value, and the RSI rule x selection grid completely.
+OPTION_SETS = [
+    dict(gradcam_weights="mean", igcam_variant="paper", rsi_rule="trapezoid",
+         rsi_selection="guided"),
+    dict(gradcam_weights="positive", igcam_variant="notebook", rsi_rule="trapezoid",
+         rsi_selection="positive"),
+    dict(rsi_rule="trapezoid", rsi_selection="none"),
+    dict(rsi_rule="riemann", rsi_selection="guided"),
+    dict(rsi_rule="riemann", rsi_selection="positive"),
+    dict(rsi_rule="riemann", rsi_selection="none", eps=1e-3),
+]
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def run(proto: onnx.ModelProto, **feeds) -> dict[str, np.ndarray]:
+    sess = make_session(proto, ["CPUExecutionProvider"], THREADS)
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds), strict=True))
+
+
+def assert_same(out: dict[str, np.ndarray], r) -> None:
+    """Every output of the exported model against the Explanation ``r``."""
+    assert int(out["target"]) == r.target
+    np.testing.assert_allclose(out["scores"], r.scores, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose([out["y0"], out["ym"]], [r.y0, r.ym], rtol=1e-6, atol=1e-9)
+    for name, res in r.methods.items():
+        assert out[f"{name}_map"].shape == res.map.shape
+        assert np.abs(out[f"{name}_map"] - res.map).max() <= MAP_TOL, name
+        scale = max(np.abs(res.raw).max(), 1e-30)
+        assert np.abs(out[f"{name}_raw"] - res.raw).max() <= MAP_TOL * scale, name
+    if "rsi" in r.methods:
+        gap = r.completeness_gap
+        assert abs(float(out["rsi_completeness_gap"]) - gap) <= GAP_TOL * gap
+
+
+_EXPLAINERS: dict[tuple, Explainer] = {}
+
+
+def explainer(model=DEMO, layer=None, **kw) -> Explainer:
+    """One Explainer per (model, layer, settings), built once for the whole module."""
+    key = (str(model), layer, json.dumps(kw, sort_keys=True, default=str))
+    if key not in _EXPLAINERS:
+        _EXPLAINERS[key] = Explainer(model, layer, threads=THREADS, quiet=True, **kw)
+    return _EXPLAINERS[key]
+
+
+# --- the demo model: every option, chunk boundaries ----------------------------------------
+@pytest.mark.parametrize("options", OPTION_SETS, ids=lambda o: ",".join(o.values()) if all(
+    isinstance(v, str) for v in o.values()) else "eps")
+def test_every_option_matches_the_engine(options):
+    proto = export_explainer(DEMO, steps=12, options=options, chunk_size=5)
+    for sample in (STAR, RING):
+        r = explainer(chunk_size=5).explain(sample, steps=12, **options)
+        assert_same(run(proto, image=pixels(sample)), r)
+
+
+@pytest.mark.parametrize("steps,chunk", [(20, 7), (22, 7), (9, 1), (12, 100), (5, 5), (6, 2)],
+                         ids=["m+1=3x7", "m+1=3x7+2", "chunks-of-1", "one-chunk",
+                              "last-chunk-1-point", "m+1=3x2+1"])
+def test_chunk_boundaries_match_the_engine(steps, chunk):
+    proto = export_explainer(DEMO, steps=steps, chunk_size=chunk)
+    r = explainer(chunk_size=chunk).explain(STAR, steps=steps)
+    assert_same(run(proto, image=pixels(STAR)), r)
+
+
+def test_chunk_size_changes_nothing_but_rounding():
+    a = run(export_explainer(DEMO, steps=16, chunk_size=3), image=pixels(RING))
+    b = run(export_explainer(DEMO, steps=16, chunk_size=17), image=pixels(RING))
+    for name in ("gradcam", "igcam", "rsi"):
+        assert np.abs(a[f"{name}_map"] - b[f"{name}_map"]).max() <= 1e-5
+    assert abs(a["rsi_completeness_gap"] - b["rsi_completeness_gap"]) <= 1e-4
+
+
+# --- targets and baselines -----------------------------------------------------------------
+def test_target_index_is_the_class_explained():
+    proto = export_explainer(DEMO, steps=10, chunk_size=4)
+    r = explainer(chunk_size=4).explain(STAR, steps=10, target=2)
+    assert r.target != int(np.argmax(r.scores))  # not the top-1 class
+    assert_same(run(proto, image=pixels(STAR), target_index=np.array(2, np.int64)), r)
+
+
+@pytest.mark.parametrize("bad", [-2, 6, 1000])
+def test_a_target_out_of_range_fails_the_run(bad):
+    proto = export_explainer(DEMO, steps=4)
+    with pytest.raises(Exception, match="out of (data )?bounds|out of range"):
+        run(proto, image=pixels(STAR), target_index=np.array(bad, np.int64))
+
+
+@pytest.mark.parametrize("baseline", ["black", "zeros", "noise", str(RING)])
+def test_default_baselines_match_the_engine(baseline):
+    proto = export_explainer(DEMO, steps=10, chunk_size=6, baseline=baseline, baseline_seed=3)
+    names = [i.name for i in proto.graph.input]
+    assert ("baseline" in names) == (baseline != "zeros")  # zeros lives in model space
+    r = explainer(chunk_size=6).explain(STAR, steps=10, baseline=baseline, baseline_seed=3)
+    assert_same(run(proto, image=pixels(STAR)), r)
+
+
+def test_a_baseline_fed_at_run_time():
+    proto = export_explainer(DEMO, steps=10, chunk_size=6)
+    r = explainer(chunk_size=6).explain(STAR, steps=10, baseline=str(RING))
+    assert_same(run(proto, image=pixels(STAR), baseline=pixels(RING)), r)
+
+
+# --- inputs, score, preprocessing, layout ---------------------------------------------------
+def test_tensor_input_matches_explain_array():
+    ex = explainer(chunk_size=8)
+    x = ex.preprocess(str(STAR))
+    x0 = ex.preprocess(str(RING))
+    proto = export_explainer(DEMO, steps=10, chunk_size=8, input_kind="tensor", baseline=str(RING))
+    assert [i.name for i in proto.graph.input] == [ex.input_name, "target_index", "baseline"]
+    r = ex.explain_array(x, baseline_array=x0, steps=10)
+    assert_same(run(proto, **{ex.input_name: x}), r)
+
+
+def test_logit_score_and_bgr_preprocessing():
+    spec = {"preset": None, "channels": "BGR"}
+    proto = export_explainer(DEMO, steps=8, chunk_size=4, score="logit", preprocess=spec)
+    r = explainer(chunk_size=4, score="logit", preprocess=spec).explain(RING, steps=8)
+    assert r.score_mode == "logit" and r.score > 1  # a logit, not a probability
+    assert_same(run(proto, image=pixels(RING)), r)
+
+
+def test_nhwc_layer():
+    model = tiny_cam_model_nhwc()  # input x and layer A both [N, 2, 2, 2] channels last
+    x = X.transpose(0, 2, 3, 1) + 0.25
+    proto = export_explainer(model, LAYER, steps=6, chunk_size=4, input_kind="tensor",
+                             baseline="zeros", preprocess="raw")
+    ex = Explainer(model, LAYER, preprocess="raw", chunk_size=4, quiet=True)
+    assert ex.channel_axis == 3
+    assert_same(run(proto, x=x), ex.explain_array(x, baseline_array="zeros", steps=6))
+
+
+def test_required_inputs():
+    proto = export_explainer(DEMO, steps=8, chunk_size=4, optional_inputs=False)
+    sess = make_session(proto, ["CPUExecutionProvider"], THREADS)
+    assert [i.name for i in sess.get_inputs()] == ["image", "target_index", "baseline"]
+    r = explainer(chunk_size=4).explain(STAR, steps=8, target=1)
+    out = run(proto, image=pixels(STAR), target_index=np.array(1, np.int64),
+              baseline=np.zeros((96, 96, 3), np.uint8))
+    assert_same(out, r)
+
+
+# --- structure and metadata -----------------------------------------------------------------
+def test_the_path_runs_in_one_loop_whose_size_does_not_grow_with_m():
+    small = export_explainer(DEMO, steps=10, chunk_size=4)
+    big = export_explainer(DEMO, steps=400, chunk_size=4)
+    for proto in (small, big):
+        loops = [n for n in proto.graph.node if n.op_type == "Loop"]
+        assert len(loops) == 1
+        assert not any(n.op_type == "Conv" for n in proto.graph.node)  # only in the body
+        body = loops[0].attribute[0].g
+        assert sum(n.op_type == "Conv" for n in body.node) == 5  # the model, once
+    assert len(small.graph.node) == len(big.graph.node)
+    assert abs(small.ByteSize() - big.ByteSize()) < 64
+
+
+def test_metadata_records_the_source_and_the_settings():
+    proto = export_explainer(DEMO, steps=7, methods=["rsi", "gradcam"],
+                             options={"rsi_rule": "riemann"})
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["ort_cam.export.source_sha256"] == hashlib.sha256(DEMO.read_bytes()).hexdigest()
+    assert meta["ort_cam.export.layer"] == "block4_out"
+    assert meta["ort_cam.export.steps"] == "7"
+    assert json.loads(meta["ort_cam.export.methods"]) == ["rsi", "gradcam"]
+    assert json.loads(meta["ort_cam.export.options"])["rsi_rule"] == "riemann"
+    from ort_cam import __version__
+
+    assert meta["ort_cam.export.version"] == __version__
+    assert json.loads(meta["ort_cam.labels"])[0] == "circle"
+    outs = [o.name for o in proto.graph.output]
+    assert outs == ["target", "scores", "y0", "ym", "rsi_raw", "rsi_map", "rsi_completeness_gap",
+                    "gradcam_raw", "gradcam_map"]
+    onnx.checker.check_model(proto)
+
+
+def test_every_registered_method_with_a_reduction_declares_the_same_extras():
+    for name, cls in ONNX_REDUCTIONS.items():
+        assert name in METHODS, f"ONNX reduction {name!r} is not a registered method"
+        declared = tuple(getattr(METHODS[name], "extras", ()) or ())
+        assert sorted(declared) == sorted(cls.extras)
+
+
+# --- refusals -------------------------------------------------------------------------------
+class _NoOnnx:
+    name = "nothing"
+    default = False
+    extras = ()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(steps="auto"), "steps='auto' cannot be exported"),
+    (dict(baseline="blur"), "baseline blur cannot be exported"),
+    (dict(options={"auto_tolerance": 0.1}), "option auto_tolerance cannot be exported"),
+    (dict(methods=["gradcam", "nope"]), "unknown method"),
+    (dict(methods=["nothing"]), "nothing have no ONNX reduction"),
+    (dict(input_kind="jpeg"), "unknown input kind 'jpeg'"),
+    (dict(preprocess={"preset": None, "size": (64, 64)}), "pixel input needs an RGB model input"),
+    (dict(steps=0), "steps must be a positive integer"),
+], ids=["auto", "blur", "auto-option", "unknown-method", "no-reduction", "input-kind", "size",
+        "steps-0"])
+def test_what_cannot_be_exported_is_refused_by_name(kwargs, message, monkeypatch):
+    monkeypatch.setitem(METHODS, "nothing", _NoOnnx)
+    with pytest.raises(OrtCamError, match=message):
+        export_explainer(DEMO, **kwargs)
+
+
+def test_cli(tmp_path):
+    out = tmp_path / "e.onnx"
+    args = ["export", str(DEMO), "--out", str(out), "--steps", "8", "--chunk-size", "4",
+            "--methods", "gradcam,rsi", "--rsi-selection", "none"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "inputs: image, target_index, baseline" in result.output
+    r = explainer(chunk_size=4).explain(STAR, steps=8, methods=["gradcam", "rsi"],
+                                        rsi_selection="none")
+    assert_same(run(onnx.load(out), image=pixels(STAR)), r)
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 1 and "pass --force" in again.output
+    blur = CliRunner().invoke(main, [*args, "--force", "--baseline", "blur"])
+    assert blur.exit_code == 1 and "Error: baseline blur cannot be exported" in blur.output
+    assert len(blur.output.strip().splitlines()) == 1
+
+
+# --- torchvision, random weights ------------------------------------------------------------
+TORCHVISION = {
+    "resnet18": ("/layer4/layer4.1/relu_1/Relu_output_0", "/layer3/layer3.1/relu_1/Relu_output_0"),
+    "mobilenet_v3_small": ("/features/features.12/features.12.2/HardSwish_output_0",
+                           "/features/features.3/Add_output_0"),
+}
+STRETCH = {"preset": "imagenet", "resize": "stretch"}
+
+
+@pytest.fixture(scope="module")
+def torchvision_models(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchvision")
+    import warnings
+
+    from torch_reference import build_model  # random weights, BatchNorm statistics calibrated
+
+    d = tmp_path_factory.mktemp("tv")
+    paths = {}
+    for name in TORCHVISION:
+        model = build_model(name, seed=3)
+        paths[name] = d / f"{name}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, torch.zeros(1, 3, 64, 64), str(paths[name]),
+                              opset_version=17, dynamo=False, input_names=["input"],
+                              output_names=["logits"],
+                              dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+    return paths
+
+
+def _photo(seed: int) -> np.ndarray:
+    """A smooth 64x64 test image (blobs of colour), so the class scores are not flat."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(4, 4, 3)).astype(np.uint8)
+    return np.asarray(Image.fromarray(small).resize((64, 64), Image.Resampling.BICUBIC))
+
+
+@pytest.mark.parametrize("name", list(TORCHVISION))
+@pytest.mark.parametrize("which,options", [
+    (0, OPTION_SETS[0]), (0, OPTION_SETS[4]), (1, OPTION_SETS[1]), (1, OPTION_SETS[2])],
+    ids=["last-guided", "last-riemann-positive", "mid-notebook", "mid-none"])
+def test_torchvision_matches_the_engine(torchvision_models, name, which, options):
+    path, layer = torchvision_models[name], TORCHVISION[name][which]
+    image = _photo(which)
+    if which == 0:  # pixels in, 13 points in chunks of 5
+        proto = export_explainer(path, layer, steps=12, options=options, preprocess=STRETCH,
+                                 chunk_size=5)
+        r = explainer(path, layer, preprocess=STRETCH, chunk_size=5).explain(
+            image, steps=12, **options)
+        out = run(proto, image=image)
+    else:  # the model's tensor in, logits, default chunks
+        proto = export_explainer(path, layer, steps=10, options=options, preprocess=STRETCH,
+                                 input_kind="tensor", score="logit")
+        ex = explainer(path, layer, preprocess=STRETCH, score="logit")
+        x = ex.preprocess.normalize(image)
+        r = ex.explain(image, steps=10, **options)
+        out = run(proto, input=x)
+    assert_same(out, r)
