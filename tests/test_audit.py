@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,7 +90,7 @@ def test_every_image_gets_exactly_one_line(data, reference):
 
 def test_resume_neither_recomputes_nor_duplicates(data, reference, tmp_path, monkeypatch):
     real = image_audit.audit_image
-    calls = []
+    calls: list[str] = []
 
     def crash_on_the_fifth(*args, **kw):
         if len(calls) == 4:
@@ -106,8 +107,11 @@ def test_resume_neither_recomputes_nor_duplicates(data, reference, tmp_path, mon
         fh.write('{"key": "imgs/im009.png", "status": "o')
     first = list(calls)
     calls.clear()
-    monkeypatch.setattr(image_audit, "audit_image",
-                        lambda *a, **k: calls.append(a[1].key) or real(*a, **k))
+    def count(*args, **kw):
+        calls.append(args[1].key)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(image_audit, "audit_image", count)
     summary = audit(data, out)
     assert len(calls) == data["n"] - 4 and not set(calls) & set(first)
     recs = read_results(out / "results.jsonl")
@@ -158,7 +162,7 @@ def test_rsi_filters_leave_out_wrong_predictions_and_extra_boxes(data, reference
 def test_shard_split_is_deterministic():
     from ort_cam.audit.datasets import Sample
 
-    samples = [Sample(k, None) for k in "dbeacf"]
+    samples = [Sample(k, Path(k)) for k in "dbeacf"]
     assert [s.key for s in shard_samples(samples, (1, 2))] == ["a", "c", "e"]
     assert [s.key for s in shard_samples(samples, (2, 2))] == ["b", "d", "f"]
     assert parse_shard(None) == (1, 1) and parse_shard("3/4") == (3, 4)

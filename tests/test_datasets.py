@@ -4,6 +4,7 @@ RSI paper's filters, with boxes worked out by hand."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -154,20 +155,22 @@ def test_chosen_filters():
 
 
 def sample(*objs):
-    return Sample("k", None, [Obj(label, box) for label, box in objs])
+    return Sample("k", Path("k"), [Obj(label, box) for label, box in objs])
 
 
 def test_filters_before_the_model():
     lm = {"dog": [1], "bus": [2, 3]}
     size = (100, 50)  # area 5000
-    assert pre_model_skip(sample(), lm, (), size)[0] == "no box"
+    assert pre_model_skip(sample(), lm, (), size) == ("no box",
+                                                       "the annotation lists no object")
     assert pre_model_skip(sample(("person", (0, 0, 5, 5))), lm, (), size) == (
         "no mapped label", "labels person map to no class")
     two = sample(("dog", (0, 0, 5, 5)), ("person", (0, 0, 5, 5)))
     assert pre_model_skip(two, lm, (), size) is None
     assert pre_model_skip(two, lm, ("one_box",), size) == ("not one box", "2 boxes")
     half = sample(("Dog", (0, 0, 50, 50)))  # 2500 of 5000 pixels: exactly 50% is too large
-    assert pre_model_skip(half, lm, ("small_box",), size)[0] == "large box"
+    assert pre_model_skip(half, lm, ("small_box",), size) == (
+        "large box", "a Dog box covers 50% of the image")
     just_under = sample(("dog", (0, 0, 49, 50)))
     assert pre_model_skip(just_under, lm, ("small_box", "one_box"), size) is None
     beyond = sample(("dog", (-50, -50, 49, 50)))  # clipped to the image: 49 x 50

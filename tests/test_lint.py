@@ -1,8 +1,9 @@
 """ruff, mypy and the function-size rule, run by the suite (configuration in pyproject.toml).
 
-``CLEAN`` lists the files and folders held clean today; it widens to ``ort_cam``, ``tests`` and
-``tools`` once every room is. mypy always checks the whole package (a module's errors depend on
-what it imports) and this test fails on any finding inside ``CLEAN``.
+Every Python file under ``CLEAN`` must be ruff-clean and have no function over ``MAX_LINES``
+lines, and mypy (which always checks the whole package: a module's errors depend on what it
+imports) must report nothing in the package's files among them. ``NOT_YET`` lists the paths
+still being brought there; it only shrinks.
 """
 
 from __future__ import annotations
@@ -12,32 +13,24 @@ import importlib.util
 import re
 import subprocess
 import sys
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Paths (relative to the repository root) that must be ruff-clean, mypy-clean and have no
-#: function over ``MAX_LINES`` lines.
-CLEAN = (
-    "ort_cam/_version.py",
-    "ort_cam/errors.py",
-    "ort_cam/runtime.py",
-    "ort_cam/preprocess.py",
-    "ort_cam/baselines.py",
-    "ort_cam/maps.py",
-    "ort_cam/graph",
-    "ort_cam/demo.py",
-    "ort_cam/audit/datasets.py",
-    "ort_cam/audit/metrics.py",
-    "ort_cam/audit/store.py",
-    "ort_cam/audit/run.py",
-    "ort_cam/cli/__init__.py",
-    "ort_cam/cli/graph_cmds.py",
-    "ort_cam/cli/metadata_cmd.py",
-    "tools",
-    "tests/test_lint.py",
+#: Folders (relative to the repository root) held clean: ruff, mypy, ``MAX_LINES``.
+CLEAN = ("ort_cam", "tests", "tools")
+#: Paths (or glob patterns) under ``CLEAN`` not held to it yet (each being finished elsewhere).
+NOT_YET = (
+    "ort_cam/grad",
+    "ort_cam/export",
+    "tests/test_methods_torch.py",
+    "tests/torch_reference.py",
+    "tests/test_vjp_rules.py",
+    "tests/vjp_cases.py",
+    "tests/test_export*.py",
 )
 #: ruff has no line-count rule (pyproject uses C901 and PLR0915 as proxies); this is the rule.
 MAX_LINES = 60
@@ -53,22 +46,28 @@ def _run(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
+def _under(rel: str, path: str) -> bool:
+    return fnmatch(rel, path) or rel.startswith(path + "/")
+
+
+def _held(rel: str) -> bool:
+    """Is the file ``rel`` (relative to the root, with /) held clean?"""
+    return any(_under(rel, c) for c in CLEAN) and not any(_under(rel, n) for n in NOT_YET)
+
+
 def _python_files() -> list[Path]:
-    files: list[Path] = []
-    for rel in CLEAN:
-        p = ROOT / rel
-        files += sorted(p.rglob("*.py")) if p.is_dir() else [p]
-    return files
+    files = sorted(p for c in CLEAN for p in (ROOT / c).rglob("*.py"))
+    return [p for p in files if _held(p.relative_to(ROOT).as_posix())]
 
 
 def test_clean_paths_exist():
-    missing = [rel for rel in CLEAN if not (ROOT / rel).exists()]
-    assert not missing, f"CLEAN names paths that do not exist: {missing}"
+    missing = [rel for rel in CLEAN + NOT_YET if not any(ROOT.glob(rel))]
+    assert not missing, f"CLEAN or NOT_YET names paths that do not exist: {missing}"
 
 
 def test_ruff():
     _needs("ruff")
-    r = _run("ruff", "check", "--no-fix", *CLEAN)
+    r = _run("ruff", "check", "--no-fix", *(str(p.relative_to(ROOT)) for p in _python_files()))
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -78,8 +77,7 @@ def test_mypy():
     assert r.returncode in (0, 1), f"mypy did not run:\n{r.stdout}{r.stderr}"
     finding = re.compile(r"^(?P<path>[^:]+\.py):\d+: error:")
     errors = [(m["path"], line) for line in r.stdout.splitlines() if (m := finding.match(line))]
-    inside = [line for path, line in errors
-              if any(path == c or path.startswith(c + "/") for c in CLEAN)]
+    inside = [line for path, line in errors if _held(path)]
     assert not inside, "mypy findings in CLEAN paths:\n" + "\n".join(inside)
     assert errors or r.returncode == 0, r.stdout + r.stderr
 
