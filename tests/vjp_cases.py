@@ -64,7 +64,7 @@ def away(*points: float, margin: float = 0.1, scale: float = 1.0,
     return draw
 
 
-def off_integers(offset: float, lo: float = -3, hi: float = 3) -> Sampler:
+def off_integers(offset: float, lo: int = -3, hi: int = 3) -> Sampler:
     """k + offset + u, |u| < 0.3: at least 0.2 away from integers (offset 0.5) or from
     half-integers (offset 0)."""
     return lambda rng, shape: (rng.integers(lo, hi, shape) + offset
@@ -126,7 +126,7 @@ class Case:
         for i, chunk in zip(distinct, np.split(pool, np.cumsum(sizes)[:-1])):
             out[i.name] = chunk.reshape(self.batch, *i.shape)
         for i in self.inputs:
-            if i.sample != DISTINCT:
+            if not isinstance(i.sample, str):
                 out[i.name] = np.asarray(i.sample(rng, (self.batch, *i.shape)))
         for i in self.inputs:
             v = out[i.name]
@@ -216,6 +216,48 @@ add("Clip-relu6", "Clip", [node("Clip", ["x", "lo", "hi"])],
     inits={"lo": np.array(0.0), "hi": np.array(6.0)})
 add("Clip-opset6-attrs", "Clip", [node("Clip", ["x"], min=-0.8, max=0.6)],
     [In("x", (3, 4), away(-0.8, 0.6))], opset=6, float64=False)
+# Clip bounds on the path: a bound computed from z (a scalar, as Clip wants: the mean of z)
+# gets the gradient where it is the result. z's spread (0.05) plus the largest step (2h = 1/16
+# in float32) keep each bound within 0.12 of its centre, and x stays 0.2 away from it.
+_mean_z = node("ReduceMean", ["z"], "m", keepdims=0)
+add("Clip-min-on-path", ["Clip", "ReduceMean"], [_mean_z, node("Clip", ["x", "m", "hi"])],
+    [In("x", (3, 4), away(-0.5, 0.8, margin=0.2)), In("z", (2,), uniform(-0.55, -0.45))],
+    inits={"hi": np.array(0.8)}, wrt=("x", "z"))
+add("Clip-min-only-on-path", ["Clip", "ReduceMean"], [_mean_z, node("Clip", ["x", "m"])],
+    [In("x", (3, 4), away(-0.5, margin=0.2)), In("z", (2,), uniform(-0.55, -0.45))],
+    wrt=("x", "z"))
+add("Clip-max-on-path", ["Clip", "ReduceMean"], [_mean_z, node("Clip", ["x", "lo", "m"])],
+    [In("x", (3, 4), away(-0.6, 0.7, margin=0.2)), In("z", (2,), uniform(0.65, 0.75))],
+    inits={"lo": np.array(-0.6)}, wrt=("x", "z"))
+add("Clip-max-only-on-path", ["Clip", "ReduceMean"], [_mean_z, node("Clip", ["x", "", "m"])],
+    [In("x", (3, 4), away(0.7, margin=0.2)), In("z", (2,), uniform(0.65, 0.75))],
+    wrt=("x", "z"))
+add("Clip-both-bounds-on-path", ["Clip", "ReduceMean", "Add"],
+    [_mean_z, node("Add", ["m", "w"], "hi"), node("Clip", ["x", "m", "hi"])],
+    [In("x", (3, 4), away(-0.5, 0.7, margin=0.2)), In("z", (2,), uniform(-0.55, -0.45))],
+    inits={"w": np.array(1.2)}, wrt=("x", "z"))
+
+
+def _bound_then_values(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    """Column 0 in [-0.55, -0.45] (the bound's source), the rest 0.2 away from -0.5."""
+    x = away(-0.5, 0.8, margin=0.2)(rng, shape)
+    x[:, 0] = rng.uniform(-0.55, -0.45, x[:, 0].shape)
+    return x
+
+
+# The bound and the clipped values both come from x: an old rule that dropped the bound's
+# gradient passed x's part alone, a silently wrong d/dx.
+add("Clip-min-from-x-itself", ["Clip", "Slice", "ReduceMean"],
+    [node("Slice", ["x", "s0", "e0", "ax"], "c0"), node("ReduceMean", ["c0"], "m", keepdims=0),
+     node("Slice", ["x", "s1", "e1", "ax"], "r"), node("Clip", ["r", "m", "hi"])],
+    [In("x", (5,), _bound_then_values)],
+    inits={"s0": ints(0), "e0": ints(1), "s1": ints(1), "e1": ints(5), "ax": ints(1),
+           "hi": np.array(0.8)})
+# min > max: ONNX's Clip gives max everywhere, so x gets nothing and max everything.
+add("Clip-min-above-max-on-path", ["Clip", "ReduceMean"],
+    [_mean_z, node("Clip", ["x", "lo", "m"])],
+    [In("x", (3, 4)), In("z", (2,), uniform(-0.35, -0.25))], inits={"lo": np.array(0.5)},
+    wrt=("x", "z"))
 
 # Piecewise-constant ops: their rule sends no gradient. x * Op(x) leaves FD only the Op(x)
 # factor; Op(x) + x must give exactly target_weights (Op contributes an exact zero).
@@ -488,6 +530,23 @@ pool_case("AveragePool", "AveragePool-1d-k3-s2-pad1", (3, 9), kernel_shape=[3], 
           pads=[1, 1], count_include_pad=0)
 pool_case("AveragePool", "AveragePool-3d", (2, 4, 4, 4), kernel_shape=[2, 2, 2],
           strides=[2, 2, 2])
+# Windows that ceil_mode runs past the end pad (the divisor counts only up to the pad), with
+# dilation too; SAME_UPPER padding; a 3-D window with pads, both divisor rules.
+pool_case("AveragePool", "AveragePool-1d-ceil-past-pad-cip1", (3, 8), kernel_shape=[3],
+          strides=[2], pads=[1, 1], ceil_mode=1, count_include_pad=1)
+pool_case("AveragePool", "AveragePool-dil2-ceil-cip1-opset19", (2, 7, 8), opset=19,
+          kernel_shape=[2, 3], strides=[2, 2], dilations=[2, 1], pads=[1, 1, 0, 1], ceil_mode=1,
+          count_include_pad=1)
+pool_case("AveragePool", "AveragePool-auto-same-upper-cip1", (2, 5, 6), kernel_shape=[3, 3],
+          strides=[2, 2], auto_pad="SAME_UPPER", count_include_pad=1)
+# onnxruntime sizes a pooling SAME pad by the undilated kernel (the ONNX reference does not).
+pool_case("AveragePool", "AveragePool-auto-same-lower-dil2-cip1-opset19", (2, 7, 6), opset=19,
+          kernel_shape=[2, 3], strides=[2, 1], dilations=[2, 2], auto_pad="SAME_LOWER",
+          count_include_pad=1)
+for _cip in (0, 1):
+    pool_case("AveragePool", f"AveragePool-3d-pads-ceil-cip{_cip}", (2, 5, 4, 5),
+              kernel_shape=[3, 2, 3], strides=[2, 2, 2], pads=[1, 0, 1, 1, 1, 0], ceil_mode=1,
+              count_include_pad=_cip)
 
 add("GlobalAveragePool", "GlobalAveragePool", [node("GlobalAveragePool", ["x"])], (3, 4, 5))
 add("GlobalAveragePool-1d", "GlobalAveragePool", [node("GlobalAveragePool", ["x"])], (3, 5))
@@ -589,7 +648,7 @@ add("Split-opset11-attr-one-output", "Split",
     (4, 2), opset=11)
 
 _big = 2**62
-for _id, _s, _e, _a, _st, _shape in (
+for _id, _starts, _e, _a, _st, _shape in (
     ("Slice-one-axis", [1], [3], [1], None, (4, 5)),
     ("Slice-axes-omitted-batch-full", [0, 1], [_big, -1], None, None, (4, 5)),
     ("Slice-negative-step", [-1], [-_big], [2], [-1], (3, 5)),
@@ -599,7 +658,7 @@ for _id, _s, _e, _a, _st, _shape in (
     ("Slice-out-of-range-ends", [-100, 2], [100, 1000], [1, 2], [1, 1], (3, 4)),
     ("Slice-neg-steps-two-axes", [100, -2], [-100, 0], [1, 2], [-2, -1], (5, 4)),
 ):
-    _inits = {"st": ints(*_s), "en": ints(*_e)}
+    _inits = {"st": ints(*_starts), "en": ints(*_e)}
     _ins = ["x", "st", "en"]
     if _a is not None:
         _inits["ax"] = ints(*_a)
@@ -642,18 +701,18 @@ def _reduce(op: str, id: str, shape, opset: int, axes=None, sample=None, batch: 
 
 
 for _op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin"):
-    _s = DISTINCT if _op in ("ReduceMax", "ReduceMin") else None
+    _sample = DISTINCT if _op in ("ReduceMax", "ReduceMin") else None
     _old = 13 if _op == "ReduceSum" else 17
     _form = "input" if _op == "ReduceSum" else "attr"
-    _reduce(_op, f"{_op}-axes-{_form}-keepdims1", (3, 4), _old, axes=[2], sample=_s)
+    _reduce(_op, f"{_op}-axes-{_form}-keepdims1", (3, 4), _old, axes=[2], sample=_sample)
     _reduce(_op, f"{_op}-axes-{_form}-keepdims0-two-axes", (3, 4, 2), _old, axes=[1, -1],
-            sample=_s, keepdims=0)
-    _reduce(_op, f"{_op}-opset18-axes-input-keepdims0", (3, 4), 18, axes=[-1], sample=_s,
+            sample=_sample, keepdims=0)
+    _reduce(_op, f"{_op}-opset18-axes-input-keepdims0", (3, 4), 18, axes=[-1], sample=_sample,
             keepdims=0)
-    _reduce(_op, f"{_op}-opset18-all-axes-keepdims1", (3, 4), 18, sample=_s)
+    _reduce(_op, f"{_op}-opset18-all-axes-keepdims1", (3, 4), 18, sample=_sample)
     _reduce(_op, f"{_op}-opset18-batch-and-last-axes-keepdims0", (3, 4), 18, axes=[0, 2],
-            sample=_s, keepdims=0)
-    _reduce(_op, f"{_op}-opset18-noop-empty-axes", (3, 4), 18, sample=_s,
+            sample=_sample, keepdims=0)
+    _reduce(_op, f"{_op}-opset18-noop-empty-axes", (3, 4), 18, sample=_sample,
             noop_with_empty_axes=1)
 _reduce("ReduceSum", "ReduceSum-opset11-attr", (3, 4), 11, axes=[1])
 _reduce("ReduceMax", "ReduceMax-opset11-attr-rank1-out", (2, 3), 11, axes=[1, 2],

@@ -1,4 +1,18 @@
-"""Gradient graphs in standard ONNX ops: the VJP rule table and the models built from it."""
+"""Gradient graphs in standard ONNX ops: the VJP rule table and the models built from it.
+
+How to add a rule, in ten lines:
+
+1. In rules_elementwise/rules_nn/rules_shape.py, put ``@vjp("OpType")`` on ``def rule(ctx:
+   VjpContext, node: gs.Node, gys: Gys) -> Grads``; ``gys[i]`` flows into ``node.outputs[i]``.
+2. Return one entry per ``node.inputs`` (omitted optional ones too): a gradient of that input's
+   dtype and shape, or None; ``ctx.grads(node, gx)`` pads with None. backprop checks all three.
+3. Emit only through the typed builder ``ctx.b`` (op, const, ints, reduce): read shapes and dtypes
+   with ``ctx.shape(t)``/``ctx.dtype(t)``, never work them out by hand; ``ctx.needs(node, i)``: is
+   input i on the path; ``ctx.unbroadcast(g, x)``: sum g back to x's shape; ``raise Unsupported``.
+4. Never open a session or edit the forward graph (``ctx.b.add_output`` adds a missing output).
+5. Add a case to tests/vjp_cases.py (``unary(...)`` or ``add(id, "OpType", nodes, inputs)``):
+   tests/test_vjp_rules.py checks it by finite differences, and fails while a rule has none.
+"""
 
 from .heads import SCORE_MODES, GradientModels, fused_model, split_models
 from .layers import LayerInfo, list_layers

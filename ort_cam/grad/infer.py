@@ -74,12 +74,21 @@ def _dtype(op: str, ins: Sequence[Known | None], attrs: dict[str, Any]) -> np.dt
         return np.dtype(helper.tensor_dtype_to_np_dtype(int(attrs["to"])))
     if op in ("ConstantOfShape", "Constant"):
         value = attrs.get("value")
-        return np.dtype(np.float32) if value is None else np.asarray(value.values).dtype
-    source = ins[1] if op == "Where" else ins[0] if op in _LIKE_FIRST and ins else None
+        return np.dtype(np.float32) if value is None else _array(value).dtype
+    index = 1 if op == "Where" else 0 if op in _LIKE_FIRST else len(ins)
+    source = ins[index] if index < len(ins) else None
     return source.dtype if source is not None else None
 
 
 def _shape(op: str, ins: Sequence[Known | None], attrs: dict[str, Any]) -> Shape | None:
+    try:
+        return _shape_or_raise(op, ins, attrs)
+    except (ValueError, IndexError, KeyError, ZeroDivisionError):
+        return None  # inputs the op rejects: unknown here, onnxruntime will say what is wrong
+
+
+def _shape_or_raise(op: str, ins: Sequence[Known | None], attrs: dict[str, Any]
+                    ) -> Shape | None:
     if op in _BROADCAST:
         shapes = _shapes(ins)
         return None if shapes is None else _broadcast(*shapes)
@@ -107,10 +116,15 @@ def _broadcast(*shapes: Shape) -> Shape:
 def _constant_shape(op: str, first: Known | None, attrs: dict[str, Any]) -> Shape | None:
     if op == "Constant":
         value = attrs.get("value")
-        return tuple(np.asarray(value.values).shape) if value is not None else None
+        return tuple(_array(value).shape) if value is not None else None
     if first is None or first.value is None:
         return None
     return tuple(int(d) for d in first.value)
+
+
+def _array(value: Any) -> np.ndarray:
+    """A tensor attribute's value (a graph-surgeon Constant or an array)."""
+    return np.asarray(getattr(value, "values", value))
 
 
 def _input_ints(ins: Sequence[Known | None], i: int) -> list[int] | None:

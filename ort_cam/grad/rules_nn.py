@@ -42,7 +42,8 @@ class Window:
 def window_pads(node: gs.Node, xs: Sequence[int], ys: Sequence[int], k: Sequence[int],
                 s: Sequence[int], d: Sequence[int]) -> tuple[list[int], list[int]]:
     """Explicit begin and end pads of a Conv/Pool node, resolving ``auto_pad`` as
-    onnxruntime does (SAME_UPPER puts the odd pad at the end, SAME_LOWER at the begin)."""
+    onnxruntime does: SAME_UPPER puts the odd pad at the end, SAME_LOWER at the begin, and
+    its pooling kernels size a SAME pad by the undilated kernel (Conv by the dilated one)."""
     n = len(xs)
     auto = node.attrs.get("auto_pad", "NOTSET")
     if isinstance(auto, bytes):
@@ -52,9 +53,12 @@ def window_pads(node: gs.Node, xs: Sequence[int], ys: Sequence[int], k: Sequence
         return pads[:n], pads[n:]
     if auto == "VALID":
         return [0] * n, [0] * n
+    pool = node.op != "Conv"
     begins, ends = [], []
     for i in range(n):
-        total = max((ys[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 - xs[i], 0)
+        extent = k[i] if pool else (k[i] - 1) * d[i] + 1
+        target = -(-xs[i] // s[i]) if pool else ys[i]  # ceil(x / s)
+        total = max((target - 1) * s[i] + extent - xs[i], 0)
         begins.append(total // 2 if auto == "SAME_UPPER" else total - total // 2)
         ends.append(total - begins[-1])
     return begins, ends
@@ -211,9 +215,10 @@ def average_pool_divisors(win: Window, count_include_pad: bool) -> np.ndarray:
     Along one axis, output o's window starts at ``o·s - pb`` and has taps every ``d``. With
     ``count_include_pad`` the divisor counts the taps before the end of the padded input,
     ``min(start + k·d, x + pe)`` (taps that ceil_mode puts past the end pad are not counted);
-    without it, the taps inside the input. This is the ONNX reference's and onnxruntime's
-    rule (its CPU pooling kernels); a window with no tap inside the input gives 0 (its output
-    is 0 and gets no gradient). tests/test_vjp_rules.py checks it against onnxruntime.
+    without it, the taps inside the input. A window with no tap inside the input gives 0 (its
+    output is 0 and gets no gradient). This is onnxruntime's rule, which the gradient must
+    match (the ONNX reference agrees except for some dilated windows); tests/test_vjp_rules.py
+    checks it against onnxruntime's AveragePool on random geometries.
     """
     divisors = np.ones((), dtype=np.float64)
     for i in range(len(win.xs)):
