@@ -19,6 +19,7 @@ from ..errors import OrtCamError
 from ..explainer import DEFAULT_BUDGET, LABELS_KEY, Explainer
 from ..methods import METHODS, MethodOptions
 from ..preprocess import METADATA_KEY, Preprocess, load_image
+from ..result import DEFAULT_STEPS
 from .graph import Plan, build_graph
 from .reductions import ONNX_REDUCTIONS, LayerDims, OnnxReduction
 
@@ -178,7 +179,7 @@ def _stamp(proto: onnx.ModelProto, ex: Explainer, plan: Plan, sha: str, names: l
 
 
 def export_explainer(model: str | os.PathLike | onnx.ModelProto, layer: str | None = None,
-                     out: str | os.PathLike | None = None, *, steps: int | str = 50,
+                     out: str | os.PathLike | None = None, *, steps: int | str = DEFAULT_STEPS,
                      methods=None, options: dict | None = None, preprocess=None,
                      score: str = "probability", input_kind: str = "pixels", baseline="black",
                      baseline_seed: int = 0, chunk_size: int | None = None,
