@@ -31,6 +31,7 @@ class EigenCam(CamMethod):
     short = "Eigen"
     color = "tab:olive"
     cost = AT_X
+    needs_path = False
 
     def finish(self) -> np.ndarray:
         return np.maximum(first_component(self.state.a_end), 0.0)
@@ -44,6 +45,7 @@ class EigenGradCam(CamMethod):
     short = "EigenGrad"
     color = "tab:cyan"
     cost = AT_X
+    needs_path = False
 
     def finish(self) -> np.ndarray:
         am, gm = self.state.a_end, self.state.g_end

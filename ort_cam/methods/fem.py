@@ -27,6 +27,7 @@ class Fem(CamMethod):
     short = "FEM"
     color = "darkgoldenrod"
     cost = AT_X
+    needs_path = False
 
     def finish(self) -> np.ndarray:
         a = self.state.a_end

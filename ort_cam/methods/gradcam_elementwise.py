@@ -22,6 +22,7 @@ class GradCamElementwise(CamMethod):
     short = "GC-elem"
     color = "tab:purple"
     cost = AT_X
+    needs_path = False
 
     def finish(self) -> np.ndarray:
         am, gm = self.state.a_end, self.state.g_end

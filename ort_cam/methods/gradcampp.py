@@ -52,6 +52,7 @@ class GradCamPlusPlus(CamMethod):
     short = "GC++"
     color = "tab:gray"
     cost = AT_X
+    needs_path = False
 
     def finish(self) -> np.ndarray:
         am, gm = self.state.a_end, self.state.g_end

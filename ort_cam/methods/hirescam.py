@@ -27,6 +27,7 @@ class HiResCam(CamMethod):
     short = "HiRes"
     color = "tab:red"
     cost = AT_X
+    needs_path = False
 
     def finish(self) -> np.ndarray:
         am, gm = self.state.a_end, self.state.g_end

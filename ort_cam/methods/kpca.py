@@ -66,6 +66,7 @@ class KpcaCam(CamMethod):
     short = "KPCA"
     color = "darkslateblue"
     cost = AT_X
+    needs_path = False
 
     def finish(self) -> np.ndarray:
         opts = self.options

@@ -23,6 +23,7 @@ class LayerCam(CamMethod):
     short = "LayerCAM"
     color = "tab:brown"
     cost = AT_X
+    needs_path = False
 
     def finish(self) -> np.ndarray:
         am, gm = self.state.a_end, self.state.g_end

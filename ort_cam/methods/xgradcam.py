@@ -29,6 +29,7 @@ class XGradCam(CamMethod):
     short = "XGrad"
     color = "tab:pink"
     cost = AT_X
+    needs_path = False
 
     def finish(self) -> np.ndarray:
         am, gm = self.state.a_end, self.state.g_end
