@@ -6,7 +6,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -14,20 +15,36 @@ import numpy as np
 import onnx
 
 from .baselines import make_baseline
-from .engine import PathResult, ReducerFactory, check_finite, chunk_size, walk_path
+from .engine import (
+    Feeder,
+    PathJob,
+    PathResult,
+    Points,
+    PointStore,
+    ReducerFactory,
+    check_finite,
+    chunk_size,
+    one_hot,
+    path_inputs,
+    reduce_stored,
+    run_points,
+    walk_packed,
+    walk_path,
+)
 from .errors import InputError, OrtCamError
-from .grad import fused_model
-from .graph import load_model, spatial_layer
-from .graph.load import PROBE_BATCH
+from .graph import LoadedModel, load_model
 from .maps import is_dark, normalize, upsample
 from .methods import METHODS, MethodOptions, default_methods, reporting
+from .prepared import LAYER_KEY as LAYER_KEY  # re-exported: metadata.py reads it here
+from .prepared import prepare
 from .preprocess import Preprocess, load_image, resolve_preprocess
 from .result import COMPLETENESS_GAP, DEFAULT_STEPS, Explanation, MethodResult
 from .runtime import Runner, make_session, select_providers
 
 LABELS_KEY = "ort_cam.labels"
-LAYER_KEY = "ort_cam.layer"
 DEFAULT_BUDGET = 1 << 30
+#: Most explanations (image × target) made together, their paths packed into shared runs.
+PACK_ITEMS = 32
 
 
 def _metadata(model: onnx.ModelProto, key: str) -> str | None:
@@ -84,7 +101,8 @@ class Explainer:
     """The CAM methods registered in ``METHODS`` for one (model, layer, score).
 
     The fused gradient model and its onnxruntime session are built once here and reused for
-    every image.
+    every image; the prepared model is cached on disk (``ort_cam.cache``), so a later
+    explainer of the same model, layer and score starts without loading or differentiating it.
 
     Args:
         model: path to an .onnx file, or a ModelProto.
@@ -100,70 +118,83 @@ class Explainer:
         memory_budget: bytes of activations per session run, which sets the chunk size.
         chunk_size: path points per run (overrides ``memory_budget``).
         quiet: do not print the provider line on stderr.
+        cache: read and write the prepared-model cache (``$ORT_CAM_CACHE``, else the user
+            cache directory); False builds the model here and stores nothing.
     """
 
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, layer: str | None = None, *,
                  preprocess: Preprocess | str | dict | None = None, score: str = "probability",
                  providers=None, threads: int | None = None, labels=None,
                  memory_budget: int = DEFAULT_BUDGET, chunk_size: int | None = None,
-                 quiet: bool = False):
+                 quiet: bool = False, cache: bool = True):
         t0 = time.perf_counter()
-        self.model = load_model(model)
-        if len(self.model.input_names) != 1:
-            raise OrtCamError(f"the model has {len(self.model.input_names)} inputs; "
-                              "ort_cam explains single-input image classifiers")
-        layer = layer or _metadata(self.model.proto, LAYER_KEY)
-        if not layer:
-            raise OrtCamError("no layer given and none stored in the model; pass a layer "
-                              "(`ort-cam layers MODEL` lists them)")
-        self.layer, self.channel_axis = spatial_layer(self.model, layer)
+        self._source = model
+        prep = prepare(model, layer, score, use_cache=cache)
+        self._prepared = prep
+        self._model = prep.loaded
+        self.cache_hit = prep.from_cache
+        self.layer, self.channel_axis = prep.layer, prep.channel_axis
         self.score_mode = score
-        self.input_name = self.model.input_names[0]
-        self.fused = fused_model(self.model, self.layer, score)
+        self.input_name = prep.input_name
         self.providers, self.provider_line = select_providers(providers)
         if not quiet:
             print(self.provider_line, file=sys.stderr)
-        self.session = make_session(self.fused, self.providers, threads)
+        self.session = make_session(prep.fused_bytes if prep.fused_bytes is not None
+                                    else self.fused, self.providers, threads)
+        if prep.fused is not None:
+            prep.fused_bytes = None  # the ModelProto is kept; the session has its own copy
         self.runner = Runner(self.session)
         width = self.session.get_outputs()[1].shape[1]
         if not isinstance(width, int):
             raise OrtCamError("cannot tell the number of classes of the model output")
         self.n_classes: int = width
-        input_shape = [d if isinstance(d, int) else None
-                       for d in self.model.graph.inputs[0].shape or []]
+        input_shape = list(prep.input_shape)
         self._input_shape = input_shape
+        meta = prep.metadata_model()
         self.preprocess: Preprocess | None = None
         if len(input_shape) == 4:
             overrides = {}
             if isinstance(preprocess, dict):
                 overrides = {k: v for k, v in preprocess.items() if k != "preset"}
                 preprocess = preprocess.get("preset")
-            self.preprocess = resolve_preprocess(self.model.proto, input_shape, preprocess,
-                                                 **overrides)
-        self.labels = read_labels(labels, self.model.proto)
+            self.preprocess = resolve_preprocess(meta, input_shape, preprocess, **overrides)
+        self.labels = read_labels(labels, meta)
         self.memory_budget = memory_budget
         self.fixed_chunk = chunk_size
-        self._sample_bytes = self._activation_bytes()
         self.setup_seconds = time.perf_counter() - t0
+
+    @property
+    def model(self) -> LoadedModel:
+        """The loaded model (loaded on first use when the explainer came from the cache)."""
+        if self._model is None:
+            self._model = load_model(self._source)
+        return self._model
+
+    @property
+    def fused(self) -> onnx.ModelProto:
+        """The fused gradient model (parsed on first use when it came from the cache)."""
+        prep = self._prepared
+        if prep.fused is None:
+            assert prep.fused_bytes is not None
+            prep.fused = onnx.load_model_from_string(prep.fused_bytes)
+        return prep.fused
 
     # --- sizes --------------------------------------------------------------------------
     def per_sample_bytes(self) -> int:
         """Upper bound of activation bytes per path point: every forward tensor once, plus the
         layer's gradient (onnxruntime reuses buffers, so real use is lower)."""
-        return self._sample_bytes
-
-    def _activation_bytes(self) -> int:
-        total = 0
-        for name, shape in self.model.shapes.items():
-            itemsize = np.dtype(self.model.dtypes[name]).itemsize
-            total += int(np.prod(shape)) * itemsize // PROBE_BATCH
-        layer = int(np.prod(self.model.shapes[self.layer])) * 4 // PROBE_BATCH
-        return total + 2 * layer
+        return self._prepared.sample_bytes
 
     def chunk_for(self, m: int) -> int:
         if self.fixed_chunk:
             return int(max(1, min(self.fixed_chunk, m + 1)))
         return chunk_size(self.per_sample_bytes(), m, self.memory_budget)
+
+    def run_capacity(self) -> int:
+        """Inputs per session run under the memory budget (or ``chunk_size``)."""
+        if self.fixed_chunk:
+            return int(max(1, self.fixed_chunk))
+        return int(max(1, self.memory_budget // max(self.per_sample_bytes(), 1)))
 
     # --- scores -------------------------------------------------------------------------
     def scores_at(self, x: np.ndarray) -> np.ndarray:
@@ -175,38 +206,47 @@ class Explainer:
     # --- explanation --------------------------------------------------------------------
     def explain(self, image, *, target=None, steps: int | str = DEFAULT_STEPS, baseline="black",
                 methods: Sequence[str] | None = None, baseline_seed: int = 0,
-                blur_radius: float | None = None, **options) -> Explanation:
+                blur_radius: float | None = None, on_chunk=None, **options) -> Explanation:
         """Explain one image (path, PIL image or H×W×3 uint8 array) for one target with
         ``methods`` (default: the registry's default set)."""
-        pre = self._need_preprocess()
-        t0 = time.perf_counter()
-        pixels = pre.resize_image(load_image(image))
-        x = pre.normalize(pixels)
-        check_finite(x, "the preprocessed image")
-        x0 = make_baseline(baseline, pixels, x, pre, blur_radius=blur_radius, seed=baseline_seed)
-        prep = time.perf_counter() - t0
-        result = self.explain_array(x, baseline_array=x0, target=target, steps=steps,
-                                    methods=methods, **options)
-        result.pixels = pixels
-        result.timings["preprocess"] = prep
-        return result
+        inputs = self._image_inputs(image, baseline, baseline_seed, blur_radius)
+        return self._explain_items([_Item(*inputs, spec=target)], steps, methods, on_chunk,
+                                   options)[0]
 
     def explain_many(self, images: Iterable, *, targets=None, **kwargs) -> list[Explanation]:
         """Explain every image for every target in ``targets`` (one spec or a list of them;
         default top-1); results in image order, then target order."""
-        specs = targets if isinstance(targets, (list, tuple)) else [targets]
-        out = []
+        return list(self.explain_iter(images, targets=targets, **kwargs))
+
+    def explain_iter(self, images: Iterable, *, targets=None, steps: int | str = DEFAULT_STEPS,
+                     baseline="black", methods: Sequence[str] | None = None,
+                     baseline_seed: int = 0, blur_radius: float | None = None, on_chunk=None,
+                     **options) -> Iterator[Explanation]:
+        """``explain_many`` one result at a time. Images are taken in groups whose paths
+        (m+1 points each) are packed into shared session runs when they fit the memory
+        budget; the maps are those ``explain`` gives image by image."""
+        specs = list(targets) if isinstance(targets, (list, tuple)) else [targets]
+        group = self._group_size(steps, methods, len(specs))
+        pending: list[_Item] = []
         for image in images:
-            for spec in specs:
-                out.append(self.explain(image, target=spec, **kwargs))
-        return out
+            try:
+                inputs = self._image_inputs(image, baseline, baseline_seed, blur_radius)
+            except Exception:
+                if pending:  # what came before the bad image is still explained
+                    yield from self._explain_items(pending, steps, methods, on_chunk, options)
+                raise
+            pending += [_Item(*inputs, spec=spec) for spec in specs]
+            if len(pending) >= group:
+                yield from self._explain_items(pending, steps, methods, on_chunk, options)
+                pending = []
+        if pending:
+            yield from self._explain_items(pending, steps, methods, on_chunk, options)
 
     def explain_array(self, x: np.ndarray, *, baseline_array, target=None,
                       steps: int | str = DEFAULT_STEPS, methods: Sequence[str] | None = None,
                       on_chunk=None, **options) -> Explanation:
         """Explain a model-space input ``x`` ([1, ...] or without the batch axis) against a
         model-space baseline (an array, or "zeros")."""
-        t0 = time.perf_counter()
         x = self._batch1(x, "x")
         check_finite(x, "the input array")
         if isinstance(baseline_array, str) and baseline_array == "zeros":
@@ -217,50 +257,202 @@ class Explainer:
                 raise InputError(f"baseline has shape {x0.shape[1:]} but the input has "
                                  f"{x.shape[1:]}; pass a baseline of the input's shape")
             check_finite(x0, "the baseline array")
+        return self._explain_items([_Item(x, x0, spec=target)], steps, methods, on_chunk,
+                                   options)[0]
+
+    # --- the work behind the explain_* calls --------------------------------------------
+    def _image_inputs(self, image, baseline, seed: int, blur_radius: float | None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """(x, x0, pixels, seconds) for one image."""
+        pre = self._need_preprocess()
+        t0 = time.perf_counter()
+        pixels = pre.resize_image(load_image(image))
+        x = pre.normalize(pixels)
+        check_finite(x, "the preprocessed image")
+        x0 = make_baseline(baseline, pixels, x, pre, blur_radius=blur_radius, seed=seed)
+        return x, x0, pixels, time.perf_counter() - t0
+
+    def _group_size(self, steps, methods, n_specs: int) -> int:
+        """Items (image × target) explained together: as many paths as share a run."""
+        if steps == "auto":
+            return 1
+        names = _known_methods(methods)
+        cap = self.run_capacity()
+        if not _needs_path(names):
+            return max(1, min(PACK_ITEMS, cap))
+        m = _fixed_steps(steps)
+        return max(n_specs, min(PACK_ITEMS, cap // (m + 1))) if m + 1 <= cap else 1
+
+    def _explain_items(self, items: list[_Item], steps, methods, on_chunk,
+                       options: dict) -> list[Explanation]:
+        t0 = time.perf_counter()
         opts = MethodOptions.from_kwargs(**options)
-        methods = _known_methods(methods)
-        scores = self.scores_at(x)[0].astype(np.float64)
-        c = resolve_target(target, scores, self.labels)
-        path = self._walk(x, x0, c, scores.size, steps, methods, opts, on_chunk)
-        size = self._spatial_size(x)
+        names = _known_methods(methods)
+        m = None if steps == "auto" else _fixed_steps(steps)
+        starts = self._starts(items)
+        if not _needs_path(names):
+            paths = [self._pathless(it, st, names, opts, on_chunk) for it, st in zip(items, starts)]
+        elif m is None:
+            paths = [self._walk_auto(it, st, names, opts, on_chunk)
+                     for it, st in zip(items, starts)]
+        else:
+            paths = self._walk_fixed(items, starts, m, names, opts, on_chunk)
+        share = (time.perf_counter() - t0) / len(items)
+        return [self._result(it, st, path, names, opts, share)
+                for it, st, path in zip(items, starts, paths)]
+
+    def _starts(self, items: list[_Item]) -> list[_Start]:
+        """One run of every x (packed): the scores, the target, and the point l = m of the
+        path when the run's gradient is the target's (always, but for top:K with K > 1 when
+        the K-th class is not the top one). Zero target weights ask for the top-1 class."""
+        known = [self._early_target(it.spec) for it in items]
+        out: list[_Start] = []
+        cap = self.run_capacity()
+        for lo in range(0, len(items), cap):
+            part = range(lo, min(lo + cap, len(items)))
+            w = np.zeros((len(part), self.n_classes), np.float32)
+            for row, i in enumerate(part):
+                if known[i] is not None:
+                    w[row, known[i]] = 1.0
+            xs = np.concatenate([items[i].x for i in part])
+            t0 = time.perf_counter()
+            a, scores, g = self.runner.run({self.input_name: xs, "target_weights": w})
+            share = (time.perf_counter() - t0) / len(part)
+            for row, i in enumerate(part):
+                s = scores[row].astype(np.float64)
+                seeded = known[i]
+                if seeded is None:  # the run's gradient is of the top-1 class
+                    seeded = int(np.argmax(scores[row]))
+                    c = resolve_target(items[i].spec, s, self.labels)
+                else:
+                    c = seeded
+                end = Points(a[row:row + 1], scores[row:row + 1, c], g[row:row + 1])
+                out.append(_Start(c, s, end if c == seeded else None, share))
+        return out
+
+    def _early_target(self, spec) -> int | None:
+        """The class of ``spec`` when it does not depend on the scores, else None."""
+        if spec is None or (isinstance(spec, str) and (spec == "top1" or spec.startswith("top:"))):
+            return None
+        return resolve_target(spec, np.zeros(self.n_classes), self.labels)
+
+    def _pathless(self, item: _Item, start: _Start, names: list[str], opts: MethodOptions,
+                  on_chunk) -> PathResult:
+        """Methods that need x alone (``needs_path`` False): the run of x, no path."""
+        end, t_run = start.end, 0.0
+        if end is None:  # the start's gradient was of another class
+            t0 = time.perf_counter()
+            end = run_points(self.runner, self.input_name, item.x,
+                             one_hot(1, self.n_classes, start.target), np.array([start.target]))
+            t_run = time.perf_counter() - t0
+        feeder = Feeder(0, {name: _factory(name, opts) for name in names}, self.channel_axis)
+        feeder.feed(np.arange(1), end)
+        if on_chunk:
+            on_chunk(1)
+        return _checked(feeder.finish(t_run))
+
+    def _walk_fixed(self, items: list[_Item], starts: list[_Start], m: int, names: list[str],
+                    opts: MethodOptions, on_chunk) -> list[PathResult]:
+        factories = lambda: {name: _factory(name, opts) for name in names}  # noqa: E731
+        jobs = [PathJob(it.x, it.x0, st.target, st.end) for it, st in zip(items, starts)]
+        if len(jobs) > 1 and m + 1 <= self.run_capacity():
+            return [_checked(p) for p in walk_packed(
+                self.runner, self.input_name, jobs, self.n_classes, m, self.run_capacity(),
+                factories, self.channel_axis, on_chunk)]
+        return [_checked(walk_path(self.runner, self.input_name, j.x, j.x0, j.target,
+                                   self.n_classes, m, self.chunk_for(m), factories(),
+                                   self.channel_axis, on_chunk, end=j.end)) for j in jobs]
+
+    def _walk_auto(self, item: _Item, start: _Start, names: list[str], opts: MethodOptions,
+                   on_chunk) -> PathResult:
+        """Double m from ``auto_start`` until the completeness gap is below tolerance, running
+        every path point once: the 2m path's even points are the m path's (nested dyadic
+        grids), so a doubling runs only the m new odd points. Each m is reduced from the
+        stored points exactly as a walk at that m would reduce it."""
+        judge = _judge(names)
+        m = opts.auto_start
+        if m < 1:
+            raise InputError(f"steps must be >= 1 (got {m})")
+        store = PointStore(m)
+        t_run = self._fill(store, item, start, on_chunk)
+        t_reduce = 0.0
+        while True:
+            path = reduce_stored(store, m, self.chunk_for(m), {judge: _factory(judge, opts)},
+                                 self.channel_axis)
+            t_reduce += path.timings["reduce"]
+            if path.extras[judge][COMPLETENESS_GAP] <= opts.auto_tolerance or m * 2 > opts.auto_max:
+                break
+            if 2 * store.nbytes > self.memory_budget:  # the next points would not fit: stream
+                return self._auto_streaming(item, start, 2 * m, names, judge, opts, on_chunk)
+            m *= 2
+            t_run += self._fill(store, item, start, on_chunk)
+        rest = [name for name in names if name != judge]
+        if rest:
+            other = reduce_stored(store, m, self.chunk_for(m),
+                                  {name: _factory(name, opts) for name in rest}, self.channel_axis)
+            t_reduce += other.timings["reduce"]
+            path = PathResult({**other.raw, **path.raw}, {**other.extras, **path.extras},
+                              path.scores_path, m)
+        path.timings = {"run": t_run, "reduce": t_reduce}
+        return _drop_judge(_checked(path), judge, names)
+
+    def _fill(self, store: PointStore, item: _Item, start: _Start, on_chunk) -> float:
+        """Run the next round of ``store`` (the whole first grid, then the odd points of each
+        doubled one) in chunks; returns the seconds spent in runs."""
+        first = not store.rounds
+        m = store.m if first else 2 * store.m
+        ls = np.arange(m + (start.end is None)) if first else np.arange(1, m, 2)
+        parts, t_run, c = [], 0.0, start.target
+        for lo in range(0, len(ls), self.chunk_for(m)):
+            part = ls[lo:lo + self.chunk_for(m)]
+            t0 = time.perf_counter()
+            parts.append(run_points(self.runner, self.input_name,
+                                    path_inputs(item.x, item.x0, part, m),
+                                    one_hot(len(part), self.n_classes, c), np.full(len(part), c)))
+            t_run += time.perf_counter() - t0
+            if on_chunk:
+                on_chunk(len(part))
+        if first and start.end is not None:
+            parts.append(start.end)
+        store.add(Points.concat(parts))
+        return t_run
+
+    def _auto_streaming(self, item: _Item, start: _Start, m: int, names: list[str], judge: str,
+                        opts: MethodOptions, on_chunk) -> PathResult:
+        """``steps="auto"`` past the point where the stored points would exceed the memory
+        budget: each further m walks its whole path (streamed, nothing stored)."""
+        inner = names if judge in names else [*names, judge]
+        while True:
+            path = _checked(walk_path(
+                self.runner, self.input_name, item.x, item.x0, start.target, self.n_classes, m,
+                self.chunk_for(m), {name: _factory(name, opts) for name in inner},
+                self.channel_axis, on_chunk, end=start.end))
+            if path.extras[judge][COMPLETENESS_GAP] <= opts.auto_tolerance or m * 2 > opts.auto_max:
+                return _drop_judge(path, judge, names)
+            m *= 2
+
+    def _result(self, item: _Item, start: _Start, path: PathResult, names: list[str],
+                opts: MethodOptions, seconds: float) -> Explanation:
+        t0 = time.perf_counter()
+        size = self._spatial_size(item.x)
         results = {}
-        for name in methods:
+        for name in names:
             up = upsample(path.raw[name], size)
             results[name] = MethodResult(name, path.raw[name], normalize(up, opts.eps),
                                          is_dark(up, opts.eps), path.extras[name])
-        timings = dict(path.timings, total=time.perf_counter() - t0)
-        return Explanation(
+        c, scores = start.target, start.scores
+        timings = dict(path.timings, run=path.timings["run"] + start.run_seconds,
+                       total=seconds + time.perf_counter() - t0)
+        r = Explanation(
             target=c, label=self.labels[c] if self.labels and c < len(self.labels) else None,
             score=float(scores[c]), scores=scores, scores_path=path.scores_path,
             steps=path.m, methods=results, score_mode=self.score_mode, layer=self.layer,
             timings=timings,
         )
-
-    def _walk(self, x, x0, c, n, steps, methods, opts, on_chunk) -> PathResult:
-        run = lambda m, ms: _checked(walk_path(  # noqa: E731
-            self.runner, self.input_name, x, x0, c, n, m, self.chunk_for(m),
-            {name: _factory(name, opts) for name in ms}, self.channel_axis, on_chunk))
-        if steps != "auto":
-            if isinstance(steps, str) and not steps.isdigit():
-                raise OrtCamError(f"steps must be a positive integer or 'auto' (got {steps!r})")
-            return run(int(steps), methods)
-        # the gap of a method asked for, else of the first registered one that reports it
-        judge = next((name for name in methods if COMPLETENESS_GAP in METHODS[name].extras),
-                     reporting(COMPLETENESS_GAP))
-        if judge is None:
-            raise OrtCamError("steps='auto' needs a method that reports a completeness gap; "
-                              "none is registered, so pass an integer number of steps")
-        inner = methods if judge in methods else [*methods, judge]
-        m = opts.auto_start
-        while True:
-            path = run(m, inner)
-            if path.extras[judge][COMPLETENESS_GAP] <= opts.auto_tolerance or m * 2 > opts.auto_max:
-                break
-            m *= 2
-        if judge not in methods:
-            path.raw.pop(judge)
-            path.extras.pop(judge)
-        return path
+        if item.pixels is not None:
+            r.pixels = item.pixels
+            r.timings["preprocess"] = item.prep_seconds
+        return r
 
     # --- helpers ------------------------------------------------------------------------
     def _need_preprocess(self) -> Preprocess:
@@ -281,8 +473,7 @@ class Explainer:
             if d is not None and x.shape[i] != d:
                 raise InputError(f"{what} has shape {list(x.shape)}; the model takes "
                                  f"{['N', *self._input_shape[1:]]}")
-        dtype = np.dtype(self.model.dtypes.get(self.input_name, np.float32))
-        return np.ascontiguousarray(x.astype(dtype))
+        return np.ascontiguousarray(x.astype(np.dtype(self._prepared.input_dtype)))
 
     def _spatial_size(self, x: np.ndarray) -> tuple[int, int]:
         if self.preprocess is not None:
@@ -290,6 +481,60 @@ class Explainer:
         else:
             layout = "NCHW"
         return (x.shape[2], x.shape[3]) if layout == "NCHW" else (x.shape[1], x.shape[2])
+
+
+@dataclass
+class _Item:
+    """One explanation to make: model-space input and baseline (batch 1), the target spec,
+    and the image (with its preprocessing time) when it came from one."""
+
+    x: np.ndarray
+    x0: np.ndarray
+    pixels: np.ndarray | None = None
+    prep_seconds: float = 0.0
+    spec: object = None
+
+
+@dataclass
+class _Start:
+    """What the run of x gave: the target, the scores (float64), the point l = m for the
+    target (None when the run's gradient was of another class) and the run's time share."""
+
+    target: int
+    scores: np.ndarray
+    end: Points | None
+    run_seconds: float
+
+
+def _needs_path(names: Sequence[str]) -> bool:
+    return any(METHODS[name].needs_path for name in names)
+
+
+def _fixed_steps(steps) -> int:
+    if isinstance(steps, str) and not steps.isdigit():
+        raise OrtCamError(f"steps must be a positive integer or 'auto' (got {steps!r})")
+    m = int(steps)
+    if m < 1:
+        raise InputError(f"steps must be >= 1 (got {m})")
+    return m
+
+
+def _judge(names: Sequence[str]) -> str:
+    """The method whose completeness gap ``steps="auto"`` watches: the first asked for that
+    reports one, else the first registered one."""
+    judge = next((name for name in names if COMPLETENESS_GAP in METHODS[name].extras),
+                 reporting(COMPLETENESS_GAP))
+    if judge is None:
+        raise OrtCamError("steps='auto' needs a method that reports a completeness gap; "
+                          "none is registered, so pass an integer number of steps")
+    return judge
+
+
+def _drop_judge(path: PathResult, judge: str, names: Sequence[str]) -> PathResult:
+    if judge not in names:
+        path.raw.pop(judge)
+        path.extras.pop(judge)
+    return path
 
 
 def _known_methods(methods: Sequence[str] | None) -> list[str]:

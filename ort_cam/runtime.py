@@ -98,9 +98,21 @@ def session_for(model: onnx.ModelProto, providers: list | None = None,
     return ort.InferenceSession(path, options, providers=providers)
 
 
-def make_session(model: onnx.ModelProto, providers: list[str],
+def make_session(model: onnx.ModelProto | bytes, providers: list[str],
                  threads: int | None = None) -> ort.InferenceSession:
+    """A session for a model, or for its serialised bytes (then it is not serialised again)."""
+    if isinstance(model, bytes):
+        return ort.InferenceSession(model, session_options(threads), providers=providers)
     return session_for(model, providers=providers, options=session_options(threads))
+
+
+def probe_session(data: bytes) -> ort.InferenceSession:
+    """A CPU session for a one-off run of serialised model bytes (a shape probe): no graph
+    optimisation, since the run is made once and the optimiser's time would not pay back."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(data, options, providers=[CPU])
 
 
 class Runner:

@@ -21,7 +21,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ort_cam"
 #: matching prefix; every module must belong to one.
 ROOMS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("ort_cam._version", "ort_cam.errors", "ort_cam.runtime", "ort_cam.preprocess",
-                    "ort_cam.baselines", "ort_cam.maps", "ort_cam.result", "ort_cam.files")),
+                    "ort_cam.baselines", "ort_cam.maps", "ort_cam.result", "ort_cam.files",
+                    "ort_cam.cache")),
     ("graph", ("ort_cam.graph",)),
     ("grad", ("ort_cam.grad",)),
     ("engine", ("ort_cam.engine",)),

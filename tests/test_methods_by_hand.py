@@ -108,9 +108,13 @@ def test_rsi_rules_differ_by_hand(square):
 def test_steps_auto_doubles_until_gap_is_below_tolerance(square):
     # Riemann gap = 1/m: 1/8, 1/16 > 5% and 1/32 < 5%, so auto stops at m = 32.
     r = square.explain_array(X, baseline_array="zeros", target=1, steps="auto",
-                             methods=["gradcam"], rsi_rule="riemann")
+                             methods=["igcam"], rsi_rule="riemann")
     assert r.steps == 32 and len(r.scores_path) == 33
     assert "rsi" not in r.methods and r.completeness_gap is None
+    # Grad-CAM alone needs no path: x is run once and m is 0, auto or not
+    r = square.explain_array(X, baseline_array="zeros", target=1, steps="auto",
+                             methods=["gradcam"], rsi_rule="riemann")
+    assert r.steps == 0 and len(r.scores_path) == 1
     r = square.explain_array(X, baseline_array="zeros", target=1, steps="auto", methods=ALL,
                              rsi_rule="riemann", auto_tolerance=0.2)
     assert r.steps == 8 and r.completeness_gap == pytest.approx(1 / 8, rel=1e-5)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx import helper
 
 from .._version import __version__
 from ..errors import NoGradientRuleError, OrtCamError
@@ -79,8 +81,23 @@ def attach_score(graph: gs.Graph, ctx: VjpContext, mode: str, output: str) -> gs
     return base
 
 
+def _top1_seed(b: Builder, score: gs.Tensor, weights: gs.Tensor) -> gs.Tensor:
+    """``weights``, except that a row of zeros becomes the one-hot row of that row's top score
+    (the first on ties, as ``np.argmax``): so one run with zero weights gives the scores, the
+    top-1 class and its gradient. A non-zero row is kept exactly (it gets ``+ 0``)."""
+    shape, dtype = b.shape(score), b.dtype(score)
+    assert shape is not None and dtype is not None  # attach_score typed it
+    top = b.declare(b.op("ArgMax", score, axis=1, keepdims=1), np.int64, (shape[0], 1))
+    classes = b.const(np.arange(shape[1], dtype=np.int64).reshape(1, -1), hint="classes")
+    to = helper.np_dtype_to_tensor_dtype(dtype)
+    onehot = b.op("Cast", b.op("Equal", top, classes), to=to)
+    size = b.reduce("ReduceSum", b.op("Abs", weights), [1])
+    empty = b.op("Cast", b.op("Equal", size, b.const(np.zeros((1, 1), dtype))), to=to)
+    return b.op("Add", weights, b.op("Mul", empty, onehot))
+
+
 def _gradient_graph(model: LoadedModel, graph: gs.Graph, layer: str, score_mode: str,
-                    output: str) -> tuple[gs.Graph, list[gs.Tensor]]:
+                    output: str, top1_seed: bool = False) -> tuple[gs.Graph, list[gs.Tensor]]:
     b = Builder(graph, opset=model.opset, dtypes=model.dtypes, shapes=model.shapes)
     _rename_clashes(graph, b)
     ctx = VjpContext(b)
@@ -89,8 +106,9 @@ def _gradient_graph(model: LoadedModel, graph: gs.Graph, layer: str, score_mode:
     dtype = ctx.dtype(score)
     weights = gs.Variable(TARGET_WEIGHTS, dtype=dtype, shape=["N", n_classes])
     graph.inputs.append(b.declare(weights, dtype, ctx.shape(score)))
+    seed = _top1_seed(b, score, weights) if top1_seed else weights
     try:
-        grad = add_gradient(graph, layer, score, weights, ctx)
+        grad = add_gradient(graph, layer, score, seed, ctx)
     except NoGradientRuleError as exc:
         raise NoGradientRuleError(exc.op_type, exc.node_name,
                                   suggest_layer_after(model, exc.node_name), exc.detail) from None
@@ -119,16 +137,19 @@ def _output(model: LoadedModel, output: str | None) -> str:
 
 
 def fused_model(model: LoadedModel, layer: str, score: str = "probability",
-                output: str | None = None, require_spatial: bool = True) -> onnx.ModelProto:
+                output: str | None = None, require_spatial: bool = True,
+                top1_seed: bool = False) -> onnx.ModelProto:
     """Model inputs + ``target_weights`` -> (layer tensor, ``scores``, ``grad``), one session.
 
     With ``require_spatial=False`` any float tensor (or graph input) may be the layer, and an
-    output of rank != 2 is flattened to [N, K] for the score: the rule tests use this.
+    output of rank != 2 is flattened to [N, K] for the score: the rule tests use this. With
+    ``top1_seed``, a row of zero ``target_weights`` asks for the gradient of that row's top-1
+    class (one run gives the target and its gradient); other rows are used as given.
     """
     layer = spatial_layer(model, layer)[0] if require_spatial else resolve_layer(model, layer)
     output = _output(model, output)
     graph = model.graph.copy()
-    graph, (scores, grad) = _gradient_graph(model, graph, layer, score, output)
+    graph, (scores, grad) = _gradient_graph(model, graph, layer, score, output, top1_seed)
     layer_t = graph.tensors()[layer]
     layer_t.dtype = model.dtypes[layer]
     layer_t.shape = ["N", *model.shapes[layer][1:]]

@@ -16,7 +16,7 @@ import onnxruntime as ort
 from onnx import helper, version_converter
 
 from ..errors import ModelLoadError
-from ..runtime import session_for
+from ..runtime import probe_session, session_for
 
 #: The gradient graph needs ScatterElements(reduction="add"), which arrived in opset 16.
 MIN_OPSET = 16
@@ -184,19 +184,15 @@ class LoadedModel:
 def probe_shapes(model: onnx.ModelProto, graph: gs.Graph, batch: int = PROBE_BATCH
                  ) -> tuple[dict[str, tuple[int, ...]], dict[str, np.dtype]]:
     """Run the model once on random input with every tensor exposed; shapes and dtypes."""
-    probe = copy.deepcopy(model)
-    have = {o.name for o in probe.graph.output}
+    have = {o.name for o in model.graph.output}
     names = []
-    for node in probe.graph.node:
+    for node in model.graph.node:
         for out in node.output:
             if out and out not in have:
                 names.append(out)
                 have.add(out)
-    probe.graph.output.extend([onnx.ValueInfoProto(name=n) for n in names])
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
     try:
-        sess = session_for(probe, options=options)
+        sess = _probe_session(model, names)
         outs = sess.run(None, probe_inputs(graph, batch))
     except Exception as exc:
         raise ModelLoadError(
@@ -210,6 +206,23 @@ def probe_shapes(model: onnx.ModelProto, graph: gs.Graph, batch: int = PROBE_BAT
         shapes[meta.name] = tuple(int(d) for d in value.shape)
         dtypes[meta.name] = value.dtype
     return shapes, dtypes
+
+
+def _probe_session(model: onnx.ModelProto, outputs: list[str]) -> ort.InferenceSession:
+    """A session of ``model`` with ``outputs`` added. Serialised once, without a copy: protobuf
+    merges concatenated messages, so the model's bytes followed by those of a model holding
+    only the extra graph outputs parse as the model with those outputs appended."""
+    extra = onnx.ModelProto()
+    extra.graph.output.extend([onnx.ValueInfoProto(name=n) for n in outputs])
+    try:
+        data = model.SerializeToString()
+    except Exception:  # past protobuf's 2 GB: a copy, spilled to a file with external data
+        probe = copy.deepcopy(model)
+        probe.graph.output.extend(extra.graph.output)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        return session_for(probe, options=options)
+    return probe_session(data + extra.SerializeToString())
 
 
 def _export(graph: gs.Graph, ir_version: int) -> onnx.ModelProto:

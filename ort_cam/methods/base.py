@@ -116,6 +116,9 @@ class CamMethod(ABC):
         default: in the set explained when no methods are given.
         extras: names of the extra scalars ``finish`` puts in ``self.extra_values``.
         cost: model runs per image and target, in words (``ort-cam methods`` lists it).
+        needs_path: whether it reads points other than l = m (x itself). When every method
+            asked for has it False, the explainer runs x alone, once, and the state holds
+            only that point (``a_end``, ``g_end``; m = 0). True unless the method says so.
     """
 
     name: str = ""
@@ -125,6 +128,7 @@ class CamMethod(ABC):
     default: bool = False
     extras: tuple[str, ...] = ()
     cost: str = "the shared pass: m+1 gradient runs"
+    needs_path: bool = True
 
     def __init__(self, state: PathState, options: MethodOptions):
         self.state = state

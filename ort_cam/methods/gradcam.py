@@ -13,6 +13,7 @@ class GradCam(CamMethod):
     short = "Grad-CAM"
     color = "tab:blue"
     default = True
+    needs_path = False  # the l = m slice only
 
     def finish(self) -> np.ndarray:
         g = self.state.g_end

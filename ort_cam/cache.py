@@ -1,0 +1,180 @@
+"""An on-disk cache of prepared models: one file per key, written by atomic rename, checked by
+checksum when read, bounded in size with least-recently-used eviction.
+
+The cache stores bytes (the payload, e.g. a serialised gradient model) and a JSON header (what
+the caller needs besides the payload). It knows nothing about models: ``ort_cam.prepared``
+decides what goes in and what the key is made of.
+
+Where: ``$ORT_CAM_CACHE`` if set, else ``<user cache dir>/ort_cam/prepared`` (platformdirs:
+``~/.cache`` on Linux, ``~/Library/Caches`` on macOS, ``%LOCALAPPDATA%`` on Windows). Bound:
+``$ORT_CAM_CACHE_MAX_MB`` megabytes, else 2 GiB.
+
+Safe under concurrent runs: an entry is written to a temporary file in the same directory and
+renamed over the final name (``os.replace`` is atomic), so a reader sees the old entry, the new
+one or none, never half of one. A reader re-checks the payload's length and SHA-256, so a
+truncated or corrupt entry is removed and reported as a miss (the caller rebuilds it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_DIR = "ORT_CAM_CACHE"
+ENV_MAX_MB = "ORT_CAM_CACHE_MAX_MB"
+DEFAULT_MAX_BYTES = 2 << 30
+SUFFIX = ".ortcam"
+_MAGIC = b"ORT_CAM-PREPARED-1\n"
+_LEN = struct.Struct(">Q")
+#: A temporary file older than this is a crashed writer's: removed when evicting.
+_STALE_TMP_SECONDS = 3600.0
+
+
+def cache_dir() -> Path:
+    """The cache directory: ``$ORT_CAM_CACHE``, else the user cache dir's ``ort_cam/prepared``."""
+    env = os.environ.get(ENV_DIR)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("ort_cam")) / "prepared"
+
+
+def max_bytes() -> int:
+    """The size bound: ``$ORT_CAM_CACHE_MAX_MB`` megabytes, else ``DEFAULT_MAX_BYTES``."""
+    env = os.environ.get(ENV_MAX_MB)
+    if not env:
+        return DEFAULT_MAX_BYTES
+    try:
+        return int(float(env) * 2**20)
+    except ValueError:
+        from .errors import OrtCamError
+
+        raise OrtCamError(f"{ENV_MAX_MB}={env!r} is not a number of megabytes") from None
+
+
+def key_of(fields: Mapping[str, Any]) -> str:
+    """The entry name for ``fields`` (JSON values): SHA-256 of their canonical JSON."""
+    text = json.dumps(dict(fields), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Entry:
+    """What an entry holds: the caller's JSON ``data`` and its ``payload`` bytes."""
+
+    data: dict[str, Any]
+    payload: bytes
+
+
+def _encode(fields: Mapping[str, Any], data: Mapping[str, Any], payload: bytes) -> bytes:
+    header = json.dumps({"fields": dict(fields), "data": dict(data), "size": len(payload),
+                         "sha256": hashlib.sha256(payload).hexdigest()}).encode("utf-8")
+    return _MAGIC + _LEN.pack(len(header)) + header + payload
+
+
+def _decode(blob: bytes, fields: Mapping[str, Any]) -> Entry | None:
+    """The entry in ``blob``, or None when it is not a complete, intact entry for ``fields``."""
+    start = len(_MAGIC) + _LEN.size
+    if len(blob) < start or not blob.startswith(_MAGIC):
+        return None
+    (n,) = _LEN.unpack(blob[len(_MAGIC):start])
+    try:
+        header = json.loads(blob[start:start + n].decode("utf-8"))
+        size, digest, data = int(header["size"]), str(header["sha256"]), header["data"]
+        same_key = header["fields"] == json.loads(json.dumps(dict(fields)))
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None
+    payload = blob[start + n:]
+    if not same_key or len(payload) != size or not isinstance(data, dict):
+        return None
+    if hashlib.sha256(payload).hexdigest() != digest:
+        return None
+    return Entry(data, payload)
+
+
+def read(directory: Path, fields: Mapping[str, Any]) -> Entry | None:
+    """The entry for ``fields``, or None (missing, unreadable, truncated or corrupt: a bad
+    entry is removed so that the rebuilt one replaces it). A hit marks the entry as used."""
+    path = directory / (key_of(fields) + SUFFIX)
+    try:
+        blob = path.read_bytes()
+    except OSError:
+        return None
+    entry = _decode(blob, fields)
+    if entry is None:
+        _unlink(path)
+        return None
+    try:
+        os.utime(path)  # least recently used = oldest mtime
+    except OSError:
+        pass
+    return entry
+
+
+def write(directory: Path, fields: Mapping[str, Any], data: Mapping[str, Any], payload: bytes,
+          limit: int | None = None) -> Path | None:
+    """Store an entry (atomically), then evict the least recently used ones past ``limit``
+    bytes (default ``max_bytes()``). Returns its path, or None when the directory cannot be
+    written (the cache is an optimisation: a failed write is not an error)."""
+    limit = max_bytes() if limit is None else limit
+    blob = _encode(fields, data, payload)
+    if len(blob) > limit:
+        return None
+    path = directory / (key_of(fields) + SUFFIX)
+    tmp = None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=SUFFIX, dir=directory)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+        os.replace(tmp, path)
+    except OSError:
+        if tmp is not None:
+            _unlink(Path(tmp))
+        return None
+    evict(directory, limit, keep=path)
+    return path
+
+
+def evict(directory: Path, limit: int, keep: Path | None = None) -> list[Path]:
+    """Remove the least recently used entries (oldest mtime first) until the entries take at
+    most ``limit`` bytes; ``keep`` is never removed. Stale temporary files go too."""
+    entries = []
+    now = time.time()
+    for p in directory.glob("*" + SUFFIX):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        if p.name.startswith(".tmp-"):
+            if now - st.st_mtime > _STALE_TMP_SECONDS:
+                _unlink(p)
+            continue
+        entries.append((st.st_mtime, st.st_size, p))
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, p in sorted(entries, key=lambda e: (e[0], e[2].name)):
+        if total <= limit:
+            break
+        if keep is not None and p == keep:
+            continue
+        _unlink(p)
+        total -= size
+        removed.append(p)
+    return removed
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass

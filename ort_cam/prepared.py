@@ -1,0 +1,191 @@
+"""A prepared model: the fused gradient model, serialised, and what ``Explainer`` needs to
+start without loading, probing or differentiating the model again.
+
+``prepare`` reads it from the cache (``ort_cam.cache``) when an entry matches the key (the
+model's SHA-256, the layer, the score mode, the output, the input shapes, and the ort_cam,
+onnx and onnxruntime versions), else builds it and stores it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from . import cache
+from ._version import __version__
+from .errors import ModelLoadError, OrtCamError
+from .grad import fused_model
+from .graph import LoadedModel, load_model, spatial_layer
+from .graph.load import PROBE_BATCH
+
+LAYER_KEY = "ort_cam.layer"
+#: Bump when what an entry holds, or how the fused model is built, changes.
+FORMAT = 1
+ModelSource = str | os.PathLike | onnx.ModelProto
+
+
+@dataclass
+class Prepared:
+    """What ``Explainer.__init__`` needs of a model.
+
+    Attributes:
+        fused_bytes: the serialised fused gradient model (None past protobuf's 2 GB: then
+            ``fused`` is set and the session is made from a file).
+        layer, channel_axis: the layer tensor and its channel axis (1: NCHW, 3: NHWC).
+        input_name, input_shape, input_dtype: the model's one input (None for a free dim).
+        layer_shape: the layer's shape in the probe run (batch ``PROBE_BATCH``).
+        sample_bytes: the activation bytes estimate per path point (sets the chunk size).
+        metadata: the model's metadata properties (preprocessing, labels, layer).
+        loaded, fused: the loaded model and the fused ModelProto when built in this process.
+        from_cache: whether it came from the cache.
+    """
+
+    fused_bytes: bytes | None
+    layer: str
+    channel_axis: int
+    input_name: str
+    input_shape: list[int | None]
+    input_dtype: str
+    layer_shape: list[int]
+    sample_bytes: int
+    metadata: dict[str, str]
+    loaded: LoadedModel | None = field(default=None, repr=False)
+    fused: onnx.ModelProto | None = field(default=None, repr=False)
+    from_cache: bool = False
+
+    def record(self) -> dict[str, Any]:
+        """The JSON part of a cache entry (everything but the bytes and the in-memory models)."""
+        return {"layer": self.layer, "channel_axis": self.channel_axis,
+                "input_name": self.input_name, "input_shape": self.input_shape,
+                "input_dtype": self.input_dtype, "layer_shape": self.layer_shape,
+                "sample_bytes": self.sample_bytes, "metadata": self.metadata}
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any], fused_bytes: bytes) -> Prepared:
+        return cls(fused_bytes=fused_bytes, layer=str(data["layer"]),
+                   channel_axis=int(data["channel_axis"]), input_name=str(data["input_name"]),
+                   input_shape=[None if d is None else int(d) for d in data["input_shape"]],
+                   input_dtype=str(data["input_dtype"]),
+                   layer_shape=[int(d) for d in data["layer_shape"]],
+                   sample_bytes=int(data["sample_bytes"]),
+                   metadata={str(k): str(v) for k, v in data["metadata"].items()},
+                   from_cache=True)
+
+    def metadata_model(self) -> onnx.ModelProto:
+        """A model holding only the metadata properties (what the readers of stored
+        preprocessing and labels look at)."""
+        proto = onnx.ModelProto()
+        for key, value in self.metadata.items():
+            proto.metadata_props.add(key=key, value=value)
+        return proto
+
+
+def activation_bytes(model: LoadedModel, layer: str) -> int:
+    """Upper bound of activation bytes per path point: every forward tensor once, plus the
+    layer's gradient (onnxruntime reuses buffers, so real use is lower)."""
+    total = 0
+    for name, shape in model.shapes.items():
+        itemsize = np.dtype(model.dtypes[name]).itemsize
+        total += int(np.prod(shape)) * itemsize // PROBE_BATCH
+    layer_bytes = int(np.prod(model.shapes[layer])) * 4 // PROBE_BATCH
+    return total + 2 * layer_bytes
+
+
+def build(source: ModelSource, layer: str | None, score: str) -> Prepared:
+    """Load, probe and differentiate the model (what a cache miss costs)."""
+    model = load_model(source)
+    if len(model.input_names) != 1:
+        raise OrtCamError(f"the model has {len(model.input_names)} inputs; "
+                          "ort_cam explains single-input image classifiers")
+    metadata = {p.key: p.value for p in model.proto.metadata_props}
+    layer = layer or metadata.get(LAYER_KEY)
+    if not layer:
+        raise OrtCamError("no layer given and none stored in the model; pass a layer "
+                          "(`ort-cam layers MODEL` lists them)")
+    tensor, axis = spatial_layer(model, layer)
+    fused = fused_model(model, tensor, score, top1_seed=True)
+    try:
+        fused_bytes: bytes | None = fused.SerializeToString()
+    except Exception:  # past protobuf's 2 GB: the session goes through a file
+        fused_bytes = None
+    name = model.input_names[0]
+    return Prepared(
+        fused_bytes=fused_bytes, layer=tensor, channel_axis=axis, input_name=name,
+        input_shape=[d if isinstance(d, int) else None for d in model.graph.inputs[0].shape or []],
+        input_dtype=np.dtype(model.dtypes.get(name, np.float32)).str,
+        layer_shape=[int(d) for d in model.shapes[tensor]],
+        sample_bytes=activation_bytes(model, tensor), metadata=metadata, loaded=model,
+        fused=fused)
+
+
+def key_fields(digest: str, layer: str | None, score: str) -> dict[str, Any]:
+    """What a cache entry is keyed by (any change is a miss)."""
+    return {"format": FORMAT, "model_sha256": digest, "layer": layer, "score": score,
+            "output": None, "input_shapes": None, "ort_cam": __version__,
+            "onnx": onnx.__version__, "onnxruntime": ort.__version__}
+
+
+def prepare(source: ModelSource, layer: str | None, score: str, *,
+            use_cache: bool = True) -> Prepared:
+    """The prepared model: from the cache when an entry matches, else built (and stored)."""
+    digest = model_digest(source) if use_cache else None
+    if digest is None:
+        return build(source, layer, score)
+    fields = key_fields(digest, layer, score)
+    where = cache.cache_dir()
+    entry = cache.read(where, fields)
+    if entry is not None:
+        try:
+            return Prepared.from_record(entry.data, entry.payload)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass  # an entry from a foreign writer: rebuilt below
+    prepared = build(source, layer, score)
+    if prepared.fused_bytes is not None:
+        cache.write(where, fields, prepared.record(), prepared.fused_bytes)
+    return prepared
+
+
+def model_digest(source: ModelSource) -> str | None:
+    """SHA-256 of the model's bytes and of its external data files; None when it cannot be
+    keyed (an in-memory model that points at external data)."""
+    if isinstance(source, onnx.ModelProto):
+        blob, base = source.SerializeToString(), None
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {path}")
+        blob, base = path.read_bytes(), path.parent
+    digest = hashlib.sha256(blob)
+    # every external tensor names its file under the key "location": no such bytes, no files
+    files = _external_files(blob) if b"location" in blob else []
+    if files and base is None:
+        return None
+    for name in files:
+        assert base is not None
+        digest.update(b"\0" + name.encode("utf-8") + b"\0")
+        try:
+            digest.update(hashlib.sha256((base / name).read_bytes()).digest())
+        except OSError:
+            return None  # the loader reports the missing file
+    return digest.hexdigest()
+
+
+def _external_files(blob: bytes) -> list[str]:
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    try:
+        model = onnx.load_model_from_string(blob)
+    except Exception:
+        return []  # not a model: the loader says so
+    found: set[str] = set()
+    for tensor in _get_all_tensors(model):
+        if uses_external_data(tensor):
+            found.update(e.value for e in tensor.external_data if e.key == "location")
+    return sorted(found)
