@@ -1,0 +1,68 @@
+"""examples/node: the exported explainer run by onnxruntime-node, no Python at run time.
+
+The example is installed from the npm registry into a temporary folder (``npm install``), then
+``node explain.mjs IMAGE explainer.onnx out.png --json out.json`` runs; its maps equal the
+Python engine's to 1e-5.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from export_clients import (
+    SAMPLE,
+    assert_client_matches,
+    demo_explainer,
+    npm_install,
+    reference,
+)
+from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory) -> Path:
+    return npm_install("node", tmp_path_factory.mktemp("node"))
+
+
+def node(example: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["node", "explain.mjs", *map(str, args)], cwd=example,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_node_maps_equal_the_python_engine(example, tmp_path):
+    model = demo_explainer(tmp_path / "explainer.onnx")
+    out_png, out_json = tmp_path / "out.png", tmp_path / "out.json"
+    done = node(example, SAMPLE, model, out_png, "--json", out_json)
+    assert done.returncode == 0, done.stderr
+    r = reference()
+    assert f"class {r.target}," in done.stdout
+    assert_client_matches(json.loads(out_json.read_text()), r, map_tol=1e-5)
+    strip = np.asarray(Image.open(out_png).convert("RGB"))
+    assert strip.shape == (96, 4 * 96, 3)  # the image, then one overlay per method
+    assert np.array_equal(strip[:, :96], np.asarray(Image.open(SAMPLE).convert("RGB")))
+
+
+def test_node_with_required_inputs_explains_another_target(example, tmp_path):
+    model = demo_explainer(tmp_path / "explainer.onnx", optional_inputs=False)
+    out_json = tmp_path / "out.json"
+    done = node(example, SAMPLE, model, tmp_path / "out.png", "--target", "2",
+                "--json", out_json)
+    assert done.returncode == 0, done.stderr
+    assert_client_matches(json.loads(out_json.read_text()), reference(target=2), map_tol=1e-5)
+
+
+def test_node_refuses_a_target_it_cannot_feed_and_a_wrong_size(example, tmp_path):
+    model = demo_explainer(tmp_path / "explainer.onnx")
+    done = node(example, SAMPLE, model, tmp_path / "o.png", "--target", "2")
+    assert done.returncode == 1
+    assert "re-export it with --required-inputs" in done.stderr
+    small = tmp_path / "small.png"
+    Image.open(SAMPLE).resize((64, 64)).save(small)
+    done = node(example, small, model, tmp_path / "o.png")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (f"error: {small} is 64x64; the explainer takes 96x96 "
+                                   "(resize it first)")

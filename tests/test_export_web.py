@@ -1,0 +1,65 @@
+"""examples/web: the exported explainer run in the page by onnxruntime-web (wasm) in headless
+Chromium (Debian's ``chromium``, driven by playwright-core from npm); the map the page
+computed, read back from ``window.__ortCamResult``, equals the Python engine's to 1e-4. This
+is what makes docs/web_example.png honest.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import subprocess
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from export_clients import SAMPLE, assert_client_matches, demo_explainer, need, npm_install
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    extensions_map = {**SimpleHTTPRequestHandler.extensions_map,
+                      ".mjs": "text/javascript", ".wasm": "application/wasm"}
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """examples/web installed, with the demo explainer and the sample, served on 127.0.0.1."""
+    need("chromium")
+    root = npm_install("web", tmp_path_factory.mktemp("web"))
+    demo_explainer(root / "explainer.onnx")
+    shutil.copy(SAMPLE, root / "sample.png")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=root))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+
+
+def page_result(site: str, root: Path, query: str) -> dict:
+    """What the page computed (window.__ortCamResult, or {"error": ...}), read back by
+    examples/web/check.mjs (playwright-core driving the system's chromium)."""
+    done = subprocess.run(["node", "check.mjs", f"{site}/index.html?{query}"], cwd=root,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def test_the_page_computes_the_python_maps(site):
+    from export_clients import reference
+
+    url, root = site
+    out = page_result(url, root, "model=explainer.onnx&image=sample.png")
+    assert "error" not in out, out.get("error")
+    assert out["resized"] is False
+    # wasm's float32 kernels round unlike the native ones (measured: maps 4e-7, gap 3e-6)
+    assert_client_matches(out, reference(), map_tol=1e-4, gap_tol=1e-4)
+
+
+def test_the_page_reports_a_missing_model(site):
+    url, root = site
+    out = page_result(url, root, "model=nothing.onnx&image=sample.png")
+    assert out["error"].endswith("nothing.onnx: HTTP 404")
