@@ -54,7 +54,9 @@ def record(r: Explanation, image: str, stem: str) -> dict:
     """One results.jsonl line."""
     return {
         "image": image, "stem": stem, "target": r.target, "label": r.label,
-        "score_mode": r.score_mode, "score": r.score, "y0": r.y0, "ym": r.ym, "steps": r.steps,
+        "score_mode": r.score_mode, "score": r.score,
+        "y0": r.y0 if r.steps else None,  # no path walked: only x was run
+        "ym": r.ym, "steps": r.steps,
         "layer": r.layer, **extras_record(r),
         "top5": [int(i) for i in np.argsort(-r.scores)[:5]],
         "methods": {name: {"dark": res.dark, "raw_min": float(res.raw.min()),

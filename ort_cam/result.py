@@ -32,7 +32,8 @@ class PathEnds:
 
     @property
     def y0(self) -> float:
-        return float(self.scores_path[0])
+        """y_0, or NaN when no path was walked (m = 0: only x itself was run)."""
+        return float(self.scores_path[0]) if len(self.scores_path) > 1 else float("nan")
 
     @property
     def ym(self) -> float:

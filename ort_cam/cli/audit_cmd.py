@@ -106,6 +106,7 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
     steps, methods = parse_steps(kw.pop("steps")), parse_methods(kw.pop("methods"))
     preprocess = pop_preprocess(kw)
     runtime = {k: kw.pop(k) for k in ("score", "providers", "threads", "labels", "chunk_size")}
+    runtime["cache"] = not kw.pop("no_cache")
     spec = AuditSpec(steps=steps, methods=tuple(methods), baseline=kw.pop("baseline"),
                      options=kw,  # what is left: the method options
                      filters=chosen_filters(correct_only, one_box, small_box, rsi_filters),

@@ -14,7 +14,7 @@ from ..methods import METHODS
 from ..outputs import write_outputs
 from ..render import class_text
 from ..result import DEFAULT_STEPS
-from .options import reports_errors
+from .options import cache_option, reports_errors
 
 
 @click.command()
@@ -23,8 +23,9 @@ from .options import reports_errors
 @click.option("--steps", type=int, default=DEFAULT_STEPS, show_default=True,
               help="Path steps m.")
 @click.option("--force", is_flag=True, help="Write into --out even if it holds other files.")
+@cache_option
 @reports_errors
-def demo(out: Path, steps: int, force: bool) -> None:
+def demo(out: Path, steps: int, force: bool, no_cache: bool) -> None:
     """Explain the bundled demo images with the default methods.
 
     The demo model is a small CNN trained on generated scenes (shapes on cluttered,
@@ -42,10 +43,9 @@ def demo(out: Path, steps: int, force: bool) -> None:
     d = demo_dir()
     samples = demo_samples(d)
     claim_output(out, force)
-    ex = Explainer(d / "demo_cnn.onnx")
+    ex = Explainer(d / "demo_cnn.onnx", cache=not no_cache)
     energies: dict[str, list[float]] = {}
-    for s in samples:
-        r = ex.explain(s.path, steps=steps)
+    for s, r in zip(samples, ex.explain_iter([s.path for s in samples], steps=steps)):
         write_outputs(r, out, s.path.stem, str(s.path), box=s.box)
         parts = []
         for name, res in r.methods.items():

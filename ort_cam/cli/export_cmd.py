@@ -13,6 +13,7 @@ from ..files import refuse_overwrite
 from ..methods import MethodOptions
 from .options import (
     baseline_options,
+    cache_option,
     method_options,
     model_argument,
     path_options,
@@ -59,6 +60,7 @@ def _summary(proto: onnx.ModelProto, out: Path) -> str:
               help="Make target_index and baseline required inputs (for onnxruntime's "
               "JavaScript APIs, which cannot feed inputs that have defaults).")
 @click.option("--force", is_flag=True, help="Overwrite FILE.")
+@cache_option
 @reports_errors
 def export(model: Path, out: Path, force: bool, **kw) -> None:
     """Write the whole explainer (preprocessing, the path, every method's map, RSI's
@@ -86,5 +88,5 @@ def export(model: Path, out: Path, force: bool, **kw) -> None:
         options={k: v for k, v in options.items() if v is not None},
         preprocess=pop_preprocess(kw), score=kw.pop("score"), input_kind=kw.pop("input_kind"),
         baseline=kw.pop("baseline"), baseline_seed=seed or 0, chunk_size=kw.pop("chunk_size"),
-        optional_inputs=not kw.pop("required_inputs"))
+        optional_inputs=not kw.pop("required_inputs"), cache=not kw.pop("no_cache"))
     click.echo(_summary(proto, out))

@@ -181,7 +181,13 @@ baseline_options = _compose(
 labels_option = click.option(
     "--labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="Class names, one per line (default: the model's stored labels).")
+#: Every command that builds an explainer takes it (``Explainer(cache=...)``).
+cache_option = click.option(
+    "--no-cache", "no_cache", is_flag=True,
+    help="Neither read nor write the prepared-model cache ($ORT_CAM_CACHE, else the user "
+    "cache directory): load and differentiate the model in this run.")
 runtime_options = _compose(
+    cache_option,
     click.option("--providers", default="auto", show_default=True,
                  help="auto (CUDA when usable, else CPU), cpu, cuda, or provider names."),
     click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads."),
