@@ -1,0 +1,235 @@
+"""The prepared-model cache (ort_cam/cache.py, ort_cam/prepared.py): a hit starts without
+loading, probing or differentiating the model and gives bit-identical maps; any change of a
+key field is a miss; a truncated or corrupt entry is rebuilt, never trusted; two processes
+filling it at once both succeed and leave one intact entry; least-recently-used eviction
+keeps it under its bound; --no-cache / cache=False neither reads nor writes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+import ort_cam
+from ort_cam import cache, prepared
+from ort_cam.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "models" / "demo" / "demo_cnn.onnx"
+SAMPLE = ROOT / "models" / "demo" / "samples" / "ring_unsaturated.png"
+OTHER_LAYER = "/block3/relu/Relu_output_0"
+
+
+@pytest.fixture
+def where(tmp_path, monkeypatch) -> Path:
+    d = tmp_path / "cache"
+    monkeypatch.setenv(cache.ENV_DIR, str(d))
+    return d
+
+
+def entries(d: Path) -> list[Path]:
+    return sorted(d.glob("*" + cache.SUFFIX)) if d.is_dir() else []
+
+
+def maps(ex: ort_cam.Explainer) -> dict[str, np.ndarray]:
+    r = ex.explain(SAMPLE, steps=6)
+    return {name: res.raw for name, res in r.methods.items()} | {"scores": r.scores}
+
+
+def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_hit_skips_load_probe_and_build(where, monkeypatch):
+    cold = ort_cam.Explainer(DEMO, quiet=True)
+    assert not cold.cache_hit and len(entries(where)) == 1
+    want = maps(cold)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cache hit must not load or differentiate the model")
+
+    monkeypatch.setattr(prepared, "load_model", refuse)
+    monkeypatch.setattr(prepared, "fused_model", refuse)
+    warm = ort_cam.Explainer(DEMO, quiet=True)
+    assert warm.cache_hit
+    assert (warm.layer, warm.channel_axis, warm.n_classes) == (
+        cold.layer, cold.channel_axis, cold.n_classes)
+    assert warm.per_sample_bytes() == cold.per_sample_bytes()
+    assert warm.preprocess == cold.preprocess and warm.labels == cold.labels
+    assert_same(maps(warm), want)
+    assert warm.fused.SerializeToString() == cold.fused.SerializeToString()
+
+
+def test_model_loads_on_first_use_after_a_hit(where):
+    ort_cam.Explainer(DEMO, quiet=True)
+    warm = ort_cam.Explainer(DEMO, quiet=True)
+    assert warm.cache_hit and warm._model is None
+    assert warm.model.shapes[warm.layer][1:] == (96, 12, 12)
+
+
+def test_every_key_field_changes_the_key():
+    base = prepared.key_fields("ab" * 32, "layer", "probability")
+    changed = {"format": base["format"] + 1, "model_sha256": "cd" * 32, "layer": "other",
+               "score": "logit", "output": "logits", "input_shapes": {"image": [3, 64, 64]},
+               "ort_cam": "0.0.0", "onnx": "0.0", "onnxruntime": "0.0"}
+    assert set(changed) == set(base), "every key field is tried"
+    keys = {cache.key_of(base)}
+    for name, value in changed.items():
+        keys.add(cache.key_of({**base, name: value}))
+    assert len(keys) == len(changed) + 1
+
+
+@pytest.mark.parametrize("change", ["layer", "score", "model_bytes", "ort_cam", "onnxruntime",
+                                    "onnx"])
+def test_any_change_of_key_is_a_miss(where, monkeypatch, tmp_path, change):
+    ort_cam.Explainer(DEMO, quiet=True)
+    model, layer, score = DEMO, None, "probability"
+    if change == "layer":
+        layer = OTHER_LAYER
+    elif change == "score":
+        score = "logit"
+    elif change == "model_bytes":  # the same network, one metadata value different
+        proto = onnx.load(str(DEMO))
+        proto.doc_string = "changed"
+        model = tmp_path / "changed.onnx"
+        onnx.save(proto, str(model))
+    elif change == "onnxruntime":
+        monkeypatch.setattr(prepared.ort, "__version__", "0.0.0-test")
+    elif change == "onnx":
+        monkeypatch.setattr(prepared.onnx, "__version__", "0.0.0-test")
+    else:
+        monkeypatch.setattr(prepared, "__version__", "0.0.0-test")
+    ex = ort_cam.Explainer(model, layer, score=score, quiet=True)
+    assert not ex.cache_hit and len(entries(where)) == 2
+    assert ort_cam.Explainer(model, layer, score=score, quiet=True).cache_hit
+
+
+def _truncate(blob: bytes) -> bytes:
+    return blob[: len(blob) // 2]
+
+
+def _flip_payload_byte(blob: bytes) -> bytes:
+    i = len(blob) - 100
+    return blob[:i] + bytes([blob[i] ^ 0x01]) + blob[i + 1:]
+
+
+def _other_fields(blob: bytes) -> bytes:
+    return blob.replace(b'"score": "probability"', b'"score": "logit"', 1)
+
+
+def _bad_record(blob: bytes) -> bytes:
+    return blob.replace(b'"channel_axis"', b'"channel_axiz"', 1)
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_payload_byte, _other_fields, _bad_record,
+                                    lambda b: b"", lambda b: b"not an entry" * 10])
+def test_corrupt_entry_is_rebuilt_not_trusted(where, damage):
+    want = maps(ort_cam.Explainer(DEMO, quiet=True))
+    (path,) = entries(where)
+    path.write_bytes(damage(path.read_bytes()))
+    ex = ort_cam.Explainer(DEMO, quiet=True)
+    assert not ex.cache_hit
+    assert_same(maps(ex), want)
+    assert entries(where) == [path] and cache._decode(path.read_bytes(), _fields()) is not None
+    assert ort_cam.Explainer(DEMO, quiet=True).cache_hit
+
+
+def _fields() -> dict:
+    return prepared.key_fields(prepared.model_digest(DEMO) or "", None, "probability")
+
+
+CHILD = """
+import hashlib, json, sys
+import ort_cam
+ex = ort_cam.Explainer(sys.argv[1], quiet=True)
+r = ex.explain(sys.argv[2], steps=6)
+raw = b"".join(res.raw.tobytes() for res in r.methods.values())
+print(json.dumps({"hit": ex.cache_hit, "maps": hashlib.sha256(raw).hexdigest()}))
+"""
+
+
+def test_two_processes_at_once(where):
+    env = dict(os.environ, **{cache.ENV_DIR: str(where)})
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(DEMO), str(SAMPLE)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+             for _ in range(2)]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    assert outs[0]["maps"] == outs[1]["maps"]
+    assert len(entries(where)) == 1 and not list(where.glob(".tmp-*"))
+    assert cache._decode(entries(where)[0].read_bytes(), _fields()) is not None
+    third = subprocess.run([sys.executable, "-c", CHILD, str(DEMO), str(SAMPLE)], env=env,
+                           capture_output=True, text=True, timeout=300, check=True)
+    got = json.loads(third.stdout.strip().splitlines()[-1])
+    assert got == {"hit": True, "maps": outs[0]["maps"]}
+
+
+def test_lru_eviction_keeps_the_bound(tmp_path):
+    payload = bytes(1000)
+    size = len(cache._encode({"k": "a"}, {}, payload))
+    limit = 3 * size + size // 2  # room for three entries
+    paths: dict[str, Path] = {}
+    for t, name in enumerate("abc"):
+        written = cache.write(tmp_path, {"k": name}, {}, payload, limit=limit)
+        assert written is not None
+        paths[name] = written
+        os.utime(written, (1000 + t, 1000 + t))  # a, b, c: oldest first
+    assert cache.read(tmp_path, {"k": "a"}) is not None  # a is used: now the newest
+    cache.write(tmp_path, {"k": "d"}, {}, payload, limit=limit)
+    assert not paths["b"].exists(), "the least recently used entry goes first"
+    assert all(paths[k].exists() for k in "ac")
+    assert sum(p.stat().st_size for p in entries(tmp_path)) <= limit
+    assert cache.write(tmp_path, {"k": "e"}, {}, bytes(10 * limit), limit=limit) is None
+
+
+def test_no_cache_api_and_cli(where, tmp_path):
+    ex = ort_cam.Explainer(DEMO, quiet=True, cache=False)
+    assert not ex.cache_hit and not entries(where)
+    args = ["explain", str(DEMO), str(SAMPLE), "--steps", "4", "--json"]
+    res = CliRunner().invoke(main, [*args, "--no-cache", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert not entries(where)
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert len(entries(where)) == 1
+    a = np.load(tmp_path / "a" / "ring_unsaturated.npz")
+    b = np.load(tmp_path / "b" / "ring_unsaturated.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+def test_unwritable_cache_is_not_an_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv(cache.ENV_DIR, str(blocker / "cache"))
+    ex = ort_cam.Explainer(DEMO, quiet=True)
+    assert not ex.cache_hit and ex.explain(SAMPLE, steps=2).steps == 2
+
+
+def test_external_data_is_part_of_the_key(tmp_path):
+    proto = onnx.load(str(DEMO))
+    path = tmp_path / "ext.onnx"
+    onnx.save(proto, str(path), save_as_external_data=True, location="ext.data",
+              size_threshold=0)
+    first = prepared.model_digest(path)
+    data = tmp_path / "ext.data"
+    blob = bytearray(data.read_bytes())
+    blob[-1] ^= 0x01
+    data.write_bytes(bytes(blob))
+    assert prepared.model_digest(path) not in (None, first)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(path, copy / "ext.onnx")
+    assert prepared.model_digest(copy / "ext.onnx") is None  # its data file is missing
