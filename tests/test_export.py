@@ -236,9 +236,9 @@ class _NoOnnx:
     (dict(methods=["gradcam", "nope"]), "unknown method"),
     (dict(methods=["nothing"]), "nothing have no ONNX reduction"),
     (dict(input_kind="jpeg"), "unknown input kind 'jpeg'"),
-    (dict(preprocess={"preset": None, "size": (64, 64)}), "pixel input needs an RGB model input"),
+    (dict(preprocess={"preset": None, "layout": "NHWC"}), "pixel input needs an RGB model input"),
     (dict(steps=0), "steps must be a positive integer"),
-], ids=["auto", "blur", "auto-option", "unknown-method", "no-reduction", "input-kind", "size",
+], ids=["auto", "blur", "auto-option", "unknown-method", "no-reduction", "input-kind", "layout",
         "steps-0"])
 def test_what_cannot_be_exported_is_refused_by_name(kwargs, message, monkeypatch):
     monkeypatch.setitem(METHODS, "nothing", _NoOnnx)
