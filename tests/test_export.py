@@ -146,6 +146,7 @@ def test_a_baseline_fed_at_run_time():
 # --- inputs, score, preprocessing, layout ---------------------------------------------------
 def test_tensor_input_matches_explain_array():
     ex = explainer(chunk_size=8)
+    assert ex.preprocess is not None
     x = ex.preprocess(str(STAR))
     x0 = ex.preprocess(str(RING))
     proto = export_explainer(DEMO, steps=10, chunk_size=8, input_kind="tensor", baseline=str(RING))
@@ -318,6 +319,7 @@ def test_torchvision_matches_the_engine(torchvision_models, name, which, options
         proto = export_explainer(path, layer, steps=10, options=options, preprocess=STRETCH,
                                  input_kind="tensor", score="logit")
         ex = explainer(path, layer, preprocess=STRETCH, score="logit")
+        assert ex.preprocess is not None
         x = ex.preprocess.normalize(image)
         r = ex.explain(image, steps=10, **options)
         out = run(proto, input=x)

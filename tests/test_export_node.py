@@ -28,7 +28,7 @@ def example(tmp_path_factory) -> Path:
     return npm_install("node", tmp_path_factory.mktemp("node"))
 
 
-def node(example: Path, *args: str) -> subprocess.CompletedProcess:
+def node(example: Path, *args: str | Path) -> subprocess.CompletedProcess:
     return subprocess.run(["node", "explain.mjs", *map(str, args)], cwd=example,
                           capture_output=True, text=True, timeout=300)
 
