@@ -1,0 +1,160 @@
+"""What a user waits for: `ort-cam explain` on one image, steps="auto", Grad-CAM alone.
+
+resnet50 (random weights) at its last block, 224², the same threads throughout:
+
+  1. `ort-cam explain MODEL IMAGE` in a fresh process, cold cache (emptied) and warm cache
+     (its entry from the cold run): the process's wall time against the explanation's own
+     time (results.jsonl: preprocessing + the explanation's total). Goal, warm: <= 1.5x.
+  2. steps="auto" against a fixed run at the m where auto stopped, same image, interleaved:
+     wall-time ratio (goal <= 1.1) and the inputs each ran (auto: every point once).
+  3. Grad-CAM alone: session runs and their batch sizes (goal: one run, batch 1), and its
+     time against the three methods at m = 50.
+
+    python tools/bench_startup.py [--repeats 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import export_torchvision, interleaved_medians  # noqa: E402
+
+LAST = "/layer4/layer4.2/relu_2/Relu_output_0"
+
+
+def photo(path: Path) -> Path:
+    """A real photo (scikit-image's chelsea) when installed, else a seeded noise image."""
+    from PIL import Image
+
+    try:
+        from skimage import data
+
+        pixels = data.chelsea()
+    except ImportError:
+        pixels = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def cli_once(model: Path, image: Path, out: Path, cache: Path, threads: int) -> dict[str, float]:
+    """One `ort-cam explain` process: its wall time and the explanation's own time."""
+    env = dict(os.environ, ORT_CAM_CACHE=str(cache))
+    script = shutil.which("ort-cam") or str(Path(sys.executable).parent / "ort-cam")
+    cmd = [script, "explain", str(model), str(image), "--layer",
+           LAST, "--out", str(out), "--json", "--threads", str(threads), "--providers", "cpu"]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"ort-cam explain failed:\n{done.stderr}")
+    rec = json.loads(done.stdout.strip().splitlines()[-1])
+    own = rec["timings"]["total"] + rec["timings"].get("preprocess", 0.0)
+    shutil.rmtree(out)
+    return {"wall": wall, "explain": own}
+
+
+def startup(model: Path, image: Path, tmp: Path, threads: int, repeats: int) -> None:
+    cache = tmp / "cache"
+    rows: dict[str, list[dict[str, float]]] = {"cold": [], "warm": []}
+    for i in range(repeats):
+        shutil.rmtree(cache, ignore_errors=True)
+        rows["cold"].append(cli_once(model, image, tmp / f"cold{i}", cache, threads))
+        rows["warm"].append(cli_once(model, image, tmp / f"warm{i}", cache, threads))
+    print(f"1. `ort-cam explain` resnet50, one image, m=50, median of {repeats} "
+          "(cold and warm alternate)")
+    for kind, runs in rows.items():
+        wall = statistics.median(r["wall"] for r in runs)
+        own = statistics.median(r["explain"] for r in runs)
+        print(f"  {kind} cache: wall {wall:6.2f} s, explanation {own:6.2f} s, "
+              f"wall / explanation = {wall / own:.2f}" + (" (goal <= 1.5)" if kind == "warm"
+                                                         else ""))
+
+
+class Counter:
+    """Counts the session runs of an explainer and the inputs they took."""
+
+    def __init__(self, ex: Any):
+        self.batches: list[int] = []
+        run = ex.runner.run
+
+        def counted(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            self.batches.append(len(feeds["target_weights"]))
+            return run(feeds)
+
+        setattr(ex.runner, "run", counted)  # noqa: B010 (count the session runs)
+
+    def take(self) -> list[int]:
+        out, self.batches = self.batches, []
+        return out
+
+
+def auto_cost(ex: Any, image: Path, repeats: int, tolerance: float) -> None:
+    counter = Counter(ex)
+    first = ex.explain(image, steps="auto", auto_tolerance=tolerance, auto_max=256)
+    m, auto_inputs = first.steps, sum(counter.take())
+    fixed = ex.explain(image, steps=m)
+    fixed_inputs = sum(counter.take())
+    t = interleaved_medians({
+        "auto": lambda: ex.explain(image, steps="auto", auto_tolerance=tolerance, auto_max=256),
+        "fixed": lambda: ex.explain(image, steps=m),
+    }, repeats)
+    same = max(float(np.abs(first[n].raw - fixed[n].raw).max()) for n in first.methods)
+    print(f"2. steps='auto' (tolerance {tolerance}) stopped at m={m} "
+          f"(gap {first.completeness_gap:.3g}); median of {repeats}")
+    print(f"  auto {t['auto']:.2f} s, fixed m={m} {t['fixed']:.2f} s: "
+          f"auto / fixed = {t['auto'] / t['fixed']:.3f} (goal <= 1.1)")
+    print(f"  inputs run: auto {auto_inputs}, fixed {fixed_inputs} (m+1 = {m + 1}); "
+          f"maps differ by at most {same:.1e}")
+
+
+def gradcam_alone(ex: Any, image: Path, repeats: int) -> None:
+    counter = Counter(ex)
+    ex.explain(image, methods=["gradcam"])
+    batches = counter.take()
+    t = interleaved_medians({
+        "gradcam": lambda: ex.explain(image, methods=["gradcam"]),
+        "all": lambda: ex.explain(image, steps=50),
+    }, repeats)
+    counter.take()
+    print(f"3. Grad-CAM alone: {len(batches)} session run(s), batch sizes {batches} "
+          "(goal: one run, batch 1)")
+    print(f"  {1e3 * t['gradcam']:.0f} ms, against {1e3 * t['all']:.0f} ms for the three "
+          "methods at m = 50")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tolerance", type=float, default=0.002,
+                    help="auto_tolerance of part 2 (small, so that auto doubles a few times)")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="ort_cam_bench_startup_"))
+    model = tmp / "resnet50.onnx"
+    export_torchvision("resnet50", model)
+    image = photo(tmp / "chelsea.png")
+    startup(model, image, tmp, args.threads, args.repeats)
+    import ort_cam
+
+    ex = ort_cam.Explainer(str(model), LAST, threads=args.threads, quiet=True,
+                           providers="cpu", cache=False)
+    auto_cost(ex, image, args.repeats, args.tolerance)
+    gradcam_alone(ex, image, args.repeats)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
