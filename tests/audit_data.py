@@ -46,3 +46,36 @@ def cli_args(data: dict, out: Path, *extra) -> list[str]:
                              "--label-map", data["label_map"], "--preprocess", "raw",
                              "--scale", SCALE, "--steps", 4, "--deletion-steps", 4,
                              "--no-report", "--out", out, *extra)]
+
+
+DEMO = Path(__file__).resolve().parents[1] / "models" / "demo"
+#: The demo samples' flips and transposition, with their boxes: (name, image op, box op) on a
+#: W×H image and a box (x0, y0, x1, y1), x1/y1 exclusive.
+VARIANTS = [
+    ("id", lambda a: a, lambda b, w, h: b),
+    ("hflip", lambda a: a[:, ::-1], lambda b, w, h: (w - b[2], b[1], w - b[0], b[3])),
+    ("vflip", lambda a: a[::-1], lambda b, w, h: (b[0], h - b[3], b[2], h - b[1])),
+    ("rot180", lambda a: a[::-1, ::-1], lambda b, w, h: (w - b[2], h - b[3], w - b[0], h - b[1])),
+    ("transpose", lambda a: a.transpose(1, 0, 2), lambda b, w, h: (b[1], b[0], b[3], b[2])),
+]
+
+
+def demo_dataset(d: Path, n: int = 40) -> dict:
+    """``n`` images from the demo model's 8 samples and their flips (the model was trained
+    with flips), boxes moved with them, in ``d/boxes.csv``; the last one an unreadable file.
+    Returns the paths and the CLI arguments' start (model, CSV)."""
+    (d / "imgs").mkdir(parents=True, exist_ok=True)
+    boxes = json.loads((DEMO / "samples" / "boxes.json").read_text())
+    rows = ["image,label,x0,y0,x1,y1"]
+    for i in range(n - 1):
+        name, info = list(boxes.items())[i % len(boxes)]
+        vname, op, box_op = VARIANTS[(i // len(boxes)) % len(VARIANTS)]
+        a = np.asarray(Image.open(DEMO / "samples" / name).convert("RGB"))
+        out = f"imgs/{i:03d}_{vname}_{name}"
+        Image.fromarray(np.ascontiguousarray(op(a))).save(d / out)
+        rows.append(",".join([out, info["label"],
+                              *map(str, box_op(info["box"], a.shape[1], a.shape[0]))]))
+    (d / "imgs" / "broken.png").write_bytes(b"\x89PNG not really")
+    rows.append("imgs/broken.png,circle,0,0,4,4")
+    (d / "boxes.csv").write_text("\n".join(rows) + "\n")
+    return {"model": DEMO / "demo_cnn.onnx", "csv": d / "boxes.csv", "n": n}

@@ -9,6 +9,7 @@ explainer's memory budget.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,12 @@ def image_preprocess(ex: Explainer) -> Preprocess:
     if ex.preprocess is None:
         raise OrtCamError("the model input is not an image batch; audits need images")
     return ex.preprocess
+
+
+def describe(ex: Explainer) -> dict:
+    """What of the explainer an audit's settings record: layer, score mode, preprocessing."""
+    return {"layer": ex.layer, "score": ex.score_mode,
+            "preprocess": json.loads(image_preprocess(ex).to_json())}
 
 
 def probabilities(ex: Explainer, scores: np.ndarray) -> np.ndarray:

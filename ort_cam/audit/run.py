@@ -117,20 +117,30 @@ def run(samples: Sequence[Sample], done: set[str], out: Path,
         measure: Callable[[Sample, Path], dict], progress: bool = True) -> int:
     """Measure every sample not in ``done``, appending each record as it comes; returns how
     many were measured. A progress bar with an ETA counts the whole shard."""
+    return write_records(samples, done, out,
+                         lambda work: (measure(s, out / THUMBS) for s in work), progress)
+
+
+def write_records(samples: Sequence[Sample], done: set[str], out: Path,
+                  produce: Callable[[list[Sample]], Iterable[dict]],
+                  progress: bool = True) -> int:
+    """Append to results.jsonl (fsynced, one line each) every record ``produce`` yields for
+    the samples not in ``done``, in the order they come; returns how many were written. The
+    only writer of results.jsonl, for one process (``run``) and for a cluster alike."""
     from tqdm import tqdm
 
     work = [s for s in samples if s.key not in done]
-    skipped = 0
+    written = skipped = 0
     with open(out / RESULTS, "a", encoding="utf-8") as fh, \
             tqdm(total=len(samples), initial=len(samples) - len(work), unit="img",
                  desc="audit", disable=None if progress else True, smoothing=0.1) as bar:
-        for sample in work:
-            record = measure(sample, out / THUMBS)
+        for record in produce(work):
             append_record(fh, record)
+            written += 1
             skipped += record.get("status") == "skipped"
             bar.set_postfix(skipped=skipped, refresh=False)
             bar.update()
-    return len(work)
+    return written
 
 
 # --- merge ------------------------------------------------------------------------------------
@@ -204,6 +214,19 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def measured_settings(described: dict, label_map: dict[str, list[int]], spec: AuditSpec,
+                      model_sha256: str) -> dict:
+    """What an audit measures (compared on resume and merge): the model, the explainer as
+    ``image.describe`` tells it (layer, score, preprocessing), the label map and ``spec``."""
+    import hashlib
+
+    return {"model_sha256": model_sha256, "layer": described["layer"],
+            "score": described["score"], "preprocess": described["preprocess"],
+            "label_map_sha256": hashlib.sha256(
+                json.dumps(label_map, sort_keys=True).encode()).hexdigest(),
+            **spec.as_dict()}
+
+
 def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
                   label_map: dict[str, list[int]], spec: AuditSpec, model_sha256: str,
                   shard: tuple[int, int] = (1, 1), force: bool = False,
@@ -215,15 +238,9 @@ def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
 
     ``spec`` is an ``audit.image.AuditSpec``; ``label_map`` maps lower-case labels to class
     indices. A KeyboardInterrupt leaves every finished image on disk (rerun to resume)."""
-    import hashlib
+    from .image import audit_image, describe
 
-    from .image import audit_image, image_preprocess
-
-    measured = {"model_sha256": model_sha256, "layer": ex.layer, "score": ex.score_mode,
-                "preprocess": json.loads(image_preprocess(ex).to_json()),
-                "label_map_sha256": hashlib.sha256(
-                    json.dumps(label_map, sort_keys=True).encode()).hexdigest(),
-                **spec.as_dict()}
+    measured = measured_settings(describe(ex), label_map, spec, model_sha256)
     settings = make_settings(measured, dataset, shard, {"providers": ex.providers,
                                                         **(about or {})})
     done = prepare(Path(out), settings, force)

@@ -4,6 +4,7 @@ streamed to DIR/results.jsonl, resumable, shardable, with a summary and an HTML 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,6 +17,7 @@ from .options import (
     labels_option,
     method_options,
     model_argument,
+    output_option,
     path_options,
     pop_preprocess,
     preprocess_options,
@@ -23,6 +25,9 @@ from .options import (
     runtime_options,
     score_option,
 )
+
+#: The options that go to the Explainer as they are.
+_RUNTIME = ("score", "providers", "threads", "labels", "chunk_size", "output")
 
 dataset_options = _compose(
     click.option("--format", "fmt", type=click.Choice(["auto", "voc", "coco", "csv"]),
@@ -64,7 +69,16 @@ dataset_options = _compose(
 @click.option("--no-report", is_flag=True,
               help="Write summary.* but not report.html (e.g. for shards: audit-merge "
                    "writes one).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None,
+              metavar="[ADDRESS]",
+              help="Run on a Ray cluster (pip install 'ort_cam[ray]'): ADDRESS is host:port; "
+                   "a bare --ray takes $RAY_ADDRESS, a cluster started here with `ray start`, "
+                   "else a new local one. Resumes like a run without it.")
+@click.option("--ray-workers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Ray workers (default: as many as the cluster's CPUs hold, or its GPUs "
+                   "with CUDA).")
 @score_option
+@output_option
 @preprocess_options
 @path_options
 @baseline_options
@@ -75,7 +89,8 @@ dataset_options = _compose(
 def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str,
           images_dir: Path | None, label_map: Path | None, correct_only: bool, one_box: bool,
           small_box: bool, rsi_filters: bool, shard: str | None, deletion_steps: int,
-          force: bool, no_report: bool, **kw) -> None:
+          force: bool, no_report: bool, ray_address: str | None, ray_workers: int | None,
+          **kw) -> None:
     """Audit MODEL's explanations over DATASET with the papers' metrics.
 
     DATASET is a PASCAL VOC folder, a COCO .json or a CSV file image,label,x0,y0,x1,y1
@@ -89,7 +104,8 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
     reason.
 
     Rerunning the same command resumes (after a crash or Ctrl-C) without redoing or
-    repeating images; other settings are refused. At the end DIR gets summary.json,
+    repeating images; other settings are refused. With --ray the images are audited by
+    workers of a Ray cluster (one explainer each) and this process writes every line. At the end DIR gets summary.json,
     summary.csv and (unless --no-report) report.html (see `ort-cam audit-report`).
 
     \b
@@ -97,33 +113,61 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
         ort-cam audit model.onnx VOC2007/ --label-map voc_to_imagenet.json --out audit/
         ort-cam audit model.onnx boxes.csv --layer conv5_out --rsi-filters --out audit/
         ort-cam audit model.onnx coco.json --shard 2/4 --out audit-2/
+        ort-cam audit model.onnx coco.json --out audit/ --ray head-node:6379
     """
     from ..audit.datasets import chosen_filters
     from ..audit.image import AuditSpec
-    from ..audit.run import audit_model
     from ..audit.summary import summary_lines
 
     steps, methods = parse_steps(kw.pop("steps")), parse_methods(kw.pop("methods"))
     preprocess = pop_preprocess(kw)
-    runtime = {k: kw.pop(k) for k in ("score", "providers", "threads", "labels", "chunk_size")}
+    runtime = {k: kw.pop(k) for k in _RUNTIME}
     runtime["cache"] = not kw.pop("no_cache")
     spec = AuditSpec(steps=steps, methods=tuple(methods), baseline=kw.pop("baseline"),
                      options=kw,  # what is left: the method options
                      filters=chosen_filters(correct_only, one_box, small_box, rsi_filters),
                      deletion_steps=deletion_steps)
+    args: dict[str, Any] = dict(spec=spec, layer=layer, fmt=fmt, images=images_dir,
+                                label_map=label_map, shard=shard, preprocess=preprocess,
+                                runtime=runtime, force=force, html_page=not no_report)
     try:
-        summary = audit_model(model, dataset, out_dir, spec=spec, layer=layer, fmt=fmt,
-                              images=images_dir, label_map=label_map, shard=shard,
-                              preprocess=preprocess, runtime=runtime, force=force,
-                              html_page=not no_report)
+        summary, workers = _run(model, dataset, out_dir, args, ray_address, ray_workers)
     except KeyboardInterrupt:
         raise click.ClickException(
             f"interrupted; every finished image is in {out_dir}/results.jsonl: rerun the same "
             "command to resume") from None
     for line in summary_lines(summary, methods, spec.top):
         click.echo(line)
+    for name, n in workers:
+        click.echo(f"worker {name}: {n} images")
     made = "summary.json and summary.csv" + ("" if no_report else " and report.html")
     click.echo(f"wrote {out_dir}/{made}")
+    _refuse_empty(summary["images"], out_dir)
+
+
+def _refuse_empty(images: dict, out_dir: Path) -> None:
+    """An audit that explained no image says so, with why, and fails."""
+    if images["audited"] == 0:
+        why = ", ".join(f"{n} {reason}" for reason, n in images["skipped"].items())
+        raise click.ClickException(
+            f"no image was audited: {sum(images['skipped'].values())} of "
+            f"{images['in_dataset']} skipped ({why or 'none selected'}); see "
+            f"{out_dir}/results.jsonl")
+
+
+def _run(model: Path, dataset: Path, out_dir: Path, args: dict[str, Any],
+         ray_address: str | None, ray_workers: int | None) -> tuple[dict, list[tuple[str, int]]]:
+    """The audit in this process, or on Ray when ``ray_address`` is given ("" for Ray's
+    default): the summary and the images per worker."""
+    if ray_address is None:
+        from ..audit.run import audit_model
+
+        return audit_model(model, dataset, out_dir, **args), []
+    from ..audit.distributed import audit_model_ray
+
+    done = audit_model_ray(model, dataset, out_dir, address=ray_address or None,
+                           workers=ray_workers, **args)
+    return done.summary, done.workers
 
 
 @click.command("audit-merge")

@@ -1,0 +1,177 @@
+"""``ort-cam audit --ray`` against a real Ray cluster started on this machine (never a mock):
+the same summary and records as a single-process audit on 40 images of the demo model; a
+worker killed with SIGKILL mid-run, and the audit still has every image exactly once; the
+driver killed mid-run, the command rerun, and nothing lost or duplicated."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from audit_data import demo_dataset
+from click.testing import CliRunner
+
+from ort_cam.audit.distributed import RAY_MISSING, default_workers, wants_cuda
+from ort_cam.audit.image import AuditSpec
+from ort_cam.audit.run import audit_model
+from ort_cam.audit.store import read_results
+from ort_cam.cli import main
+
+ray = pytest.importorskip("ray", reason="ray is an optional extra: pip install 'ort_cam[ray]'")
+
+CLI = [sys.executable, "-c", "from ort_cam.cli import main; main()"]
+STEPS = ["--steps", "4", "--deletion-steps", "4"]
+SPEC = AuditSpec(steps=4, deletion_steps=4)
+N = 40
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A two-CPU Ray cluster on this machine (no dashboard), shared by the module."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return demo_dataset(tmp_path_factory.mktemp("ray_data"), N)
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """The single-process audit the Ray runs must equal."""
+    out = tmp_path_factory.mktemp("single") / "audit"
+    summary = audit_model(data["model"], data["csv"], out, spec=SPEC, html_page=False,
+                          progress=False)
+    return {"out": out, "summary": summary, "records": stripped(out)}
+
+
+def stripped(out: Path) -> dict[str, dict]:
+    """Records by key, without the seconds each took."""
+    return {r["key"]: {k: v for k, v in r.items() if k != "seconds"}
+            for r in read_results(out / "results.jsonl")}
+
+
+def args(data, out: Path, *extra) -> list[str]:
+    return [str(a) for a in ("audit", data["model"], data["csv"], *STEPS, "--no-report",
+                             "--out", out, *extra)]
+
+
+def lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def worker_pids() -> list[int]:
+    """Processes of Ray actors running ``AuditWorker`` (Ray titles them ``ray::AuditWorker``)."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if (p / "cmdline").read_bytes().startswith(b"ray::AuditWorker"):
+                    pids.append(int(p.name))
+            except OSError:
+                pass
+    return pids
+
+
+def run_until(cmd: list[str], results: Path, n: int, timeout: float = 90):
+    """Start ``cmd`` and return it once ``results`` holds ``n`` lines (it must still run)."""
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while lines(results) < n and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, f"the audit ended before {n} images: {proc.communicate()}"
+    return proc
+
+
+def same_as_reference(out: Path, reference: dict) -> None:
+    recs = read_results(out / "results.jsonl")
+    assert len(recs) == len({r["key"] for r in recs}) == N  # every image exactly once
+    assert json.loads((out / "summary.json").read_text()) == reference["summary"]
+    assert stripped(out) == reference["records"]
+    thumbs = {p.name: p.read_bytes() for p in (out / "thumbs").iterdir()}
+    assert thumbs == {p.name: p.read_bytes() for p in (reference["out"] / "thumbs").iterdir()}
+
+
+def test_ray_audit_equals_the_single_process_audit(cluster, data, reference, tmp_path):
+    out = tmp_path / "ray"
+    res = CliRunner().invoke(main, args(data, out, "--ray", cluster, "--ray-workers", "2"))
+    assert res.exit_code == 0, res.output
+    same_as_reference(out, reference)
+    counts = [line for line in res.output.splitlines() if line.startswith("worker ")]
+    assert len(counts) == 2 and sum(int(c.split(": ")[1].split()[0]) for c in counts) == N
+    assert reference["records"]["imgs/broken.png"]["skip"] == "unreadable image"
+    assert json.loads((out / "audit.json").read_text())["about"]["ray"] == cluster
+
+
+def test_workers_sent_the_bytes_give_the_same_records(cluster, data, reference, tmp_path):
+    """Workers that do not see the files get the model's and the images' bytes (a quarter
+    of the images, the unreadable one among them)."""
+    from ort_cam.audit.distributed import audit_model_ray
+
+    out = tmp_path / "shipped"
+    audit_model_ray(data["model"], data["csv"], out, spec=SPEC, shard="4/4", workers=2,
+                    html_page=False, progress=False, ship=True)
+    recs = stripped(out)
+    assert len(recs) == N // 4 and "imgs/broken.png" in recs
+    assert recs == {k: reference["records"][k] for k in recs}
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds workers in /proc")
+def test_a_worker_killed_mid_run_loses_no_image(cluster, data, reference, tmp_path):
+    out = tmp_path / "killed_worker"
+    proc = run_until(CLI + args(data, out, "--ray", cluster, "--ray-workers", "2"),
+                     out / "results.jsonl", 4)
+    victims = worker_pids()
+    assert len(victims) == 2, victims
+    os.kill(victims[0], signal.SIGKILL)
+    done_at_kill = lines(out / "results.jsonl")
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert done_at_kill < N, "the audit finished before the worker was killed"
+    same_as_reference(out, reference)
+    counts = [line for line in stdout.splitlines() if line.startswith("worker ")]
+    assert any(f"pid {victims[0]} (lost)" in c for c in counts), stdout
+    assert sum(int(c.split(": ")[1].split()[0]) for c in counts) == N
+
+
+def test_driver_killed_mid_run_then_rerun(cluster, data, reference, tmp_path):
+    out = tmp_path / "killed_driver"
+    cmd = CLI + args(data, out, "--ray", cluster, "--ray-workers", "2")
+    proc = run_until(cmd, out / "results.jsonl", 4)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    done = len(read_results(out / "results.jsonl"))
+    assert 4 <= done < N, done
+    assert not (out / "summary.json").exists()
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    counts = [line for line in rerun.stdout.splitlines() if line.startswith("worker ")]
+    assert sum(int(c.split(": ")[1].split()[0]) for c in counts) == N - done  # none redone
+    same_as_reference(out, reference)
+
+
+def test_without_ray_installed_the_error_says_how_to_install(data, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    res = CliRunner().invoke(main, args(data, tmp_path / "x", "--ray"))
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines()[-1] == f"Error: {RAY_MISSING}"
+    assert not (tmp_path / "x").exists()
+
+
+def test_workers_and_gpus_from_the_cluster(cluster):
+    assert wants_cuda("cuda", 0) and wants_cuda("CUDAExecutionProvider,cpu", 0)
+    assert not wants_cuda("cpu", 8) and not wants_cuda("auto", 0) and wants_cuda(None, 1)
+    assert default_workers(ray, {"num_cpus": 1, "num_gpus": 0}) == 2  # the 2-CPU cluster
+    assert default_workers(ray, {"num_cpus": 2, "num_gpus": 0}) == 1
