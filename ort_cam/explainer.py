@@ -37,7 +37,7 @@ from .maps import is_dark, normalize, upsample
 from .methods import METHODS, MethodOptions, default_methods, reporting
 from .prepared import LAYER_KEY as LAYER_KEY  # re-exported: metadata.py reads it here
 from .prepared import prepare
-from .preprocess import Preprocess, load_image, resolve_preprocess
+from .preprocess import Preprocess, image_preprocess, load_image, requested_size
 from .result import COMPLETENESS_GAP, DEFAULT_STEPS, Explanation, MethodResult
 from .runtime import Runner, make_session, select_providers
 
@@ -66,6 +66,22 @@ def read_labels(source, model: onnx.ModelProto | None = None) -> list[str] | Non
     if text.lstrip().startswith("["):
         return [str(s) for s in json.loads(text)]
     return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def check_labels(labels: list[str] | None, n_classes: int, source=None) -> list[str] | None:
+    """``labels``, refused when they cannot name the model's classes: none at all, or another
+    number of them than the model has classes (``source``: where they came from)."""
+    if labels is None:
+        return None
+    where = "the labels" if source is not None else f"the labels stored in the model ({LABELS_KEY})"
+    if isinstance(source, (str, os.PathLike)):
+        where = f"labels file {source}"
+    if not labels:
+        raise OrtCamError(f"{where} holds no label; give one class name per line")
+    if len(labels) != n_classes:
+        raise OrtCamError(f"{where} has {len(labels)} labels but the model has {n_classes} "
+                          "classes; give one class name per class, in class order")
+    return labels
 
 
 def resolve_target(spec, scores: np.ndarray, labels: Sequence[str] | None) -> int:
@@ -120,16 +136,23 @@ class Explainer:
         quiet: do not print the provider line on stderr.
         cache: read and write the prepared-model cache (``$ORT_CAM_CACHE``, else the user
             cache directory); False builds the model here and stores nothing.
+        output: the model output to explain (default: the first); it must be class scores
+            [N, C].
+        size: (height, width) of a model input whose height and width are dynamic (default:
+            the preprocessing's size, else the size stored in the model's metadata, else 224
+            with a note on stderr).
     """
 
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, layer: str | None = None, *,
                  preprocess: Preprocess | str | dict | None = None, score: str = "probability",
                  providers=None, threads: int | None = None, labels=None,
                  memory_budget: int = DEFAULT_BUDGET, chunk_size: int | None = None,
-                 quiet: bool = False, cache: bool = True):
+                 quiet: bool = False, cache: bool = True, output: str | None = None,
+                 size: tuple[int, int] | None = None):
         t0 = time.perf_counter()
         self._source = model
-        prep = prepare(model, layer, score, use_cache=cache)
+        self.output, self.size = output, requested_size(size, preprocess)
+        prep = prepare(model, layer, score, use_cache=cache, output=output, size=self.size)
         self._prepared = prep
         self._model = prep.loaded
         self.cache_hit = prep.from_cache
@@ -138,7 +161,7 @@ class Explainer:
         self.input_name = prep.input_name
         self.providers, self.provider_line = select_providers(providers)
         if not quiet:
-            print(self.provider_line, file=sys.stderr)
+            print(self.provider_line, *prep.warnings, sep="\n", file=sys.stderr)
         self.session = make_session(prep.fused_bytes if prep.fused_bytes is not None
                                     else self.fused, self.providers, threads)
         if prep.fused is not None:
@@ -153,12 +176,8 @@ class Explainer:
         meta = prep.metadata_model()
         self.preprocess: Preprocess | None = None
         if len(input_shape) == 4:
-            overrides = {}
-            if isinstance(preprocess, dict):
-                overrides = {k: v for k, v in preprocess.items() if k != "preset"}
-                preprocess = preprocess.get("preset")
-            self.preprocess = resolve_preprocess(meta, input_shape, preprocess, **overrides)
-        self.labels = read_labels(labels, meta)
+            self.preprocess = image_preprocess(meta, input_shape, preprocess, prep.cast_input)
+        self.labels = check_labels(read_labels(labels, meta), self.n_classes, labels)
         self.memory_budget = memory_budget
         self.fixed_chunk = chunk_size
         self.setup_seconds = time.perf_counter() - t0
@@ -167,7 +186,7 @@ class Explainer:
     def model(self) -> LoadedModel:
         """The loaded model (loaded on first use when the explainer came from the cache)."""
         if self._model is None:
-            self._model = load_model(self._source)
+            self._model = load_model(self._source, size=self.size, output=self.output)
         return self._model
 
     @property

@@ -8,15 +8,27 @@ import os
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from .errors import OrtCamError
-from .explainer import LABELS_KEY, LAYER_KEY, read_labels
+from .explainer import LABELS_KEY, LAYER_KEY, check_labels, read_labels
 from .files import refuse_overwrite
+from .graph import load_model, spatial_layer
 from .graph.load import read_model
 from .graph.save import save_model
-from .preprocess import METADATA_KEY, Preprocess, resolve_preprocess, write_metadata
+from .preprocess import (
+    METADATA_KEY,
+    Preprocess,
+    input_geometry,
+    read_metadata,
+    resolve_preprocess,
+    write_metadata,
+)
 
 #: Class names shown before the rest are left out ("…").
 LABELS_SHOWN = 5
+_INTEGER_TYPES = {onnx.TensorProto.UINT8, onnx.TensorProto.INT8, onnx.TensorProto.UINT16,
+                  onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64}
 
 
 def stored_metadata(model: str | os.PathLike[str]) -> dict[str, Any]:
@@ -50,16 +62,31 @@ def store_metadata(model: str | os.PathLike[str], out: str | os.PathLike[str], *
     spec = dict(preprocess or {})
     shape = [d.dim_value or d.dim_param for d in
              proto.graph.input[0].type.tensor_type.shape.dim]
-    pre = resolve_preprocess(proto, shape, spec.pop("preset", None), **spec)
+    _need_size(proto, shape, spec)
+    preset = spec.pop("preset", None)
+    if preset is None and proto.graph.input[0].type.tensor_type.elem_type in _INTEGER_TYPES:
+        preset = "raw"  # the model takes pixels and normalises them itself
+    pre = resolve_preprocess(proto, shape, preset, **spec)
     write_metadata(proto, pre)
     extra = {}
-    if labels is not None:
-        extra[LABELS_KEY] = json.dumps(read_labels(labels))
-    if layer is not None:
-        extra[LAYER_KEY] = layer
+    if labels is not None or layer is not None:
+        loaded = load_model(proto, size=pre.size)
+        if labels is not None:
+            n_classes = loaded.shapes[loaded.output][-1]
+            extra[LABELS_KEY] = json.dumps(check_labels(read_labels(labels), n_classes, labels))
+        if layer is not None:
+            extra[LAYER_KEY] = spatial_layer(loaded, layer)[0]
     keep = [p for p in proto.metadata_props if p.key not in extra]
     del proto.metadata_props[:]
     proto.metadata_props.extend(keep)
     for key, value in extra.items():
         proto.metadata_props.add(key=key, value=value)
     return save_model(proto, out), pre
+
+
+def _need_size(proto: onnx.ModelProto, shape: list, spec: dict[str, Any]) -> None:
+    """A dynamic height and width is stored only when the caller names the size."""
+    _, hw = input_geometry(shape) if len(shape) == 4 else ("", (0, 0))
+    if hw is None and spec.get("size") is None and read_metadata(proto) is None:
+        raise OrtCamError("the model's input has a dynamic height and width; pass --size HxW "
+                          "to store the size it runs at")

@@ -23,7 +23,7 @@ from ._version import __version__
 from .errors import ModelLoadError, OrtCamError
 from .grad import fused_model
 from .graph import LoadedModel, load_model, spatial_layer
-from .graph.load import PROBE_BATCH
+from .graph.load import PROBE_BATCH, is_float
 
 LAYER_KEY = "ort_cam.layer"
 #: Bump when what an entry holds, or how the fused model is built, changes.
@@ -45,6 +45,10 @@ class Prepared:
         metadata: the model's metadata properties (preprocessing, labels, layer).
         loaded, fused: the loaded model and the fused ModelProto when built in this process.
         from_cache: whether it came from the cache.
+        cast_input: the integer dtype of an input that the model casts to float (replaced
+            by the Cast's output: the model takes pixel values), else None.
+        warnings: what loading chose that the user should hear of (a dynamic size fixed by
+            default, an integer input read after its Cast).
     """
 
     fused_bytes: bytes | None
@@ -59,13 +63,16 @@ class Prepared:
     loaded: LoadedModel | None = field(default=None, repr=False)
     fused: onnx.ModelProto | None = field(default=None, repr=False)
     from_cache: bool = False
+    cast_input: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
         """The JSON part of a cache entry (everything but the bytes and the in-memory models)."""
         return {"layer": self.layer, "channel_axis": self.channel_axis,
                 "input_name": self.input_name, "input_shape": self.input_shape,
                 "input_dtype": self.input_dtype, "layer_shape": self.layer_shape,
-                "sample_bytes": self.sample_bytes, "metadata": self.metadata}
+                "sample_bytes": self.sample_bytes, "metadata": self.metadata,
+                "cast_input": self.cast_input, "warnings": self.warnings}
 
     @classmethod
     def from_record(cls, data: dict[str, Any], fused_bytes: bytes) -> Prepared:
@@ -76,7 +83,8 @@ class Prepared:
                    layer_shape=[int(d) for d in data["layer_shape"]],
                    sample_bytes=int(data["sample_bytes"]),
                    metadata={str(k): str(v) for k, v in data["metadata"].items()},
-                   from_cache=True)
+                   from_cache=True, cast_input=data.get("cast_input"),
+                   warnings=[str(w) for w in data.get("warnings", [])])
 
     def metadata_model(self) -> onnx.ModelProto:
         """A model holding only the metadata properties (what the readers of stored
@@ -98,47 +106,58 @@ def activation_bytes(model: LoadedModel, layer: str) -> int:
     return total + 2 * layer_bytes
 
 
-def build(source: ModelSource, layer: str | None, score: str) -> Prepared:
-    """Load, probe and differentiate the model (what a cache miss costs)."""
-    model = load_model(source)
+def build(source: ModelSource, layer: str | None, score: str, *, output: str | None = None,
+          size: tuple[int, int] | None = None) -> Prepared:
+    """Load, probe and differentiate the model (what a cache miss costs); ``output`` and
+    ``size`` as ``load_model`` takes them."""
+    model = load_model(source, size=size, output=output)
     if len(model.input_names) != 1:
         raise OrtCamError(f"the model has {len(model.input_names)} inputs; "
                           "ort_cam explains single-input image classifiers")
+    name = model.input_names[0]
+    if not is_float(model.dtypes.get(name)):
+        raise OrtCamError(f"input {name!r} is {np.dtype(model.dtypes[name]).name} and the model "
+                          "does not cast it to float first; ort_cam needs a float input to "
+                          "walk a path between two images")
     metadata = {p.key: p.value for p in model.proto.metadata_props}
     layer = layer or metadata.get(LAYER_KEY)
     if not layer:
         raise OrtCamError("no layer given and none stored in the model; pass a layer "
                           "(`ort-cam layers MODEL` lists them)")
     tensor, axis = spatial_layer(model, layer)
-    fused = fused_model(model, tensor, score, top1_seed=True)
+    fused = fused_model(model, tensor, score, output=model.output, top1_seed=True)
     try:
         fused_bytes: bytes | None = fused.SerializeToString()
     except Exception:  # past protobuf's 2 GB: the session goes through a file
         fused_bytes = None
-    name = model.input_names[0]
+    cast = model.cast_inputs.get(name)
     return Prepared(
         fused_bytes=fused_bytes, layer=tensor, channel_axis=axis, input_name=name,
         input_shape=[d if isinstance(d, int) else None for d in model.graph.inputs[0].shape or []],
         input_dtype=np.dtype(model.dtypes.get(name, np.float32)).str,
         layer_shape=[int(d) for d in model.shapes[tensor]],
         sample_bytes=activation_bytes(model, tensor), metadata=metadata, loaded=model,
-        fused=fused)
+        fused=fused, cast_input=None if cast is None else cast.name,
+        warnings=[f"note: {n}" for n in model.notes if "dynamic dims" in n or "cast to" in n])
 
 
-def key_fields(digest: str, layer: str | None, score: str) -> dict[str, Any]:
+def key_fields(digest: str, layer: str | None, score: str, *, output: str | None = None,
+               size: tuple[int, int] | None = None) -> dict[str, Any]:
     """What a cache entry is keyed by (any change is a miss)."""
     return {"format": FORMAT, "model_sha256": digest, "layer": layer, "score": score,
-            "output": None, "input_shapes": None, "ort_cam": __version__,
-            "onnx": onnx.__version__, "onnxruntime": ort.__version__}
+            "output": output, "input_shapes": None if size is None else [int(v) for v in size],
+            "ort_cam": __version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__}
 
 
 def prepare(source: ModelSource, layer: str | None, score: str, *,
-            use_cache: bool = True) -> Prepared:
+            use_cache: bool = True, output: str | None = None,
+            size: tuple[int, int] | None = None) -> Prepared:
     """The prepared model: from the cache when an entry matches, else built (and stored)."""
     digest = model_digest(source) if use_cache else None
+    options: dict[str, Any] = {"output": output, "size": size}
     if digest is None:
-        return build(source, layer, score)
-    fields = key_fields(digest, layer, score)
+        return build(source, layer, score, **options)
+    fields = key_fields(digest, layer, score, **options)
     where = cache.cache_dir()
     entry = cache.read(where, fields)
     if entry is not None:
@@ -146,7 +165,7 @@ def prepare(source: ModelSource, layer: str | None, score: str, *,
             return Prepared.from_record(entry.data, entry.payload)
         except (KeyError, TypeError, ValueError, AttributeError):
             pass  # an entry from a foreign writer: rebuilt below
-    prepared = build(source, layer, score)
+    prepared = build(source, layer, score, **options)
     if prepared.fused_bytes is not None:
         cache.write(where, fields, prepared.record(), prepared.fused_bytes)
     return prepared

@@ -169,7 +169,7 @@ class Preprocess:
 def load_image(image: ImageLike) -> Image.Image:
     """A PIL image from a path, a PIL image or an H×W×3 uint8 array."""
     if isinstance(image, Image.Image):
-        return image
+        return _upright_rgb(image)
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3:
             raise InputError(
@@ -185,11 +185,34 @@ def load_image(image: ImageLike) -> Image.Image:
         try:
             with Image.open(path) as im:
                 im.load()
-                return im.convert("RGB")
+                return _upright_rgb(im, str(path))
         except (UnidentifiedImageError, OSError) as exc:
             raise InputError(f"cannot read image {path} ({exc}); pass a PNG or JPEG") from exc
     raise InputError(f"cannot use {type(image).__name__} as an image; pass a path, "
                      "a PIL image or an H×W×3 uint8 array")
+
+
+#: PIL modes of one-channel images with more than 8 bits (16-bit PNG/TIFF greyscale; PIL reads
+#: 16-bit RGB(A) PNGs as 8-bit RGB(A) itself). ``convert("RGB")`` would clip them to white.
+_WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _upright_rgb(image: Image.Image, what: str = "the image") -> Image.Image:
+    """``image`` as 8-bit RGB, turned upright as its EXIF orientation says (what a photo viewer
+    shows), 16-bit greyscale scaled to 8 bits (0..65535 -> 0..255)."""
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(image) or image
+    if image.mode in _WIDE_GREY:
+        values = np.asarray(image, dtype=np.float64)
+        if values.min() < 0 or values.max() > 65535:
+            raise InputError(f"{what} holds 32-bit integer pixels outside 0..65535; "
+                             "pass an 8- or 16-bit image")
+        image = Image.fromarray(np.round(values / 257.0).astype(np.uint8), mode="L")
+    elif image.mode == "F":
+        raise InputError(f"{what} holds floating-point pixels, whose range ort_cam cannot "
+                         "tell; pass an 8- or 16-bit image or an H×W×3 uint8 array")
+    return image.convert("RGB")
 
 
 def read_metadata(model: onnx.ModelProto) -> Preprocess | None:
@@ -221,6 +244,46 @@ def input_geometry(shape: Sequence[int | str | None]) -> tuple[str, tuple[int, i
         layout = "NCHW"
     h, w = (dims[2], dims[3]) if layout == "NCHW" else (dims[1], dims[2])
     return layout, ((h, w) if h is not None and w is not None else None)
+
+
+def requested_size(size: Sequence[int] | None, spec: Preprocess | str | dict | None
+                   ) -> tuple[int, int] | None:
+    """The input size a caller asks for: ``size``, else the size of the preprocessing ``spec``
+    (a ``Preprocess``, or the dict form's ``size``); None when neither names one."""
+    if size is None and isinstance(spec, Preprocess):
+        size = spec.size
+    elif size is None and isinstance(spec, dict):
+        size = spec.get("size")
+    if size is None:
+        return None
+    h, w = (int(v) for v in size)
+    return h, w
+
+
+#: A pixel input (integer, cast to float inside the model) takes the pixels as they are.
+_PIXELS = {"scale": 1.0, "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+
+
+def image_preprocess(model: onnx.ModelProto, input_shape: Sequence[int | str | None],
+                     spec: Preprocess | str | dict | None, cast_input: str | None = None
+                     ) -> Preprocess:
+    """``resolve_preprocess`` for ``spec`` in any form ``Explainer`` takes (a dict: ``preset``
+    and field overrides). For a model whose input was ``cast_input`` (an integer type the
+    model casts to float inside, so its own graph does the normalising) the default is the
+    ``raw`` preset, and one that scales or shifts the pixels is refused."""
+    overrides: dict[str, Any] = {}
+    if isinstance(spec, dict):
+        overrides = {k: v for k, v in spec.items() if k != "preset"}
+        spec = spec.get("preset")
+    if cast_input is not None and spec is None and read_metadata(model) is None:
+        spec = "raw"
+    pre = resolve_preprocess(model, input_shape, spec, **overrides)
+    if cast_input is not None and any(
+            np.any(np.asarray(getattr(pre, k), dtype=np.float64) != v) for k, v in _PIXELS.items()):
+        raise OrtCamError(f"the model takes {cast_input} pixels and normalises them itself; "
+                          f"feed them as they are (--preprocess raw), not with scale {pre.scale:g},"
+                          f" mean {list(pre.mean)}, std {list(pre.std)}")
+    return pre
 
 
 def resolve_preprocess(model: onnx.ModelProto, input_shape: Sequence[int | str | None],

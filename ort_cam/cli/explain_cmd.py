@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
+from PIL import Image
 
-from ..errors import OrtCamError
+from ..errors import InputError, OrtCamError
 from ..explainer import Explainer
 from ..methods import METHODS, default_methods
-from ..outputs import claim_outputs, write_outputs
+from ..outputs import RESULTS, claim_outputs, write_outputs
+from ..preprocess import load_image
 from ..result import COMPLETENESS_GAP, Explanation
 from .options import explain_options, pop_preprocess, reports_errors
 
@@ -114,24 +118,85 @@ def explain(model: Path, images: tuple[Path, ...], out_dir: Path, force: bool,
     ex = Explainer(model, kw.pop("layer"), preprocess=pop_preprocess(kw),
                    score=kw.pop("score"), providers=kw.pop("providers"),
                    threads=kw.pop("threads"), labels=kw.pop("labels"),
-                   chunk_size=kw.pop("chunk_size"), quiet=as_json, cache=not kw.pop("no_cache"))
+                   chunk_size=kw.pop("chunk_size"), quiet=as_json, cache=not kw.pop("no_cache"),
+                   output=kw.pop("output"))
     baseline = kw.pop("baseline")
     options = {k: v for k, v in kw.items() if v is not None}
     from tqdm import tqdm
 
     per_image = (steps + 1) if isinstance(steps, int) else None
     total = per_image * len(images_) * len(targets) if per_image else None
-    jobs = [(img, stem) for img, group in zip(images_, stems) for stem in group]
+    reader = _Reader(list(zip(images_, stems)), out_dir, as_json)
     with tqdm(total=total, unit="pt", desc="path points", disable=None, leave=False) as bar:
         # explain_iter packs the paths of several images into shared session runs
-        results = ex.explain_iter(tqdm(images_, unit="img", desc="images", disable=None),
-                                  targets=targets, steps=steps, baseline=baseline,
-                                  methods=methods, on_chunk=bar.update, **options)
-        for (img, stem), r in zip(jobs, results):
+        results = ex.explain_iter(
+            tqdm(reader.images(), total=len(images_), unit="img", desc="images", disable=None),
+            targets=targets, steps=steps, baseline=baseline, methods=methods,
+            on_chunk=bar.update, **options)
+        for r in results:
+            img, stem = reader.next_job()
             rec = write_outputs(r, out_dir, stem, str(img))
             if as_json:
                 click.echo(json.dumps(rec))
             else:
                 click.echo(_line(r, img, out_dir / stem))
-    if not as_json:
+    reader.flush()
+    if not as_json and reader.explained:
         click.echo(f"wrote {out_dir}/results.jsonl")
+    if reader.skipped == len(images_):
+        raise OrtCamError(reader.first_error or "no image could be read")
+    if reader.skipped:
+        raise OrtCamError(f"{reader.skipped} of {len(images_)} images could not be read (see "
+                          f"above); the others were explained into {out_dir}")
+
+
+class _Reader:
+    """Reads the images one at a time for ``explain_iter``, so that an unreadable one gets a
+    line (printed, and in results.jsonl with its reason) in its place and the run goes on.
+    ``next_job`` pairs each explanation with its image and stem, in order. When no image can
+    be read, nothing is written (the command fails with the first reason)."""
+
+    def __init__(self, jobs: list[tuple[Path, list[str]]], out_dir: Path, as_json: bool):
+        self.out_dir, self.as_json = out_dir, as_json
+        self.jobs = jobs
+        self.queue: deque[tuple[Path, list[str], str | None]] = deque()
+        self.skipped = self.explained = 0
+        self.first_error: str | None = None
+        self._records: list[dict] = []
+        self._target = 0
+
+    def images(self) -> Iterator[Image.Image]:
+        for img, group in self.jobs:
+            try:
+                image = load_image(img)
+            except InputError as exc:
+                self.queue.append((img, group, str(exc)))
+                continue
+            self.queue.append((img, group, None))
+            yield image
+
+    def flush(self) -> None:
+        """Report the unreadable images at the front of the queue."""
+        while self.queue and self.queue[0][2] is not None:
+            img, group, error = self.queue.popleft()
+            rec = {"image": str(img), "stem": group[0], "skipped": error}
+            click.echo(json.dumps(rec) if self.as_json else f"{img.name}: skipped ({error})")
+            self._records.append(rec)
+            self.skipped += 1
+            self.first_error = self.first_error or error
+        if self.explained and self._records:  # results.jsonl exists once one was explained
+            with open(self.out_dir / RESULTS, "a", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(rec) + "\n" for rec in self._records)
+            self._records = []
+
+    def next_job(self) -> tuple[Path, str]:
+        self.explained += 1
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.flush()
+        img, group, _ = self.queue[0]
+        stem = group[self._target]
+        self._target += 1
+        if self._target == len(group):
+            self.queue.popleft()
+            self._target = 0
+        return img, stem

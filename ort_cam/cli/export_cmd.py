@@ -16,6 +16,7 @@ from .options import (
     cache_option,
     method_options,
     model_argument,
+    output_option,
     path_options,
     pop_preprocess,
     preprocess_options,
@@ -47,6 +48,7 @@ def _summary(proto: onnx.ModelProto, out: Path) -> str:
 @click.option("--out", "-o", required=True, metavar="FILE",
               type=click.Path(dir_okay=False, path_type=Path), help="The explainer .onnx file.")
 @score_option
+@output_option
 @preprocess_options
 @path_options
 @baseline_options
@@ -88,5 +90,6 @@ def export(model: Path, out: Path, force: bool, **kw) -> None:
         options={k: v for k, v in options.items() if v is not None},
         preprocess=pop_preprocess(kw), score=kw.pop("score"), input_kind=kw.pop("input_kind"),
         baseline=kw.pop("baseline"), baseline_seed=seed or 0, chunk_size=kw.pop("chunk_size"),
-        optional_inputs=not kw.pop("required_inputs"), cache=not kw.pop("no_cache"))
+        optional_inputs=not kw.pop("required_inputs"), cache=not kw.pop("no_cache"),
+        output=kw.pop("output"))
     click.echo(_summary(proto, out))

@@ -13,7 +13,14 @@ from ..files import refuse_overwrite
 from ..grad import LayerInfo, list_layers, split_models
 from ..graph import load_model
 from ..graph.save import data_file, save_model
-from .options import head_options, json_option, model_argument, reports_errors
+from .options import (
+    head_options,
+    json_option,
+    model_argument,
+    output_option,
+    reports_errors,
+    size_option,
+)
 
 SPLIT_FILES = ("prefix.onnx", "head.onnx", "manifest.json")
 
@@ -39,8 +46,11 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 @json_option
 @click.option("--all", "show_all", is_flag=True,
               help="Also list rank-4 tensors with a 1x1 grid (pooled features).")
+@output_option
+@size_option
 @reports_errors
-def layers(model: Path, as_json: bool, show_all: bool) -> None:
+def layers(model: Path, as_json: bool, show_all: bool, output: str | None,
+           size: tuple[int, int] | None) -> None:
     """List the layers of MODEL a class activation map can be taken at.
 
     Each row is a rank-4 float tensor: its name (what --layer takes), the op that produces
@@ -52,13 +62,13 @@ def layers(model: Path, as_json: bool, show_all: bool) -> None:
         ort-cam layers resnet18.onnx
         ort-cam layers resnet18.onnx --json > layers.json
     """
-    lm = load_model(model)
+    lm = load_model(model, size=size, output=output)
     infos = list_layers(lm, spatial_only=not show_all)
     if as_json:
         click.echo(json.dumps([info.as_dict() for info in infos], indent=2))
         return
     click.echo(f"{model.name}: {'; '.join(lm.notes)}; inputs {', '.join(lm.input_names)} "
-               f"-> output {lm.output_names[0]}; {len(infos)} candidate layers")
+               f"-> output {lm.output}; {len(infos)} candidate layers")
     if not infos:
         click.echo("no rank-4 float tensor with a spatial grid: nothing to explain here")
         return
@@ -72,8 +82,10 @@ def layers(model: Path, as_json: bool, show_all: bool) -> None:
               type=click.Path(file_okay=False, path_type=Path),
               help="Directory to write prefix.onnx, head.onnx and manifest.json to.")
 @click.option("--force", is_flag=True, help="Overwrite files already in DIR.")
+@size_option
 @reports_errors
-def split(model: Path, layer: str, score: str, out_dir: Path, force: bool) -> None:
+def split(model: Path, layer: str, score: str, output: str | None, out_dir: Path,
+          force: bool, size: tuple[int, int] | None) -> None:
     """Split MODEL at a layer into prefix.onnx and a gradient head.onnx.
 
     prefix.onnx maps the model inputs to the layer tensor and every other tensor that
@@ -89,7 +101,7 @@ def split(model: Path, layer: str, score: str, out_dir: Path, force: bool) -> No
     """
     names = [*SPLIT_FILES, *(data_file(out_dir / name).name for name in SPLIT_FILES[:2])]
     refuse_overwrite(out_dir, force, names=names)
-    lm = load_model(model)
+    lm = load_model(model, size=size, output=output)
     models = split_models(lm, layer, score)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = models.manifest
@@ -99,6 +111,8 @@ def split(model: Path, layer: str, score: str, out_dir: Path, force: bool) -> No
     written.append(out_dir / "manifest.json")
     click.echo(f"split {model.name} at {manifest['layer']} ({manifest['layout']} "
                f"{_shape(manifest['layer_shape'])}), score {score}")
+    for note in lm.notes[1:]:  # past the opset line: what loading fixed or rewrote
+        click.echo(f"  note: {note}")
     click.echo(f"  head inputs:  {', '.join(manifest['head_inputs'])}")
     click.echo(f"  head outputs: {', '.join(manifest['head_outputs'])}")
     for path in written:

@@ -50,8 +50,15 @@ json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print JSON for machines instead of a table.",
 )
 
-#: MODEL --layer NAME --score MODE: what every command that differentiates a model takes.
-head_options = _compose(model_argument, layer_option, score_option)
+#: The model output to explain (``Explainer(output=...)``, ``load_model(output=...)``).
+output_option = click.option(
+    "--output", "output", default=None, metavar="NAME",
+    help="Model output to explain (default: the first); it must be class scores [N, C].",
+)
+
+#: MODEL --layer NAME --score MODE --output NAME: what every command that differentiates a
+#: model takes.
+head_options = _compose(model_argument, layer_option, score_option, output_option)
 
 
 def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -95,6 +102,14 @@ def _size(ctx, param, value):
     return (h, w)
 
 
+#: The size of a dynamic input, for the commands without preprocessing options (the others
+#: take it as the preprocessing's --size, which sets both).
+size_option = click.option(
+    "--size", callback=_size, metavar="HxW",
+    help="Height x width of a model input whose height and width are dynamic (default: the "
+    "size stored in the model's metadata, else 224x224, with a note).")
+
+
 def _choices(name: str) -> tuple[str, ...]:
     from ..methods import MethodOptions
 
@@ -127,7 +142,8 @@ preprocess_options = _compose(
     click.option("--preprocess", "preset", type=click.Choice(_preset_names()), default=None,
                  help="Preset (default: the model's stored preprocessing, else imagenet)."),
     click.option("--size", callback=_size, metavar="HxW",
-                 help="Model input size (default: from the model's input shape)."),
+                 help="Model input size; sets a dynamic height and width too (default: from "
+                 "the model's input shape, else its stored preprocessing, else 224x224)."),
     click.option("--resize", type=click.Choice(["stretch", "crop", "letterbox"]), default=None,
                  help="Resize mode: stretch, short side + centre crop, or letterbox."),
     click.option("--scale", type=float, default=None, help="Pixel scale, e.g. 0.0039215686."),
@@ -200,6 +216,7 @@ explain_options = _compose(
     click.option("--layer", "-l", default=None, metavar="NAME",
                  help="Layer tensor or node name (default: the one stored in the model)."),
     score_option,
+    output_option,
     json_option,
     preprocess_options,
     path_options,

@@ -13,7 +13,7 @@ from onnx import helper
 from .._version import __version__
 from ..errors import NoGradientRuleError, OrtCamError
 from ..graph.layers import resolve_layer, spatial_layer
-from ..graph.load import LoadedModel
+from ..graph.load import PROBE_BATCH, LoadedModel, is_float
 from ..graph.split import Cut, find_cut, head_graph, prefix_graph
 from .backprop import add_gradient
 from .builder import Builder
@@ -128,12 +128,37 @@ def _export(graph: gs.Graph, model: LoadedModel) -> onnx.ModelProto:
     return proto
 
 
-def _output(model: LoadedModel, output: str | None) -> str:
+def _output(model: LoadedModel, output: str | None, scores: bool = True) -> str:
+    """The output to explain (default: ``model.output``); with ``scores``, checked to be
+    class scores [N, C] (trailing 1-axes allowed)."""
     if output is None:
-        return model.output_names[0]
+        output = model.output
     if output not in model.output_names:
         raise OrtCamError(f"unknown output {output!r}; the model has {model.output_names}")
+    if scores:
+        check_scores_output(model, output)
     return output
+
+
+def _is_scores(model: LoadedModel, name: str) -> bool:
+    shape = model.shapes.get(name, ())
+    return (is_float(model.dtypes.get(name)) and len(shape) >= 2 and shape[0] == PROBE_BATCH
+            and all(d == 1 for d in shape[2:]))
+
+
+def check_scores_output(model: LoadedModel, output: str) -> None:
+    """Refuse an output that is not class scores [N, C]: a segmentation map, detections,
+    integer labels are not one score per class, and explaining them as one is wrong."""
+    if _is_scores(model, output):
+        return
+    shape, dtype = model.shapes.get(output, ()), model.dtypes.get(output)
+    shown = ["N", *shape[1:]] if shape and shape[0] == PROBE_BATCH else list(shape)
+    what = f"is {np.dtype(dtype).name}" if not is_float(dtype) else f"has shape {shown}"
+    others = [f"{n} {['N', *model.shapes[n][1:]]}" for n in model.output_names
+              if n != output and _is_scores(model, n)]
+    hint = (f"pick one with --output: {', '.join(others)}" if others else
+            "ort_cam explains classifiers, not segmentation or detection outputs")
+    raise OrtCamError(f"output {output!r} {what}, not class scores [N, C]; {hint}")
 
 
 def fused_model(model: LoadedModel, layer: str, score: str = "probability",
@@ -147,7 +172,7 @@ def fused_model(model: LoadedModel, layer: str, score: str = "probability",
     class (one run gives the target and its gradient); other rows are used as given.
     """
     layer = spatial_layer(model, layer)[0] if require_spatial else resolve_layer(model, layer)
-    output = _output(model, output)
+    output = _output(model, output, scores=require_spatial)
     graph = model.graph.copy()
     graph, (scores, grad) = _gradient_graph(model, graph, layer, score, output, top1_seed)
     layer_t = graph.tensors()[layer]

@@ -35,7 +35,7 @@ def first_blocker(model: LoadedModel, tensor: str, above: set[int] | None = None
     """The first node (in graph order) between ``tensor`` and the output that has no rule;
     ``above``: ids of the output's ancestor nodes, when already known."""
     if above is None:
-        above = ancestors(model.graph, model.output_names[0])
+        above = ancestors(model.graph, model.output)
     rules = VJP_RULES
     reach = {tensor}
     for node in model.graph.nodes:
@@ -53,7 +53,7 @@ def first_blocker(model: LoadedModel, tensor: str, above: set[int] | None = None
 def list_layers(model: LoadedModel, spatial_only: bool = True) -> list[LayerInfo]:
     """Every rank-4 float tensor computed by the model, in graph order."""
     lay = layouts(model)
-    above = ancestors(model.graph, model.output_names[0])
+    above = ancestors(model.graph, model.output)
     result = []
     for node in model.graph.nodes:
         for out in node.outputs:

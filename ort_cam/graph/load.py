@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from onnx import helper, version_converter
 
 from ..errors import ModelLoadError
 from ..runtime import probe_session, session_for
+from .inputs import float_after_cast, has_dynamic_hw, size_shapes, stored_size
 
 #: The gradient graph needs ScatterElements(reduction="add"), which arrived in opset 16.
 MIN_OPSET = 16
@@ -132,7 +134,8 @@ def _pin_input_dims(graph: gs.Graph, input_shapes: dict | None) -> list[str]:
         if new != rest:
             inp.shape = [inp.shape[0], *new]
             notes.append(f"input {inp.name!r} has dynamic dims; fixed to {['N', *new]}"
-                         + ("" if given is not None else " (pass input_shapes to choose)"))
+                         + ("" if given is not None else
+                            " (pass --size HxW, or size= or input_shapes= in the API)"))
     return notes
 
 
@@ -171,6 +174,8 @@ class LoadedModel:
     dtypes: dict[str, np.dtype]
     opset: int
     notes: list[str] = field(default_factory=list)
+    cast_inputs: dict[str, np.dtype] = field(default_factory=dict)
+    chosen_output: str | None = None
 
     @property
     def input_names(self) -> list[str]:
@@ -179,6 +184,11 @@ class LoadedModel:
     @property
     def output_names(self) -> list[str]:
         return [t.name for t in self.graph.outputs]
+
+    @property
+    def output(self) -> str:
+        """The output explained: the one chosen when loading, else the first."""
+        return self.chosen_output or self.output_names[0]
 
 
 def probe_shapes(model: onnx.ModelProto, graph: gs.Graph, batch: int = PROBE_BATCH
@@ -225,10 +235,16 @@ def _probe_session(model: onnx.ModelProto, outputs: list[str]) -> ort.InferenceS
     return probe_session(data + extra.SerializeToString())
 
 
+def min_ir_version(opsets: Sequence[onnx.OperatorSetIdProto]) -> int:
+    """The least IR version the standard domains among ``opsets`` need; custom domains
+    (com.microsoft, a vendor's own) say nothing about it and are left out."""
+    return int(helper.find_min_ir_version_for(list(opsets), ignore_unknown=True))
+
+
 def _export(graph: gs.Graph, ir_version: int) -> onnx.ModelProto:
     proto = gs.export_onnx(graph, do_type_check=False)
     # onnx may stamp an IR version newer than onnxruntime reads; the opset decides what we need.
-    proto.ir_version = min(ir_version, helper.find_min_ir_version_for(proto.opset_import))
+    proto.ir_version = min(ir_version, min_ir_version(proto.opset_import))
     return proto
 
 
@@ -261,10 +277,33 @@ def _fold_static_shapes(graph: gs.Graph, ir_version: int) -> None:
             t.shape = None
 
 
+def _given_shapes(graph: gs.Graph, model: onnx.ModelProto, input_shapes: dict | None,
+                  size: Sequence[int] | None) -> tuple[dict | None, list[str]]:
+    """``input_shapes``, else those that give the image input ``size``, else those of the size
+    stored in the model's metadata when its height or width is dynamic."""
+    if input_shapes is not None:
+        if size is not None:
+            raise ModelLoadError("pass input_shapes or size, not both")
+        return input_shapes, []
+    if size is not None:
+        return size_shapes(graph, size), []
+    stored = stored_size(model) if has_dynamic_hw(graph) else None
+    if stored is None:
+        return None, []
+    return size_shapes(graph, stored, "the stored size"), [
+        f"dynamic height and width set to {stored[0]}x{stored[1]}, the size stored in the "
+        "model's metadata"]
+
+
 def load_model(source: str | os.PathLike | onnx.ModelProto,
-               input_shapes: dict[str, list[int]] | None = None) -> LoadedModel:
+               input_shapes: dict[str, list[int]] | None = None, *,
+               size: Sequence[int] | None = None, output: str | None = None) -> LoadedModel:
     """Read, upgrade, free the batch axis, fix dynamic non-batch dims (``input_shapes``: input
-    name -> shape without the batch axis), fold constants and probe shapes."""
+    name -> shape without the batch axis; or ``size`` = (height, width) of the image input;
+    else the size stored in the model's metadata; else ``DEFAULT_SPATIAL``, with a note), fold
+    constants and probe shapes. An integer input that the model casts to float is replaced by
+    the Cast's output (``float_after_cast``). ``output``: the output to explain (default: the
+    first; ``LoadedModel.output``)."""
     model = read_model(source)
     if not model.graph.node:
         raise ModelLoadError("the model has no nodes; check that it is a complete .onnx file")
@@ -274,8 +313,11 @@ def load_model(source: str | os.PathLike | onnx.ModelProto,
         graph = gs.import_onnx(model)
     except Exception as exc:
         raise ModelLoadError(f"cannot import the model's graph ({exc})") from exc
+    cast_inputs, cast_notes = float_after_cast(graph)
+    notes += cast_notes
     _free_batch_axis(graph)
-    notes += _pin_input_dims(graph, input_shapes)
+    given, size_notes = _given_shapes(graph, model, input_shapes, size)
+    notes += size_notes + _pin_input_dims(graph, given)
     graph.fold_constants(error_ok=True).cleanup().toposort()
     _fold_static_shapes(graph, model.ir_version)
     proto = _export(graph, model.ir_version)
@@ -286,7 +328,13 @@ def load_model(source: str | os.PathLike | onnx.ModelProto,
     for inp in graph.inputs:
         shapes.setdefault(inp.name, tuple(probe_inputs(graph, PROBE_BATCH)[inp.name].shape))
         dtypes.setdefault(inp.name, np.dtype(inp.dtype or np.float32))
-    return LoadedModel(proto, gs.import_onnx(proto), shapes, dtypes, default_opset(proto), notes)
+    loaded = LoadedModel(proto, gs.import_onnx(proto), shapes, dtypes, default_opset(proto),
+                         notes, cast_inputs)
+    if output is not None and output not in loaded.output_names:
+        raise ModelLoadError(f"unknown output {output!r}; the model's outputs are "
+                             f"{', '.join(loaded.output_names)}")
+    loaded.chosen_output = output
+    return loaded
 
 
 def is_float(dtype: np.dtype | None) -> bool:
