@@ -138,7 +138,7 @@ def build(source: ModelSource, layer: str | None, score: str, *, output: str | N
         layer_shape=[int(d) for d in model.shapes[tensor]],
         sample_bytes=activation_bytes(model, tensor), metadata=metadata, loaded=model,
         fused=fused, cast_input=None if cast is None else cast.name,
-        warnings=[f"note: {n}" for n in model.notes if "dynamic dims" in n or "cast to" in n])
+        warnings=[f"note: {n}" for n in model.notes if "pass --size" in n or "cast to" in n])
 
 
 def key_fields(digest: str, layer: str | None, score: str, *, output: str | None = None,
