@@ -35,10 +35,12 @@ from .errors import InputError, OrtCamError
 from .graph import LoadedModel, load_model
 from .maps import is_dark, normalize, upsample
 from .methods import METHODS, MethodOptions, default_methods, reporting
+from .methods.runs import run_method, uses_runs
 from .prepared import LAYER_KEY as LAYER_KEY  # re-exported: metadata.py reads it here
 from .prepared import prepare
 from .preprocess import Preprocess, image_preprocess, load_image, requested_size
 from .result import COMPLETENESS_GAP, DEFAULT_STEPS, Explanation, MethodResult
+from .runs import ExplainerRuns, HeadSessions
 from .runtime import Runner, make_session, select_providers
 
 LABELS_KEY = "ort_cam.labels"
@@ -180,6 +182,7 @@ class Explainer:
         self.labels = check_labels(read_labels(labels, meta), self.n_classes, labels)
         self.memory_budget = memory_budget
         self.fixed_chunk = chunk_size
+        self._heads: HeadSessions | None = None  # built by the first method that runs the head
         self.setup_seconds = time.perf_counter() - t0
 
     @property
@@ -307,18 +310,50 @@ class Explainer:
         t0 = time.perf_counter()
         opts = MethodOptions.from_kwargs(**options)
         names = _known_methods(methods)
+        walked = [name for name in names if not uses_runs(METHODS[name])]
         m = None if steps == "auto" else _fixed_steps(steps)
         starts = self._starts(items)
-        if not _needs_path(names):
-            paths = [self._pathless(it, st, names, opts, on_chunk) for it, st in zip(items, starts)]
+        if not _needs_path(walked):
+            paths = [self._pathless(it, st, walked, opts, on_chunk)
+                     for it, st in zip(items, starts)]
         elif m is None:
-            paths = [self._walk_auto(it, st, names, opts, on_chunk)
+            paths = [self._walk_auto(it, st, walked, opts, on_chunk)
                      for it, st in zip(items, starts)]
         else:
-            paths = self._walk_fixed(items, starts, m, names, opts, on_chunk)
+            paths = self._walk_fixed(items, starts, m, walked, opts, on_chunk)
+        self._run_methods(items, starts, paths, [n for n in names if n not in walked], opts, m)
         share = (time.perf_counter() - t0) / len(items)
         return [self._result(it, st, path, names, opts, share)
                 for it, st, path in zip(items, starts, paths)]
+
+    # --- the methods computed from runs of the model or its head (after the walk) ------
+    def _run_methods(self, items: list[_Item], starts: list[_Start], paths: list[PathResult],
+                     names: list[str], opts: MethodOptions, m: int | None) -> None:
+        """Add the maps of ``names`` (methods that run the model or its head) to ``paths``;
+        their steps are the path's m (the default when no method walked a path)."""
+        for item, start, path in zip(items, starts, paths):
+            if not names:
+                return
+            t0 = time.perf_counter()
+            runs = self.model_runs(item.x, item.x0, start.target, start.scores, opts.run_batch)
+            steps = m if m is not None else (path.m or DEFAULT_STEPS)
+            for name in names:
+                path.raw[name], path.extras[name] = run_method(METHODS[name], steps, opts, runs)
+            _checked(path)
+            path.timings["run"] = path.timings.get("run", 0.0) + time.perf_counter() - t0
+
+    def model_runs(self, x: np.ndarray, x0: np.ndarray, target: int, scores: np.ndarray,
+                   batch: int = 32) -> ExplainerRuns:
+        """Runs of the model and of its head for input ``x`` (batch 1), baseline ``x0`` and
+        class ``target``, as the methods that need them read them; the sessions are built
+        when first used and kept."""
+        if self._heads is None:
+            threads = self.session.get_session_options().intra_op_num_threads
+            self._heads = HeadSessions(lambda: self.model, self.layer, self.score_mode,
+                                       self.providers, threads or None)
+        layout = self.preprocess.layout if self.preprocess is not None else "NCHW"
+        return ExplainerRuns(self._heads, self.runner, self.input_name, x, x0, target, scores,
+                             self.channel_axis, layout, batch, self.score_mode)
 
     def _starts(self, items: list[_Item]) -> list[_Start]:
         """One run of every x (packed): the scores, the target, and the point l = m of the

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cam_models import A0, A1, LAYER, X, tiny_cam_model
+from cam_models import A0, A1, LAYER, X, tiny_cam_model, tiny_cam_model_nhwc
 
 import ort_cam
 from ort_cam.methods.kpca import kernel_component
@@ -134,3 +134,82 @@ def test_every_method_at_x_ignores_the_path(square):
         a = square.explain_array(X, baseline_array="zeros", target=1, steps=2, methods=[m])
         b = square.explain_array(X, baseline_array=X * 0.5, target=1, steps=5, methods=[m])
         np.testing.assert_allclose(a[m].raw, b[m].raw, rtol=1e-12, atol=1e-12)
+
+
+# --- the methods that run the model or its head ------------------------------------------
+Y1 = 0.5 * (A0**2).mean() + 2 * (A1**2).mean() - 0.2  # y_1 at X: 3.75 + 8.625 − 0.2
+
+
+def test_ablationcam_by_hand(square):
+    # zeroing channel 0 leaves 8.625 − 0.2, channel 1 leaves 3.75 − 0.2:
+    # w = (y − y^k)/y = [3.75, 8.625] / 12.175
+    assert Y1 == pytest.approx(12.175)
+    w0, w1 = 3.75 / Y1, 8.625 / Y1
+    np.testing.assert_allclose(_raw(square, "ablationcam"), w0 * A0 + w1 * A1, rtol=1e-6)
+
+
+def test_layerig_by_hand(square):
+    # A' = A(0) = 0 and G(αA) = α·2V[1,k]A_k/Z is linear in α: the trapezoid rule is exact,
+    # ∫ α dα = 1/2, so attr_k = A_k · V[1,k]·A_k/Z: A0²/8 and A1²/2.
+    attr = A0**2 / 8 + A1**2 / 2
+    r = square.explain_array(X, baseline_array="zeros", target=1, steps=3, methods=["layerig"])
+    np.testing.assert_allclose(r["layerig"].raw, attr, rtol=1e-6)
+    # completeness: Σ attr = y(A) − y(A') = 12.175 − (−0.2)
+    assert attr.sum() == pytest.approx(Y1 + 0.2)
+
+
+def test_scorecam_by_hand(square):
+    # the 2×2 layer is the input grid: the masks are the channels scaled to [0, 1]
+    masks = [(A0 - 1) / 3, A1 / 4]
+    s = np.array([0.5 * ((A0 * mk) ** 2).mean() + 2 * ((A1 * mk) ** 2).mean() - 0.2
+                  for mk in masks])
+    alpha = np.exp(s - s.max()) / np.exp(s - s.max()).sum()
+    np.testing.assert_allclose(_raw(square, "scorecam"), alpha[0] * A0 + alpha[1] * A1,
+                               rtol=1e-6)
+
+
+def _finer_t(y: np.ndarray, alpha: float) -> float:
+    """pytorch-grad-cam's FinerWeightedTarget for c = 1 against classes 0 and 2."""
+    p = np.exp(y - y.max()) / np.exp(y - y.max()).sum()
+    return sum(p[d] * (y[1] - alpha * y[d]) for d in (0, 2)) / (p[0] + p[2] + 1e-9)
+
+
+def test_finercam_by_hand(square):
+    v = np.array([[1.0, -1.0], [0.5, 2.0], [-1.0, 1.0]])
+    means = np.array([(A0**2).mean(), (A1**2).mean()])
+    y = v @ means + np.array([0.1, -0.2, 0.3])
+    for alpha in (1.0, 0.5):
+        # ∂T/∂y by central differences (independent of the method's analytic form) ...
+        h = 1e-6
+        dt = np.array([(_finer_t(y + h * e, alpha) - _finer_t(y - h * e, alpha)) / (2 * h)
+                       for e in np.eye(3)])
+        # ... then Grad-CAM on T: G_k = Σ_i dt_i · 2 v[i,k] A_k / Z; w_k = mean G_k
+        w = [(dt @ v[:, k]) * 2 * a.mean() / 4 for k, a in enumerate((A0, A1))]
+        want = np.maximum(w[0] * A0 + w[1] * A1, 0)
+        np.testing.assert_allclose(_raw(square, "finercam", finer_alpha=alpha), want,
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_run_methods_see_the_layout():
+    """NHWC layer and input (tf2onnx style) give the NCHW network's maps."""
+    nchw = ort_cam.Explainer(tiny_cam_model(), LAYER, score="logit", quiet=True)
+    nhwc = ort_cam.Explainer(tiny_cam_model_nhwc(), LAYER, score="logit", quiet=True,
+                             preprocess={"preset": "raw", "layout": "NHWC", "size": (2, 2)})
+    names = ["ablationcam", "scorecam", "finercam", "layerig"]
+    a = nchw.explain_array(X, baseline_array="zeros", target=0, steps=2, methods=names)
+    b = nhwc.explain_array(X.transpose(0, 2, 3, 1), baseline_array="zeros", target=0, steps=2,
+                           methods=names)
+    for m in names:
+        assert a[m].raw.any(), m
+        np.testing.assert_allclose(b[m].raw, a[m].raw, rtol=1e-6, atol=1e-9)
+
+
+def test_run_methods_batch_and_refuse_without_runs(square):
+    # run_batch = 1 (one row per session run) gives the batched maps
+    for m in ("ablationcam", "scorecam", "layerig"):
+        np.testing.assert_allclose(_raw(square, m, run_batch=1), _raw(square, m), rtol=1e-12)
+    from ort_cam.engine import PathState
+    from ort_cam.methods import METHODS, MethodOptions
+
+    with pytest.raises(ort_cam.OrtCamError, match="runs the model; use it through an Explainer"):
+        METHODS["ablationcam"](PathState(m=1), MethodOptions()).finish()

@@ -9,9 +9,11 @@ dict at run time) shows up everywhere.
 from __future__ import annotations
 
 from ..engine import PathState
+from .ablation import AblationCam
 from .base import CamMethod, MethodOptions
 from .eigencam import EigenCam, EigenGradCam
 from .fem import Fem
+from .finercam import FinerCam
 from .gradcam import GradCam
 from .gradcam_elementwise import GradCamElementwise
 from .gradcampp import GradCamPlusPlus
@@ -19,7 +21,9 @@ from .hirescam import HiResCam
 from .igcam import IntegratedGradCam
 from .kpca import KpcaCam
 from .layercam import LayerCam
+from .layerig import LayerIntegratedGradients
 from .rsi import RsiGradCam
+from .scorecam import ScoreCam
 from .xgradcam import XGradCam
 
 #: method name -> class, in display order: the default three, then the rest of what
@@ -28,7 +32,7 @@ METHODS: dict[str, type[CamMethod]] = {
     cls.name: cls for cls in (
         GradCam, IntegratedGradCam, RsiGradCam,
         HiResCam, GradCamElementwise, GradCamPlusPlus, XGradCam, LayerCam, EigenGradCam,
-        EigenCam, KpcaCam, Fem,
+        EigenCam, KpcaCam, Fem, AblationCam, ScoreCam, FinerCam, LayerIntegratedGradients,
     )
 }
 
