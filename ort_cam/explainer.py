@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from .augment import AUGMENTATIONS, combine
 from .baselines import make_baseline
 from .engine import (
     Feeder,
@@ -309,6 +310,8 @@ class Explainer:
                        options: dict) -> list[Explanation]:
         t0 = time.perf_counter()
         opts = MethodOptions.from_kwargs(**options)
+        if opts.aug_smooth:
+            return self._aug_smoothed(items, steps, methods, on_chunk, options)
         names = _known_methods(methods)
         walked = [name for name in names if not uses_runs(METHODS[name])]
         m = None if steps == "auto" else _fixed_steps(steps)
@@ -325,6 +328,22 @@ class Explainer:
         share = (time.perf_counter() - t0) / len(items)
         return [self._result(it, st, path, names, opts, share)
                 for it, st, path in zip(items, starts, paths)]
+
+    def _aug_smoothed(self, items: list[_Item], steps, methods, on_chunk,
+                      options: dict) -> list[Explanation]:
+        """``aug_smooth``: each item explained on the six augmentations of ``augment`` (for
+        the class chosen on x itself), the maps averaged (``augment.combine``)."""
+        plain = {**options, "aug_smooth": False}
+        axis = 2 if self.preprocess is not None and self.preprocess.layout == "NHWC" else 3
+        out = []
+        for item in items:
+            target = self._starts([item])[0].target
+            runs = [self._explain_items(
+                [_Item(aug.apply(item.x, axis), aug.apply(item.x0, axis), item.pixels,
+                       item.prep_seconds, target)], steps, methods, on_chunk, plain)[0]
+                for aug in AUGMENTATIONS]
+            out.append(combine(runs, MethodOptions.from_kwargs(**plain).eps))
+        return out
 
     # --- the methods computed from runs of the model or its head (after the walk) ------
     def _run_methods(self, items: list[_Item], starts: list[_Start], paths: list[PathResult],

@@ -213,3 +213,15 @@ def test_run_methods_batch_and_refuse_without_runs(square):
 
     with pytest.raises(ort_cam.OrtCamError, match="runs the model; use it through an Explainer"):
         METHODS["ablationcam"](PathState(m=1), MethodOptions()).finish()
+
+
+def test_aug_smooth_keeps_an_equivariant_model_map(square):
+    # 1×1 conv, ReLU, mean of squares: flipping x flips every map, scaling x by f scales
+    # G⊙A by f²: each of the six normalised maps, flipped back, is the plain one
+    names = ["gradcam", "rsi", "hirescam", "ablationcam"]
+    plain = square.explain_array(X, baseline_array="zeros", target=1, steps=4, methods=names)
+    smooth = square.explain_array(X, baseline_array="zeros", target=1, steps=4, methods=names,
+                                  aug_smooth=True)
+    for m in names:
+        np.testing.assert_allclose(smooth[m].map, plain[m].map, atol=1e-6)
+        np.testing.assert_array_equal(smooth[m].raw, plain[m].raw)  # raw: x's own
