@@ -33,8 +33,8 @@ N = 40
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A two-CPU Ray cluster on this machine (no dashboard), shared by the module."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    """A new two-CPU Ray cluster on this machine (no dashboard), shared by the module."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
