@@ -293,8 +293,6 @@ def test_eigen_smooth_matches_pytorch_grad_cam(archs, explainers, arch_name, mod
     arch, ex = archs(arch_name), explainers(arch_name, module)
     inp = _inputs(arch, module, ex)
     for method in SMOOTHABLE:
-        if method == "gradcam":
-            continue  # Grad-CAM's module reads no eigen_smooth (the three stay as they were)
         cls_name, options = AT_X[method]
         r = ex.explain_array(arch.x, baseline_array="zeros", target=arch.target, steps=1,
                              methods=[method], eigen_smooth=True, **options)

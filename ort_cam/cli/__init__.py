@@ -11,6 +11,7 @@ from .explain_cmd import explain
 from .export_cmd import export
 from .graph_cmds import layers, split
 from .metadata_cmd import metadata
+from .methods_cmd import methods
 
 
 @click.group(name="ort-cam")
@@ -26,7 +27,7 @@ def main() -> None:
 
 
 for _command in (explain, export, layers, split, metadata, demo, audit, audit_merge,
-                 audit_report):
+                 audit_report, methods):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -8,6 +8,8 @@ dict at run time) shows up everywhere.
 
 from __future__ import annotations
 
+import sys
+
 from ..engine import PathState
 from .ablation import AblationCam
 from .base import CamMethod, MethodOptions
@@ -52,5 +54,18 @@ def reporting(extra: str) -> str | None:
     return next((name for name, cls in METHODS.items() if extra in cls.extras), None)
 
 
+def describe() -> list[dict[str, object]]:
+    """One record per registered method, in registry order: name, title, whether it is in
+    the default set, what it costs per image and target (``cost``), and its summary (the
+    first line of its class's docstring, else of its module's)."""
+    out: list[dict[str, object]] = []
+    for name, cls in METHODS.items():
+        doc = cls.__doc__ or sys.modules[cls.__module__].__doc__ or ""
+        summary = " ".join(doc.strip().split("\n\n")[0].split())
+        out.append({"name": name, "title": cls.title, "default": cls.default,
+                    "cost": cls.cost, "summary": summary})
+    return out
+
+
 __all__ = ["METHODS", "CamMethod", "MethodOptions", "PathState", "default_methods",
-           "extra_names", "reporting"]
+           "describe", "extra_names", "reporting"]

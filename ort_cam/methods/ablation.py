@@ -48,7 +48,7 @@ class AblationCam(RunsMethod):
     title = "Ablation-CAM"
     short = "Ablation"
     color = "darkred"
-    cost = "K+1 head runs (K channels), batched; no gradient"
+    cost = "K+1 head runs, batched (K channels); no gradient"
 
     def compute(self, runs: ModelRuns) -> np.ndarray:
         a = runs.activation()

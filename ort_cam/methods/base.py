@@ -127,7 +127,7 @@ class CamMethod(ABC):
     color: str = ""
     default: bool = False
     extras: tuple[str, ...] = ()
-    cost: str = "the shared pass: m+1 gradient runs"
+    cost: str = "m+1 gradient runs (the shared pass)"
     needs_path: bool = True
 
     def __init__(self, state: PathState, options: MethodOptions):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import CamMethod, weighted_map
+from .base import CamMethod
+from .common import weights_map
+from .hirescam import AT_X
 
 
 class GradCam(CamMethod):
@@ -14,10 +16,11 @@ class GradCam(CamMethod):
     color = "tab:blue"
     default = True
     needs_path = False  # the l = m slice only
+    cost = AT_X
 
     def finish(self) -> np.ndarray:
         g = self.state.g_end
         if self.options.gradcam_weights == "positive":
             g = np.maximum(g, 0.0)
         weights = g.mean(axis=(1, 2))  # (1/Z) Σ_ij
-        return weighted_map(weights, self.state.a_end)
+        return weights_map(weights, self.state.a_end, self.options)  # eigen_smooth: PC1

@@ -16,7 +16,7 @@ from .base import CamMethod
 from .common import channel_map
 
 #: What every method that reads only l = m of the shared pass costs.
-AT_X = "none: l = m of the shared pass"
+AT_X = "0 extra runs (reads l = m of the shared pass)"
 
 
 class HiResCam(CamMethod):

@@ -44,7 +44,7 @@ class LayerIntegratedGradients(RunsMethod):
     title = "Layer Integrated Gradients"
     short = "Layer IG"
     color = "black"
-    cost = "m+1 head gradient runs (the straight path in layer space)"
+    cost = "m+1 head gradient runs (straight path in layer space)"
 
     def compute(self, runs: ModelRuns) -> np.ndarray:
         attr = layer_integrated_gradients(runs.baseline_activation(), runs.activation(),

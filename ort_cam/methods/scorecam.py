@@ -53,7 +53,7 @@ class ScoreCam(RunsMethod):
     title = "Score-CAM"
     short = "Score"
     color = "darkorange"
-    cost = "K model runs (K channels), batched; no gradient"
+    cost = "K model runs, batched (K channels); no gradient"
 
     def compute(self, runs: ModelRuns) -> np.ndarray:
         a = runs.activation()
