@@ -34,6 +34,8 @@ DEFAULT_MAX_BYTES = 2 << 30
 SUFFIX = ".ortcam"
 _MAGIC = b"ORT_CAM-PREPARED-1\n"
 _LEN = struct.Struct(">Q")
+#: A header longer than this is not one of ours.
+_MAX_HEADER = 1 << 24
 #: A temporary file older than this is a crashed writer's: removed when evicting.
 _STALE_TMP_SECONDS = 3600.0
 
@@ -84,16 +86,24 @@ def _encode(fields: Mapping[str, Any], data: Mapping[str, Any], payload: bytes) 
 def _decode(blob: bytes, fields: Mapping[str, Any]) -> Entry | None:
     """The entry in ``blob``, or None when it is not a complete, intact entry for ``fields``."""
     start = len(_MAGIC) + _LEN.size
-    if len(blob) < start or not blob.startswith(_MAGIC):
+    n = _header_size(blob[:start])
+    return None if n is None else _checked(blob[start:start + n], blob[start + n:], fields)
+
+
+def _header_size(head: bytes) -> int | None:
+    if len(head) != len(_MAGIC) + _LEN.size or not head.startswith(_MAGIC):
         return None
-    (n,) = _LEN.unpack(blob[len(_MAGIC):start])
+    n = int(_LEN.unpack(head[len(_MAGIC):])[0])
+    return n if n <= _MAX_HEADER else None
+
+
+def _checked(header_bytes: bytes, payload: bytes, fields: Mapping[str, Any]) -> Entry | None:
     try:
-        header = json.loads(blob[start:start + n].decode("utf-8"))
+        header = json.loads(header_bytes.decode("utf-8"))
         size, digest, data = int(header["size"]), str(header["sha256"]), header["data"]
         same_key = header["fields"] == json.loads(json.dumps(dict(fields)))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         return None
-    payload = blob[start + n:]
     if not same_key or len(payload) != size or not isinstance(data, dict):
         return None
     if hashlib.sha256(payload).hexdigest() != digest:
@@ -101,15 +111,27 @@ def _decode(blob: bytes, fields: Mapping[str, Any]) -> Entry | None:
     return Entry(data, payload)
 
 
+def _read(path: Path, fields: Mapping[str, Any]) -> Entry | None:
+    """Read and check an entry; the payload is read into its own buffer (no copy of a slice
+    of the whole file)."""
+    with open(path, "rb") as fh:
+        n = _header_size(fh.read(len(_MAGIC) + _LEN.size))
+        if n is None:
+            return None
+        header = fh.read(n)
+        return _checked(header, fh.read(), fields) if len(header) == n else None
+
+
 def read(directory: Path, fields: Mapping[str, Any]) -> Entry | None:
     """The entry for ``fields``, or None (missing, unreadable, truncated or corrupt: a bad
     entry is removed so that the rebuilt one replaces it). A hit marks the entry as used."""
     path = directory / (key_of(fields) + SUFFIX)
     try:
-        blob = path.read_bytes()
-    except OSError:
+        entry = _read(path, fields)
+    except FileNotFoundError:
         return None
-    entry = _decode(blob, fields)
+    except OSError:
+        entry = None
     if entry is None:
         _unlink(path)
         return None
