@@ -71,16 +71,28 @@ def lines(path: Path) -> int:
         return 0
 
 
+def parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state
+
+
 def worker_pids() -> list[int]:
-    """Processes of Ray actors running ``AuditWorker`` (Ray titles them ``ray::AuditWorker``)."""
+    """Processes of this test's cluster (descendants of this process: its raylet's workers)
+    running ``AuditWorker`` (Ray titles them ``ray::AuditWorker``)."""
     pids = []
     for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if (p / "cmdline").read_bytes().startswith(b"ray::AuditWorker"):
-                    pids.append(int(p.name))
-            except OSError:
-                pass
+        if not p.name.isdigit():
+            continue
+        try:
+            if not (p / "cmdline").read_bytes().startswith(b"ray::AuditWorker"):
+                continue
+            pid = int(p.name)
+            while pid > 1 and pid != os.getpid():
+                pid = parent(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+        if pid == os.getpid():
+            pids.append(int(p.name))
     return pids
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import OrtCamError
+from .pointing import GRID_COLUMN, parse_grid
 
 FORMATS = ("voc", "coco", "csv")
 CSV_COLUMNS = ("image", "label", "x0", "y0", "x1", "y1")
@@ -49,6 +50,9 @@ class Sample:
     path: Path
     objects: list[Obj] = field(default_factory=list)
     size: tuple[int, int] | None = None
+    #: The label to explain (``--targets labels``: one sample per label of an image, keyed
+    #: ``image#label``); None explains the predicted class.
+    target: str | None = None
 
 
 @dataclass
@@ -56,14 +60,20 @@ class Dataset:
     root: Path
     format: str
     samples: list[Sample]
+    #: (rows, columns) when the images are grids of photos, one class per cell (the grid
+    #: pointing game, ``audit.pointing``); a CSV says so in its ``grid`` column.
+    grid: tuple[int, int] | None = None
 
     def fingerprint(self) -> dict:
         """What identifies the dataset across machines: format, image count and a hash of
-        every key, label and box (not the root path, which differs between machines)."""
+        every key, label and box (not the root path, which differs between machines); the
+        grid when there is one."""
         h = hashlib.sha256()
         for s in self.samples:
             h.update(json.dumps([s.key, [[o.label, list(o.box)] for o in s.objects]]).encode())
-        return {"format": self.format, "images": len(self.samples), "sha256": h.hexdigest()}
+        grid = {"grid": list(self.grid)} if self.grid else {}
+        return {"format": self.format, "images": len(self.samples), "sha256": h.hexdigest(),
+                **grid}
 
 
 # --- readers --------------------------------------------------------------------------------
@@ -153,9 +163,11 @@ def read_coco(path: Path, images: Path | None = None) -> Dataset:
 
 def read_csv(path: Path, images: Path | None = None) -> Dataset:
     """CSV with the header ``image,label,x0,y0,x1,y1``, one row per box, image paths relative
-    to ``images`` (default: the CSV file's folder)."""
+    to ``images`` (default: the CSV file's folder). An optional column ``grid`` ("2x2", the
+    same on every row) marks the images as grids for the pointing game."""
     root = images or path.parent
     by_key: dict[str, Sample] = {}
+    grids: set[tuple[int, int] | None] = set()
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
@@ -173,9 +185,15 @@ def read_csv(path: Path, images: Path | None = None) -> Dataset:
                 key = _key(p, root)
                 sample = by_key.setdefault(key, Sample(key, p))
                 sample.objects.append(Obj(row["label"].strip(), box))  # type: ignore[arg-type]
+                grids.add(parse_grid(row[GRID_COLUMN] or "", where)
+                          if GRID_COLUMN in row else None)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise OrtCamError(f"cannot read CSV annotations {path}: {exc}") from None
-    return Dataset(root, "csv", sorted(by_key.values(), key=lambda s: s.key))
+    if len(grids) > 1:
+        raise OrtCamError(f"{path}: the grid column differs between rows; a dataset is one "
+                          "grid layout")
+    return Dataset(root, "csv", sorted(by_key.values(), key=lambda s: s.key),
+                   next(iter(grids), None))
 
 
 def open_dataset(path: Path, fmt: str = "auto", images: Path | None = None) -> Dataset:

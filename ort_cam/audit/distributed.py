@@ -37,6 +37,7 @@ from .run import (
     make_settings,
     measured_settings,
     parse_shard,
+    plan,
     prepare,
     shard_samples,
     write_records,
@@ -344,7 +345,8 @@ def connect(address: str | None) -> tuple[Any, bool]:
 
 
 def worker_options(ray: Any, runtime: dict) -> dict:
-    """Resources per actor: one GPU when CUDA is asked for, ``threads`` CPUs (default 1)."""
+    """Resources per actor: one GPU when CUDA is asked for, ``threads`` CPUs (default 1; the
+    worker's onnxruntime then runs that many threads)."""
     gpus = ray.cluster_resources().get("GPU", 0)
     cuda = wants_cuda(runtime.get("providers"), gpus)
     if cuda and gpus < 1:
@@ -360,6 +362,20 @@ def default_workers(ray: Any, options: dict) -> int:
     if options["num_gpus"]:
         return max(1, int(res.get("GPU", 0) // options["num_gpus"]))
     return max(1, int(res.get("CPU", 1) // options["num_cpus"]))
+
+
+def start_pool(ray: Any, model: Path, sha256: str, layer: str | None,
+               preprocess: dict | str | None, runtime: dict, workers: int | None,
+               ship: bool, probe: tuple[str, int] | None) -> Pool:
+    """The workers' pool (not started yet): the model's bytes in the object store, the
+    actor's resources, one onnxruntime thread per CPU reserved."""
+    options = worker_options(ray, runtime)
+    runtime = {**runtime, "threads": runtime.get("threads") or options["num_cpus"]}
+    blob = [ray.put(model.read_bytes())]
+    actor = ray.remote(**options)(AuditWorker)
+    return Pool(ray, lambda: actor.remote(str(model.absolute()), sha256, blob, layer,
+                                          preprocess, runtime, ship),
+                workers or default_workers(ray, options), probe, force_ship=ship)
 
 
 def _probe(samples: list[Sample]) -> tuple[str, int] | None:
@@ -392,16 +408,11 @@ def audit_model_ray(model: str | os.PathLike[str], dataset: str | os.PathLike[st
     if runtime.get("labels") is not None:  # a file the workers may not see: send the names
         runtime["labels"] = read_labels(runtime["labels"])
     sha = file_sha256(Path(model))
-    samples = shard_samples(data.samples, part)
     ray, connected = connect(address)
     pool = None
     try:
-        options = worker_options(ray, runtime)
-        blob = [ray.put(Path(model).read_bytes())]
-        actor = ray.remote(**options)(AuditWorker)
-        pool = Pool(ray, lambda: actor.remote(str(Path(model).absolute()), sha, blob, layer,
-                                              preprocess, runtime, ship),
-                    workers or default_workers(ray, options), _probe(samples), force_ship=ship)
+        pool = start_pool(ray, Path(model), sha, layer, preprocess, runtime, workers, ship,
+                          _probe(shard_samples(data.samples, part)))
         info = pool.first_info()
         mapping = label_map_for(label_map, info["labels"], info["n_classes"])
         where = ray.get_runtime_context().gcs_address
@@ -409,6 +420,7 @@ def audit_model_ray(model: str | os.PathLike[str], dataset: str | os.PathLike[st
                                  {"providers": info["providers"], "model": str(model),
                                   "ray": where})
         done = prepare(Path(out), settings, force)
+        spec, samples = plan(data, part, spec, mapping)
         pool.ready(mapping, spec)
         write_records(samples, done, Path(out),
                       lambda work: pool.results(work, Path(out)), progress)

@@ -26,8 +26,11 @@ from ..result import DEFAULT_STEPS, SATURATED_ABOVE, Explanation, MethodResult
 from . import metrics as M
 from .datasets import Obj, Sample, classes_of, pre_model_skip
 from .metrics import DELETION_STEPS, MASK_TOP, THRESHOLDS
+from .pointing import pointing_scores
 
 THUMB = 96
+#: What ``AuditSpec.targets`` may be.
+TARGETS = ("top1", "labels")
 
 
 @dataclass
@@ -41,10 +44,17 @@ class AuditSpec:
     filters: tuple[str, ...] = ()
     deletion_steps: int = DELETION_STEPS
     top: float = MASK_TOP
+    #: ``top1``: explain the predicted class; ``labels``: each labelled class of an image in
+    #: turn (one record per image and label).
+    targets: str = "top1"
+    #: Score the grid pointing game (``audit.pointing``); set from the dataset, not recorded.
+    pointing: bool = False
 
     def __post_init__(self) -> None:
         """Resolve the options to every method option and baseline parameter, so that
         defaults given or left out make the same settings."""
+        if self.targets not in TARGETS:
+            raise OrtCamError(f"unknown targets {self.targets!r}; use {' or '.join(TARGETS)}")
         opts = {k: v for k, v in self.options.items() if v is not None}
         seed, blur = opts.pop("baseline_seed", 0), opts.pop("blur_radius", None)
         self.options = {**MethodOptions.from_kwargs(**opts).record(),
@@ -57,7 +67,8 @@ class AuditSpec:
                 "options": dict(sorted(self.options.items())), "filters": sorted(self.filters),
                 "deletion_steps": self.deletion_steps, "deletion_value": "black (pixel 0)",
                 "explanation_top": self.top, "thresholds": list(THRESHOLDS),
-                "saturated_above": SATURATED_ABOVE, "probabilities": "softmax of the scores"}
+                "saturated_above": SATURATED_ABOVE, "probabilities": "softmax of the scores",
+                **({"targets": self.targets} if self.targets != "top1" else {})}
 
 
 def skip_record(sample: Sample, kind: str, detail: str, **extra) -> dict:
@@ -115,12 +126,13 @@ def audit_image(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
         wrong = wrong_prediction(ex, sample, image, mapped, true)
         if wrong:
             return wrong
-    r = ex.explain(image, steps=spec.steps, baseline=spec.baseline, methods=spec.methods,
-                   **spec.options)
+    r = ex.explain(image, target=label_target(ex, sample, image, label_map), steps=spec.steps,
+                   baseline=spec.baseline, methods=spec.methods, **spec.options)
     c, p = r.target, float(probabilities(ex, r.scores)[r.target])
     head = {"key": sample.key, "target": c, "label": r.label, "p": p,
             "true_labels": sorted({o.label for o in mapped}), "true_classes": true,
-            "correct": c in true}
+            "correct": c in true,
+            **({"predicted": int(np.argmax(r.scores))} if sample.target is not None else {})}
     hits = [o for o in mapped if c in classes_of(o, label_map)] or mapped
     pre = image_preprocess(ex)
     boxes = [pre.map_box(o.box, size) for o in hits]
@@ -140,6 +152,21 @@ def audit_image(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
                                   {n: m.map for n, m in r.methods.items()})
     rec["seconds"] = round(time.perf_counter() - t0, 3)
     return rec
+
+
+def label_target(ex: Explainer, sample: Sample, image: Image.Image,
+                 label_map: dict[str, list[int]]) -> int | None:
+    """The class to explain: None (the predicted one) unless ``sample.target`` names a label;
+    of a label that maps to several classes, the most probable (one forward pass)."""
+    if sample.target is None:
+        return None
+    classes = label_map.get(sample.target.strip().lower(), [])
+    if not classes:
+        raise OrtCamError(f"{sample.key}: label {sample.target!r} maps to no class")
+    if len(classes) == 1:
+        return classes[0]
+    probs = probabilities(ex, ex.scores_at(image_preprocess(ex)(image)))[0]
+    return max(classes, key=lambda k: float(probs[k]))
 
 
 def wrong_prediction(ex: Explainer, sample: Sample, image: Image.Image, mapped: list[Obj],
@@ -185,6 +212,7 @@ def method_metrics(ex: Explainer, pixels: np.ndarray, res: MethodResult, region:
         "increase_soft": bool(p < o_soft), "increase_mask": bool(p < o_mask),
         "deletion": [float(v) for v in dele], "insertion": [float(v) for v in ins],
         "deletion_auc": M.curve_auc(dele), "insertion_auc": M.curve_auc(ins),
+        **(pointing_scores(res.raw, region) if spec.pointing else {}),
     }
 
 

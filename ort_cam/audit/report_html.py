@@ -14,6 +14,7 @@ import numpy as np
 
 from ..methods import METHODS
 from .metrics import DARK_EPS, MASK_TOP, THRESHOLDS, top_label
+from .pointing import ROWS as POINTING_ROWS
 from .store import THUMBS
 from .summary import SPLITS, split_records
 
@@ -275,7 +276,8 @@ def summary_table(summary: dict, methods: list[str], top: float = MASK_TOP) -> s
            else "") + "</th>" for s, b in zip(SPLITS, blocks))
     names = "".join(f"<th>{html.escape(_title(m))}</th>" for m in methods) * len(SPLITS)
     rows = []
-    for name, label in table_rows(top):
+    present = blocks[0]["metrics"][methods[0]] if methods else {}
+    for name, label in table_rows(top) + [r for r in POINTING_ROWS if r[0] in present]:
         cells = "".join(_cell(b["metrics"][m].get(name), b["images"])
                         for b in blocks for m in methods)
         rows.append(f"<tr><th class=l>{html.escape(label)}</th>{cells}</tr>")
@@ -346,7 +348,21 @@ def meta_rows(settings: dict, summary: dict, w: int) -> list[tuple[str, str]]:
          "the predicted class c, whatever score is differentiated"),
         ("saturated", f"top probability > {settings['saturated_above']}"),
         ("rolling window", f"{w} images (8% of {imgs['audited']}, between 5 and 1000; "
-                           "the paper used 1000 of 12,525)")]
+                           "the paper used 1000 of 12,525)")] + grid_rows(settings)
+
+
+def grid_rows(settings: dict) -> list[tuple[str, str]]:
+    """Meta rows of a grid dataset (the pointing game) and of ``--targets labels``."""
+    rows = []
+    grid = settings["dataset"].get("grid")
+    if grid:
+        rows.append(("pointing game", f"{grid[0]}x{grid[1]} grids, one class per cell; "
+                     "scores on the raw map upsampled to the model's input: positive "
+                     "energy in the true cell, and whether the maximum lies there"))
+    if settings.get("targets") == "labels":
+        rows.append(("targets", "each labelled class of an image in turn (a line per image "
+                     "and label, keyed image#label); c is that class, not the predicted one"))
+    return rows
 
 
 def plot_sections(splits: dict[str, list[dict]], summary: dict, methods: list[str],

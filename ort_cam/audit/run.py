@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from .._version import __version__
 from ..errors import OrtCamError
 from ..files import refuse_overwrite
-from .datasets import Dataset, Sample, label_map_for, open_dataset
+from .datasets import Dataset, Sample, classes_of, label_map_for, open_dataset
 from .store import (
     ABOUT,
     MADE,
@@ -56,6 +56,36 @@ def shard_samples(samples: Sequence[Sample], shard: tuple[int, int]) -> list[Sam
     i, n = shard
     ordered = sorted(samples, key=lambda s: s.key)
     return ordered[i - 1::n]
+
+
+def plan(dataset: Dataset, shard: tuple[int, int], spec: AuditSpec,
+         label_map: dict[str, list[int]]) -> tuple[AuditSpec, list[Sample]]:
+    """What one run audits: ``spec`` (scoring the pointing game when the dataset is a grid)
+    and the samples of ``shard``, one per labelled class of an image when ``spec.targets``
+    is ``labels``."""
+    from dataclasses import replace
+
+    samples = shard_samples(dataset.samples, shard)
+    if dataset.grid is not None:
+        spec = replace(spec, pointing=True)
+    if spec.targets == "labels":
+        samples = [t for s in samples for t in label_samples(s, label_map)]
+    return spec, samples
+
+
+def label_samples(sample: Sample, label_map: dict[str, list[int]]) -> list[Sample]:
+    """One sample per distinct label of ``sample`` that maps to a class, keyed
+    ``key#label`` (``sample`` itself when none maps: it is skipped with the reason)."""
+    from dataclasses import replace
+
+    labels: dict[str, str] = {}
+    for o in sample.objects:
+        if classes_of(o, label_map):
+            labels.setdefault(o.label.strip().lower(), o.label.strip())
+    if not labels:
+        return [sample]
+    return [replace(sample, key=f"{sample.key}#{label}", target=label)
+            for label in labels.values()]
 
 
 # --- settings ---------------------------------------------------------------------------------
@@ -244,7 +274,7 @@ def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
     settings = make_settings(measured, dataset, shard, {"providers": ex.providers,
                                                         **(about or {})})
     done = prepare(Path(out), settings, force)
-    samples = shard_samples(dataset.samples, shard)
+    spec, samples = plan(dataset, shard, spec, label_map)
     run(samples, done, Path(out),
         lambda s, thumbs: audit_image(ex, s, label_map, spec, thumbs), progress)
     return make_report(Path(out), html_page)

@@ -24,6 +24,8 @@ import numpy as np
 from ..methods import METHODS
 from ..result import COMPLETENESS_GAP
 from .metrics import DARK_EPS, MASK_TOP, THRESHOLDS
+from .pointing import METRICS as POINTING
+from .pointing import SHOWN as POINTING_SHOWN
 
 #: t(0.975, df) for df = 1..30, then 40, 60, 120, ∞ (interpolated in 1/df in between).
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -81,7 +83,7 @@ def mean_ci(values, bounds: tuple[float, float] | None = None) -> dict:
 
 def metric_values(records: list[dict], method: str, name: str) -> list:
     """Per-image values of summary metric ``name`` for ``method``."""
-    field = METRICS[name]
+    field = {**METRICS, **POINTING}[name]
     out = []
     for r in records:
         m = r["methods"].get(method)
@@ -107,19 +109,21 @@ def summarize(settings: dict, records: list[dict]) -> dict:
                        "shard": settings["shard"], "lines": len(records),
                        "audited": sum(r.get("status") == "ok" for r in records),
                        "skipped": dict(sorted(skipped.items()))},
-            "splits": {split: split_block(recs, settings["methods"])
+            "splits": {split: split_block(recs, settings["methods"],
+                                          bool(settings["dataset"].get("grid")))
                        for split, recs in split_records(records).items()}}
 
 
-def split_block(recs: list[dict], methods: list[str]) -> dict:
+def split_block(recs: list[dict], methods: list[str], pointing: bool = False) -> dict:
     """One split of summary.json: its image count, the share correct, and per method every
-    metric (with the percent forms and the method's extras) and the dark counts per ε."""
+    metric (with the percent forms and the method's extras; the pointing game's scores when
+    ``pointing``) and the dark counts per ε."""
     metrics: dict[str, dict] = {}
     dark_counts: dict[str, dict[str, int]] = {}
     for method in methods:
         ms = {name: mean_ci(metric_values(recs, method, name),
                             None if name in UNBOUNDED else (0.0, 1.0))
-              for name in METRICS}
+              for name in [*METRICS, *(POINTING if pointing else ())]}
         for name in PERCENT:
             ms[f"{name}_pct"] = _scaled(ms[name], 100.0)
         for extra in _extras_of(method):
@@ -177,7 +181,8 @@ def summary_lines(summary: dict, methods: list[str], top: float = MASK_TOP) -> l
         lines.append(f"{split}: {block['images']} images")
         for m in methods:
             ms = block["metrics"][m]
-            vals = [(short, ms[name]["mean"]) for short, name in shown_metrics(top)]
+            vals = [(short, ms[name]["mean"]) for short, name in shown_metrics(top)
+                    + [(k, n) for k, n in POINTING_SHOWN if n in ms]]
             lines.append(f"  {METHODS[m].title:22s} " + "  ".join(
                 f"{k} {'-' if v is None else f'{v:.3g}'}" for k, v in vals))
     return lines

@@ -61,6 +61,10 @@ dataset_options = _compose(
 @dataset_options
 @click.option("--shard", default=None, metavar="i/n",
               help="Audit only shard i of n (1-based; every n-th image in key order).")
+@click.option("--targets", type=click.Choice(["top1", "labels"]), default="top1",
+              show_default=True,
+              help="top1: explain the predicted class; labels: each labelled class of an "
+                   "image in turn (a line per image and label).")
 @click.option("--deletion-steps", type=click.IntRange(min=1), default=DELETION_STEPS,
               show_default=True,
               help="Steps of the deletion and insertion curves.")
@@ -88,7 +92,8 @@ dataset_options = _compose(
 @reports_errors
 def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str,
           images_dir: Path | None, label_map: Path | None, correct_only: bool, one_box: bool,
-          small_box: bool, rsi_filters: bool, shard: str | None, deletion_steps: int,
+          small_box: bool, rsi_filters: bool, shard: str | None, targets: str,
+          deletion_steps: int,
           force: bool, no_report: bool, ray_address: str | None, ray_workers: int | None,
           **kw) -> None:
     """Audit MODEL's explanations over DATASET with the papers' metrics.
@@ -101,12 +106,14 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
     top-15% mask, pixel energy, IoU/IoB/IoR at t = 0.1..0.9, Bbox score, raw map range and
     mean, the methods' extras (RSI's completeness gap), deletion and insertion curves and
     AUC. Images left out (filters, unreadable files, unmapped labels) get a line with the
-    reason.
+    reason. A CSV with a grid column (tools/make_pointing_game.py) adds the grid pointing
+    game's scores; --targets labels explains each of an image's labels in turn.
 
     Rerunning the same command resumes (after a crash or Ctrl-C) without redoing or
     repeating images; other settings are refused. With --ray the images are audited by
-    workers of a Ray cluster (one explainer each) and this process writes every line. At the end DIR gets summary.json,
-    summary.csv and (unless --no-report) report.html (see `ort-cam audit-report`).
+    workers of a Ray cluster (one explainer each) and this process writes every line. At
+    the end DIR gets summary.json, summary.csv and (unless --no-report) report.html (see
+    `ort-cam audit-report`).
 
     \b
     Examples:
@@ -126,7 +133,7 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
     spec = AuditSpec(steps=steps, methods=tuple(methods), baseline=kw.pop("baseline"),
                      options=kw,  # what is left: the method options
                      filters=chosen_filters(correct_only, one_box, small_box, rsi_filters),
-                     deletion_steps=deletion_steps)
+                     deletion_steps=deletion_steps, targets=targets)
     args: dict[str, Any] = dict(spec=spec, layer=layer, fmt=fmt, images=images_dir,
                                 label_map=label_map, shard=shard, preprocess=preprocess,
                                 runtime=runtime, force=force, html_page=not no_report)
