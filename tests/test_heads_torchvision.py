@@ -66,28 +66,28 @@ def results(prepared):
     return get
 
 
+def _check(r: tr.Result, where: str, whats: tuple[str, ...]) -> None:
+    tols = r.tolerances()
+    for what in whats:
+        err, tol = tols[what]
+        assert err <= tol, f"{where}: {what} {err:.2e} > tolerance {tol:.2e} ({r})"
+
+
 @pytest.mark.parametrize("model, module, score", _params(per_score=True))
 def test_fused_gradient_matches_torch(results, model, module, score):
+    """Layer activation, scores and gradient of the fused model within their tolerances (a
+    float32 noise floor times tr.FACTOR, see torch_reference); every branch onnxruntime took
+    unlike float64 within float32 rounding of its corner (branch_excess <= 1)."""
     r = results(model, module, score)
-    where = f"{model} {module} ({r.layer}) {score}"
-    assert r.act <= tr.ACT_TOL, f"{where}: layer activation off by {r.act:.2e}"
-    assert r.fused_scores <= tr.REPRO_TOL, f"{where}: scores off by {r.fused_scores:.2e}"
-    assert r.branch_margin <= tr.BRANCH_TOL, (
-        f"{where}: onnxruntime branched unlike float64 at a kink input {r.branch_margin:.1e} "
-        "(relative) from its corner: more than float32 rounding"
-    )
-    assert r.grad <= tr.GRAD_TOL, (
-        f"{where}: max|grad - torch| / max|torch| = {r.grad:.2e} (along onnxruntime's kink "
-        f"branches; {r.branches} differ from float64's, all within {r.branch_margin:.1e})"
-    )
+    _check(r, f"{model} {module} ({r.layer}) {score}",
+           ("act", "fused_scores", "branch_excess", "grad"))
 
 
 @pytest.mark.parametrize("model, module, score", _params(per_score=True))
 def test_prefix_and_head_reproduce_the_model(results, model, module, score):
     r = results(model, module, score)
     where = f"{model} {module} ({r.layer}) {score}"
-    assert r.repro <= tr.REPRO_TOL, f"{where}: prefix + head scores off by {r.repro:.2e}"
-    assert r.head_grad <= tr.GRAD_TOL, f"{where}: head grad off by {r.head_grad:.2e}"
+    _check(r, where, ("repro", "head_grad"))
     if module in tr.CASES_BY_NAME[model].crossing:
         assert r.crossing > 0, f"{where}: a cut inside a block must have crossing tensors"
 
@@ -97,17 +97,17 @@ def test_layer_and_kinks_found_by_value(prepared, model, module, score):
     """The probed module maps to one ONNX tensor of list_layers, and every kink of the torch
     forward to the ONNX tensor feeding the same kink, so all branches can be read."""
     p = prepared(model)
-    assert p.layers[module] in {info.name for info in tr.list_layers(p.lm)}
+    assert p.layers[module] in p.layer_names  # list_layers(p.lm), made once in prepare()
     unmatched = [k.name for i, k in enumerate(p.pattern.kinks) if i not in p.kink_tensors]
     assert not unmatched, f"{model}: kinks without an ONNX tensor: {unmatched}"
 
 
 def test_a_wrong_gradient_is_caught(prepared):
     """The measure is not vacuous: the fused gradient for the batch rows' target weights
-    swapped is far outside GRAD_TOL of the reference."""
+    swapped is far outside the largest gradient tolerance."""
     p = prepared("resnet18")
     module = "layer3.1.bn1"
     model = tr.fused_model(p.lm, p.layers[module], "probability")
     grad = tr.run(model, {"input": p.x, "target_weights": np.ascontiguousarray(p.w[::-1])})
-    want = p.reference({})[1][(module, "probability")]
-    assert tr.rel_err(grad["grad"], want) > 100 * tr.GRAD_TOL
+    want = p.reference({}).grads[(module, "probability")]
+    assert tr.rel_err(grad["grad"], want) > 100 * tr.GRAD_CAP
