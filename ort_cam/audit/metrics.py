@@ -6,7 +6,9 @@ taken, an H×W boolean mask (e.g. the union of several boxes, ``boxes_mask``) ma
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+import importlib.util
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -158,3 +160,196 @@ def deletion_insertion_images(pixels: np.ndarray, saliency: np.ndarray, steps: i
     deletion = np.where(masks, deleted, img[None])
     insertion = np.where(masks, img[None], deleted)
     return deletion, insertion
+
+
+# --- ROAD and ARCC (the metrics of pytorch-grad-cam that the audit lacked) -----------------
+#: ROAD's percentiles (pytorch-grad-cam's ROADCombined default) and ARCC's.
+ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+ARCC_ROAD_PERCENTILES = (20, 40, 60, 80)
+#: The noisy linear imputation's neighbours (ROAD, Rong et al. 2022): the 4 edge neighbours
+#: weigh 1/6, the 4 diagonal ones 1/12.
+_NEIGHBOURS = tuple(((dy, dx), 1 / 6 if dy == 0 or dx == 0 else 1 / 12)
+                    for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
+
+
+def road_removed(saliency: np.ndarray, percentile: float, most_relevant: bool) -> np.ndarray:
+    """The pixels ROAD removes at ``percentile`` p (True = removed), as pytorch-grad-cam:
+    MoRF removes L ≥ the p-th percentile of L (the most relevant 100 − p %); LeRF does the
+    same on 1 − L (the least relevant)."""
+    s = saliency if most_relevant else 1.0 - saliency
+    return s >= np.percentile(s, percentile)
+
+
+def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """out[y, x] = a[y + dy, x + dx], 0 outside the grid."""
+    out = np.zeros_like(a)
+    h, w = a.shape[:2]
+    out[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)] = \
+        a[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)]
+    return out
+
+
+def _neighbour_sum(a: np.ndarray) -> np.ndarray:
+    """Σ_n w_n a[y + dy_n, x + dx_n] over ``_NEIGHBOURS`` (0 outside the grid)."""
+    out = np.zeros_like(a)
+    for (dy, dx), w in _NEIGHBOURS:
+        out += w * _shift(a, dy, dx)
+    return out
+
+
+def noisy_linear_impute(image: np.ndarray, removed: np.ndarray, noise: float = 0.0,
+                        rng: np.random.Generator | None = None, solver: str = "auto",
+                        tol: float = 1e-8) -> np.ndarray:
+    """ROAD's noisy linear imputation: every removed pixel becomes the weighted mean of its
+    in-grid neighbours (``_NEIGHBOURS``), removed neighbours being unknowns of the same
+    sparse linear system, solved for all at once; then ``noise`` · N(0, 1) is added to them.
+    ``image`` H×W or H×W×C, in any space: the imputation is affine-equivariant per channel,
+    the noise is in the image's units.
+
+    ``solver``: ``direct`` (SciPy's sparse LU, as pytorch-grad-cam; a second or two at 224²),
+    ``cg`` (NumPy only: conjugate gradients to ``tol`` relative residual from the solution on
+    a grid half the size; slower on large removed regions), ``auto`` (direct when SciPy is
+    installed, which ort_cam does not require)."""
+    img = np.asarray(image, np.float64)
+    img3 = img[..., None] if img.ndim == 2 else img
+    unknown = removed.astype(bool)
+    out = _impute(img3, unknown, _solver(solver), tol)
+    if noise and unknown.any():
+        gen = rng if rng is not None else np.random.default_rng(0)
+        out = out + unknown[..., None] * noise * gen.standard_normal(out.shape)
+    return out[..., 0] if img.ndim == 2 else out
+
+
+def _solver(solver: str) -> str:
+    if solver not in ("auto", "direct", "cg"):
+        raise ValueError(f"unknown solver {solver!r}; use auto, direct or cg")
+    if solver != "auto":
+        return solver
+    return "direct" if importlib.util.find_spec("scipy") is not None else "cg"
+
+
+def _impute(img: np.ndarray, unknown: np.ndarray, solver: str, tol: float) -> np.ndarray:
+    """The noiseless imputation of H×W×C ``img`` at ``unknown``."""
+    if not unknown.any() or unknown.all():
+        fill = img[~unknown].mean(axis=0) if (~unknown).any() else np.zeros(img.shape[-1])
+        return np.where(unknown[..., None], fill, img)
+    known = np.where(unknown[..., None], 0.0, img)
+    total = _neighbour_sum(np.ones(unknown.shape))[..., None]  # in-grid weight
+    rhs = _neighbour_sum(known)
+    if solver == "direct":
+        return _direct(known, unknown, total[..., 0], rhs)
+    mask = unknown[..., None].astype(np.float64)
+
+    def apply(v: np.ndarray) -> np.ndarray:  # (D − W_uu) v on the unknowns
+        return mask * (total * v - _neighbour_sum(v))
+
+    start = mask * _coarse_guess(img, unknown, tol)
+    return known + _conjugate_gradients(apply, mask * rhs, start, tol)
+
+
+def _direct(known: np.ndarray, unknown: np.ndarray, total: np.ndarray,
+            rhs: np.ndarray) -> np.ndarray:
+    """The same system, assembled sparse and solved by SciPy's LU."""
+    sparse = importlib.import_module("scipy.sparse")  # optional: no static import
+    spsolve = importlib.import_module("scipy.sparse.linalg").spsolve
+    h, w = unknown.shape
+    index = np.full((h, w), -1)
+    ys, xs = np.nonzero(unknown)
+    index[ys, xs] = np.arange(len(ys))
+    rows, cols, vals = [np.arange(len(ys))], [np.arange(len(ys))], [total[ys, xs]]
+    for (dy, dx), wgt in _NEIGHBOURS:
+        ny, nx = ys + dy, xs + dx
+        ok = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        ok[ok] &= unknown[ny[ok], nx[ok]]
+        rows.append(np.flatnonzero(ok))
+        cols.append(index[ny[ok], nx[ok]])
+        vals.append(np.full(int(ok.sum()), -wgt))
+    a = sparse.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                   shape=(len(ys), len(ys))).tocsc()
+    solved = spsolve(a, rhs[ys, xs])
+    out = known.copy()
+    out[ys, xs] = solved.reshape(len(ys), -1)
+    return out
+
+
+def _coarse_guess(img: np.ndarray, unknown: np.ndarray, tol: float) -> np.ndarray:
+    """The imputation on the grid of 2×2 blocks (a block is known where any of its pixels
+    is, with their mean), repeated back to full size: a start near the solution, so that the
+    conjugate gradients need few steps even for large removed regions."""
+    h, w = unknown.shape
+    if min(h, w) < 8:
+        return np.zeros_like(img)
+    hh, ww = (h + 1) // 2, (w + 1) // 2
+    pad = ((0, 2 * hh - h), (0, 2 * ww - w))
+    k = np.pad(~unknown, pad).reshape(hh, 2, ww, 2).astype(np.float64)
+    v = np.pad(np.where(unknown[..., None], 0.0, img), (*pad, (0, 0)))
+    count = k.sum(axis=(1, 3))
+    sums = v.reshape(hh, 2, ww, 2, -1).sum(axis=(1, 3))
+    coarse = _impute(sums / np.maximum(count, 1)[..., None], count == 0, "cg", tol)
+    return coarse.repeat(2, axis=0).repeat(2, axis=1)[:h, :w]
+
+
+def _conjugate_gradients(apply: Callable[[np.ndarray], np.ndarray], rhs: np.ndarray,
+                         start: np.ndarray, tol: float) -> np.ndarray:
+    """Solve apply(v) = rhs (symmetric positive definite on the unknowns) from ``start``."""
+    v = start.copy()
+    r = rhs - apply(v)
+    p = r.copy()
+    rr = float((r * r).sum())
+    stop = tol * tol * max(float((rhs * rhs).sum()), np.finfo(float).tiny)
+    for _ in range(10 * r.size):
+        if rr <= stop:
+            break
+        ap = apply(p)
+        step = rr / float((p * ap).sum())
+        v += step * p
+        r -= step * ap
+        rr, rr_old = float((r * r).sum()), rr
+        p = r + (rr / rr_old) * p
+    return v
+
+
+def road_scores(score: Callable[[np.ndarray], np.ndarray], image: np.ndarray, saliency: np.ndarray,
+                percentiles: Sequence[float] = ROAD_PERCENTILES, noise: float = 0.0,
+                rng: np.random.Generator | None = None) -> dict[str, float]:
+    """ROAD (Rong, Leemann, Borisov, Kasneci, Kasneci 2022, "A Consistent and Efficient
+    Evaluation Strategy for Attribution Methods", ICML), as pytorch-grad-cam's ROADCombined.
+
+    ``score(images)`` gives the class score of each image of a batch [n, H, W, C]. For each
+    percentile, MoRF and LeRF impute their removed pixels (``noisy_linear_impute``) and
+    record score(imputed) − score(image); ``morf``/``lerf`` are the means over the
+    percentiles (lower MoRF, higher LeRF: better), ``combined`` = (lerf − morf)/2."""
+    base = float(np.asarray(score(image[None]))[0])
+    out = {}
+    for key, most in (("morf", True), ("lerf", False)):
+        imputed = np.stack([noisy_linear_impute(image, road_removed(saliency, p, most), noise,
+                                                rng) for p in percentiles])
+        out[key] = float(np.mean(np.asarray(score(imputed), float) - base))
+    out["combined"] = (out["lerf"] - out["morf"]) / 2
+    return out
+
+
+def complexity(saliency: np.ndarray) -> float:
+    """ARCC's complexity: the mean |L| over the pixels (0: an empty map, 1: all ones)."""
+    return float(np.abs(saliency).mean())
+
+
+def coherency(saliency: np.ndarray, saliency_again: np.ndarray) -> float:
+    """ARCC's coherency: (ρ + 1)/2, ρ the Pearson correlation (ddof 1, ε = 1e-8 in the
+    denominator, as pytorch-grad-cam) of the map and the map the same method gives for the
+    input multiplied by that map."""
+    a = saliency.reshape(-1) - saliency.mean()
+    b = saliency_again.reshape(-1) - saliency_again.mean()
+    n = a.size - 1
+    rho = (a * b).sum() / n / (np.sqrt((a * a).sum() / n) * np.sqrt((b * b).sum() / n) + 1e-8)
+    return float((rho + 1) / 2)
+
+
+def arcc(complexity_value: float, coherency_value: float, road_combined: float) -> float:
+    """ARCC (Domeniconi, Stramiglio, Lombardi, Salti 2026, "How to Evaluate and Refine your
+    CAM", arXiv:2605.14641): the harmonic mean of coherency, 1 − complexity and ROAD
+    rescaled to [0, 1] (clip(2·combined, 0, 1); combined lies in [−1/2, 1/2] for
+    probabilities), each with ε = 1e-8 as pytorch-grad-cam."""
+    road = min(max(2 * road_combined, 0.0), 1.0)
+    return 3 / (1 / (coherency_value + 1e-8) + 1 / ((1 - complexity_value) + 1e-8)
+                + 1 / (road + 1e-8))
