@@ -50,7 +50,10 @@ class Builder:
         """The dtype of ``t``, or ``None`` when nothing recorded or inferred one."""
         if isinstance(t, gs.Constant):
             return np.dtype(t.values.dtype)
-        return self._dtypes.get(t.name)
+        if t.name in self._dtypes:
+            return self._dtypes[t.name]
+        # a tensor the graph code made with its type (split's rebuilt shape tensors)
+        return np.dtype(t.dtype) if getattr(t, "dtype", None) is not None else None
 
     def shape(self, t: gs.Tensor) -> Shape | None:
         """The static shape of ``t`` (probe batch on axis 0), or ``None`` when unknown."""

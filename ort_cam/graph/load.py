@@ -166,6 +166,13 @@ class LoadedModel:
         dtypes: every tensor's NumPy dtype from that run.
         opset: the default-domain opset after any conversion.
         notes: what loading did (conversion, batch freeing), for the user.
+        cast_inputs: integer inputs replaced by the float output of their Cast, with their
+            integer dtype (``inputs.float_after_cast``).
+        chosen_output: the output to explain, when one was chosen (``output``).
+        batch_axes: the axes of each tensor whose size is the batch's, where the model
+            computes shapes at run time (from two probe runs; empty when it does not).
+        viewed: token layers this model shows as grids (``view.grid_view``): name -> (grid,
+            extra tokens); ``proto`` is then the model before that rewrite.
     """
 
     proto: onnx.ModelProto
@@ -176,6 +183,8 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)
     cast_inputs: dict[str, np.dtype] = field(default_factory=dict)
     chosen_output: str | None = None
+    batch_axes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    viewed: dict[str, tuple[tuple[int, int], int]] = field(default_factory=dict)
 
     @property
     def input_names(self) -> list[str]:
@@ -248,7 +257,7 @@ def _export(graph: gs.Graph, ir_version: int) -> onnx.ModelProto:
     return proto
 
 
-def _fold_static_shapes(graph: gs.Graph, ir_version: int) -> None:
+def _fold_static_shapes(graph: gs.Graph, ir_version: int) -> dict[str, tuple[int, ...]]:
     """Fold shape arithmetic on dims that do not depend on the batch.
 
     Freeing the batch axis leaves intermediate shapes unknown, and ONNX shape inference cannot
@@ -256,15 +265,19 @@ def _fold_static_shapes(graph: gs.Graph, ir_version: int) -> None:
     e.g. ``Shape -> Gather(channels) -> Div -> Slice`` (``x.chunk(2, dim=1)``) stays a run-time
     computation and the Slice cannot be differentiated. Two probe runs with different batch
     sizes tell which dims are static; with those shapes set, graphsurgeon folds such chains.
+    Returns the axes that changed with the batch, per tensor (what ``split`` needs to rebuild
+    a shape tensor for another batch).
     """
-    if not any(node.op == "Shape" for node in graph.nodes):
-        return
+    if not any(node.op in ("Shape", "Size") for node in graph.nodes):
+        return {}
     proto = _export(graph, ir_version)
     try:
         one, _ = probe_shapes(proto, graph, PROBE_BATCH)
         two, _ = probe_shapes(proto, graph, PROBE_BATCH + 1)
     except ModelLoadError:
-        return  # load_model's own probe reports why the model does not run
+        return {}  # load_model's own probe reports why the model does not run
+    batch_axes = {name: tuple(i for i, (x, y) in enumerate(zip(a, two[name])) if x != y)
+                  for name, a in one.items() if name in two and len(a) == len(two[name])}
     inner = [t for t in graph.tensors().values()
              if isinstance(t, gs.Variable) and t not in graph.inputs and t not in graph.outputs]
     for t in inner:
@@ -275,6 +288,7 @@ def _fold_static_shapes(graph: gs.Graph, ir_version: int) -> None:
     for t in graph.tensors().values():  # as after _free_batch_axis: ORT re-infers them
         if isinstance(t, gs.Variable) and t not in graph.inputs and t not in graph.outputs:
             t.shape = None
+    return batch_axes
 
 
 def _given_shapes(graph: gs.Graph, model: onnx.ModelProto, input_shapes: dict | None,
@@ -319,7 +333,7 @@ def load_model(source: str | os.PathLike | onnx.ModelProto,
     given, size_notes = _given_shapes(graph, model, input_shapes, size)
     notes += size_notes + _pin_input_dims(graph, given)
     graph.fold_constants(error_ok=True).cleanup().toposort()
-    _fold_static_shapes(graph, model.ir_version)
+    batch_axes = _fold_static_shapes(graph, model.ir_version)
     proto = _export(graph, model.ir_version)
     del proto.metadata_props[:]
     proto.metadata_props.extend(model.metadata_props)
@@ -329,7 +343,7 @@ def load_model(source: str | os.PathLike | onnx.ModelProto,
         shapes.setdefault(inp.name, tuple(probe_inputs(graph, PROBE_BATCH)[inp.name].shape))
         dtypes.setdefault(inp.name, np.dtype(inp.dtype or np.float32))
     loaded = LoadedModel(proto, gs.import_onnx(proto), shapes, dtypes, default_opset(proto),
-                         notes, cast_inputs)
+                         notes, cast_inputs, batch_axes=batch_axes)
     if output is not None and output not in loaded.output_names:
         raise ModelLoadError(f"unknown output {output!r}; the model's outputs are "
                              f"{', '.join(loaded.output_names)}")
