@@ -55,11 +55,16 @@ class Watch:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        n, offset = 0, 0
         while not self._stop.is_set():
-            try:
-                n = self.results.read_bytes().count(b"\n")
+            try:  # only the bytes added since the last look (reading the whole file each
+                with open(self.results, "rb") as fh:  # time would itself grow the RSS)
+                    fh.seek(offset)
+                    new = fh.read()
+                offset += len(new)
+                n += new.count(b"\n")
             except FileNotFoundError:
-                n = 0
+                pass
             self.samples.append((time.perf_counter(), n, rss_mib()))
             time.sleep(self.every)
 
@@ -138,26 +143,30 @@ def driver_rss(out: Path, lines: int, spec: AuditSpec) -> None:
         audit_model_ray(DEMO / "demo_cnn.onnx", csv, out / "rss", spec=spec, workers=2,
                         html_page=False, progress=False)
     wall = time.perf_counter() - t0
-    running = [(n, rss) for _, n, rss in w.samples if n >= 1]
+    running = [(n, rss) for _, n, rss in w.samples if 1 <= n]
+    arriving = [r for n, r in running if n < lines]
     print(f"driver RSS on {lines} images (steps {spec.steps}, deletion steps "
           f"{spec.deletion_steps}, 2 workers, {wall:.0f} s, {lines / wall:.1f} images/s):")
-    print(f"  before the run {before:.0f} MiB; peak while records arrive "
-          f"{max(r for _, r in running):.0f} MiB")
-    for share in (0.1, 0.5, 0.9, 1.0):
+    print(f"  before the run {before:.0f} MiB; while records arrive: peak "
+          f"{max(arriving):.0f} MiB")
+    for share in (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.999):
         n, rss = next((n, r) for n, r in running if n >= share * lines)
-        print(f"  at {n:5d} images ({100 * share:3.0f}%): {rss:.0f} MiB")
-    print(f"  after the summary (all {lines} records read back): {rss_mib():.0f} MiB")
+        print(f"  at {n:5d} images ({100 * share:4.1f}%): {rss:.0f} MiB")
+    print(f"  peak after the last record (the summary reads all {lines} back): "
+          f"{max(r for n, r in running if n >= lines):.0f} MiB; at the end {rss_mib():.0f} MiB")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="scratch folder (must be new)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="0 skips the throughput part")
     ap.add_argument("--steps", type=int, default=50, help="path steps of the throughput runs")
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2,
                     help="CPUs of the local Ray cluster")
     ap.add_argument("--rss-lines", type=int, default=5000, help="0 skips the memory part")
-    ap.add_argument("--rss-steps", type=int, default=4, help="path steps of the memory run")
+    ap.add_argument("--rss-steps", type=int, default=2,
+                    help="path and deletion steps of the memory run (default 2: the driver "
+                         "gets records as fast as the workers can make them)")
     args = ap.parse_args(argv)
     if args.out.exists() and any(args.out.iterdir()):
         ap.error(f"{args.out} exists and is not empty")
@@ -166,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     print(f"Ray {ray.__version__}, local cluster of {args.cpus} CPUs; load average "
           f"{os.getloadavg()[0]:.1f} at the start")
-    throughput(args.out, args.repeats, AuditSpec(steps=args.steps))
+    if args.repeats:
+        throughput(args.out, args.repeats, AuditSpec(steps=args.steps))
     if args.rss_lines:
-        driver_rss(args.out, args.rss_lines, AuditSpec(steps=args.rss_steps, deletion_steps=4))
+        driver_rss(args.out, args.rss_lines,
+                   AuditSpec(steps=args.rss_steps, deletion_steps=args.rss_steps))
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     ray.shutdown()
     return 0

@@ -335,7 +335,8 @@ class RayAudit:
 
 def connect(address: str | None) -> tuple[Any, bool]:
     """Ray, connected to ``address`` (None: Ray's own choice: $RAY_ADDRESS, a cluster started
-    on this machine with ``ray start``, else a new local one); whether this call connected."""
+    on this machine with ``ray start``, else a new local one); whether this call connected.
+    A process already connected (``ray.init`` done by the caller) keeps its connection."""
     ray = import_ray()
     if ray.is_initialized():
         return ray, False
