@@ -39,5 +39,23 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int,
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def interleaved_wall_cpu(fns: dict[str, Callable[[], object]], repeats: int,
+                         warmup: int = 1) -> dict[str, tuple[float, float]]:
+    """Median wall and process-CPU seconds of each function, run round-robin. On a shared
+    machine CPU time is the steadier measure of the work done (with one intra-op thread it
+    counts no spinning either); wall time is what a user waits."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            w, c = time.perf_counter(), time.process_time()
+            fn()
+            times[name].append((time.perf_counter() - w, time.process_time() - c))
+    return {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+            for k, v in times.items()}
+
+
 def random_batch(n: int, size: int = 224, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)

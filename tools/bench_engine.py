@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import export_torchvision, interleaved_medians, random_batch  # noqa: E402
+from bench_common import export_torchvision, interleaved_wall_cpu, random_batch  # noqa: E402
 
 LAST = "/layer4/layer4.2/relu_2/Relu_output_0"
 M = 50
@@ -194,12 +194,20 @@ class Setup:
                                      steps=steps, methods=methods)
 
 
-def section(title: str, fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    t = interleaved_medians(fns, repeats)
+Times = dict[str, tuple[float, float]]
+
+
+def section(title: str, fns: dict[str, Callable[[], object]], repeats: int) -> Times:
+    t = interleaved_wall_cpu(fns, repeats)
     print(title)
-    for name, sec in t.items():
-        print(f"  {name:44s} {sec:8.3f} s")
+    for name, (wall, cpu) in t.items():
+        print(f"  {name:44s} {wall:8.3f} s wall {cpu:8.3f} s CPU")
     return t
+
+
+def ratio(label: str, t: Times, a: str, b: str, goal: str = "") -> None:
+    """``a`` over ``b``, by wall and by CPU time."""
+    print(f"  {label} = {t[a][0] / t[b][0]:.3f} wall, {t[a][1] / t[b][1]:.3f} CPU {goal}")
 
 
 def three_maps(s: Setup, repeats: int) -> None:
@@ -214,14 +222,12 @@ def three_maps(s: Setup, repeats: int) -> None:
     }, repeats)
     r = out["ours"]
     err = max(rel(r[k].raw, v) for k, v in zip(METHODS, out["torch"]))
-    ours, layer_only = t["ort_cam"], t["torch eager, autograd.grad to the layer"]
-    fwd = t[f"onnxruntime forward, batch {M + 1}"]
     print(f"  maps, ort_cam vs torch: max relative difference {err:.1e}")
-    print(f"  ort_cam / torch layer-only = {ours / layer_only:.2f} (goal <= 0.5)")
-    full = t["torch eager, .backward() (all parameters)"]
-    print(f"  ort_cam / torch .backward() = {ours / full:.2f}")
-    print(f"  ort_cam / forward(m+1) = {ours / fwd:.3f} (goal <= 1.10)")
-    print(f"  ms per image: ort_cam {1e3 * ours:.0f}, torch layer-only {1e3 * layer_only:.0f}")
+    ratio("ort_cam / torch layer-only", t, "ort_cam", "torch eager, autograd.grad to the layer",
+          "(goal <= 0.5)")
+    ratio("ort_cam / torch .backward()", t, "ort_cam", "torch eager, .backward() (all parameters)")
+    ratio("ort_cam / forward(m+1)", t, "ort_cam", f"onnxruntime forward, batch {M + 1}",
+          "(goal <= 1.10)")
 
 
 def with_captum(s: Setup, repeats: int) -> None:
@@ -234,8 +240,7 @@ def with_captum(s: Setup, repeats: int) -> None:
     r, (gc, rsi) = out["ours"], out["captum"]
     print(f"  maps, ort_cam vs captum: Grad-CAM {rel(r['gradcam'].raw, gc):.1e}, "
           f"RSI {rel(r['rsi'].raw, rsi):.1e} (max relative difference)")
-    theirs = t["captum LayerGradCam + 2x LayerConductance"]
-    print(f"  captum / ort_cam = {theirs / t['ort_cam']:.2f}")
+    ratio("captum / ort_cam", t, "captum LayerGradCam + 2x LayerConductance", "ort_cam")
 
 
 def gradcam_alone(s: Setup, repeats: int) -> None:
@@ -261,7 +266,8 @@ def gradcam_alone(s: Setup, repeats: int) -> None:
     print(f"  session runs per ort_cam explanation: {runs['n'] / (repeats + 1):.0f} "
           f"(batch 1); raw map vs torch {rel(r['gradcam'].raw, out['torch']):.1e}; "
           f"map vs pytorch-grad-cam's: correlation {corr:.4f} (its own upsampling)")
-    print(f"  pytorch-grad-cam / ort_cam = {t['pytorch-grad-cam GradCAM'] / t['ort_cam']:.2f}")
+    ratio("pytorch-grad-cam / ort_cam", t, "pytorch-grad-cam GradCAM", "ort_cam")
+    ratio("torch layer-only / ort_cam", t, "torch autograd.grad at x", "ort_cam")
 
 
 def print_memory(path: Path, threads: int) -> None:
@@ -291,7 +297,9 @@ def main() -> None:
         return
     s = Setup(args)
     print(f"resnet50 224x224, layer {LAST}, m={M}, {args.providers}, {args.threads} threads, "
-          f"chunk {s.ex.chunk_for(M)}, median of {args.repeats} (interleaved)")
+          f"chunk {s.ex.chunk_for(M)}, median of {args.repeats} (interleaved); on a shared "
+          "machine prefer --threads 1 and the CPU column (OpenMP's barriers in torch stall "
+          "when the cores are oversubscribed)")
     for key, fn in (("A", three_maps), ("B", with_captum), ("C", gradcam_alone)):
         if key in args.sections:
             fn(s, args.repeats)

@@ -31,7 +31,11 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import export_torchvision, interleaved_medians  # noqa: E402
+from bench_common import (  # noqa: E402
+    export_torchvision,
+    interleaved_medians,
+    interleaved_wall_cpu,
+)
 
 LAST = "/layer4/layer4.2/relu_2/Relu_output_0"
 
@@ -102,20 +106,6 @@ class Counter:
         return out
 
 
-def wall_and_cpu(fns: dict[str, Any], repeats: int) -> dict[str, tuple[float, float]]:
-    """Median wall and process CPU seconds of each function, run round-robin after a warm-up."""
-    for fn in fns.values():
-        fn()
-    got: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            w, c = time.perf_counter(), time.process_time()
-            fn()
-            got[name].append((time.perf_counter() - w, time.process_time() - c))
-    return {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
-            for k, v in got.items()}
-
-
 def auto_cost(ex: Any, image: Path, repeats: int, tolerance: float) -> None:
     """auto against fixed at its final m: wall time, and CPU time (the explainer has one
     intra-op thread, so CPU time counts the work done, not waiting on a shared machine)."""
@@ -125,7 +115,7 @@ def auto_cost(ex: Any, image: Path, repeats: int, tolerance: float) -> None:
     m, auto_inputs = first.steps, sum(counter.take())
     fixed = ex.explain(image, steps=m)
     fixed_inputs = sum(counter.take())
-    t = wall_and_cpu({"auto": lambda: ex.explain(image, **auto),
+    t = interleaved_wall_cpu({"auto": lambda: ex.explain(image, **auto),
                       "fixed": lambda: ex.explain(image, steps=m)}, repeats)
     counter.take()
     same = max(float(np.abs(first[n].raw - fixed[n].raw).max()) for n in first.methods)
