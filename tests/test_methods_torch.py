@@ -745,10 +745,13 @@ def test_report_errors():
         lines.append(f"{k[0]:<13}{k[1]:<9}{k[2]:<12}{k[3]:<28}{err:>9.1e}{noise:>9.1e}"
                      f"{ratio}{tol:>9.1e}")
     ratios = [e / n for *_, e, n, _ in ERRORS if n > 0]
+    above = [e / n for *_, e, n, _ in ERRORS if n > 0 and e > ABS_FLOOR] or [0.0]
     lines.append(f"error / floor over {len(ratios)} comparisons: median "
-                 f"{np.median(ratios):.2f}, max {max(ratios):.2f} (FACTOR {FACTOR:g}); "
-                 f"floors {min(n for *_, n, _ in ERRORS):.1e} to "
-                 f"{max(n for *_, n, _ in ERRORS):.1e}")
+                 f"{np.median(ratios):.2f}, max {max(ratios):.2f}, max {max(above):.2f} where "
+                 f"the error exceeds ABS_FLOOR (FACTOR {FACTOR:g}); floors "
+                 f"{min(n for *_, n, _ in ERRORS):.1e} to {max(n for *_, n, _ in ERRORS):.1e}; "
+                 f"tolerances {min(t for *_, t in ERRORS):.1e} to "
+                 f"{max(t for *_, t in ERRORS):.1e}")
     if PLANTS:
         low = min(PLANTS, key=lambda p: p[-1])
         lines.append(f"planted bugs ({len(PLANTS)}): the least visible errs by {low[-2]:.1e}, "
