@@ -136,3 +136,16 @@ def test_packing_respects_the_run_capacity(monkeypatch):
     out = ex.explain_many(SAMPLES[:5], steps=10)
     assert max(len(b) for b in runs.batches) <= 25 and len(out) == 5
     assert len(runs.rows) == 5 * 11
+
+
+def test_auto_past_the_memory_budget_streams_and_gives_the_same_maps(monkeypatch):
+    # 1 MiB holds the first grid's stored points (9 x 2 x 55 kB) but not twice that: the
+    # doublings after it walk their whole path (streamed) instead of storing points
+    ex = ort_cam.Explainer(DEMO, quiet=True, providers="cpu", memory_budget=2**20)
+    runs = Counting(monkeypatch)
+    auto = ex.explain(SAMPLES[0], steps="auto", auto_tolerance=0.002, auto_max=256)
+    m = auto.steps
+    assert m > 16 and len(runs.rows) > m + 1
+    fixed = ex.explain(SAMPLES[0], steps=m)
+    for name in ALL:
+        assert max_rel(auto[name].raw, fixed[name].raw) <= 1e-12, name
