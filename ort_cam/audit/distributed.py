@@ -10,9 +10,11 @@ The driver is the only writer: it appends each record as it arrives through
 thumbnails, so resuming after a crash, Ctrl-C or a lost worker is the single-process resume
 (keys already in results.jsonl are skipped; nothing else was written). At most
 ``PER_WORKER`` images per worker are in flight, so the driver's memory does not grow with the
-dataset. A worker that dies (its process killed, its node lost) has its in-flight images put
-back at the head of the queue for the other workers, and a replacement worker is started
-(at most as many replacements as workers in all). Workers read the images by their path when
+dataset. A worker that is lost (its process killed or crashed, killed by Ray's memory monitor,
+its node gone) has its in-flight images put back at the head of the queue for the other
+workers, and a replacement worker is started, as long as records keep coming (at most as many
+losses in a row, with no record in between, as there are workers: a crash loop ends the run
+with a one-line error, and a rerun resumes). Workers read the images by their path when
 they see the same file as the driver (one machine, shared storage); otherwise the driver sends
 the image's bytes with the call, and the model's bytes once per worker.
 """
@@ -179,7 +181,7 @@ class Pool:
     ship_probe: tuple[str, int] | None
     workers: list[Worker] = field(default_factory=list)
     calls: dict = field(default_factory=dict)  # ref -> (worker, "describe" | Sample)
-    replaced: int = 0
+    losses: int = 0  # workers lost since the last record (replaced while below size)
     setup: tuple | None = None  # (label_map, spec) once known
     ship: dict[int, bool] = field(default_factory=dict)  # id(worker) -> send image bytes
     force_ship: bool = False  # send the bytes of the model and images to every worker
@@ -206,13 +208,27 @@ class Pool:
             if self._described(w, ready[0]):
                 return w.info
 
-    def _described(self, w: Worker, ref: Any) -> bool:
+    def _get(self, ref: Any) -> tuple[Any, bool]:
+        """(the call's value, False), or (None, True) when its worker was lost: its process
+        killed or crashed, killed by Ray for want of memory, its node gone. The worker's own
+        error is raised as it was (an OrtCamError stays a one-line error); any other Ray
+        error ends the audit with a one-line error."""
+        ex = self.ray.exceptions
         try:
-            w.info = self.ray.get(ref)
-        except self.ray.exceptions.RayTaskError as exc:
+            return self.ray.get(ref), False
+        except ex.RayTaskError as exc:
             raise _cause(exc) from None
-        except self.ray.exceptions.RayActorError as exc:
+        except (ex.RayActorError, ex.OutOfMemoryError, ex.WorkerCrashedError, ex.NodeDiedError,
+                ex.ObjectLostError) as exc:
             self.last_loss = _first_line(exc)
+            return None, True
+        except ex.RayError as exc:
+            raise OrtCamError(f"Ray failed ({_first_line(exc)}); rerun the same command to "
+                              "resume (finished images are kept)") from None
+
+    def _described(self, w: Worker, ref: Any) -> bool:
+        w.info, lost = self._get(ref)
+        if lost:
             self._lose(w, deque())
             return False
         self.ship[id(w)] = self.force_ship or not w.info["sees"]
@@ -237,8 +253,8 @@ class Pool:
                 if isinstance(what, Sample):
                     queue.appendleft(what)
         self.ray.kill(w.handle)
-        if self.replaced < self.size:
-            self.replaced += 1
+        if self.losses < self.size:
+            self.losses += 1
             self.start()
 
     def results(self, work: list[Sample], out: Path) -> Iterator[dict]:
@@ -270,15 +286,13 @@ class Pool:
 
     def _record(self, w: Worker, ref: Any, sample: Sample, queue: deque,
                 out: Path) -> dict | None:
-        try:
-            record, thumb = self.ray.get(ref)
-        except self.ray.exceptions.RayTaskError as exc:
-            raise _cause(exc) from None
-        except self.ray.exceptions.RayActorError as exc:
-            self.last_loss = _first_line(exc)
+        got, lost = self._get(ref)
+        if lost:
             queue.appendleft(sample)
             self._lose(w, queue)
             return None
+        record, thumb = got
+        self.losses = 0  # progress: the next lost worker may be replaced again
         if isinstance(record.get("reason"), str):  # the path as the single-process run says it
             record["reason"] = record["reason"].replace(str(Path(sample.path).absolute()),
                                                         str(sample.path))
