@@ -33,7 +33,7 @@ from .engine import (
     walk_path,
 )
 from .errors import InputError, OrtCamError
-from .graph import LoadedModel, load_model
+from .graph import LayerHint, LoadedModel, load_model, view_layer
 from .maps import is_dark, normalize, upsample
 from .methods import METHODS, MethodOptions, default_methods, reporting
 from .methods.runs import run_method, uses_runs
@@ -144,6 +144,10 @@ class Explainer:
         size: (height, width) of a model input whose height and width are dynamic (default:
             the preprocessing's size, else the size stored in the model's metadata, else 224
             with a note on stderr).
+        layer_layout, grid, extra_tokens: where the graph does not tell (or to override it):
+            the layer's layout (NCHW, NHWC or tokens) and, for a token layer [N, T, C], its
+            grid (h, w) and leading extra tokens (class, distillation); a token layer is
+            explained on its grid, the extra tokens left out.
     """
 
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, layer: str | None = None, *,
@@ -151,11 +155,15 @@ class Explainer:
                  providers=None, threads: int | None = None, labels=None,
                  memory_budget: int = DEFAULT_BUDGET, chunk_size: int | None = None,
                  quiet: bool = False, cache: bool = True, output: str | None = None,
-                 size: tuple[int, int] | None = None):
+                 size: tuple[int, int] | None = None, layer_layout: str | None = None,
+                 grid: tuple[int, int] | None = None, extra_tokens: int | None = None):
         t0 = time.perf_counter()
         self._source = model
         self.output, self.size = output, requested_size(size, preprocess)
-        prep = prepare(model, layer, score, use_cache=cache, output=output, size=self.size)
+        self.layer_hint = LayerHint(layer_layout, grid, extra_tokens) if (
+            layer_layout or grid or extra_tokens is not None) else None
+        prep = prepare(model, layer, score, use_cache=cache, output=output, size=self.size,
+                       hint=self.layer_hint)
         self._prepared = prep
         self._model = prep.loaded
         self.cache_hit = prep.from_cache
@@ -190,7 +198,8 @@ class Explainer:
     def model(self) -> LoadedModel:
         """The loaded model (loaded on first use when the explainer came from the cache)."""
         if self._model is None:
-            self._model = load_model(self._source, size=self.size, output=self.output)
+            loaded = load_model(self._source, size=self.size, output=self.output)
+            self._model = view_layer(loaded, self.layer, self.layer_hint)[0]
         return self._model
 
     @property

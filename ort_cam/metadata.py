@@ -13,7 +13,7 @@ import onnx
 from .errors import OrtCamError
 from .explainer import LABELS_KEY, LAYER_KEY, check_labels, read_labels
 from .files import refuse_overwrite
-from .graph import load_model, spatial_layer
+from .graph import layer_view, load_model
 from .graph.load import read_model
 from .graph.save import save_model
 from .preprocess import (
@@ -75,7 +75,7 @@ def store_metadata(model: str | os.PathLike[str], out: str | os.PathLike[str], *
             n_classes = loaded.shapes[loaded.output][-1]
             extra[LABELS_KEY] = json.dumps(check_labels(read_labels(labels), n_classes, labels))
         if layer is not None:
-            extra[LAYER_KEY] = spatial_layer(loaded, layer)[0]
+            extra[LAYER_KEY] = layer_view(loaded, layer).tensor
     keep = [p for p in proto.metadata_props if p.key not in extra]
     del proto.metadata_props[:]
     proto.metadata_props.extend(keep)

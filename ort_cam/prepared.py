@@ -22,7 +22,7 @@ from . import cache
 from ._version import __version__
 from .errors import ModelLoadError, OrtCamError
 from .grad import fused_model
-from .graph import LoadedModel, load_model, spatial_layer
+from .graph import LayerHint, LoadedModel, load_model, view_layer
 from .graph.load import PROBE_BATCH, is_float
 
 LAYER_KEY = "ort_cam.layer"
@@ -107,9 +107,9 @@ def activation_bytes(model: LoadedModel, layer: str) -> int:
 
 
 def build(source: ModelSource, layer: str | None, score: str, *, output: str | None = None,
-          size: tuple[int, int] | None = None) -> Prepared:
+          size: tuple[int, int] | None = None, hint: LayerHint | None = None) -> Prepared:
     """Load, probe and differentiate the model (what a cache miss costs); ``output`` and
-    ``size`` as ``load_model`` takes them."""
+    ``size`` as ``load_model`` takes them, ``hint`` as ``view_layer``."""
     model = load_model(source, size=size, output=output)
     if len(model.input_names) != 1:
         raise OrtCamError(f"the model has {len(model.input_names)} inputs; "
@@ -124,7 +124,8 @@ def build(source: ModelSource, layer: str | None, score: str, *, output: str | N
     if not layer:
         raise OrtCamError("no layer given and none stored in the model; pass a layer "
                           "(`ort-cam layers MODEL` lists them)")
-    tensor, axis = spatial_layer(model, layer)
+    model, view = view_layer(model, layer, hint)
+    tensor, axis = view.tensor, view.channel_axis
     fused = fused_model(model, tensor, score, output=model.output, top1_seed=True)
     try:
         fused_bytes: bytes | None = fused.SerializeToString()
@@ -142,19 +143,21 @@ def build(source: ModelSource, layer: str | None, score: str, *, output: str | N
 
 
 def key_fields(digest: str, layer: str | None, score: str, *, output: str | None = None,
-               size: tuple[int, int] | None = None) -> dict[str, Any]:
+               size: tuple[int, int] | None = None, hint: LayerHint | None = None
+               ) -> dict[str, Any]:
     """What a cache entry is keyed by (any change is a miss)."""
     return {"format": FORMAT, "model_sha256": digest, "layer": layer, "score": score,
             "output": output, "input_shapes": None if size is None else [int(v) for v in size],
+            "layer_view": None if hint is None else hint.record(),
             "ort_cam": __version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__}
 
 
 def prepare(source: ModelSource, layer: str | None, score: str, *,
             use_cache: bool = True, output: str | None = None,
-            size: tuple[int, int] | None = None) -> Prepared:
+            size: tuple[int, int] | None = None, hint: LayerHint | None = None) -> Prepared:
     """The prepared model: from the cache when an entry matches, else built (and stored)."""
     digest = model_digest(source) if use_cache else None
-    options: dict[str, Any] = {"output": output, "size": size}
+    options: dict[str, Any] = {"output": output, "size": size, "hint": hint}
     if digest is None:
         return build(source, layer, score, **options)
     fields = key_fields(digest, layer, score, **options)

@@ -717,3 +717,95 @@ for _op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin"):
 _reduce("ReduceSum", "ReduceSum-opset11-attr", (3, 4), 11, axes=[1])
 _reduce("ReduceMax", "ReduceMax-opset11-attr-rank1-out", (2, 3), 11, axes=[1, 2],
         sample=DISTINCT, keepdims=0)
+
+
+# Transformers and resampling (rules_tensor) -----------------------------------------------
+add("Einsum-batched-matmul-x-z", "Einsum", [node("Einsum", ["x", "z"], equation="bij,bjk->bik")],
+    [In("x", (3, 4)), In("z", (4, 2))], wrt=("x", "z"))
+add("Einsum-ellipsis-weight", "Einsum", [node("Einsum", ["x", "W"], equation="...ij,jk->...ik")],
+    (2, 3, 4), inits={"W": rand(4, 5)})
+add("Einsum-maxvit-attention", "Einsum",  # spaces and capitals, as torch exports them
+    [node("Einsum", ["x", "z"], equation="B G H I D, B G H J D -> B G H I J")],
+    [In("x", (2, 2, 3, 4)), In("z", (2, 2, 5, 4))], wrt=("x", "z"))
+add("Einsum-implicit-output", "Einsum", [node("Einsum", ["x", "W"], equation="bij,jk")],
+    (3, 4), inits={"W": rand(4, 2)})
+add("Einsum-summed-only-index", "Einsum", [node("Einsum", ["x", "z"], equation="bij,bk->bik")],
+    [In("x", (3, 4)), In("z", (2,))], wrt=("x", "z"))
+add("Einsum-ellipsis-broadcast", "Einsum",
+    [node("Einsum", ["x", "z"], equation="...ij,...jk->...ik")],
+    [In("x", (2, 3, 4)), In("z", (1, 4, 2))], wrt=("x", "z"))
+
+add("Tile-last-axes", "Tile", [node("Tile", ["x", "r"])], (2, 3), inits={"r": ints(1, 2, 3)})
+add("Tile-batch-too", "Tile", [node("Tile", ["x", "r"])], (2,), inits={"r": ints(2, 3)},
+    batch=2)
+add("Tile-no-repeat", "Tile", [node("Tile", ["x", "r"])], (2,), inits={"r": ints(1, 1)})
+
+for _ex in (0, 1):
+    for _rev in (0, 1):
+        add(f"CumSum-exclusive{_ex}-reverse{_rev}", "CumSum",
+            [node("CumSum", ["x", "a"], exclusive=_ex, reverse=_rev)], (4, 3),
+            inits={"a": np.array(1, np.int64)})
+add("CumSum-negative-axis", "CumSum", [node("CumSum", ["x", "a"])], (2, 3),
+    inits={"a": np.array(-1, np.int32)})
+
+add("GatherElements-axis1-index-input", "GatherElements",
+    [node("GatherElements", ["x", "i"], axis=1)],
+    [In("x", (4, 3)), In("i", (2, 3), lambda rng, s: rng.integers(-4, 4, s), dtype=np.int64)])
+add("Gather-run-time-indices", "Gather",  # indices from the batch axis of z: in 0..N-1 < 4
+    [node("ArgMax", ["z"], "i", axis=0, keepdims=0), node("Gather", ["x", "i"], axis=2)],
+    [In("x", (3, 4)), In("z", (4,), DISTINCT)])
+add("Gather-run-time-scalar-index", ["Gather", "Squeeze", "Slice"],
+    [node("ArgMax", ["z"], "i", axis=1, keepdims=0), node("Slice", ["i", "s", "e"], "i1"),
+     node("Squeeze", ["i1", "a"], "i0"), node("Gather", ["x", "i0"], axis=2)],
+    [In("x", (3, 4)), In("z", (4,), DISTINCT)],
+    inits={"s": ints(0), "e": ints(1), "a": ints(0)})
+
+for _op, _sample in (("ReduceL2", None), ("ReduceL1", away(0.0)), ("ReduceSumSquare", None),
+                     ("ReduceLogSumExp", None)):
+    _reduce(_op, f"{_op}-axes-attr-keepdims1", (3, 4), 17, axes=[2], sample=_sample)
+    _reduce(_op, f"{_op}-opset18-keepdims0-two-axes", (3, 4, 2), 18, axes=[1, -1],
+            sample=_sample, keepdims=0)
+
+
+def _resize(id: str, xshape, out=None, scales=None, opset: int = 17, **attrs) -> None:
+    """Resize of x [N, *xshape] by ``scales`` (every axis), or to ``out`` (sizes of the axes
+    after the channels, opset 18's axes: the batch stays free)."""
+    ins, inits = ["x", "", ""], {}
+    if scales is not None:
+        ins[2], inits["sc"] = "sc", np.array(scales, np.float32)
+    else:
+        ins.append("sz")
+        inits["sz"] = ints(*out)
+        attrs["axes"] = list(range(2, 2 + len(out)))
+        opset = max(opset, 18)
+    add(id, "Resize", [node("Resize", ins, **attrs)], [In("x", xshape)], inits=inits,
+        opset=opset, float64=False)
+
+
+_resize("Resize-nearest-2x", (2, 3, 4), scales=[1, 1, 2, 2])
+_resize("Resize-nearest-asymmetric-floor-down", (2, 6, 7), scales=[1, 1, 0.5, 0.6],
+        coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+_resize("Resize-nearest-ceil-sizes", (2, 3, 4), out=[7, 5], nearest_mode="ceil")
+_resize("Resize-linear-half-pixel-up", (2, 3, 4), out=[8, 7], mode="linear")
+_resize("Resize-linear-half-pixel-down", (2, 8, 7), out=[3, 4], mode="linear")
+_resize("Resize-linear-align-corners", (2, 3, 4), out=[7, 6], mode="linear",
+        coordinate_transformation_mode="align_corners")
+_resize("Resize-linear-scales-0.7-1.3", (2, 5, 5), scales=[1, 1, 0.7, 1.3], mode="linear")
+_resize("Resize-linear-pytorch-half-pixel-scales", (2, 4, 3), scales=[1, 1, 1.5, 2.5],
+        mode="linear", coordinate_transformation_mode="pytorch_half_pixel")
+_resize("Resize-linear-asymmetric-1d", (3, 5), out=[9], mode="linear",
+        coordinate_transformation_mode="asymmetric")
+_resize("Resize-nearest-half-pixel-symmetric", (2, 3, 5), out=[7, 3], opset=19,
+        coordinate_transformation_mode="half_pixel_symmetric")
+_resize("Resize-linear-half-pixel-symmetric", (2, 3, 5), out=[7, 3], opset=19, mode="linear",
+        coordinate_transformation_mode="half_pixel_symmetric")
+
+for _mode in ("edge", "reflect"):
+    add(f"Pad-{_mode}", "Pad", [node("Pad", ["x", "p"], mode=_mode)], (2, 4, 5),
+        inits={"p": ints(0, 0, 1, 2, 0, 0, 3, 1)}, opset=13)
+    add(f"Pad-{_mode}-with-crop", "Pad", [node("Pad", ["x", "p"], mode=_mode)], (3, 5),
+        inits={"p": ints(0, -1, 2, 0, 1, -1)}, opset=13)
+add("Pad-wrap-opset19", "Pad", [node("Pad", ["x", "p"], mode="wrap")], (2, 4),
+    inits={"p": ints(0, 1, 2, 0, 2, 3)}, opset=19)
+add("Pad-reflect-axes-input-opset18", "Pad", [node("Pad", ["x", "p", "", "a"], mode="reflect")],
+    (3, 5), inits={"p": ints(2, 1, 1, 2), "a": ints(-1, 1)}, opset=18)

@@ -15,6 +15,7 @@ from .options import (
     _compose,
     baseline_options,
     labels_option,
+    layer_view_options,
     method_options,
     model_argument,
     output_option,
@@ -27,7 +28,8 @@ from .options import (
 )
 
 #: The options that go to the Explainer as they are.
-_RUNTIME = ("score", "providers", "threads", "labels", "chunk_size", "output")
+_RUNTIME = ("score", "providers", "threads", "labels", "chunk_size", "output",
+            "layer_layout", "grid", "extra_tokens")
 
 dataset_options = _compose(
     click.option("--format", "fmt", type=click.Choice(["auto", "voc", "coco", "csv"]),
@@ -83,6 +85,7 @@ dataset_options = _compose(
                    "with CUDA).")
 @score_option
 @output_option
+@layer_view_options
 @preprocess_options
 @path_options
 @baseline_options

@@ -16,7 +16,7 @@ from ..methods import METHODS, default_methods
 from ..outputs import RESULTS, claim_outputs, write_outputs
 from ..preprocess import load_image
 from ..result import COMPLETENESS_GAP, Explanation
-from .options import explain_options, pop_preprocess, reports_errors
+from .options import explain_options, pop_layer_view, pop_preprocess, reports_errors
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
@@ -119,7 +119,7 @@ def explain(model: Path, images: tuple[Path, ...], out_dir: Path, force: bool,
                    score=kw.pop("score"), providers=kw.pop("providers"),
                    threads=kw.pop("threads"), labels=kw.pop("labels"),
                    chunk_size=kw.pop("chunk_size"), quiet=as_json, cache=not kw.pop("no_cache"),
-                   output=kw.pop("output"))
+                   output=kw.pop("output"), **pop_layer_view(kw))
     baseline = kw.pop("baseline")
     options = {k: v for k, v in kw.items() if v is not None}
     from tqdm import tqdm

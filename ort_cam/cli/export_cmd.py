@@ -14,10 +14,12 @@ from ..methods import MethodOptions
 from .options import (
     baseline_options,
     cache_option,
+    layer_view_options,
     method_options,
     model_argument,
     output_option,
     path_options,
+    pop_layer_view,
     pop_preprocess,
     preprocess_options,
     reports_errors,
@@ -49,6 +51,7 @@ def _summary(proto: onnx.ModelProto, out: Path) -> str:
               type=click.Path(dir_okay=False, path_type=Path), help="The explainer .onnx file.")
 @score_option
 @output_option
+@layer_view_options
 @preprocess_options
 @path_options
 @baseline_options
@@ -91,5 +94,5 @@ def export(model: Path, out: Path, force: bool, **kw) -> None:
         preprocess=pop_preprocess(kw), score=kw.pop("score"), input_kind=kw.pop("input_kind"),
         baseline=kw.pop("baseline"), baseline_seed=seed or 0, chunk_size=kw.pop("chunk_size"),
         optional_inputs=not kw.pop("required_inputs"), cache=not kw.pop("no_cache"),
-        output=kw.pop("output"))
+        output=kw.pop("output"), **pop_layer_view(kw))
     click.echo(_summary(proto, out))

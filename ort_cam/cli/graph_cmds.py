@@ -11,7 +11,7 @@ import click
 
 from ..files import refuse_overwrite
 from ..grad import LayerInfo, list_layers, split_models
-from ..graph import load_model
+from ..graph import LayerHint, load_model, view_layer
 from ..graph.save import data_file, save_model
 from .options import (
     head_options,
@@ -31,6 +31,9 @@ def _shape(shape: Sequence[int | str]) -> str:
 
 def _layer_row(info: LayerInfo) -> list[str]:
     layout = f"{info.layout} (axis {info.channel_axis})" if info.layout else "?"
+    if info.grid is not None:
+        layout = (f"tokens {info.grid[0]}x{info.grid[1]}"
+                  + (f"+{info.extra_tokens}" if info.extra_tokens else "") + " (axis 2)")
     diff = "yes" if info.differentiable else f"no: {info.blocker}"
     return [info.name, info.op, _shape(info.shape), layout, diff]
 
@@ -53,9 +56,11 @@ def layers(model: Path, as_json: bool, show_all: bool, output: str | None,
            size: tuple[int, int] | None) -> None:
     """List the layers of MODEL a class activation map can be taken at.
 
-    Each row is a rank-4 float tensor: its name (what --layer takes), the op that produces
-    it, its shape, where its channels are, and whether the gradient of the score can be
-    carried down to it (if not, the first op in the way without a gradient rule).
+    Each row is a rank-4 float tensor, or a transformer's token tensor [N,T,C] whose grid
+    can be told (tokens HxW+K: an HxW grid after K extra tokens): its name (what --layer
+    takes), the op that produces it, its shape, where its channels are, and whether the
+    gradient of the score can be carried down to it (if not, the first op in the way
+    without a gradient rule).
 
     \b
     Examples:
@@ -85,7 +90,7 @@ def layers(model: Path, as_json: bool, show_all: bool, output: str | None,
 @size_option
 @reports_errors
 def split(model: Path, layer: str, score: str, output: str | None, out_dir: Path,
-          force: bool, size: tuple[int, int] | None) -> None:
+          force: bool, size: tuple[int, int] | None, **view) -> None:
     """Split MODEL at a layer into prefix.onnx and a gradient head.onnx.
 
     prefix.onnx maps the model inputs to the layer tensor and every other tensor that
@@ -101,7 +106,8 @@ def split(model: Path, layer: str, score: str, output: str | None, out_dir: Path
     """
     names = [*SPLIT_FILES, *(data_file(out_dir / name).name for name in SPLIT_FILES[:2])]
     refuse_overwrite(out_dir, force, names=names)
-    lm = load_model(model, size=size, output=output)
+    lm, _ = view_layer(load_model(model, size=size, output=output), layer,
+                       LayerHint(view["layer_layout"], view["grid"], view["extra_tokens"]))
     models = split_models(lm, layer, score)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = models.manifest

@@ -56,9 +56,39 @@ output_option = click.option(
     help="Model output to explain (default: the first); it must be class scores [N, C].",
 )
 
-#: MODEL --layer NAME --score MODE --output NAME: what every command that differentiates a
-#: model takes.
-head_options = _compose(model_argument, layer_option, score_option, output_option)
+def _grid(ctx, param, value):
+    return None if value is None else _size(ctx, param, value)
+
+
+def _layer_layouts() -> list[str]:
+    from ..graph import LAYER_LAYOUTS
+
+    return list(LAYER_LAYOUTS)
+
+
+#: Where the graph does not tell a layer's layout or token grid (``Explainer(layer_layout=,
+#: grid=, extra_tokens=)``).
+layer_view_options = _compose(
+    click.option("--layer-layout", type=click.Choice(_layer_layouts()), default=None,
+                 help="The layer's layout, where the graph does not tell it: NCHW, NHWC, or "
+                 "tokens [N,T,C] (a transformer's)."),
+    click.option("--grid", callback=_grid, metavar="HxW",
+                 help="A token layer's grid (default: from the patch embedding, else T - K "
+                 "a square)."),
+    click.option("--extra-tokens", type=click.IntRange(min=0), default=None, metavar="K",
+                 help="A token layer's leading class/distillation tokens, left out of the map."),
+)
+
+
+def pop_layer_view(kw: dict) -> dict:
+    """Remove the layer view options from ``kw``; ``Explainer``'s keyword arguments."""
+    return {k: kw.pop(k) for k in ("layer_layout", "grid", "extra_tokens")}
+
+
+#: MODEL --layer NAME --score MODE --output NAME (+ the layer view): what every command that
+#: differentiates a model takes.
+head_options = _compose(model_argument, layer_option, score_option, output_option,
+                        layer_view_options)
 
 
 def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -217,6 +247,7 @@ explain_options = _compose(
                  help="Layer tensor or node name (default: the one stored in the model)."),
     score_option,
     output_option,
+    layer_view_options,
     json_option,
     preprocess_options,
     path_options,

@@ -185,7 +185,7 @@ def export_explainer(model: str | os.PathLike | onnx.ModelProto, layer: str | No
                      baseline_seed: int = 0, chunk_size: int | None = None,
                      memory_budget: int = DEFAULT_BUDGET,
                      optional_inputs: bool = True, cache: bool = True,
-                     output: str | None = None) -> onnx.ModelProto:
+                     output: str | None = None, **layer_view) -> onnx.ModelProto:
     """The whole explainer as one ONNX model: one ``run()`` of any onnxruntime gives what
     ``Explainer.explain`` gives (README "From any language" lists inputs and outputs).
 
@@ -204,11 +204,12 @@ def export_explainer(model: str | os.PathLike | onnx.ModelProto, layer: str | No
             JavaScript APIs can only omit them), else as required inputs.
         cache: use the prepared-model cache, as ``Explainer``'s.
         output: the model output to explain, as ``Explainer``'s.
+        layer_view: ``layer_layout``, ``grid``, ``extra_tokens``, as ``Explainer`` takes them.
     """
     m, names, opts = _steps(steps), _methods(methods), _options(options)
     ex = Explainer(model, layer, preprocess=preprocess, score=score, providers="cpu",
                    quiet=True, chunk_size=chunk_size, memory_budget=memory_budget, cache=cache,
-                   output=output)
+                   output=output, **layer_view)
     plan = _plan(ex, m, names, opts, input_kind, baseline, baseline_seed, optional_inputs)
     proto = build_graph(plan)
     _stamp(proto, ex, plan, source_sha256(model), names, opts, baseline)

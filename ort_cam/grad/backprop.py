@@ -6,7 +6,7 @@ import onnx_graphsurgeon as gs
 
 from ..errors import NoGradientRuleError, OrtCamError
 from ..graph.load import is_float
-from . import rules_elementwise, rules_nn, rules_shape  # noqa: F401  (fill VJP_RULES)
+from . import rules_elementwise, rules_nn, rules_shape, rules_tensor  # noqa: F401  (fill VJP_RULES)
 from .table import VJP_RULES, RuleContractError, Unsupported, VjpContext
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import onnx
 import onnx_graphsurgeon as gs
 
-from ..graph.layers import spatial_layer
+from ..graph.layers import view_layer
 from ..graph.load import LoadedModel
 from ..graph.split import find_cut, head_graph, prefix_graph
 from .builder import Builder
@@ -37,8 +37,8 @@ def forward_split(model: LoadedModel, layer: str, score: str = "probability",
 
     The cut is ``split_models``'s: the head reads the layer and every tensor that crosses from
     the prefix (skip connections, shape tensors)."""
-    layer = spatial_layer(model, layer)[0]
-    output = _output(model, output)
+    model, view = view_layer(model, layer)  # a token layer: cut at its grid, as split_models
+    layer, output = view.tensor, _output(model, output)
     cut = find_cut(model.graph, layer, output)
     prefix = _export(prefix_graph(model, cut), model)
     head = head_graph(model, cut)

@@ -12,9 +12,10 @@ from onnx import helper
 
 from .._version import __version__
 from ..errors import NoGradientRuleError, OrtCamError
-from ..graph.layers import resolve_layer, spatial_layer
+from ..graph.layers import resolve_layer, view_layer
 from ..graph.load import PROBE_BATCH, LoadedModel, is_float
 from ..graph.split import Cut, find_cut, head_graph, prefix_graph
+from ..graph.view import TOKENS
 from .backprop import add_gradient
 from .builder import Builder
 from .layers import suggest_layer_after
@@ -171,7 +172,11 @@ def fused_model(model: LoadedModel, layer: str, score: str = "probability",
     ``top1_seed``, a row of zero ``target_weights`` asks for the gradient of that row's top-1
     class (one run gives the target and its gradient); other rows are used as given.
     """
-    layer = spatial_layer(model, layer)[0] if require_spatial else resolve_layer(model, layer)
+    if require_spatial:
+        model, view = view_layer(model, layer)
+        layer = view.tensor
+    else:
+        layer = resolve_layer(model, layer)
     output = _output(model, output, scores=require_spatial)
     graph = model.graph.copy()
     graph, (scores, grad) = _gradient_graph(model, graph, layer, score, output, top1_seed)
@@ -184,8 +189,11 @@ def fused_model(model: LoadedModel, layer: str, score: str = "probability",
 
 def split_models(model: LoadedModel, layer: str, score: str = "probability",
                  output: str | None = None) -> GradientModels:
-    """prefix.onnx, head.onnx (with ``scores`` and ``grad``) and the manifest."""
-    layer, axis = spatial_layer(model, layer)
+    """prefix.onnx, head.onnx (with ``scores`` and ``grad``) and the manifest. A token layer
+    is cut at its NCHW grid (``graph.view_layer``): the prefix gives the grid under the
+    layer's name, and its extra tokens as a crossing tensor."""
+    model, view = view_layer(model, layer)
+    layer, axis = view.tensor, view.channel_axis
     output = _output(model, output)
     cut: Cut = find_cut(model.graph, layer, output)
     prefix = _export(prefix_graph(model, cut), model)
@@ -197,7 +205,6 @@ def split_models(model: LoadedModel, layer: str, score: str = "probability",
         "layer": layer,
         "layer_shape": ["N", *model.shapes[layer][1:]],
         "crossing": cut.crossing,
-        "rebuilt": cut.rebuilt,
         "score": score,
         "channel_axis": axis,
         "layout": "NCHW" if axis == 1 else "NHWC",
@@ -207,4 +214,9 @@ def split_models(model: LoadedModel, layer: str, score: str = "probability",
         "head_inputs": [*cut.head_inputs, TARGET_WEIGHTS],
         "head_outputs": [SCORES, GRAD],
     }
+    if cut.rebuilt:  # (only then: a manifest without them reads as before)
+        manifest["rebuilt"] = cut.rebuilt
+    if layer in model.viewed:
+        manifest["tokens"] = {"shape": ["N", *model.shapes[layer + TOKENS][1:]],
+                              "grid": list(view.grid), "extra_tokens": view.extra_tokens}
     return GradientModels(prefix, _export(head, model), manifest)

@@ -33,7 +33,8 @@ _BOOL = {"Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "And", "Or
 _INT64 = {"Shape", "Size"}
 #: Ops whose output has the dtype of their first input (Where: of its second).
 _LIKE_FIRST = {
-    "Abs", "Add", "Ceil", "Concat", "Conv", "ConvTranspose", "Div", "Elu", "Erf", "Exp",
+    "Abs", "Add", "Ceil", "Concat", "Conv", "ConvTranspose", "CumSum", "Div", "Einsum", "Elu",
+    "Erf", "Exp",
     "Expand", "Flatten", "Floor", "Gather", "Gemm", "Identity", "LeakyRelu", "Log",
     "LogSoftmax", "MatMul", "Max", "Mean", "Min", "Mul", "Neg", "Pad", "Pow", "Reciprocal",
     "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape", "Round",
@@ -47,7 +48,8 @@ _BROADCAST = {
 }
 #: Ops whose output shape is their first input's.
 _SAME_SHAPE = {
-    "Abs", "Cast", "Ceil", "Elu", "Erf", "Exp", "Floor", "Identity", "LeakyRelu", "Log",
+    "Abs", "Cast", "Ceil", "CumSum", "Elu", "Erf", "Exp", "Floor", "Identity", "LeakyRelu",
+    "Log",
     "LogSoftmax", "Neg", "Not", "Reciprocal", "Relu", "Round", "ScatterElements", "Sigmoid",
     "Sign", "Softmax", "Softplus", "Sqrt", "Tanh",
 }
@@ -300,11 +302,39 @@ def _size(shape: Shape, ins: Sequence[Known | None], attrs: dict[str, Any]) -> S
     return ()
 
 
+def _einsum(shape: Shape, ins: Sequence[Known | None], attrs: dict[str, Any]) -> Shape | None:
+    """The output shape of an explicit equation ("...ij,...jk->...ik"); None otherwise."""
+    shapes = _shapes(ins)
+    eq = attrs.get("equation")
+    eq = (eq.decode() if isinstance(eq, bytes) else str(eq)).replace(" ", "")
+    if shapes is None or "->" not in eq:
+        return None
+    lhs, rhs = eq.split("->")
+    sizes: dict[str, int] = {}
+    ells = []
+    for term, s in zip(lhs.split(","), shapes, strict=True):
+        n_ell = len(s) - len(term.replace("...", ""))
+        head, _, tail = term.partition("...")
+        for c, d in zip(head, s, strict=False):
+            sizes[c] = max(sizes.get(c, 1), d)
+        for c, d in zip(tail, s[len(s) - len(tail):], strict=True):
+            sizes[c] = max(sizes.get(c, 1), d)
+        if "..." in term:
+            ells.append(tuple(s[len(head):len(head) + n_ell]))
+    ell = _broadcast(*ells) if ells else ()
+    out: list[int] = []
+    for part in rhs.split("...")[:1]:
+        out += [sizes[c] for c in part]
+    if "..." in rhs:
+        out += list(ell) + [sizes[c] for c in rhs.split("...")[1]]
+    return tuple(out)
+
+
 _ShapeRule = Callable[[Shape, Sequence[Known | None], dict[str, Any]], "Shape | None"]
 _SHAPE_RULES: dict[str, _ShapeRule] = {
     "Shape": _shape_of, "Size": _size, "Reshape": _reshape, "Expand": _expand,
     "ReduceSum": _reduce, "ReduceMean": _reduce, "ReduceMax": _reduce, "ReduceMin": _reduce,
     "Unsqueeze": _unsqueeze, "Flatten": _flatten, "Transpose": _transpose, "MatMul": _matmul,
     "Gemm": _gemm, "Concat": _concat, "Slice": _slice, "Pad": _pad, "Conv": _conv,
-    "ConvTranspose": _conv_transpose,
+    "ConvTranspose": _conv_transpose, "Einsum": _einsum,
 }

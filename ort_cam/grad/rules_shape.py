@@ -1,4 +1,5 @@
-"""VJP rules of ops that move values around: reshapes, transposes, slicing, reductions."""
+"""VJP rules of ops that move values around: reshapes, transposes, slicing, reductions (Pad
+and Gather are in rules_tensor)."""
 
 from __future__ import annotations
 
@@ -150,54 +151,3 @@ def _matmul_along(ctx: VjpContext, g: gs.Tensor, axis: int, rank: int,
     perm = [a for a in range(rank) if a != axis] + [axis]
     moved = b.op("MatMul", b.op("Transpose", g, perm=perm), matrix)
     return b.op("Transpose", moved, perm=[int(i) for i in np.argsort(perm)])
-
-
-@vjp("Pad")
-def pad(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
-    mode = node.attrs.get("mode", "constant")
-    if isinstance(mode, bytes):
-        mode = mode.decode()
-    if mode != "constant":
-        raise Unsupported(f"Pad in {mode!r} mode")
-    x, b = node.inputs[0], ctx.b
-    rank = ctx.rank(x)
-    pads = _required_ints(ctx, node, 1, "pads")
-    axes = _const_ints(ctx, node, 3, "axes")
-    if axes is not None:
-        full = [0] * (2 * rank)
-        for j, a in enumerate(axes):
-            full[a % rank], full[rank + a % rank] = pads[j], pads[len(axes) + j]
-        pads = full
-    # A negative pad (a crop) in the forward pass pads back with zeros; then the padded
-    # border is cut off. Ends count from the back, so no static size (the batch) is baked in.
-    g = gys[0]
-    crops = [max(-p, 0) for p in pads]
-    if any(crops):
-        g = b.op("Pad", g, b.ints(crops), ctx.scalar(0, x))
-    axes_cut = [a for a in range(rank) if pads[a] > 0 or pads[rank + a] > 0]
-    if axes_cut:
-        starts = [max(pads[a], 0) for a in axes_cut]
-        ends = [-pads[rank + a] if pads[rank + a] > 0 else _INT64_MAX for a in axes_cut]
-        g = b.op("Slice", g, b.ints(starts), b.ints(ends), b.ints(axes_cut))
-    return ctx.grads(node, g)
-
-
-@vjp("Gather")
-def gather(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
-    """Gather with constant 0-D/1-D indices: scatter back through a 0/1 (count) matrix."""
-    x, idx_t = node.inputs
-    idx = ctx.value(idx_t)
-    if idx is None:
-        raise Unsupported("Gather whose indices are computed at run time")
-    shape = ctx.shape(x)
-    rank = len(shape)
-    axis = int(node.attrs.get("axis", 0)) % rank
-    if idx.ndim > 1:
-        raise Unsupported("Gather with indices of rank > 1")
-    g = gys[0]
-    if idx.ndim == 0:
-        g = ctx.b.unsqueeze(g, [axis])
-    flat = np.asarray(idx).reshape(-1) % shape[axis]
-    counts = np.zeros((flat.size, shape[axis]))
-    np.add.at(counts, (np.arange(flat.size), flat), 1.0)
-    return [_matmul_along(ctx, g, axis, rank, ctx.array(counts, x)), None]

@@ -109,7 +109,9 @@ def float_after_cast(graph: gs.Graph) -> tuple[dict[str, np.dtype], list[str]]:
         for cast in rest:  # every Cast computes the same tensor: read the first one's
             twin = cast.outputs[0]
             for consumer in list(twin.outputs):
-                consumer.inputs[:] = [out if t is twin else t for t in consumer.inputs]
+                for k, t in enumerate(consumer.inputs):
+                    if t is twin:
+                        consumer.inputs[k] = out
             for j, t in enumerate(graph.outputs):
                 if t is twin:
                     graph.outputs[j] = out

@@ -173,6 +173,8 @@ class LoadedModel:
             computes shapes at run time (from two probe runs; empty when it does not).
         viewed: token layers this model shows as grids (``view.grid_view``): name -> (grid,
             extra tokens); ``proto`` is then the model before that rewrite.
+        hints: what callers said about layers (``layers.LayerHint`` by tensor), kept so that
+            later steps on this model resolve the layer the same way.
     """
 
     proto: onnx.ModelProto
@@ -185,6 +187,7 @@ class LoadedModel:
     chosen_output: str | None = None
     batch_axes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     viewed: dict[str, tuple[tuple[int, int], int]] = field(default_factory=dict)
+    hints: dict[str, object] = field(default_factory=dict)
 
     @property
     def input_names(self) -> list[str]:
