@@ -13,6 +13,9 @@ import numpy as np
 
 from ..errors import OrtCamError
 from ..methods import MethodOptions
+from ..methods.gradcam import GradCam
+from ..methods.igcam import IntegratedGradCam
+from ..methods.rsi import RsiGradCam
 from .ops import Ops, Tensor
 
 #: np.finfo(float64).tiny: the completeness gap's floor for |y_m − y_0|, as in the engine.
@@ -94,7 +97,7 @@ class OnnxReduction(ABC):
 class GradCamOnnx(OnnxReduction):
     """w_k = (1/Z) Σ_ij G_m (or of ReLU(G_m)); L = ReLU(Σ_k w_k A_m[k])."""
 
-    name = "gradcam"
+    name = GradCam.name
     options = {"gradcam_weights": ("mean", "positive")}
 
     def finish(self, op, ends, state):
@@ -106,7 +109,7 @@ class IntegratedGradCamOnnx(OnnxReduction):
     """``paper``: (1/m) Σ_{l=1..m} ReLU(Σ_k (Σ_ij G_l[k]) · (A_l[k] − A_0[k]));
     ``notebook``: Σ_{l=0..m−1} ReLU(Σ_k mean_ij(G_l[k]) · A_l[k])."""
 
-    name = "igcam"
+    name = IntegratedGradCam.name
     options = {"igcam_variant": ("paper", "notebook")}
 
     def states(self):
@@ -138,7 +141,7 @@ class RsiGradCamOnnx(OnnxReduction):
     (trapezoid); w_k = (1/Z) Σ_ij S·IG; L = ReLU(Σ_k w_k A_m[k]); extra completeness_gap =
     |Σ IG − (y_m − y_0)| / max(|y_m − y_0|, tiny)."""
 
-    name = "rsi"
+    name = RsiGradCam.name
     extras = ("completeness_gap",)
     options = {"rsi_rule": ("trapezoid", "riemann"),
                "rsi_selection": ("guided", "positive", "none")}
