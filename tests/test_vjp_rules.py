@@ -68,7 +68,8 @@ def _load(case: Case):
         try:
             return np.float64, load_model(case.build(np.float64))
         except Exception as exc:
-            if "NOT_IMPLEMENTED" not in str(exc):
+            # no double kernel, or a contrib op whose schema has no double type
+            if "NOT_IMPLEMENTED" not in str(exc) and "Type 'tensor(double)'" not in str(exc):
                 raise
     return np.float32, load_model(case.build(np.float32))
 
@@ -167,6 +168,9 @@ def check_case(case: Case) -> dict:
         assert np.all(np.isfinite(grad))
         if case.exact is not None:
             np.testing.assert_array_equal(grad, case.exact(feeds, w))
+        if not case.finite_differences:
+            assert case.exact is not None, "a case without finite differences needs exact"
+            continue
 
         eps = max(np.finfo(x.dtype).eps, np.finfo(y0.dtype).eps)  # the coarser one counts
         key = np.float32 if eps > 1e-10 else np.float64
@@ -181,7 +185,8 @@ def check_case(case: Case) -> dict:
 @pytest.mark.parametrize(
     "case",
     [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(reason=c.xfail, strict=True)]
-                  if c.xfail else []) for c in CASES],
+                  if c.xfail else [pytest.mark.skip(reason=c.skip)] if c.skip else [])
+     for c in CASES],
 )
 def test_vjp_rule_matches_finite_differences(case: Case, monkeypatch):
     for name, value in case.patch.items():

@@ -53,12 +53,15 @@ def export(net, size: int, path: Path) -> Path:
     return path
 
 
-def run_all(lm: LoadedModel, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Every float tensor of the loaded model for input x (one onnxruntime run)."""
+def run_all(lm: LoadedModel, x: np.ndarray, ranks: tuple[int, ...] = (3, 4)
+            ) -> dict[str, np.ndarray]:
+    """Every float tensor of rank in ``ranks`` with the batch on axis 0, for input x (one
+    onnxruntime run)."""
     proto = copy.deepcopy(lm.proto)
     have = {o.name for o in proto.graph.output}
-    names = [n for n in lm.shapes if n not in have and str(lm.dtypes[n]).startswith("float")
-             and n not in lm.input_names]
+    names = [n for n, s in lm.shapes.items() if n not in have and len(s) in ranks
+             and s[0] == lm.shapes[lm.input_names[0]][0]
+             and str(lm.dtypes[n]).startswith("float") and n not in lm.input_names]
     from onnx import helper
 
     proto.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names)

@@ -100,6 +100,11 @@ class Case:
     grad_ops: tuple[str, ...] = ()  # op types the gradient graph must use ...
     no_grad_ops: tuple[str, ...] = ()  # ... and must not
     xfail: str | None = None
+    #: A rule that is a convention, not a derivative (straight-through quantisation): no
+    #: finite differences (the function is piecewise constant); ``exact`` says what it gives.
+    finite_differences: bool = True
+    #: Why the case cannot run here (an op onnxruntime's CPU provider has no kernel for).
+    skip: str | None = None
     #: False where the model cannot be built in float64 for a reason other than a missing
     #: kernel (onnx's version converter writes float32 bounds or pad values when it upgrades
     #: an opset-6 Clip or an opset-2 Pad).
@@ -116,7 +121,9 @@ class Case:
             for name, v in self.inits.items()]
         graph = helper.make_graph(list(self.nodes), self.id.replace("-", "_"), ins,
                                   [onnx.ValueInfoProto(name="y")], inits)
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+        domains = sorted({n.domain for n in self.nodes if n.domain})  # com.microsoft: v1
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)] + [
+            helper.make_opsetid(d, 1) for d in domains])
 
     def feeds(self, rng: np.random.Generator, dtype: type) -> dict[str, np.ndarray]:
         out = {}
@@ -809,3 +816,80 @@ add("Pad-wrap-opset19", "Pad", [node("Pad", ["x", "p"], mode="wrap")], (2, 4),
     inits={"p": ints(0, 1, 2, 0, 2, 3)}, opset=19)
 add("Pad-reflect-axes-input-opset18", "Pad", [node("Pad", ["x", "p", "", "a"], mode="reflect")],
     (3, 5), inits={"p": ints(2, 1, 1, 2), "a": ints(-1, 1)}, opset=18)
+
+
+# com.microsoft ops of onnxruntime-optimised graphs (rules_contrib) ------------------------
+MS = "com.microsoft"
+
+
+def ms(op: str, ins: Sequence[str], outs: Sequence[str] | str = "y", **attrs):
+    return helper.make_node(op, list(ins), [outs] if isinstance(outs, str) else list(outs),
+                            domain=MS, **attrs)
+
+
+_twice = np.tile(2 * np.eye(3)[:, :, None, None], 1)  # a 1x1 conv z = 2x: kinks stay at x's
+for _act, _params, _kinks in (("Relu", [], (0.0,)), ("LeakyRelu", [0.2], (0.0,)),
+                              ("Clip", [-1.0, 1.5], (-0.5, 0.75)),
+                              ("HardSigmoid", [0.2, 0.5], (-1.25, 1.25))):
+    add(f"FusedConv-1x1-{_act}", "FusedConv",
+        [ms("FusedConv", ["x", "W"], activation=_act,
+            **({"activation_params": _params} if _params else {}))],
+        [In("x", (3, 3, 4), away(*_kinks, scale=1.5))], inits={"W": _twice})
+for _act in ("Sigmoid", "Tanh"):
+    add(f"FusedConv-3x3-{_act}-sum-input", "FusedConv",
+        [ms("FusedConv", ["x", "W", "B", "z"], activation=_act, pads=[1, 1, 1, 1])],
+        [In("x", (3, 4, 5)), In("z", (2, 4, 5))],
+        inits={"W": rand(2, 3, 3, 3, scale=0.3), "B": rand(2)}, wrt=("x", "z"))
+add("FusedGemm-Tanh", "FusedGemm", [ms("FusedGemm", ["x", "W", "C"], activation="Tanh",
+                                       alpha=0.5, transB=1)],
+    (4,), inits={"W": rand(5, 4), "C": rand(5)})
+add("FusedGemm-Relu-2x", "FusedGemm", [ms("FusedGemm", ["x", "W"], activation="Relu")],
+    [In("x", (3,), away(0.0))], inits={"W": 2 * np.eye(3)})
+add("FusedMatMul-alpha", "FusedMatMul", [ms("FusedMatMul", ["x", "W"], alpha=0.25)], (3, 4),
+    inits={"W": rand(4, 5)})
+add("Gelu-com.microsoft", "Gelu", [ms("Gelu", ["x"])], [In("x", (3, 5), normal(2.0))])
+# (onnxruntime's double FastGelu rounds like float32: checked in float32)
+add("FastGelu-bias", "FastGelu", [ms("FastGelu", ["x", "b"])], [In("x", (3, 5), normal(2.0))],
+    inits={"b": rand(5)}, float64=False)
+add("FastGelu-no-bias", "FastGelu", [ms("FastGelu", ["x"])], [In("x", (2, 4), normal(2.0))],
+    float64=False)
+add("BiasGelu", "BiasGelu", [ms("BiasGelu", ["x", "b"])], [In("x", (3, 5), normal(2.0))],
+    inits={"b": rand(5)})
+add("QuickGelu-default-alpha", "QuickGelu", [ms("QuickGelu", ["x"])],
+    [In("x", (3, 4), normal(2.0))])
+add("QuickGelu-alpha1", "QuickGelu", [ms("QuickGelu", ["x"], alpha=1.0)],
+    [In("x", (3, 4), normal(2.0))])
+add("BiasAdd-x-skip", "BiasAdd", [ms("BiasAdd", ["x", "b", "z"])],
+    [In("x", (2, 4)), In("z", (2, 4))], inits={"b": rand(4)}, wrt=("x", "z"),
+    skip="com.microsoft BiasAdd has a CUDA kernel only (onnxruntime's CPU provider has none)")
+add("SkipLayerNormalization-beta-bias", "SkipLayerNormalization",
+    [ms("SkipLayerNormalization", ["x", "z", "g", "be", "bi"], epsilon=1e-3)],
+    [In("x", (3, 5)), In("z", (3, 5))],
+    inits={"g": rand(5), "be": rand(5), "bi": rand(5)}, wrt=("x", "z"))
+add("SkipLayerNormalization-sum-output", ["SkipLayerNormalization", "Add"],
+    [ms("SkipLayerNormalization", ["x", "z", "g"], ["ln", "", "", "s"], epsilon=1e-3),
+     node("Add", ["ln", "s"])],
+    [In("x", (2, 4)), In("z", (2, 4))], inits={"g": rand(4)}, wrt=("x", "z"))
+
+
+# Quantisation (QDQ): straight-through, so no finite differences: the gradient is w where the
+# value is inside the quantised range and 0 where Q clipped it (scales dyadic: exact).
+def _qdq_exact(scale: float, lo: float, hi: float, zp: float = 0.0):
+    def exact(feeds, w):
+        x = feeds["x"]
+        t = np.round(x / scale) + zp
+        return (w.reshape(x.shape) * ((t >= lo) & (t <= hi))).astype(x.dtype)
+
+    return exact
+
+
+add("QuantizeLinear-DequantizeLinear-int8", ["QuantizeLinear", "DequantizeLinear"],
+    [node("QuantizeLinear", ["x", "s", "zp"], "q"), node("DequantizeLinear", ["q", "s", "zp"])],
+    [In("x", (3, 4), normal(6.0))],
+    inits={"s": np.array(1 / 16, np.float32), "zp": np.array(0, np.int8)}, float64=False,
+    finite_differences=False, exact=_qdq_exact(1 / 16, -128, 127))
+add("QuantizeLinear-DequantizeLinear-uint8-zero-point", ["QuantizeLinear", "DequantizeLinear"],
+    [node("QuantizeLinear", ["x", "s", "zp"], "q"), node("DequantizeLinear", ["q", "s", "zp"])],
+    [In("x", (3, 4), normal(6.0))],
+    inits={"s": np.array(1 / 8, np.float32), "zp": np.array(100, np.uint8)}, float64=False,
+    finite_differences=False, exact=_qdq_exact(1 / 8, 0, 255, 100))

@@ -78,11 +78,12 @@ def check(name: str, size: int, workdir: Path) -> None:
     path = tr.export(net, size, workdir / f"{name}.onnx")
     lm = tr.load(path)
     x = np.random.default_rng(1).standard_normal((2, 3, size, size)).astype(np.float32)
-    values = tr.run_all(lm, x)
-    n = int(next(iter(values.values())).shape[0] and lm.shapes[lm.output][1])
+    values = tr.run_all(lm, x, ranks=(3,) if name.startswith("vit") else (4,))
+    tensors = {m: tensor_of(net, m, lm, values, x) for m in MODELS[name][1]}
+    del values
+    n = int(lm.shapes[lm.output][1])
     w = np.random.default_rng(2).standard_normal((2, n)).astype(np.float32)
-    for module in MODELS[name][1]:
-        tensor = tensor_of(net, module, lm, values, x)
+    for module, tensor in tensors.items():
         cam = gradcam_error(path, net, module, tensor, x, n)
         for score in ("probability", "logit"):
             r = tr.check_layer(lm, net, module, tensor, x, w, score)

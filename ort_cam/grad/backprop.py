@@ -6,8 +6,17 @@ import onnx_graphsurgeon as gs
 
 from ..errors import NoGradientRuleError, OrtCamError
 from ..graph.load import is_float
-from . import rules_elementwise, rules_nn, rules_shape, rules_tensor  # noqa: F401  (fill VJP_RULES)
+from . import (  # noqa: F401  (fill VJP_RULES)
+    rules_contrib,
+    rules_elementwise,
+    rules_nn,
+    rules_shape,
+    rules_tensor,
+)
 from .table import VJP_RULES, RuleContractError, Unsupported, VjpContext
+
+#: Ops whose integer outputs carry a gradient (straight-through: rules_contrib).
+STRAIGHT_THROUGH = {"QuantizeLinear"}
 
 
 def _accumulate(ctx: VjpContext, parts: list[gs.Tensor]) -> gs.Tensor | None:
@@ -24,7 +33,8 @@ def path_nodes(graph: gs.Graph, wrt: str, score: str, ctx: VjpContext) -> list[g
     reach, forward = {wrt}, []
     for node in graph.nodes:
         if any(i.name in reach for i in node.inputs):
-            floats = [o.name for o in node.outputs if o.name and is_float(ctx.dtype(o))]
+            floats = [o.name for o in node.outputs
+                      if o.name and (is_float(ctx.dtype(o)) or node.op in STRAIGHT_THROUGH)]
             if floats:
                 forward.append(node)
                 reach.update(floats)
@@ -40,9 +50,12 @@ def path_nodes(graph: gs.Graph, wrt: str, score: str, ctx: VjpContext) -> list[g
 
 
 def _check(ctx: VjpContext, node: gs.Node, inp: gs.Tensor, gx: gs.Tensor) -> None:
-    """The gradient of ``inp`` has ``inp``'s dtype and shape. A shape the builder could not
-    infer is taken from ``inp`` (that is what the contract promises)."""
+    """The gradient of ``inp`` has ``inp``'s dtype and shape (an integer tensor between a
+    QuantizeLinear and a DequantizeLinear: the float type it stands for). A shape the builder
+    could not infer is taken from ``inp`` (that is what the contract promises)."""
     want, got = ctx.dtype(inp), ctx.b.dtype(gx)
+    if not is_float(want) and node.op == "DequantizeLinear":
+        want = ctx.dtype(node.outputs[0])
     if got is not None and got != want:
         raise RuleContractError(
             f"the VJP rule for {node.op} (node {node.name!r}) gives input {inp.name!r} a "

@@ -11,7 +11,7 @@ import onnx_graphsurgeon as gs
 from ..graph.layers import token_grid, traces
 from ..graph.load import PROBE_BATCH, LoadedModel, is_float
 from ..graph.split import ancestors
-from .backprop import VJP_RULES
+from .backprop import STRAIGHT_THROUGH, VJP_RULES
 
 
 @dataclass
@@ -49,7 +49,8 @@ def first_blocker(model: LoadedModel, tensor: str, above: set[int] | None = None
     for node in model.graph.nodes:
         if id(node) not in above or not any(i.name in reach for i in node.inputs):
             continue
-        floats = [o.name for o in node.outputs if o.name and is_float(model.dtypes.get(o.name))]
+        floats = [o.name for o in node.outputs if o.name and (
+            is_float(model.dtypes.get(o.name)) or node.op in STRAIGHT_THROUGH)]
         if not floats:
             continue
         if node.op not in rules:

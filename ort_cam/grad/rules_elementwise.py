@@ -173,12 +173,19 @@ def softplus(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
 
 @vjp("Gelu")
 def gelu(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
-    x, b = node.inputs[0], ctx.b
+    """ONNX's Gelu (erf, or tanh with approximate="tanh") and com.microsoft's (erf)."""
+    tanh = ctx.attr(node, "approximate", "none") in ("tanh", b"tanh")
+    return [ctx.b.op("Mul", gys[0], gelu_slope(ctx, node.inputs[0], tanh))]
+
+
+def gelu_slope(ctx: VjpContext, x: gs.Tensor, tanh: bool) -> gs.Tensor:
+    """d gelu(x) / dx, of the erf form or of the tanh approximation."""
+    b = ctx.b
 
     def s(v: float) -> gs.Constant:
         return ctx.scalar(v, x)
 
-    if ctx.attr(node, "approximate", "none") == "tanh":
+    if tanh:
         c = math.sqrt(2 / math.pi)
         x2 = b.op("Mul", x, x)
         u = b.op("Mul", b.op("Add", x, b.op("Mul", b.op("Mul", x2, x), s(0.044715))), s(c))
@@ -193,7 +200,7 @@ def gelu(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
         pdf = b.op("Mul", b.op("Exp", b.op("Mul", b.op("Mul", x, x), s(-0.5))),
                    s(1 / math.sqrt(2 * math.pi)))
         d = b.op("Add", cdf, b.op("Mul", x, pdf))
-    return [b.op("Mul", gys[0], d)]
+    return d
 
 
 @vjp("Cast")

@@ -127,3 +127,38 @@ def float_after_cast(graph: gs.Graph) -> tuple[dict[str, np.dtype], list[str]]:
                      f"the path runs in {out.dtype.name} on the Cast's output (pixel values, "
                      "no normalisation)")
     return replaced, notes
+
+
+def _tensor_to_float32(t: onnx.TensorProto) -> onnx.TensorProto:
+    from onnx import numpy_helper
+
+    out = numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name)
+    out.doc_string = t.doc_string
+    return out
+
+
+def float16_to_float32(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """A float16 model computing in float32: its float16 weights and constants cast (exactly)
+    to float32, its Casts to float16 made Casts to float32, its inputs and outputs float32.
+    onnxruntime's CPU provider lacks float16 kernels for many ops, and a gradient in float16
+    is too coarse for the maps; the float32 model computes what the float16 one rounds."""
+    f16, f32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    g = model.graph
+    values = [*g.input, *g.output, *g.value_info]
+    if not (any(t.data_type == f16 for t in g.initializer)
+            or any(v.type.tensor_type.elem_type == f16 for v in values)):
+        return model, []
+    for i, t in enumerate(g.initializer):
+        if t.data_type == f16:
+            g.initializer[i].CopyFrom(_tensor_to_float32(t))
+    for node in g.node:
+        for a in node.attribute:
+            if node.op_type == "Cast" and a.name == "to" and a.i == f16:
+                a.i = f32
+            elif a.type == onnx.AttributeProto.TENSOR and a.t.data_type == f16:
+                a.t.CopyFrom(_tensor_to_float32(a.t))
+    for v in values:
+        if v.type.tensor_type.elem_type == f16:
+            v.type.tensor_type.elem_type = f32
+    return model, ["float16 model: computed in float32 (its float16 weights cast exactly; "
+                   "feed float32)"]

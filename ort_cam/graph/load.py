@@ -18,7 +18,13 @@ from onnx import helper, version_converter
 
 from ..errors import ModelLoadError
 from ..runtime import probe_session, session_for
-from .inputs import float_after_cast, has_dynamic_hw, size_shapes, stored_size
+from .inputs import (
+    float16_to_float32,
+    float_after_cast,
+    has_dynamic_hw,
+    size_shapes,
+    stored_size,
+)
 
 #: The gradient graph needs ScatterElements(reduction="add"), which arrived in opset 16.
 MIN_OPSET = 16
@@ -325,7 +331,8 @@ def load_model(source: str | os.PathLike | onnx.ModelProto,
     if not model.graph.node:
         raise ModelLoadError("the model has no nodes; check that it is a complete .onnx file")
     model, opset_note = upgrade_opset(model)
-    notes = [opset_note]
+    model, precision_notes = float16_to_float32(model)
+    notes = [opset_note, *precision_notes]
     try:
         graph = gs.import_onnx(model)
     except Exception as exc:
