@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from PIL import Image
 
 from .augment import AUGMENTATIONS, combine
 from .baselines import make_baseline
@@ -241,9 +242,10 @@ class Explainer:
                 blur_radius: float | None = None, on_chunk=None, **options) -> Explanation:
         """Explain one image (path, PIL image or H×W×3 uint8 array) for one target with
         ``methods`` (default: the registry's default set)."""
-        inputs = self._image_inputs(image, baseline, baseline_seed, blur_radius)
-        return self._explain_items([_Item(*inputs, spec=target)], steps, methods, on_chunk,
-                                   options)[0]
+        x, x0, pixels, seconds, photo = self._image_inputs(image, baseline, baseline_seed,
+                                                           blur_radius)
+        return self._explain_items([_Item(x, x0, pixels, seconds, target, photo)], steps,
+                                   methods, on_chunk, options)[0]
 
     def explain_many(self, images: Iterable, *, targets=None, **kwargs) -> list[Explanation]:
         """Explain every image for every target in ``targets`` (one spec or a list of them;
@@ -267,7 +269,8 @@ class Explainer:
                 if pending:  # what came before the bad image is still explained
                     yield from self._explain_items(pending, steps, methods, on_chunk, options)
                 raise
-            pending += [_Item(*inputs, spec=spec) for spec in specs]
+            x, x0, pixels, seconds, photo = inputs
+            pending += [_Item(x, x0, pixels, seconds, spec, photo) for spec in specs]
             if len(pending) >= group:
                 yield from self._explain_items(pending, steps, methods, on_chunk, options)
                 pending = []
@@ -294,15 +297,16 @@ class Explainer:
 
     # --- the work behind the explain_* calls --------------------------------------------
     def _image_inputs(self, image, baseline, seed: int, blur_radius: float | None
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """(x, x0, pixels, seconds) for one image."""
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, Image.Image]:
+        """(x, x0, pixels, seconds, the photo upright) for one image."""
         pre = self._need_preprocess()
         t0 = time.perf_counter()
-        pixels = pre.resize_image(load_image(image))
+        photo = load_image(image)
+        pixels = pre.resize_image(photo)
         x = pre.normalize(pixels)
         check_finite(x, "the preprocessed image")
         x0 = make_baseline(baseline, pixels, x, pre, blur_radius=blur_radius, seed=seed)
-        return x, x0, pixels, time.perf_counter() - t0
+        return x, x0, pixels, time.perf_counter() - t0, photo
 
     def _group_size(self, steps, methods, n_specs: int) -> int:
         """Items (image × target) explained together: as many paths as share a run."""
@@ -533,6 +537,8 @@ class Explainer:
         )
         if item.pixels is not None:
             r.pixels = item.pixels
+        if item.photo is not None and self.preprocess is not None:
+            r.photo, r.geometry = item.photo, self.preprocess.geometry(item.photo.size)
             r.timings["preprocess"] = item.prep_seconds
         return r
 
@@ -575,6 +581,7 @@ class _Item:
     pixels: np.ndarray | None = None
     prep_seconds: float = 0.0
     spec: object = None
+    photo: Image.Image | None = None  # the image before resizing (upright RGB)
 
 
 @dataclass

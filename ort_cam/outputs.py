@@ -28,14 +28,17 @@ def claim_outputs(out_dir: Path, stems: list[str], force: bool) -> None:
     (out_dir / RESULTS).unlink(missing_ok=True)
 
 
-def npz_arrays(r: Explanation) -> dict[str, np.ndarray]:
+def npz_arrays(r: Explanation, original: bool = False) -> dict[str, np.ndarray]:
     """The .npz contract: target, scores_path, <M>_raw and <M>_map per method explained, and
     <M>_<extra> for every extra of every registered method (e.g. rsi_completeness_gap), NaN
-    when M was not explained."""
+    when M was not explained; with ``original``, <M>_map_original too: the map on the
+    original image's pixel grid (``Explanation.photo_map``)."""
     arrays = {"target": np.array(r.target), "scores_path": r.scores_path}
     for name, res in r.methods.items():
         arrays[f"{name}_raw"] = res.raw
         arrays[f"{name}_map"] = res.map
+        if original:
+            arrays[f"{name}_map_original"] = r.photo_map(name)
     for name, cls in METHODS.items():
         found = r.methods.get(name)
         for extra in cls.extras:
@@ -67,13 +70,14 @@ def record(r: Explanation, image: str, stem: str) -> dict:
 
 
 def write_outputs(r: Explanation, out_dir: Path, stem: str, image: str,
-                  box: tuple[int, int, int, int] | None = None) -> dict:
-    """Write <stem>.png and <stem>.npz, append to results.jsonl; returns the record."""
+                  box: tuple[int, int, int, int] | None = None, original: bool = False) -> dict:
+    """Write <stem>.png and <stem>.npz, append to results.jsonl; returns the record. With
+    ``original`` the maps are also given on the original image (npz and panel)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     png, npz = output_paths(out_dir, stem)
     save_panel(r, png, title=f"{Path(image).name}  ·  layer {r.layer}  ·  m = {r.steps}",
-               box=box)
-    np.savez_compressed(npz, allow_pickle=False, **npz_arrays(r))
+               box=box, original=original)
+    np.savez_compressed(npz, allow_pickle=False, **npz_arrays(r, original))
     rec = record(r, image, stem)
     with open(out_dir / RESULTS, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(rec) + "\n")

@@ -14,11 +14,14 @@ COLORMAP = "jet"
 
 def overlay(pixels: np.ndarray, heat: np.ndarray, alpha: float = 0.5,
             cmap: str = COLORMAP) -> np.ndarray:
-    """Blend a normalised map over an H×W×3 uint8 image with a matplotlib colormap."""
+    """Blend a normalised map over an H×W×3 uint8 image with a matplotlib colormap (the image
+    alone where the map is NaN: outside what the model saw)."""
     import matplotlib
 
-    colors = matplotlib.colormaps[cmap](np.clip(heat, 0.0, 1.0))[..., :3]
-    out = (1 - alpha) * pixels.astype(np.float64) / 255.0 + alpha * colors
+    missing = np.isnan(heat)
+    colors = matplotlib.colormaps[cmap](np.clip(np.where(missing, 0.0, heat), 0.0, 1.0))[..., :3]
+    weight = np.where(missing, 0.0, alpha)[..., None] if missing.any() else alpha
+    out = (1 - weight) * pixels.astype(np.float64) / 255.0 + weight * colors
     return (np.clip(out, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
@@ -40,10 +43,11 @@ def extra_text(name: str, value: float) -> str:
 
 
 def save_panel(r: Explanation, path: Path, title: str | None = None,
-               box: tuple[int, int, int, int] | None = None) -> Path:
+               box: tuple[int, int, int, int] | None = None, original: bool = False) -> Path:
     """The input and one overlay per method side by side, with class, score and the method's
     extras (e.g. RSI's completeness gap); dark maps are marked; ``box`` (x0, y0, x1, y1) is
-    outlined on each."""
+    outlined on each. With ``original``: the original image and the maps on it
+    (``Explanation.photo_map``) instead of the model's input."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -54,11 +58,12 @@ def save_panel(r: Explanation, path: Path, title: str | None = None,
     names = list(r.methods)
     fig = Figure(figsize=(3.2 * (1 + len(names)), 4.2), dpi=100)
     axes = fig.subplots(1, 1 + len(names))
-    axes[0].imshow(r.pixels)
+    image = np.asarray(r.photo) if original else r.pixels
+    axes[0].imshow(image)
     axes[0].set_title(f"input\n{class_text(r)}\n", fontsize=9)
     for ax, name in zip(axes[1:], names):
         res = r.methods[name]
-        ax.imshow(overlay(r.pixels, res.map))
+        ax.imshow(overlay(image, r.photo_map(name) if original else res.map))
         notes = [extra_text(k, v) for k, v in res.extras.items()]
         if res.dark:
             notes.append("dark map (max − min < ε)")

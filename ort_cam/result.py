@@ -4,8 +4,11 @@ two thresholds on probabilities near 1."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+from .maps import to_photo
 
 #: The extra that measures how far a path integral is from y_m − y_0; ``steps="auto"``
 #: doubles m until the method that reports it (found through ``METHODS``) is below tolerance.
@@ -66,6 +69,9 @@ class Explanation(PathEnds):
         methods: method name -> MethodResult (also ``result[name]``).
         timings: seconds spent per stage.
         pixels: the H×W×3 image the model saw (after resize), when the input was an image.
+        photo, geometry: that image as given (upright RGB, before resize, crop or letterbox)
+            and how the preprocessing moved its points (``Preprocess.geometry``);
+            ``photo_map(name)`` is a method's map on the photo's own pixel grid.
     """
 
     target: int
@@ -79,9 +85,20 @@ class Explanation(PathEnds):
     layer: str
     timings: dict[str, float] = field(default_factory=dict)
     pixels: np.ndarray | None = None
+    photo: Any = None
+    geometry: tuple[float, float, float, float] | None = None
 
     def __getitem__(self, method: str) -> MethodResult:
         return self.methods[method]
+
+    def photo_map(self, method: str, eps: float = 1e-8) -> np.ndarray:
+        """``method``'s map on the photo's pixel grid (height × width of the photo): the
+        resize, crop or letterbox undone, normalised as the map at the model's input size,
+        NaN where the photo lay outside the model's input (outside a centre crop)."""
+        if self.photo is None or self.geometry is None or self.pixels is None:
+            raise ValueError("the explanation has no photo (it came from explain_array)")
+        return to_photo(self.methods[method].raw, self.pixels.shape[:2], self.geometry,
+                        self.photo.size, eps)
 
     def extra(self, name: str) -> float | None:
         """Extra scalar ``name`` of the first method that reports it, else None."""

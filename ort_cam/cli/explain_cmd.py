@@ -92,9 +92,12 @@ def _line(r: Explanation, img: Path, stem: Path) -> str:
               type=click.Path(file_okay=False, path_type=Path),
               help="Directory for <stem>.png, <stem>.npz and results.jsonl.")
 @click.option("--force", is_flag=True, help="Overwrite outputs already in DIR.")
+@click.option("--original", is_flag=True,
+              help="Also give the maps on the original image (resize, crop or letterbox "
+              "undone): <method>_map_original in the .npz, the panel drawn on the image.")
 @reports_errors
 def explain(model: Path, images: tuple[Path, ...], out_dir: Path, force: bool,
-            as_json: bool, **kw) -> None:
+            as_json: bool, original: bool, **kw) -> None:
     """Explain IMAGE_OR_DIR... with the CAM methods named by --methods.
 
     All methods come from one pass over the m+1 points of the path from the baseline to
@@ -135,7 +138,7 @@ def explain(model: Path, images: tuple[Path, ...], out_dir: Path, force: bool,
             on_chunk=bar.update, **options)
         for r in results:
             img, stem = reader.next_job()
-            rec = write_outputs(r, out_dir, stem, str(img))
+            rec = write_outputs(r, out_dir, stem, str(img), original=original)
             if as_json:
                 click.echo(json.dumps(rec))
             else:
