@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,7 +18,13 @@ import pytest
 from audit_data import demo_dataset
 from click.testing import CliRunner
 
-from ort_cam.audit.distributed import RAY_MISSING, default_workers, wants_cuda
+from ort_cam.audit.distributed import (
+    RAY_MISSING,
+    TMP_PREFIX,
+    default_workers,
+    remove_stale_folders,
+    wants_cuda,
+)
 from ort_cam.audit.image import AuditSpec
 from ort_cam.audit.run import audit_model
 from ort_cam.audit.store import read_results
@@ -156,12 +163,14 @@ def test_a_worker_killed_mid_run_loses_no_image(cluster, data, reference, tmp_pa
     counts = [line for line in stdout.splitlines() if line.startswith("worker ")]
     assert any(f"pid {victims[0]} (lost)" in c for c in counts), stdout
     assert sum(int(c.split(": ")[1].split()[0]) for c in counts) == N
+    assert not folders_of(victims)  # the replacement removed the killed worker's folder
 
 
 def test_driver_killed_mid_run_then_rerun(cluster, data, reference, tmp_path):
     out = tmp_path / "killed_driver"
     cmd = CLI + args(data, out, "--ray", cluster, "--ray-workers", "2")
     proc = run_until(cmd, out / "results.jsonl", 4)
+    workers = worker_pids()
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     done = len(read_results(out / "results.jsonl"))
@@ -172,6 +181,25 @@ def test_driver_killed_mid_run_then_rerun(cluster, data, reference, tmp_path):
     counts = [line for line in rerun.stdout.splitlines() if line.startswith("worker ")]
     assert sum(int(c.split(": ")[1].split()[0]) for c in counts) == N - done  # none redone
     same_as_reference(out, reference)
+    assert len(workers) == 2 and not folders_of(workers)  # removed by the rerun's workers
+
+
+def folders_of(pids: list[int]) -> list[Path]:
+    return [f for pid in pids
+            for f in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}{pid}_*")]
+
+
+def test_stale_folders_of_dead_workers_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True)
+    dead, alive = int(done.stdout), os.getpid()
+    for pid in (dead, alive):
+        (tmp_path / f"{TMP_PREFIX}{pid}_x1y2").mkdir()
+    (tmp_path / f"{TMP_PREFIX}old").mkdir()  # no pid in its name: left alone
+    remove_stale_folders()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"{TMP_PREFIX}{alive}_x1y2", f"{TMP_PREFIX}old"])
 
 
 def test_without_ray_installed_the_error_says_how_to_install(data, tmp_path, monkeypatch):

@@ -75,6 +75,35 @@ def wants_cuda(providers: str | None, cluster_gpus: float) -> bool:
 
 
 # --- the worker (runs in a Ray actor process) ---------------------------------------------------
+#: A worker's temporary folder: TMP_PREFIX + its pid + "_" + random letters.
+TMP_PREFIX = "ort_cam_audit_"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_folders() -> None:
+    """Remove the temporary folders of workers on this machine that were killed before they
+    could (a killed process runs no clean-up): each folder's name holds its worker's pid."""
+    for folder in Path(tempfile.gettempdir()).glob(TMP_PREFIX + "*_*"):
+        pid = folder.name[len(TMP_PREFIX):].split("_", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 class AuditWorker:
     """One Explainer, built once; ``audit`` returns one image's record and thumbnail bytes.
 
@@ -83,7 +112,8 @@ class AuditWorker:
 
     def __init__(self, model: str, sha256: str, blob: list, layer: str | None,
                  preprocess: dict | str | None, runtime: dict, ship: bool = False) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="ort_cam_audit_"))
+        remove_stale_folders()
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}_"))
         self.error: Exception | None = None
         self.label_map: dict[str, list[int]] = {}
         self.spec = AuditSpec()
