@@ -273,18 +273,24 @@ def pad_matrix(mode: str, n: int, before: int, after: int) -> np.ndarray:
     return m
 
 
+def _pads_of_every_axis(ctx: VjpContext, node: gs.Node, rank: int) -> list[int]:
+    """Pad's begin/end pads for all ``rank`` axes (its optional ``axes`` input expanded)."""
+    pads = _required_ints(ctx, node, 1, "pads")
+    axes = _const_ints(ctx, node, 3, "axes")
+    if axes is None:
+        return list(pads)
+    full = [0] * (2 * rank)
+    for j, a in enumerate(axes):
+        full[a % rank], full[rank + a % rank] = pads[j], pads[len(axes) + j]
+    return full
+
+
 def pad_modes(ctx: VjpContext, node: gs.Node, gys: Gys, mode: str) -> Grads:
     """Pad in edge/reflect/wrap mode: the transpose of each padded axis's 0/1 matrix."""
     x = node.inputs[0]
     shape = ctx.shape(x)
     rank = len(shape)
-    pads = _required_ints(ctx, node, 1, "pads")
-    axes = _const_ints(ctx, node, 3, "axes")
-    if axes is not None:
-        full = [0] * (2 * rank)
-        for j, a in enumerate(axes):
-            full[a % rank], full[rank + a % rank] = pads[j], pads[len(axes) + j]
-        pads = full
+    pads = _pads_of_every_axis(ctx, node, rank)
     g = gys[0]
     for axis in range(rank):
         before, after = pads[axis], pads[rank + axis]
@@ -307,13 +313,7 @@ def pad(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
         return pad_modes(ctx, node, gys, mode)
     x, b = node.inputs[0], ctx.b
     rank = ctx.rank(x)
-    pads = _required_ints(ctx, node, 1, "pads")
-    axes = _const_ints(ctx, node, 3, "axes")
-    if axes is not None:
-        full = [0] * (2 * rank)
-        for j, a in enumerate(axes):
-            full[a % rank], full[rank + a % rank] = pads[j], pads[len(axes) + j]
-        pads = full
+    pads = _pads_of_every_axis(ctx, node, rank)
     # A negative pad (a crop) in the forward pass pads back with zeros; then the padded
     # border is cut off. Ends count from the back, so no static size (the batch) is baked in.
     g = gys[0]
