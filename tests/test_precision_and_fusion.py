@@ -17,7 +17,8 @@ import pytest
 
 import ort_cam
 
-DEMO = Path(ort_cam.__file__).resolve().parent.parent / "models" / "demo"
+#: The checkout's demo (CI installs ort_cam into site-packages, so not next to ort_cam.__file__).
+DEMO = Path(__file__).resolve().parents[1] / "models" / "demo"
 METHODS = ["gradcam", "igcam", "rsi"]
 STEPS = 8
 
