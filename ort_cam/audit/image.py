@@ -109,8 +109,11 @@ def score_images(ex: Explainer, images: np.ndarray, c: int) -> np.ndarray:
 
 
 def audit_image(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
-                spec: AuditSpec, thumbs: Path | None = None) -> dict:
-    """The record for ``sample``: metrics, or ``status: skipped`` with the reason."""
+                spec: AuditSpec, thumbs: Path | None = None,
+                explanation: Explanation | None = None) -> dict:
+    """The record for ``sample``: metrics, or ``status: skipped`` with the reason.
+    ``explanation``: the image's explanation when it was already made (for the target and
+    with the settings of ``spec``, as ``run.packed_records`` makes it); else it is made here."""
     t0 = time.perf_counter()
     try:
         image = load_image(sample.path)
@@ -126,8 +129,9 @@ def audit_image(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
         wrong = wrong_prediction(ex, sample, image, mapped, true)
         if wrong:
             return wrong
-    r = ex.explain(image, target=label_target(ex, sample, image, label_map), steps=spec.steps,
-                   baseline=spec.baseline, methods=spec.methods, **spec.options)
+    r = explanation if explanation is not None else ex.explain(
+        image, target=label_target(ex, sample, image, label_map), steps=spec.steps,
+        baseline=spec.baseline, methods=spec.methods, **spec.options)
     c, p = r.target, float(probabilities(ex, r.scores)[r.target])
     head = {"key": sample.key, "target": c, "label": r.label, "p": p,
             "true_labels": sorted({o.label for o in mapped}), "true_classes": true,
