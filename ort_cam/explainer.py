@@ -260,11 +260,33 @@ class Explainer:
         (m+1 points each) are packed into shared session runs when they fit the memory
         budget; the maps are those ``explain`` gives image by image."""
         specs = list(targets) if isinstance(targets, (list, tuple)) else [targets]
-        group = self._group_size(steps, methods, len(specs))
+        return self._packed(((image, specs) for image in images), len(specs), steps, methods,
+                            on_chunk, options, (baseline, baseline_seed, blur_radius))
+
+    def explain_pairs(self, pairs: Iterable[tuple], *, steps: int | str = DEFAULT_STEPS,
+                      baseline="black", methods: Sequence[str] | None = None,
+                      baseline_seed: int = 0, blur_radius: float | None = None, on_chunk=None,
+                      **options) -> Iterator[Explanation]:
+        """One explanation per (image, target) pair, in order: ``explain_iter`` with a target
+        of each image's own. Paths are packed as there; the maps are those of ``explain``."""
+        return self._packed(((image, [spec]) for image, spec in pairs), 1, steps, methods,
+                            on_chunk, options, (baseline, baseline_seed, blur_radius))
+
+    def pack_size(self, steps: int | str = DEFAULT_STEPS,
+                  methods: Sequence[str] | None = None) -> int:
+        """Explanations (image × target) that ``explain_iter``/``explain_pairs`` make
+        together, their paths packed into shared runs (1: each is explained alone)."""
+        return self._group_size(steps, methods, 1)
+
+    def _packed(self, jobs: Iterable[tuple], n_specs: int, steps, methods, on_chunk,
+                options: dict, base: tuple) -> Iterator[Explanation]:
+        """The explanations of ``jobs`` ((image, [target spec, ...]) each), in groups of as
+        many as share runs; ``base`` is (baseline, baseline_seed, blur_radius)."""
+        group = self._group_size(steps, methods, n_specs)
         pending: list[_Item] = []
-        for image in images:
+        for image, specs in jobs:
             try:
-                inputs = self._image_inputs(image, baseline, baseline_seed, blur_radius)
+                inputs = self._image_inputs(image, *base)
             except Exception:
                 if pending:  # what came before the bad image is still explained
                     yield from self._explain_items(pending, steps, methods, on_chunk, options)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,7 @@ from .store import (
 
 if TYPE_CHECKING:  # annotations only: the run never needs the explainer's import at load
     from ..explainer import Explainer
+    from ..result import Explanation
     from .image import AuditSpec
 
 
@@ -173,6 +174,75 @@ def write_records(samples: Sequence[Sample], done: set[str], out: Path,
     return written
 
 
+def packed_records(ex: Explainer, samples: Sequence[Sample], label_map: dict[str, list[int]],
+                   spec: AuditSpec, thumbs: Path | None) -> Iterator[dict]:
+    """The records ``audit.image.audit_image`` gives sample by sample, in order, with the
+    paths of up to ``ex.pack_size`` images explained together in shared session runs
+    (``Explainer.explain_pairs``); the maps, and so the records, are the same. Each record is
+    yielded as soon as it is made; a failure mid-group redoes that group image by image, so
+    that the images before the failing one are written and it fails where it would have."""
+    size = ex.pack_size(spec.steps, spec.methods)
+    pending: list[tuple[Sample, tuple | None]] = []
+    for sample in samples:
+        try:
+            job = explain_job(ex, sample, label_map, spec) if size > 1 else None
+        except Exception:
+            yield from _measure_group(ex, pending, label_map, spec, thumbs)
+            raise
+        pending.append((sample, job))
+        if size <= 1 or sum(j is not None for _, j in pending) >= size:
+            yield from _measure_group(ex, pending, label_map, spec, thumbs)
+            pending = []
+    yield from _measure_group(ex, pending, label_map, spec, thumbs)
+
+
+def explain_job(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
+                spec: AuditSpec) -> tuple | None:
+    """(image, target) to explain for ``sample``, or None when ``audit_image`` skips it
+    before the explanation (unreadable, filtered, wrongly predicted under ``correct``)."""
+    from ..errors import InputError
+    from ..preprocess import load_image
+    from .datasets import pre_model_skip
+    from .image import label_target, wrong_prediction
+
+    try:
+        image = load_image(sample.path)
+    except InputError:
+        return None
+    if pre_model_skip(sample, label_map, spec.filters, image.size):
+        return None
+    if "correct" in spec.filters:
+        mapped = [o for o in sample.objects if classes_of(o, label_map)]
+        true = sorted({c for o in mapped for c in classes_of(o, label_map)})
+        if wrong_prediction(ex, sample, image, mapped, true):
+            return None
+    return image, label_target(ex, sample, image, label_map)
+
+
+def _measure_group(ex: Explainer, group: list[tuple[Sample, tuple | None]],
+                   label_map: dict[str, list[int]], spec: AuditSpec,
+                   thumbs: Path | None) -> Iterator[dict]:
+    """The records of ``group``: its jobs explained together, then each image measured."""
+    from . import image as audit
+
+    jobs = [job for _, job in group if job is not None]
+    made: dict[int, Explanation] = {}
+    if len(jobs) > 1:
+        try:
+            made = dict(zip((i for i, (_, j) in enumerate(group) if j is not None),
+                            ex.explain_pairs(jobs, steps=spec.steps, baseline=spec.baseline,
+                                             methods=spec.methods, **spec.options)))
+        except Exception:  # redone one at a time below: fails at the image that fails
+            made = {}
+    for i, (sample, _) in enumerate(group):
+        r = made.pop(i, None)
+        rec = audit.audit_image(ex, sample, label_map, spec, thumbs, explanation=r)
+        if r is not None and "seconds" in rec:  # the image's share of the packed runs
+            shared = r.timings.get("total", 0.0) + r.timings.get("preprocess", 0.0)
+            rec["seconds"] = round(rec["seconds"] + shared, 3)
+        yield rec
+
+
 # --- merge ------------------------------------------------------------------------------------
 def merge(dirs: Sequence[Path], out: Path, force: bool) -> tuple[dict, list[dict]]:
     """Join shard outputs into ``out``: same settings (but the shard) or refuse; records
@@ -261,13 +331,15 @@ def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
                   label_map: dict[str, list[int]], spec: AuditSpec, model_sha256: str,
                   shard: tuple[int, int] = (1, 1), force: bool = False,
                   progress: bool = True, about: dict | None = None,
-                  html_page: bool = True) -> dict:
+                  html_page: bool = True, pack: bool = True) -> dict:
     """Audit ``dataset`` (or its ``shard``) with the explainer ``ex`` into ``out``, resuming
     whatever an earlier run with the same settings left there; then write summary.json,
     summary.csv and (unless not ``html_page``) report.html. Returns the summary.
 
     ``spec`` is an ``audit.image.AuditSpec``; ``label_map`` maps lower-case labels to class
-    indices. A KeyboardInterrupt leaves every finished image on disk (rerun to resume)."""
+    indices. A KeyboardInterrupt leaves every finished image on disk (rerun to resume).
+    ``pack``: explain several images' paths in shared session runs (``packed_records``; the
+    same records); False explains one image at a time."""
     from .image import audit_image, describe
 
     measured = measured_settings(describe(ex), label_map, spec, model_sha256)
@@ -275,8 +347,12 @@ def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
                                                         **(about or {})})
     done = prepare(Path(out), settings, force)
     spec, samples = plan(dataset, shard, spec, label_map)
-    run(samples, done, Path(out),
-        lambda s, thumbs: audit_image(ex, s, label_map, spec, thumbs), progress)
+    if pack:
+        write_records(samples, done, Path(out), lambda work: packed_records(
+            ex, work, label_map, spec, Path(out) / THUMBS), progress)
+    else:
+        run(samples, done, Path(out),
+            lambda s, thumbs: audit_image(ex, s, label_map, spec, thumbs), progress)
     return make_report(Path(out), html_page)
 
 
