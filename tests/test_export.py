@@ -324,3 +324,28 @@ def test_torchvision_matches_the_engine(torchvision_models, name, which, options
         r = ex.explain(image, steps=10, **options)
         out = run(proto, input=x)
     assert_same(out, r)
+
+
+#: The methods after the three that read only l = m (tests/test_export_methods.py has the rest).
+AT_X = ["hirescam", "gradcam_elementwise", "gradcampp", "xgradcam", "layercam", "fem"]
+
+
+@pytest.mark.parametrize("name", list(TORCHVISION))
+def test_torchvision_methods_at_x_match_the_engine(torchvision_models, name):
+    """Mid layers (resnet18's a ReLU, mobilenet's a residual Add with negative activations),
+    so that the methods differ from each other; tensor input, logits; maps and raw maps to
+    1e-5 relative."""
+    path, layer = torchvision_models[name], TORCHVISION[name][1]
+    options = {"gradcampp_eps": 1e-6}
+    proto = export_explainer(path, layer, steps=1, methods=AT_X, options=options,
+                             preprocess=STRETCH, input_kind="tensor", score="logit")
+    ex = explainer(path, layer, preprocess=STRETCH, score="logit")  # as the mid-layer cases
+    assert ex.preprocess is not None
+    image = _photo(2)
+    r = ex.explain(image, steps=1, methods=AT_X, **options)
+    out = run(proto, input=ex.preprocess.normalize(image))
+    assert int(out["target"]) == r.target
+    for method in AT_X:
+        for key, want in (("map", r.methods[method].map), ("raw", r.methods[method].raw)):
+            err = np.abs(out[f"{method}_{key}"] - want).max() / np.abs(want).max()
+            assert err <= MAP_TOL, (method, key, err)

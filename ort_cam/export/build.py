@@ -28,6 +28,23 @@ INPUT_KINDS = ("pixels", "tensor")
 META = "ort_cam.export."
 #: MethodOptions fields that only ``steps="auto"`` reads.
 _AUTO_OPTIONS = ("auto_tolerance", "auto_start", "auto_max")
+_SVD = "an SVD, which standard ONNX has no op for"
+#: Registered methods without an ONNX reduction -> why (each refusal names it and says this).
+NOT_EXPORTABLE = {
+    "eigencam": f"its map is the first principal component of A, which needs {_SVD}",
+    "eigengradcam": f"its map is the first principal component of G ⊙ A, which needs {_SVD}",
+    "kpcacam": "kernel PCA needs an eigendecomposition, which standard ONNX has no op for",
+    "ablationcam": "it runs the head once per channel (a second model in the graph)",
+    "scorecam": "it runs the whole model once per channel on masked inputs",
+    "finercam": "it needs a second gradient run at x with target weights from the scores",
+    "layerig": "it runs the head's gradient along a path in layer space (a second model)",
+}
+#: Options no ONNX reduction can express -> why.
+_NOT_EXPRESSIBLE = {
+    "eigen_smooth": f"the first principal component needs {_SVD}",
+    "aug_smooth": "it explains six flipped and rescaled copies of the image and averages "
+                  "their maps (six explainers in one graph)",
+}
 
 
 def exportable_methods() -> list[str]:
@@ -54,6 +71,10 @@ def _methods(methods) -> list[str]:
         raise OrtCamError(f"unknown method(s) {', '.join(unknown) or '(none)'}; "
                           f"use {', '.join(METHODS)}")
     missing = [n for n in names if n not in ONNX_REDUCTIONS]
+    why = [n for n in missing if n in NOT_EXPORTABLE]
+    if why:
+        raise OrtCamError(f"method {why[0]} cannot be exported: {NOT_EXPORTABLE[why[0]]}; "
+                          f"exportable: {', '.join(exportable_methods())}")
     if missing:
         raise OrtCamError(f"method(s) {', '.join(missing)} have no ONNX reduction, so cannot be "
                           f"exported; exportable: {', '.join(exportable_methods())}")
@@ -69,13 +90,14 @@ def _options(options: dict | None) -> MethodOptions:
     """MethodOptions from ``options``; an option no ONNX reduction reads is refused by name
     unless it keeps its default."""
     opts = MethodOptions.from_kwargs(**(options or {}))
-    expressed = {"eps"} | {k for cls in ONNX_REDUCTIONS.values() for k in cls.options}
+    expressed = {"eps"} | {k for cls in ONNX_REDUCTIONS.values()
+                           for k in (*cls.options, *cls.reads)}
     default = MethodOptions()
     for f in fields(opts):
         if f.name in expressed or getattr(opts, f.name) == getattr(default, f.name):
             continue
         why = ("it belongs to steps='auto', which cannot be exported" if f.name in _AUTO_OPTIONS
-               else "no ONNX reduction reads it")
+               else _NOT_EXPRESSIBLE.get(f.name, "no ONNX reduction reads it"))
         raise OrtCamError(f"option {f.name} cannot be exported: {why}")
     return opts
 

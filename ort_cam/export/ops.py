@@ -71,6 +71,9 @@ class Ops:
     def abs(self, x: Tensor) -> Tensor:
         return self.b.op("Abs", x)
 
+    def sqrt(self, x: Tensor) -> Tensor:
+        return self.b.op("Sqrt", x)
+
     def where(self, cond: Tensor, x: Tensor, y: Tensor) -> Tensor:
         return self.b.op("Where", cond, x, y)
 

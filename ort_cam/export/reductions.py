@@ -13,9 +13,15 @@ import numpy as np
 
 from ..errors import OrtCamError
 from ..methods import MethodOptions
+from ..methods.fem import Fem
 from ..methods.gradcam import GradCam
+from ..methods.gradcam_elementwise import GradCamElementwise
+from ..methods.gradcampp import GradCamPlusPlus
+from ..methods.hirescam import HiResCam
 from ..methods.igcam import IntegratedGradCam
+from ..methods.layercam import LayerCam
 from ..methods.rsi import RsiGradCam
+from ..methods.xgradcam import XGradCam
 from .ops import Ops, Tensor
 
 #: np.finfo(float64).tiny: the completeness gap's floor for |y_m − y_0|, as in the engine.
@@ -67,6 +73,8 @@ class OnnxReduction(ABC):
     extras: ClassVar[tuple[str, ...]] = ()
     #: option name -> the values this reduction implements.
     options: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: numeric options it reads, any value (baked into the graph as constants).
+    reads: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, opts: MethodOptions, m: int, dims: LayerDims):
         for option, done in self.options.items():
@@ -177,7 +185,89 @@ class RsiGradCamOnnx(OnnxReduction):
         return self.weighted_map(op, op.mean(kept, [1, 2]), ends.am), {"completeness_gap": gap}
 
 
+# --- the methods that read only l = m: A_m and G_m, after the Loop -----------------------------
+class HiResCamOnnx(OnnxReduction):
+    """L = ReLU(Σ_k G_m[k] ⊙ A_m[k])."""
+
+    name = HiResCam.name
+
+    def finish(self, op, ends, state):
+        return op.relu(op.sum(op.mul(ends.gm, ends.am), [0])), {}
+
+
+class GradCamElementwiseOnnx(OnnxReduction):
+    """L = ReLU(Σ_k ReLU(G_m[k] ⊙ A_m[k]))."""
+
+    name = GradCamElementwise.name
+
+    def finish(self, op, ends, state):
+        return op.relu(op.sum(op.relu(op.mul(ends.gm, ends.am)), [0])), {}
+
+
+class LayerCamOnnx(OnnxReduction):
+    """L = ReLU(Σ_k ReLU(G_m[k]) ⊙ A_m[k])."""
+
+    name = LayerCam.name
+
+    def finish(self, op, ends, state):
+        return op.relu(op.sum(op.mul(op.relu(ends.gm), ends.am), [0])), {}
+
+
+class XGradCamOnnx(OnnxReduction):
+    """w_k = Σ_ij A_m G_m / Σ_ij A_m (0 where Σ_ij A_m = 0); L = ReLU(Σ_k w_k A_m[k])."""
+
+    name = XGradCam.name
+
+    def finish(self, op, ends, state):
+        total = op.sum(ends.am, [1, 2])
+        num = op.sum(op.mul(ends.am, ends.gm), [1, 2])
+        zero = op.equal(total, op.const(0.0))
+        safe = op.where(zero, op.const(1.0), total)
+        weights = op.where(zero, op.const(0.0), op.div(num, safe))
+        return self.weighted_map(op, weights, ends.am), {}
+
+
+class GradCamPlusPlusOnnx(OnnxReduction):
+    """α = G²/(2G² + (Σ_ab A) G³ + gradcampp_eps), 0 where G = 0 or the denominator is 0;
+    w_k = Σ_ij α ReLU(G); L = ReLU(Σ_k w_k A_m[k]) (methods.gradcampp's closed form)."""
+
+    name = GradCamPlusPlus.name
+    reads = ("gradcampp_eps",)
+
+    def finish(self, op, ends, state):
+        a, g = ends.am, ends.gm
+        g2 = op.mul(g, g)
+        cubic = op.mul(op.mul(op.sum(a, [1, 2], keep=True), g2), g)
+        denom = op.add(op.add(op.mul(2.0, g2), cubic), float(self.opts.gradcampp_eps))
+        zero = op.const(0.0)
+        ok = op.logical_and(op.logical_not(op.equal(g, zero)),
+                            op.logical_not(op.equal(denom, zero)))
+        alpha = op.where(ok, op.div(g2, op.where(ok, denom, op.const(1.0))), zero)
+        weights = op.sum(op.mul(alpha, op.relu(g)), [1, 2])
+        return self.weighted_map(op, weights, a), {}
+
+
+class FemOnnx(OnnxReduction):
+    """t_k = μ_k + fem_k·σ_k (mean and population std of A_m[k] over the grid);
+    w_k = (1/Z) Σ_ij 1(A_m > t_k); L = ReLU(Σ_k w_k A_m[k]). A value within rounding of its
+    threshold (a constant channel) may fall on the other side than in NumPy."""
+
+    name = Fem.name
+    reads = ("fem_k",)
+
+    def finish(self, op, ends, state):
+        a = ends.am
+        mu = op.mean(a, [1, 2], keep=True)
+        d = op.sub(a, mu)
+        sigma = op.sqrt(op.mean(op.mul(d, d), [1, 2], keep=True))
+        th = op.add(mu, op.mul(float(self.opts.fem_k), sigma))
+        weights = op.mean(op.cast(op.greater(a, th), np.float64), [1, 2])
+        return self.weighted_map(op, weights, a), {}
+
+
 #: method name (as in ``ort_cam.methods.METHODS``) -> its ONNX reduction.
 ONNX_REDUCTIONS: dict[str, type[OnnxReduction]] = {
-    cls.name: cls for cls in (GradCamOnnx, IntegratedGradCamOnnx, RsiGradCamOnnx)
+    cls.name: cls for cls in (GradCamOnnx, IntegratedGradCamOnnx, RsiGradCamOnnx, HiResCamOnnx,
+                              GradCamElementwiseOnnx, GradCamPlusPlusOnnx, XGradCamOnnx,
+                              LayerCamOnnx, FemOnnx)
 }
