@@ -115,22 +115,78 @@ def probe_session(data: bytes) -> ort.InferenceSession:
     return ort.InferenceSession(data, options, providers=[CPU])
 
 
-class Runner:
-    """Runs one session repeatedly; on a GPU provider, binds inputs and outputs through
-    IOBinding so each chunk crosses the bus once each way."""
+#: ``1`` runs every session through IOBinding (also on the CPU), ``0`` never; unset: on CUDA.
+IOBINDING_ENV = "ORT_CAM_IOBINDING"
 
-    def __init__(self, session: ort.InferenceSession):
+
+def wants_binding(providers: Sequence[str], setting: str | None = None) -> bool:
+    """Whether a session on ``providers`` runs through IOBinding: when the CUDA provider is
+    among them, unless ``setting`` (default: $ORT_CAM_IOBINDING) is ``1`` (always) or ``0``
+    (never)."""
+    setting = os.environ.get(IOBINDING_ENV, "") if setting is None else setting
+    if setting.strip() in ("0", "1"):
+        return setting.strip() == "1"
+    if setting.strip():
+        raise OrtCamError(f"{IOBINDING_ENV}={setting!r}; use 1 (always), 0 (never) or leave it "
+                          "unset (on CUDA)")
+    return CUDA in providers
+
+
+class Runner:
+    """Runs one session repeatedly; returns its outputs as host arrays, in order.
+
+    Bound (``wants_binding``: on CUDA, or asked for): inputs bound from host memory (one copy
+    to the device) and every output bound to a new host array, so that onnxruntime writes
+    each result once, straight into the array handed back (``copy_outputs_to_cpu`` would copy
+    it a second time). An output's shape after the batch axis comes from the model, else from
+    the first run at the same input shapes. The outputs come back whole: the methods reduce
+    the layer and its gradient on the host, chunk by chunk. Plain: ``session.run``."""
+
+    def __init__(self, session: ort.InferenceSession, bind: bool | None = None):
         self.session = session
         self.output_names = [o.name for o in session.get_outputs()]
-        self.on_gpu = session.get_providers()[0] != CPU
+        self.bound = wants_binding(session.get_providers()) if bind is None else bind
+        self._declared = _output_shapes(session)
+        self._learned: dict[tuple, list[_Shape]] = {}
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        if not self.on_gpu:
+        if not self.bound:
             return self.session.run(self.output_names, feeds)
         binding = self.session.io_binding()
         for name, value in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
-        for name in self.output_names:
-            binding.bind_output(name, "cpu")
+        key = tuple((k, np.shape(v)[1:]) for k, v in sorted(feeds.items()))
+        n = len(next(iter(feeds.values())))
+        outs = [np.empty((n, *shape), dtype) if shape is not None else None
+                for shape, dtype in self._learned.get(key) or self._declared]
+        for name, out in zip(self.output_names, outs):
+            if out is None:
+                binding.bind_output(name, "cpu")
+            else:
+                binding.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(out))
         self.session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()
+        if all(out is not None for out in outs):
+            return outs  # type: ignore[return-value]  # (None was ruled out just above)
+        values = binding.get_outputs()
+        got = [out if out is not None else values[i].numpy() for i, out in enumerate(outs)]
+        self._learned[key] = [(g.shape[1:], g.dtype) for g in got]
+        return got
+
+
+#: An output's shape after the batch axis and its dtype (None: not known before a run).
+_Shape = tuple[tuple[int, ...] | None, np.dtype | None]
+_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+           "tensor(float16)": np.float16}
+
+
+def _output_shapes(session: ort.InferenceSession) -> list[_Shape]:
+    """Per output: its shape after the batch axis and dtype, when the model tells both
+    (else (None, None), and onnxruntime allocates it at the first run)."""
+    out: list[_Shape] = []
+    for o in session.get_outputs():
+        rest = tuple(o.shape[1:]) if o.shape else ()
+        dtype = _DTYPES.get(o.type)
+        known = bool(o.shape) and dtype is not None and all(
+            isinstance(d, int) and d > 0 for d in rest)
+        out.append((rest, np.dtype(dtype)) if known else (None, None))
+    return out
