@@ -10,6 +10,8 @@ from .methods import METHODS
 from .result import COMPLETENESS_GAP, GAP_NOTATION_ABOVE, Explanation
 
 COLORMAP = "jet"
+#: Panels per row: more methods than fit (the input takes one) wrap onto further rows.
+PANEL_COLUMNS = 6
 
 
 def overlay(pixels: np.ndarray, heat: np.ndarray, alpha: float = 0.5,
@@ -56,8 +58,7 @@ def save_panel(r: Explanation, path: Path, title: str | None = None,
     if r.pixels is None:
         raise ValueError("the explanation has no pixel image (it came from explain_array)")
     names = list(r.methods)
-    fig = Figure(figsize=(3.2 * (1 + len(names)), 4.2), dpi=100)
-    axes = fig.subplots(1, 1 + len(names))
+    fig, axes = _panel_axes(Figure, 1 + len(names))
     image = np.asarray(r.photo) if original else r.pixels
     axes[0].imshow(image)
     axes[0].set_title(f"input\n{class_text(r)}\n", fontsize=9)
@@ -83,3 +84,17 @@ def save_panel(r: Explanation, path: Path, title: str | None = None,
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path)
     return path
+
+
+def _panel_axes(figure: type, n: int) -> tuple:
+    """A figure of ``n`` panels (one row up to ``PANEL_COLUMNS``, else rows of that many,
+    the unused places blank) and the first ``n`` axes."""
+    if n <= PANEL_COLUMNS:
+        fig = figure(figsize=(3.2 * n, 4.2), dpi=100)
+        return fig, fig.subplots(1, n)
+    rows = -(-n // PANEL_COLUMNS)
+    fig = figure(figsize=(3.2 * PANEL_COLUMNS, 4.2 * rows), dpi=100)
+    axes = fig.subplots(rows, PANEL_COLUMNS).ravel()
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    return fig, axes[:n]

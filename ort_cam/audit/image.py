@@ -25,7 +25,7 @@ from ..preprocess import Preprocess, load_image
 from ..result import DEFAULT_STEPS, SATURATED_ABOVE, Explanation, MethodResult
 from . import metrics as M
 from .datasets import Obj, Sample, classes_of, pre_model_skip
-from .metrics import DELETION_STEPS, MASK_TOP, THRESHOLDS
+from .metrics import DELETION_STEPS, EXTRA_METRICS, MASK_TOP, THRESHOLDS
 from .pointing import pointing_scores
 
 THUMB = 96
@@ -49,6 +49,8 @@ class AuditSpec:
     targets: str = "top1"
     #: Score the grid pointing game (``audit.pointing``); set from the dataset, not recorded.
     pointing: bool = False
+    #: Opt-in metrics that cost more model runs (``metrics.EXTRA_METRICS``: road, arcc).
+    metrics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Resolve the options to every method option and baseline parameter, so that
@@ -61,6 +63,7 @@ class AuditSpec:
                         "baseline_seed": seed, "blur_radius": blur}
         self.methods = tuple(self.methods)
         self.filters = tuple(self.filters)
+        self.metrics = check_extra_metrics(self.metrics)
 
     def as_dict(self) -> dict:
         return {"steps": self.steps, "methods": list(self.methods), "baseline": self.baseline,
@@ -68,7 +71,8 @@ class AuditSpec:
                 "deletion_steps": self.deletion_steps, "deletion_value": "black (pixel 0)",
                 "explanation_top": self.top, "thresholds": list(THRESHOLDS),
                 "saturated_above": SATURATED_ABOVE, "probabilities": "softmax of the scores",
-                **({"targets": self.targets} if self.targets != "top1" else {})}
+                **({"targets": self.targets} if self.targets != "top1" else {}),
+                **extra_metrics_settings(self.metrics)}
 
 
 def skip_record(sample: Sample, kind: str, detail: str, **extra) -> dict:
@@ -217,7 +221,77 @@ def method_metrics(ex: Explainer, pixels: np.ndarray, res: MethodResult, region:
         "deletion": [float(v) for v in dele], "insertion": [float(v) for v in ins],
         "deletion_auc": M.curve_auc(dele), "insertion_auc": M.curve_auc(ins),
         **(pointing_scores(res.raw, region) if spec.pointing else {}),
+        **(extra_metrics(ex, pixels, res, c, spec) if spec.metrics else {}),
     }
+
+
+#: How ROAD's removed pixels are filled (recorded with the settings).
+ROAD_IMPUTATION = "noisy linear imputation in pixel space (0..255), noise 0"
+
+
+def check_extra_metrics(names) -> tuple[str, ...]:
+    """``names`` (a sequence or "road,arcc") checked, in ``metrics.EXTRA_METRICS`` order."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    bad = [n for n in names if n not in EXTRA_METRICS]
+    if bad:
+        raise OrtCamError(f"unknown metric(s) {', '.join(bad)}; use a comma-separated list "
+                          f"of {', '.join(EXTRA_METRICS)}")
+    return tuple(n for n in EXTRA_METRICS if n in names)
+
+
+def extra_metrics_settings(metrics: tuple[str, ...]) -> dict:
+    """What audit.json records of the opt-in metrics (nothing when there are none, so that
+    the settings of an audit without them are those written before they existed)."""
+    if not metrics:
+        return {}
+    return {"metrics": list(metrics), "road_imputation": ROAD_IMPUTATION,
+            **({"road_percentiles": list(M.ROAD_PERCENTILES)} if "road" in metrics else {}),
+            **({"arcc_road_percentiles": list(M.ARCC_ROAD_PERCENTILES)}
+               if "arcc" in metrics else {})}
+
+
+def extra_metrics(ex: Explainer, pixels: np.ndarray, res: MethodResult, c: int,
+                  spec: AuditSpec) -> dict:
+    """ROAD and/or ARCC (``spec.metrics``) of one method's map, scores being p_c: ROAD's
+    imputed images are scored in batches (``score_images``); ARCC's coherency explains the
+    image times the map again with the same method (``explain_again``)."""
+    img = pixels.astype(np.float64)
+
+    def score(images: np.ndarray) -> np.ndarray:
+        return score_images(ex, images, c)
+
+    out: dict[str, float] = {}
+    if "road" in spec.metrics:
+        road = M.road_scores(score, img, res.map, M.ROAD_PERCENTILES)
+        out.update({f"road_{k}": v for k, v in road.items()})
+    if "arcc" in spec.metrics:
+        combined = M.road_scores(score, img, res.map, M.ARCC_ROAD_PERCENTILES)["combined"]
+        cx = M.complexity(res.map)
+        co = M.coherency(res.map, explain_again(ex, pixels, res, c, spec))
+        out.update(complexity=cx, coherency=co, arcc_road=combined,
+                   arcc=M.arcc(cx, co, combined))
+    return out
+
+
+def explain_again(ex: Explainer, pixels: np.ndarray, res: MethodResult, c: int,
+                  spec: AuditSpec) -> np.ndarray:
+    """The map (input resolution, normalised) that method ``res.name`` gives for class ``c``
+    of the soft explanation map ``pixels`` × ``res.map`` (float pixels, not rounded), with the
+    audit's steps, options and baseline (made from that image): ARCC's second map."""
+    from ..baselines import make_baseline
+
+    pre = image_preprocess(ex)
+    masked = M.explanation_map(pixels, res.map, "soft")
+    x = pre.normalize(masked)
+    opts = dict(spec.options)
+    seed, blur = opts.pop("baseline_seed"), opts.pop("blur_radius")
+    # the baseline from that image in whole pixels (a blur needs them), as for any image
+    base_pixels = np.clip(masked, 0, 255).round().astype(np.uint8)
+    x0 = make_baseline(spec.baseline, base_pixels, x, pre, blur_radius=blur, seed=seed)
+    again = ex.explain_array(x, baseline_array=x0, target=c, steps=spec.steps,
+                             methods=[res.name], **opts)
+    return again[res.name].map
 
 
 def thumb_name(key: str) -> str:

@@ -163,6 +163,14 @@ def deletion_insertion_images(pixels: np.ndarray, saliency: np.ndarray, steps: i
 
 
 # --- ROAD and ARCC (the metrics of pytorch-grad-cam that the audit lacked) -----------------
+#: The audit's opt-in metrics (``ort-cam audit --metrics``, ``AuditSpec.metrics``) and the
+#: record fields (also the summary's metric names) each adds per method. ROAD: MoRF, LeRF and
+#: combined at ``ROAD_PERCENTILES``; ARCC: complexity, coherency, ROAD combined at
+#: ``ARCC_ROAD_PERCENTILES`` and their harmonic mean.
+EXTRA_METRICS: dict[str, tuple[str, ...]] = {
+    "road": ("road_morf", "road_lerf", "road_combined"),
+    "arcc": ("complexity", "coherency", "arcc_road", "arcc"),
+}
 #: ROAD's percentiles (pytorch-grad-cam's ROADCombined default) and ARCC's.
 ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 ARCC_ROAD_PERCENTILES = (20, 40, 60, 80)

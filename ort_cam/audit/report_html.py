@@ -16,7 +16,7 @@ from ..methods import METHODS
 from .metrics import DARK_EPS, MASK_TOP, THRESHOLDS, top_label
 from .pointing import ROWS as POINTING_ROWS
 from .store import THUMBS
-from .summary import SPLITS, split_records
+from .summary import EXTRA_ROWS, SPLITS, split_records
 
 #: Rows of the summary tables: (summary name, label); ``table_rows`` names the mask rows by the
 #: mask's share and adds the methods' extras.
@@ -277,7 +277,8 @@ def summary_table(summary: dict, methods: list[str], top: float = MASK_TOP) -> s
     names = "".join(f"<th>{html.escape(_title(m))}</th>" for m in methods) * len(SPLITS)
     rows = []
     present = blocks[0]["metrics"][methods[0]] if methods else {}
-    for name, label in table_rows(top) + [r for r in POINTING_ROWS if r[0] in present]:
+    for name, label in table_rows(top) + [r for r in POINTING_ROWS + EXTRA_ROWS
+                                          if r[0] in present]:
         cells = "".join(_cell(b["metrics"][m].get(name), b["images"])
                         for b in blocks for m in methods)
         rows.append(f"<tr><th class=l>{html.escape(label)}</th>{cells}</tr>")

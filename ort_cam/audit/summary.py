@@ -23,7 +23,7 @@ import numpy as np
 
 from ..methods import METHODS
 from ..result import COMPLETENESS_GAP
-from .metrics import DARK_EPS, MASK_TOP, THRESHOLDS
+from .metrics import DARK_EPS, EXTRA_METRICS, MASK_TOP, THRESHOLDS
 from .pointing import METRICS as POINTING
 from .pointing import SHOWN as POINTING_SHOWN
 
@@ -48,6 +48,21 @@ METRICS: dict[str, str] = {
 UNBOUNDED = ("raw_mean",)
 #: Range of the methods' extra scalars where they have one (the rest are not clipped).
 EXTRA_BOUNDS: dict[str, tuple[float, float]] = {COMPLETENESS_GAP: (0.0, math.inf)}
+#: Ranges of the opt-in metrics (``--metrics``; their summary names are their record fields):
+#: ROAD's score changes are differences of probabilities, its combined score half of one;
+#: complexity, coherency and ARCC lie in 0..1.
+EXTRA_RANGES: dict[str, tuple[float, float]] = {
+    "road_morf": (-1.0, 1.0), "road_lerf": (-1.0, 1.0), "road_combined": (-0.5, 0.5),
+    "arcc_road": (-0.5, 0.5)}
+#: Their rows in the report's table and short names in the printed summary.
+EXTRA_ROWS = [("road_morf", "ROAD MoRF: score change, most relevant removed (lower is better)"),
+              ("road_lerf", "ROAD LeRF: score change, least relevant removed (higher is better)"),
+              ("road_combined", "ROAD combined: (LeRF − MoRF) / 2 (higher is better)"),
+              ("complexity", "ARCC complexity: mean of the map (lower is better)"),
+              ("coherency", "ARCC coherency: (ρ + 1)/2 with the map of E = L ⊙ I"),
+              ("arcc_road", "ARCC's ROAD combined (percentiles 20..80)"),
+              ("arcc", "ARCC: harmonic mean (higher is better)")]
+EXTRA_SHOWN = [("road", "road_combined"), ("arcc", "arcc")]
 PERCENT = ("average_drop_soft", "increase_soft", "average_drop_mask", "increase_mask")
 
 
@@ -83,7 +98,7 @@ def mean_ci(values, bounds: tuple[float, float] | None = None) -> dict:
 
 def metric_values(records: list[dict], method: str, name: str) -> list:
     """Per-image values of summary metric ``name`` for ``method``."""
-    field = {**METRICS, **POINTING}[name]
+    field = {**METRICS, **POINTING}.get(name, name)  # the opt-in ones: the record's field
     out = []
     for r in records:
         m = r["methods"].get(method)
@@ -110,20 +125,29 @@ def summarize(settings: dict, records: list[dict]) -> dict:
                        "audited": sum(r.get("status") == "ok" for r in records),
                        "skipped": dict(sorted(skipped.items()))},
             "splits": {split: split_block(recs, settings["methods"],
-                                          bool(settings["dataset"].get("grid")))
+                                          bool(settings["dataset"].get("grid")),
+                                          extra_metric_names(settings))
                        for split, recs in split_records(records).items()}}
 
 
-def split_block(recs: list[dict], methods: list[str], pointing: bool = False) -> dict:
+def extra_metric_names(settings: dict) -> tuple[str, ...]:
+    """The summary metrics of the audit's opt-in metrics (``--metrics``; none when absent)."""
+    return tuple(f for m in settings.get("metrics", ()) for f in EXTRA_METRICS[m])
+
+
+def split_block(recs: list[dict], methods: list[str], pointing: bool = False,
+                opt_in: tuple[str, ...] = ()) -> dict:
     """One split of summary.json: its image count, the share correct, and per method every
     metric (with the percent forms and the method's extras; the pointing game's scores when
-    ``pointing``) and the dark counts per ε."""
+    ``pointing``; the opt-in metrics ``opt_in``) and the dark counts per ε."""
     metrics: dict[str, dict] = {}
     dark_counts: dict[str, dict[str, int]] = {}
     for method in methods:
         ms = {name: mean_ci(metric_values(recs, method, name),
                             None if name in UNBOUNDED else (0.0, 1.0))
               for name in [*METRICS, *(POINTING if pointing else ())]}
+        ms.update({name: mean_ci(metric_values(recs, method, name),
+                                 EXTRA_RANGES.get(name, (0.0, 1.0))) for name in opt_in})
         for name in PERCENT:
             ms[f"{name}_pct"] = _scaled(ms[name], 100.0)
         for extra in _extras_of(method):
@@ -182,7 +206,7 @@ def summary_lines(summary: dict, methods: list[str], top: float = MASK_TOP) -> l
         for m in methods:
             ms = block["metrics"][m]
             vals = [(short, ms[name]["mean"]) for short, name in shown_metrics(top)
-                    + [(k, n) for k, n in POINTING_SHOWN if n in ms]]
+                    + [(k, n) for k, n in POINTING_SHOWN + EXTRA_SHOWN if n in ms]]
             lines.append(f"  {METHODS[m].title:22s} " + "  ".join(
                 f"{k} {'-' if v is None else f'{v:.3g}'}" for k, v in vals))
     return lines

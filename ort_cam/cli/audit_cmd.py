@@ -52,6 +52,16 @@ dataset_options = _compose(
 )
 
 
+def _extra_metrics(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from ..audit.image import check_extra_metrics
+    from ..errors import OrtCamError
+
+    try:
+        return check_extra_metrics(value)
+    except OrtCamError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command()
 @model_argument
 @click.argument("dataset", type=click.Path(path_type=Path), metavar="DATASET")
@@ -70,6 +80,11 @@ dataset_options = _compose(
 @click.option("--deletion-steps", type=click.IntRange(min=1), default=DELETION_STEPS,
               show_default=True,
               help="Steps of the deletion and insertion curves.")
+@click.option("--metrics", "extra_metrics", default="", metavar="road,arcc",
+              callback=_extra_metrics,
+              help="Also measure these (more model runs): road (ROAD MoRF, LeRF and "
+                   "combined: 18 imputed images per method) and/or arcc (complexity, "
+                   "coherency: the image times the map explained again, and ARCC).")
 @click.option("--force", is_flag=True,
               help="Start over: remove what an earlier audit wrote in DIR.")
 @click.option("--no-report", is_flag=True,
@@ -96,7 +111,7 @@ dataset_options = _compose(
 def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str,
           images_dir: Path | None, label_map: Path | None, correct_only: bool, one_box: bool,
           small_box: bool, rsi_filters: bool, shard: str | None, targets: str,
-          deletion_steps: int,
+          deletion_steps: int, extra_metrics: tuple[str, ...],
           force: bool, no_report: bool, ray_address: str | None, ray_workers: int | None,
           **kw) -> None:
     """Audit MODEL's explanations over DATASET with the papers' metrics.
@@ -108,9 +123,10 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
     fsynced): Average Drop and Increase in Confidence inputs for the soft map and the
     top-15% mask, pixel energy, IoU/IoB/IoR at t = 0.1..0.9, Bbox score, raw map range and
     mean, the methods' extras (RSI's completeness gap), deletion and insertion curves and
-    AUC. Images left out (filters, unreadable files, unmapped labels) get a line with the
-    reason. A CSV with a grid column (tools/make_pointing_game.py) adds the grid pointing
-    game's scores; --targets labels explains each of an image's labels in turn.
+    AUC; with --metrics, ROAD and ARCC. Images left out (filters, unreadable files,
+    unmapped labels) get a line with the reason. A CSV with a grid column
+    (tools/make_pointing_game.py) adds the grid pointing game's scores; --targets labels
+    explains each of an image's labels in turn.
 
     Rerunning the same command resumes (after a crash or Ctrl-C) without redoing or
     repeating images; other settings are refused. With --ray the images are audited by
@@ -136,7 +152,8 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
     spec = AuditSpec(steps=steps, methods=tuple(methods), baseline=kw.pop("baseline"),
                      options=kw,  # what is left: the method options
                      filters=chosen_filters(correct_only, one_box, small_box, rsi_filters),
-                     deletion_steps=deletion_steps, targets=targets)
+                     deletion_steps=deletion_steps, targets=targets,
+                     metrics=extra_metrics)
     args: dict[str, Any] = dict(spec=spec, layer=layer, fmt=fmt, images=images_dir,
                                 label_map=label_map, shard=shard, preprocess=preprocess,
                                 runtime=runtime, force=force, html_page=not no_report)

@@ -14,7 +14,8 @@ from ..methods import METHODS
 from ..outputs import write_outputs
 from ..render import class_text
 from ..result import DEFAULT_STEPS
-from .options import cache_option, reports_errors
+from .explain_cmd import parse_methods
+from .options import cache_option, later_method_options, reports_errors
 
 
 @click.command()
@@ -23,10 +24,15 @@ from .options import cache_option, reports_errors
 @click.option("--steps", type=int, default=DEFAULT_STEPS, show_default=True,
               help="Path steps m.")
 @click.option("--force", is_flag=True, help="Write into --out even if it holds other files.")
+@click.option("--methods", default=None, metavar="A,B,...",
+              help="Comma-separated methods to show, any of `ort-cam methods` (default: the "
+              "default set).")
 @cache_option
+@later_method_options
 @reports_errors
-def demo(out: Path, steps: int, force: bool, no_cache: bool) -> None:
-    """Explain the bundled demo images with the default methods.
+def demo(out: Path, steps: int, force: bool, no_cache: bool, methods: str | None,
+         **options) -> None:
+    """Explain the bundled demo images with the default methods (or --methods).
 
     The demo model is a small CNN trained on generated scenes (shapes on cluttered,
     textured backgrounds) whose object boxes are known exactly. For each image this
@@ -39,13 +45,17 @@ def demo(out: Path, steps: int, force: bool, no_cache: bool) -> None:
     Example:
         ort-cam demo
         ort-cam demo --out /tmp/demo --steps 100
+        ort-cam demo --methods gradcam,hirescam,scorecam,fem --out /tmp/demo
     """
+    names = parse_methods(methods)
+    given = {k: v for k, v in options.items() if v is not None}
     d = demo_dir()
     samples = demo_samples(d)
     claim_output(out, force)
     ex = Explainer(d / "demo_cnn.onnx", cache=not no_cache)
     energies: dict[str, list[float]] = {}
-    for s, r in zip(samples, ex.explain_iter([s.path for s in samples], steps=steps)):
+    for s, r in zip(samples, ex.explain_iter([s.path for s in samples], steps=steps,
+                                                       methods=names, **given)):
         write_outputs(r, out, s.path.stem, str(s.path), box=s.box)
         parts = []
         for name, res in r.methods.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import Field, fields
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,82 @@ def pop_preprocess(kw: dict) -> dict:
     return spec
 
 
+def _attribute_help() -> dict[str, str]:
+    """Each option's line of ``MethodOptions``' docstring ("name[, name2]: text", continued
+    on deeper-indented lines), by option name: the CLI's help is the library's."""
+    import inspect
+    import re
+
+    from ..methods import MethodOptions
+
+    out: dict[str, str] = {}
+    names: list[str] = []
+    for line in inspect.cleandoc(MethodOptions.__doc__ or "").splitlines():
+        head = re.match(r"    ([a-z_]+(?:, [a-z_]+)*): (.*)", line)
+        if head:
+            names = head.group(1).split(", ")
+            for n in names:
+                out[n] = head.group(2)
+        elif line.startswith("        ") and names:
+            for n in names:
+                out[n] += " " + line.strip()
+        else:
+            names = []
+    return {k: v.replace("``", "") for k, v in out.items()}
+
+
+#: Bounds the library leaves to the method (MethodOptions checks the rest): x > 0.
+_POSITIVE = ("fem_k", "kpca_gamma")
+
+
+def _library_check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """The value as ``MethodOptions`` takes it (its own checks, as one-line usage errors);
+    an unset flag is None, so that only what was given is passed on."""
+    from ..methods import MethodOptions
+
+    if value is None or value is False:
+        return None
+    try:
+        MethodOptions.from_kwargs(**{str(param.name): value})
+    except OrtCamError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _later_option(f: Field) -> Decorator:
+    """The click option of ``MethodOptions`` field ``f``: a flag for a bool, a choice where
+    the options have choices, else its number type (None when its default may be None)."""
+    from ..methods import MethodOptions
+
+    flag = "--" + f.name.replace("_", "-")
+    text = _attribute_help().get(f.name, f.name.replace("_", " "))
+    kind = str(f.type).split(" | ")[0]
+    if kind == "bool":
+        return click.option(flag, f.name, is_flag=True, default=None, callback=_library_check,
+                            help=text)
+    if f.name in MethodOptions._CHOICES:
+        typ: Any = click.Choice(MethodOptions._CHOICES[f.name])
+    elif kind == "int":
+        typ = int
+    else:
+        typ = click.FloatRange(min=0, min_open=True) if f.name in _POSITIVE else float
+    shown = "" if f.default is None else f" Default: {f.default}."
+    return click.option(flag, f.name, type=typ, default=None, callback=_library_check,
+                        help=text + shown)
+
+
+def _later_method_options() -> Decorator:
+    from ..methods import MethodOptions
+
+    return _compose(*(_later_option(f) for f in fields(MethodOptions)
+                      if f.metadata.get("later")))
+
+
+#: Every option of the methods added after the three (``MethodOptions``' later fields:
+#: eigen_smooth, aug_smooth, gradcampp_eps, fem_k, kpca_*, finer_*, run_batch), named,
+#: typed and described from ``MethodOptions`` itself; unset ones are None (left out).
+later_method_options = _later_method_options()
+
 method_options = _compose(
     click.option("--gradcam-weights", type=click.Choice(_choices("gradcam_weights")),
                  default=None, help="Grad-CAM weights: mean of G (eq 1) or of ReLU(G) (eq 2)."),
@@ -210,6 +287,7 @@ method_options = _compose(
     click.option("--eps", type=float, default=None, help="Normalisation epsilon (1e-8)."),
     click.option("--auto-tolerance", type=float, default=None,
                  help="Completeness gap that --steps auto aims below (0.05)."),
+    later_method_options,
 )
 
 #: The path and what it starts from (explain and audit).
