@@ -61,6 +61,12 @@ def _steps(steps: int | str) -> int:
     return int(steps)
 
 
+def _path_steps(m: int, names: list[str]) -> int:
+    """m, or 1 when no method asked for reads the path (each reads x alone, l = m): the graph
+    then walks only x_0 and x, as the engine runs only x."""
+    return m if any(getattr(METHODS[n], "needs_path", True) for n in names) else 1
+
+
 def _methods(methods) -> list[str]:
     if methods is None:
         names = [n for n, cls in METHODS.items() if getattr(cls, "default", True)]
@@ -215,7 +221,8 @@ def export_explainer(model: str | os.PathLike | onnx.ModelProto, layer: str | No
         model, layer, preprocess, score: as ``Explainer`` takes them (layer and preprocessing
             default to the model's metadata).
         out: where to save the model (optional).
-        steps: m (an integer: ``auto`` cannot be exported); methods, options: as ``explain``.
+        steps: m (an integer: ``auto`` cannot be exported; 1 when no method asked for reads
+            the path); methods, options: as ``explain``.
         input_kind: ``pixels`` (uint8 [H, W, 3] RGB at the model's input size, preprocessing
             in the graph) or ``tensor`` (the model's own input, batch 1).
         baseline: black, zeros, noise (with ``baseline_seed``) or an image: the default of the
@@ -228,7 +235,8 @@ def export_explainer(model: str | os.PathLike | onnx.ModelProto, layer: str | No
         output: the model output to explain, as ``Explainer``'s.
         layer_view: ``layer_layout``, ``grid``, ``extra_tokens``, as ``Explainer`` takes them.
     """
-    m, names, opts = _steps(steps), _methods(methods), _options(options)
+    names, opts = _methods(methods), _options(options)
+    m = _path_steps(_steps(steps), names)
     ex = Explainer(model, layer, preprocess=preprocess, score=score, providers="cpu",
                    quiet=True, chunk_size=chunk_size, memory_budget=memory_budget, cache=cache,
                    output=output, **layer_view)
