@@ -3,7 +3,8 @@
 engine's ``_map`` and ``_raw`` to 1e-5 relative (issue 12's bound; measured ~1e-15), with pixel
 and tensor input and with their numeric options (``gradcampp_eps``, ``fem_k``) baked in; the
 others, and ``eigen_smooth``/``aug_smooth``, are refused with one line naming them and why.
-One exported model serves every method here (test_export.py runs the same on torchvision).
+Two exported models serve all six (one with default options, pixels; one with the options,
+tensor input, logits); test_export.py checks them on torchvision mid layers.
 """
 
 from __future__ import annotations
