@@ -70,3 +70,52 @@ def test_demo_refuses_a_foreign_directory_and_reuses_its_own(tmp_path, demo_run)
     assert (out / MARKER).is_file()
     res = CliRunner().invoke(main, ["demo", "--out", str(out), "--steps", "2"])
     assert res.exit_code == 0, res.output
+
+
+# --- --methods: any chosen set of registered methods -------------------------------------
+CHOSEN = ("hirescam", "gradcampp", "eigencam", "fem", "kpcacam", "ablationcam",
+          "layercam")  # 1 + 7 panels: two rows
+
+
+def test_demo_methods_shows_exactly_the_chosen_ones(tmp_path):
+    from PIL import Image
+
+    from ort_cam import Explainer
+    from ort_cam.render import PANEL_COLUMNS
+
+    out = tmp_path / "chosen"
+    res = CliRunner().invoke(main, ["demo", "--out", str(out), "--steps", "2",
+                                    "--methods", ",".join(CHOSEN)])
+    assert res.exit_code == 0, res.output
+    samples = demo_samples(demo_dir())
+    ex = Explainer(demo_dir() / "demo_cnn.onnx")
+    for s in samples[:3]:
+        z = np.load(out / f"{s.path.stem}.npz")
+        have = {k.rsplit("_", 1)[0] for k in z.files if k.endswith(("_raw", "_map"))}
+        assert have == set(CHOSEN)
+        r = ex.explain(s.path, steps=2, methods=list(CHOSEN))
+        for m in CHOSEN:
+            np.testing.assert_array_equal(z[f"{m}_map"], r[m].map)
+            np.testing.assert_array_equal(z[f"{m}_raw"], r[m].raw)
+        # the panel: rows of PANEL_COLUMNS, each 3.2 x 4.2 inches at 100 dpi
+        rows = -(-(1 + len(CHOSEN)) // PANEL_COLUMNS)
+        assert Image.open(out / f"{s.path.stem}.png").size == (320 * PANEL_COLUMNS, 420 * rows)
+        line = res.output.split(f"{s.path.name}: ")[1].split("\n")[1]
+        assert line.count(",") == len(CHOSEN) - 1 and "Grad-CAM++" in line
+    rec = json.loads((out / "results.jsonl").read_text().splitlines()[0])
+    assert list(rec["methods"]) == list(CHOSEN)
+
+
+def test_demo_default_panel_is_one_row(demo_run):
+    from PIL import Image
+
+    out, _ = demo_run
+    s = demo_samples(demo_dir())[0]
+    assert Image.open(out / f"{s.path.stem}.png").size == (320 * 4, 420)
+
+
+def test_demo_unknown_method_is_refused_before_writing(tmp_path):
+    res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "x"), "--methods",
+                                    "gradcam,nocam"])
+    assert res.exit_code == 1 and "unknown method(s) nocam" in res.output, res.output
+    assert not (tmp_path / "x").exists()
