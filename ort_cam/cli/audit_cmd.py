@@ -122,11 +122,10 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
     explained with every method and one JSON line goes to DIR/results.jsonl (flushed and
     fsynced): Average Drop and Increase in Confidence inputs for the soft map and the
     top-15% mask, pixel energy, IoU/IoB/IoR at t = 0.1..0.9, Bbox score, raw map range and
-    mean, the methods' extras (RSI's completeness gap), deletion and insertion curves and
-    AUC; with --metrics, ROAD and ARCC. Images left out (filters, unreadable files,
-    unmapped labels) get a line with the reason. A CSV with a grid column
-    (tools/make_pointing_game.py) adds the grid pointing game's scores; --targets labels
-    explains each of an image's labels in turn.
+    mean, the methods' extras (RSI's completeness gap), deletion and insertion curves, AUC
+    (--metrics: ROAD, ARCC). Skipped images (filters, unreadable files, unmapped labels) get
+    a line with why. A CSV with a grid column (tools/make_pointing_game.py) adds the grid
+    pointing game; --targets labels explains each of an image's labels in turn.
 
     Rerunning the same command resumes (after a crash or Ctrl-C) without redoing or
     repeating images; other settings are refused. With --ray the images are audited by
@@ -152,8 +151,7 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
     spec = AuditSpec(steps=steps, methods=tuple(methods), baseline=kw.pop("baseline"),
                      options=kw,  # what is left: the method options
                      filters=chosen_filters(correct_only, one_box, small_box, rsi_filters),
-                     deletion_steps=deletion_steps, targets=targets,
-                     metrics=extra_metrics)
+                     deletion_steps=deletion_steps, targets=targets, metrics=extra_metrics)
     args: dict[str, Any] = dict(spec=spec, layer=layer, fmt=fmt, images=images_dir,
                                 label_map=label_map, shard=shard, preprocess=preprocess,
                                 runtime=runtime, force=force, html_page=not no_report)
