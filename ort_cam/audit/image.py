@@ -253,20 +253,26 @@ def extra_metrics_settings(metrics: tuple[str, ...]) -> dict:
 
 def extra_metrics(ex: Explainer, pixels: np.ndarray, res: MethodResult, c: int,
                   spec: AuditSpec) -> dict:
-    """ROAD and/or ARCC (``spec.metrics``) of one method's map, scores being p_c: ROAD's
-    imputed images are scored in batches (``score_images``); ARCC's coherency explains the
-    image times the map again with the same method (``explain_again``)."""
+    """ROAD and/or ARCC (``spec.metrics``) of one method's map, scores being p_c. The ROAD
+    images of both (ARCC's percentiles are among ROAD's: imputed once) and the image itself
+    are scored in one batched call (``score_images``); ARCC's coherency explains the image
+    times the map again with the same method (``explain_again``)."""
     img = pixels.astype(np.float64)
+    wanted = {"road": M.ROAD_PERCENTILES, "arcc": M.ARCC_ROAD_PERCENTILES}
+    pcts = sorted({p for name in spec.metrics for p in wanted[name]})
+    morf, lerf = M.road_imputed(img, res.map, pcts)
+    scores = score_images(ex, np.concatenate([img[None], morf, lerf]), c)
 
-    def score(images: np.ndarray) -> np.ndarray:
-        return score_images(ex, images, c)
+    def road(percentiles: tuple[int, ...]) -> dict[str, float]:
+        at = [1 + pcts.index(p) for p in percentiles]
+        return M.road_from_scores(float(scores[0]), scores[at], scores[[i + len(pcts)
+                                                                          for i in at]])
 
     out: dict[str, float] = {}
     if "road" in spec.metrics:
-        road = M.road_scores(score, img, res.map, M.ROAD_PERCENTILES)
-        out.update({f"road_{k}": v for k, v in road.items()})
+        out.update({f"road_{k}": v for k, v in road(M.ROAD_PERCENTILES).items()})
     if "arcc" in spec.metrics:
-        combined = M.road_scores(score, img, res.map, M.ARCC_ROAD_PERCENTILES)["combined"]
+        combined = road(M.ARCC_ROAD_PERCENTILES)["combined"]
         cx = M.complexity(res.map)
         co = M.coherency(res.map, explain_again(ex, pixels, res, c, spec))
         out.update(complexity=cx, coherency=co, arcc_road=combined,

@@ -326,13 +326,26 @@ def road_scores(score: Callable[[np.ndarray], np.ndarray], image: np.ndarray, sa
     ``score(images)`` gives the class score of each image of a batch [n, H, W, C]. For each
     percentile, MoRF and LeRF impute their removed pixels (``noisy_linear_impute``) and
     record score(imputed) − score(image); ``morf``/``lerf`` are the means over the
-    percentiles (lower MoRF, higher LeRF: better), ``combined`` = (lerf − morf)/2."""
+    percentiles (lower MoRF, higher LeRF: better), ``combined`` = (lerf − morf)/2.
+    ``road_imputed`` and ``road_from_scores`` are its two halves, for scoring in one batch."""
     base = float(np.asarray(score(image[None]))[0])
-    out = {}
-    for key, most in (("morf", True), ("lerf", False)):
-        imputed = np.stack([noisy_linear_impute(image, road_removed(saliency, p, most), noise,
-                                                rng) for p in percentiles])
-        out[key] = float(np.mean(np.asarray(score(imputed), float) - base))
+    morf, lerf = road_imputed(image, saliency, percentiles, noise, rng)
+    return road_from_scores(base, score(morf), score(lerf))
+
+
+def road_imputed(image: np.ndarray, saliency: np.ndarray,
+                 percentiles: Sequence[float] = ROAD_PERCENTILES, noise: float = 0.0,
+                 rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """ROAD's images: (MoRF, LeRF), each [len(percentiles), H, W, C], one per percentile."""
+    return tuple(np.stack([noisy_linear_impute(image, road_removed(saliency, p, most), noise,
+                                               rng) for p in percentiles])
+                 for most in (True, False))  # type: ignore[return-value]
+
+
+def road_from_scores(base: float, morf: Values, lerf: Values) -> dict[str, float]:
+    """ROAD from the scores of the image (``base``) and of its MoRF and LeRF images."""
+    out = {key: float(np.mean(np.asarray(v, float) - base))
+           for key, v in (("morf", morf), ("lerf", lerf))}
     out["combined"] = (out["lerf"] - out["morf"]) / 2
     return out
 
