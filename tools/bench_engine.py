@@ -17,8 +17,12 @@ threads (or the same GPU), every contender run round-robin (interleaved medians)
      GradCAM (softmax target) and torch.autograd.grad at x.
   D. Peak resident memory of an explanation at m = 200 against m = 50 (goal <= 1.2x), each
      in a fresh process with the peak counter reset after setup (CPU only).
+  E. IOBinding: the three maps with the session run through IOBinding (outputs bound to new
+     host arrays; the default on CUDA) against session.run (the default on the CPU), the same
+     session, side by side; the maps are checked to be bit-identical.
 
     python tools/bench_engine.py [--repeats 3] [--threads 2] [--providers cpu|cuda]
+                                 [--sections ABCDE]
 """
 
 from __future__ import annotations
@@ -270,6 +274,30 @@ def gradcam_alone(s: Setup, repeats: int) -> None:
     ratio("torch layer-only / ort_cam", t, "torch autograd.grad at x", "ort_cam")
 
 
+def iobinding(s: Setup, repeats: int) -> None:
+    """The three maps through IOBinding and through session.run, on one session."""
+    from ort_cam.runtime import Runner
+
+    default = s.ex.runner
+    other = Runner(s.ex.session, bind=not default.bound)
+    runners = {"IOBinding" if r.bound else "session.run": r for r in (default, other)}
+    out: dict[str, Any] = {}
+
+    def through(name: str) -> None:
+        s.ex.runner = runners[name]
+        try:
+            out[name] = s.ours(METHODS)
+        finally:
+            s.ex.runner = default
+
+    t = section(f"E. IOBinding, the three maps, m={M}",
+                {f"ort_cam, {name}": (lambda n=name: through(n)) for name in runners}, repeats)
+    same = all(np.array_equal(out["IOBinding"][k].raw, out["session.run"][k].raw)
+               for k in METHODS)
+    print(f"  maps bit-identical: {same}")
+    ratio("IOBinding / session.run", t, "ort_cam, IOBinding", "ort_cam, session.run")
+
+
 def print_memory(path: Path, threads: int) -> None:
     """Peak RSS of one explanation at m=50 and m=200, each in a fresh process."""
     mem = {}
@@ -289,7 +317,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--providers", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--sections", default="ABCD", help="which of A B C D to run")
+    ap.add_argument("--sections", default="ABCDE", help="which of A B C D E to run")
     ap.add_argument("--memory-run", nargs=2, metavar=("MODEL", "STEPS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_run:
@@ -306,6 +334,8 @@ def main() -> None:
     if "D" in args.sections and args.providers == "cpu":
         print("D. memory")
         print_memory(s.path, args.threads)
+    if "E" in args.sections:
+        iobinding(s, args.repeats)
 
 
 if __name__ == "__main__":
