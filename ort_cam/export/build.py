@@ -18,6 +18,12 @@ from ..baselines import make_baseline
 from ..errors import OrtCamError
 from ..explainer import DEFAULT_BUDGET, LABELS_KEY, Explainer
 from ..methods import METHODS, MethodOptions
+from ..methods.ablation import AblationCam
+from ..methods.eigencam import EigenCam, EigenGradCam
+from ..methods.finercam import FinerCam
+from ..methods.kpca import KpcaCam
+from ..methods.layerig import LayerIntegratedGradients
+from ..methods.scorecam import ScoreCam
 from ..preprocess import METADATA_KEY, Preprocess, load_image
 from ..result import DEFAULT_STEPS
 from .graph import Plan, build_graph
@@ -31,13 +37,14 @@ _AUTO_OPTIONS = ("auto_tolerance", "auto_start", "auto_max")
 _SVD = "an SVD, which standard ONNX has no op for"
 #: Registered methods without an ONNX reduction -> why (each refusal names it and says this).
 NOT_EXPORTABLE = {
-    "eigencam": f"its map is the first principal component of A, which needs {_SVD}",
-    "eigengradcam": f"its map is the first principal component of G ⊙ A, which needs {_SVD}",
-    "kpcacam": "kernel PCA needs an eigendecomposition, which standard ONNX has no op for",
-    "ablationcam": "it runs the head once per channel (a second model in the graph)",
-    "scorecam": "it runs the whole model once per channel on masked inputs",
-    "finercam": "it needs a second gradient run at x with target weights from the scores",
-    "layerig": "it runs the head's gradient along a path in layer space (a second model)",
+    EigenCam.name: f"its map is the first principal component of A, which needs {_SVD}",
+    EigenGradCam.name: f"its map is the first principal component of G ⊙ A, which needs {_SVD}",
+    KpcaCam.name: "kernel PCA needs an eigendecomposition, which standard ONNX has no op for",
+    AblationCam.name: "it runs the head once per channel (a second model in the graph)",
+    ScoreCam.name: "it runs the whole model once per channel on masked inputs",
+    FinerCam.name: "it needs a second gradient run at x with target weights from the scores",
+    LayerIntegratedGradients.name: "it runs the head's gradient along a path in layer space "
+                                   "(a second model)",
 }
 #: Options no ONNX reduction can express -> why.
 _NOT_EXPRESSIBLE = {
