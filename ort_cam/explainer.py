@@ -178,7 +178,7 @@ class Explainer:
                                     else self.fused, self.providers, threads)
         if prep.fused is not None:
             prep.fused_bytes = None  # the ModelProto is kept; the session has its own copy
-        self.runner = Runner(self.session)
+        self.runner = Runner(self.session, preallocate=True)  # IOBinding on CUDA
         width = self.session.get_outputs()[1].shape[1]
         if not isinstance(width, int):
             raise OrtCamError("cannot tell the number of classes of the model output")

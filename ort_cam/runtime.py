@@ -136,16 +136,20 @@ class Runner:
     """Runs one session repeatedly; returns its outputs as host arrays, in order.
 
     Bound (``wants_binding``: on CUDA, or asked for): inputs bound from host memory (one copy
-    to the device) and every output bound to a new host array, so that onnxruntime writes
-    each result once, straight into the array handed back (``copy_outputs_to_cpu`` would copy
-    it a second time). An output's shape after the batch axis comes from the model, else from
-    the first run at the same input shapes. The outputs come back whole: the methods reduce
-    the layer and its gradient on the host, chunk by chunk. Plain: ``session.run``."""
+    to the device), outputs bound to host memory. With ``preallocate`` (for a session whose
+    every output is batch-first with the batch of its inputs, as the fused gradient model's)
+    each output is bound to a new host array, so that onnxruntime writes it once, straight
+    into the array handed back (``copy_outputs_to_cpu`` would copy it a second time); its
+    shape after the batch axis comes from the model, else from the first run at the same
+    input shapes. The outputs come back whole: the methods reduce the layer and its gradient
+    on the host, chunk by chunk. Plain: ``session.run``."""
 
-    def __init__(self, session: ort.InferenceSession, bind: bool | None = None):
+    def __init__(self, session: ort.InferenceSession, bind: bool | None = None,
+                 preallocate: bool = False):
         self.session = session
         self.output_names = [o.name for o in session.get_outputs()]
         self.bound = wants_binding(session.get_providers()) if bind is None else bind
+        self.preallocate = preallocate
         self._declared = _output_shapes(session)
         self._learned: dict[tuple, list[_Shape]] = {}
 
@@ -155,6 +159,15 @@ class Runner:
         binding = self.session.io_binding()
         for name, value in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        if not self.preallocate:
+            for name in self.output_names:
+                binding.bind_output(name, "cpu")
+            self.session.run_with_iobinding(binding)
+            return binding.copy_outputs_to_cpu()
+        return self._run_preallocated(binding, feeds)
+
+    def _run_preallocated(self, binding: ort.IOBinding,
+                          feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         key = tuple((k, np.shape(v)[1:]) for k, v in sorted(feeds.items()))
         n = len(next(iter(feeds.values())))
         outs = [np.empty((n, *shape), dtype) if shape is not None else None

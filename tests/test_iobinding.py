@@ -1,7 +1,7 @@
 """IOBinding runs (``runtime.Runner`` bound): chosen on CUDA only (or by $ORT_CAM_IOBINDING),
 and on the CPU, where it can be asked for, bit-identical to ``session.run``: the same outputs,
 the same maps for every method, fixed steps, steps="auto" (whose stored points must not share
-buffers) and Grad-CAM alone."""
+buffers), Grad-CAM alone and the methods that run the model's head (its sessions bound too)."""
 
 from __future__ import annotations
 
@@ -64,14 +64,18 @@ def test_runner_binds_when_the_session_has_cuda(plain, monkeypatch):
     monkeypatch.delenv(IOBINDING_ENV, raising=False)
     cpu = _Claims(plain.session, [CPU])
     cuda = _Claims(plain.session, [CUDA, CPU])
-    r_cpu, r_cuda = Runner(cpu), Runner(cuda)  # type: ignore[arg-type]
-    assert not r_cpu.bound and r_cuda.bound
+    r_cpu = Runner(cpu, preallocate=True)  # type: ignore[arg-type]
+    r_cuda = Runner(cuda, preallocate=True)  # type: ignore[arg-type]
+    r_head = Runner(cuda)  # type: ignore[arg-type]  # as the head sessions: ORT allocates
+    assert not r_cpu.bound and r_cuda.bound and r_head.bound
     feeds = _feeds(plain, 5)
     want = plain.session.run(r_cpu.output_names, feeds)
     first = r_cuda.run(feeds)  # the gradient's shape is not in the model: learned here
     second = r_cuda.run(feeds)  # now every output is a pre-allocated host array
     r_cpu.run(feeds)
-    assert cuda.bound_runs == 2 and cpu.bound_runs == 0
+    for a, b in zip(want, r_head.run(feeds)):
+        np.testing.assert_array_equal(a, b)
+    assert cuda.bound_runs == 3 and cpu.bound_runs == 0
     for a, b, c in zip(want, first, second):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
@@ -82,7 +86,8 @@ def test_runner_binds_when_the_session_has_cuda(plain, monkeypatch):
     np.testing.assert_array_equal(other[1], plain.session.run(None, _feeds(plain, 3, seed=1))[1])
 
 
-@pytest.mark.parametrize("steps, methods", [(8, None), ("auto", None), (12, ["gradcam"])])
+@pytest.mark.parametrize("steps, methods", [(8, None), ("auto", None), (12, ["gradcam"]),
+                                            (4, ["scorecam", "ablationcam", "layerig"])])
 def test_bound_maps_equal_plain_maps_on_cpu(plain, monkeypatch, steps, methods):
     monkeypatch.setenv(IOBINDING_ENV, "1")
     bound = ort_cam.Explainer(DEMO, quiet=True, providers="cpu")
@@ -94,6 +99,9 @@ def test_bound_maps_equal_plain_maps_on_cpu(plain, monkeypatch, steps, methods):
         np.testing.assert_array_equal(a.scores_path, b.scores_path)
         for name in b.methods:
             np.testing.assert_array_equal(a[name].raw, b[name].raw)
+    if methods and "scorecam" in methods:  # the head's sessions ran bound too
+        heads = bound._heads._runners.values() if bound._heads else []
+        assert heads and all(r.bound and not r.preallocate for r in heads)
     many = bound.explain_many(SAMPLES[:3], steps=8)  # packed runs, bound
     for r, image in zip(many, SAMPLES[:3]):
         one = plain.explain(image, steps=8)

@@ -279,7 +279,7 @@ def iobinding(s: Setup, repeats: int) -> None:
     from ort_cam.runtime import Runner
 
     default = s.ex.runner
-    other = Runner(s.ex.session, bind=not default.bound)
+    other = Runner(s.ex.session, bind=not default.bound, preallocate=True)
     runners = {"IOBinding" if r.bound else "session.run": r for r in (default, other)}
     out: dict[str, Any] = {}
 
