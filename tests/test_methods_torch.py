@@ -617,6 +617,26 @@ def _explain(ex, ref: Reference, baseline: str, score: str, opts):
                             steps=STEPS, **opts)
 
 
+def _planted_bugs_are_caught(key: tuple, run64, opts, size, want: dict, tols: dict,
+                             seen: set) -> None:
+    """The tolerances can fail: with a bug planted in the reference, each method's comparison
+    (raw map, normalised map, and for RSI its completeness gap) errs by more than its
+    tolerance somewhere."""
+    bugs = planted(run64, key[1], opts, size)
+    for group, members in _groups(opts).items():
+        if ("plant", group) in seen:
+            continue
+        seen.add(("plant", group))
+        # (not where every quantity of the method is identically zero, as when the final
+        # ReLU clears the map: then ours must be exactly zero, and so is the bug's)
+        live = [w for w in members if isinstance(want[w], Gap) or want[w].any()]
+        if live:
+            margin, what, bug = max((rel_err(bugs[w], want[w]) / tols[w], w,
+                                     rel_err(bugs[w], want[w])) for w in live)
+            PLANTS.append((*key, group, what, bug, margin))
+            assert margin > 1, f"{group}: a planted bug stays within the tolerances"
+
+
 @pytest.mark.parametrize("model_name,layer,score,baseline", COMPARISONS,
                          ids=["-".join(c) for c in COMPARISONS])
 def test_matches_torch_reference(cases, explainers, references, model_name, layer, score,
@@ -659,22 +679,7 @@ def test_matches_torch_reference(cases, explainers, references, model_name, laye
             assert err <= tols[what], (
                 f"{what}: error {err:.2e} > tolerance {tols[what]:.2e} (float32 floor "
                 f"{noise:.2e} x {FACTOR:g} + {ABS_FLOOR:g}, cap {CAP:g})")
-        # The tolerances can fail: with a bug planted in the reference, each method's
-        # comparison (raw map, normalised map, and for RSI its completeness gap) errs by more
-        # than its tolerance somewhere.
-        bugs = planted(run64, layer, opts, case.size)
-        for group, members in _groups(opts).items():
-            if ("plant", group) in seen:
-                continue
-            seen.add(("plant", group))
-            # (not where every quantity of the method is identically zero, as when the final
-            # ReLU clears the map: then ours must be exactly zero, and so is the bug's)
-            live = [w for w in members if isinstance(want[w], Gap) or want[w].any()]
-            if live:
-                margin, what, bug = max((rel_err(bugs[w], want[w]) / tols[w], w,
-                                         rel_err(bugs[w], want[w])) for w in live)
-                PLANTS.append((*key, group, what, bug, margin))
-                assert margin > 1, f"{group}: a planted bug stays within the tolerances"
+        _planted_bugs_are_caught(key, run64, opts, case.size, want, tols, seen)
         if score == "logit" and ref.head_relus == 0:
             # No kink above the layer and a linear head (pool + fc): Σ IG = y_m − y_0 exactly
             # for either rule, so the reference's gap is float64 rounding (and ort_cam's, by
