@@ -13,18 +13,13 @@ from ..audit.metrics import DELETION_STEPS
 from .explain_cmd import parse_methods, parse_steps
 from .options import (
     _compose,
-    baseline_options,
+    explainer_options,
     labels_option,
-    layer_view_options,
     method_options,
     model_argument,
-    output_option,
-    path_options,
     pop_preprocess,
-    preprocess_options,
     reports_errors,
     runtime_options,
-    score_option,
 )
 
 #: The options that go to the Explainer as they are.
@@ -98,12 +93,7 @@ def _extra_metrics(ctx: click.Context, param: click.Parameter, value: str) -> tu
 @click.option("--ray-workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="Ray workers (default: as many as the cluster's CPUs hold, or its GPUs "
                    "with CUDA).")
-@score_option
-@output_option
-@layer_view_options
-@preprocess_options
-@path_options
-@baseline_options
+@explainer_options
 @labels_option
 @runtime_options
 @method_options

@@ -12,18 +12,13 @@ from ..export import INPUT_KINDS, export_explainer
 from ..files import refuse_overwrite
 from ..methods import MethodOptions
 from .options import (
-    baseline_options,
     cache_option,
-    layer_view_options,
+    explainer_options,
     method_options,
     model_argument,
-    output_option,
-    path_options,
     pop_layer_view,
     pop_preprocess,
-    preprocess_options,
     reports_errors,
-    score_option,
 )
 
 
@@ -49,12 +44,7 @@ def _summary(proto: onnx.ModelProto, out: Path) -> str:
               help="Layer tensor or node name (default: the one stored in the model).")
 @click.option("--out", "-o", required=True, metavar="FILE",
               type=click.Path(dir_okay=False, path_type=Path), help="The explainer .onnx file.")
-@score_option
-@output_option
-@layer_view_options
-@preprocess_options
-@path_options
-@baseline_options
+@explainer_options
 @method_options
 @click.option("--input", "input_kind", type=click.Choice(INPUT_KINDS), default=INPUT_KINDS[0],
               show_default=True, help="pixels: uint8 [H, W, 3] RGB at the model's input size, "

@@ -319,6 +319,18 @@ runtime_options = _compose(
                  help="Path points per session run (default: from a 1 GiB budget)."),
 )
 
+#: What an explainer is built with, after the model and layer: score, output, the layer view,
+#: preprocessing, the path and its baseline (audit and export; explain takes them with --json
+#: between the layer view and preprocessing).
+explainer_options = _compose(
+    score_option,
+    output_option,
+    layer_view_options,
+    preprocess_options,
+    path_options,
+    baseline_options,
+)
+
 explain_options = _compose(
     model_argument,
     click.option("--layer", "-l", default=None, metavar="NAME",
