@@ -28,11 +28,12 @@ def need(*programs: str) -> None:
 
 
 def npm_install(example: str, dest: Path) -> Path:
-    """``examples/<example>`` copied to ``dest`` with its npm dependencies installed."""
+    """``examples/<example>`` copied to ``dest`` with its npm dependencies installed. The
+    other examples are copied beside it: examples/node imports ../web/overlay.mjs."""
     need("node", "npm")
     target = dest / example
-    shutil.copytree(ROOT / "examples" / example, target,
-                    ignore=shutil.ignore_patterns("node_modules"))
+    shutil.copytree(ROOT / "examples", dest, ignore=shutil.ignore_patterns("node_modules"),
+                    dirs_exist_ok=True)
     done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
                           cwd=target, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"npm install in examples/{example} failed:\n{done.stderr}"

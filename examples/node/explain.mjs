@@ -10,6 +10,7 @@
 import fs from 'node:fs';
 import ort from 'onnxruntime-node';
 import { PNG } from 'pngjs';
+import { overlay, rgbOfRgba } from '../web/overlay.mjs';
 
 function fail(message) {
   console.error(`error: ${message}`);
@@ -33,28 +34,7 @@ function parseArgs(argv) {
 /** RGB bytes of a PNG file (alpha dropped, as PIL's convert("RGB") does). */
 function readRgb(path) {
   const png = PNG.sync.read(fs.readFileSync(path));
-  const rgb = new Uint8Array(png.width * png.height * 3);
-  for (let p = 0; p < png.width * png.height; p++) {
-    for (let c = 0; c < 3; c++) rgb[3 * p + c] = png.data[4 * p + c];
-  }
-  return { rgb, width: png.width, height: png.height };
-}
-
-/** matplotlib's "jet" colour map, as ort_cam's panels use, for v in [0, 1]. */
-function jet(v) {
-  const ramp = (points) => {
-    for (let i = 1; i < points.length; i++) {
-      const [x0, y0] = points[i - 1];
-      const [x1, y1] = points[i];
-      if (v <= x1) return y0 + ((y1 - y0) * (v - x0)) / (x1 - x0);
-    }
-    return points[points.length - 1][1];
-  };
-  return [
-    ramp([[0, 0], [0.35, 0], [0.66, 1], [0.89, 1], [1, 0.5]]),
-    ramp([[0, 0], [0.125, 0], [0.375, 1], [0.64, 1], [0.91, 0], [1, 0]]),
-    ramp([[0, 0.5], [0.11, 1], [0.34, 1], [0.65, 0], [1, 0]]),
-  ];
+  return { rgb: rgbOfRgba(png.data, png.width * png.height), width: png.width, height: png.height };
 }
 
 /** The image, then the image under each map (alpha 0.5), side by side. */
@@ -62,18 +42,9 @@ function writeStrip(path, { rgb, width, height }, maps) {
   const panels = [null, ...maps];
   const png = new PNG({ width: width * panels.length, height });
   panels.forEach((map, k) => {
+    const rgba = overlay(rgb, map, width * height);
     for (let y = 0; y < height; y++) {
-      for (let x = 0; x < width; x++) {
-        const p = y * width + x;
-        const color = map ? jet(Math.min(Math.max(map[p], 0), 1)) : null;
-        const o = 4 * (y * png.width + k * width + x);
-        for (let c = 0; c < 3; c++) {
-          const pixel = rgb[3 * p + c] / 255;
-          const v = color ? 0.5 * pixel + 0.5 * color[c] : pixel;
-          png.data[o + c] = Math.round(255 * v);
-        }
-        png.data[o + 3] = 255;
-      }
+      png.data.set(rgba.subarray(4 * y * width, 4 * (y + 1) * width), 4 * (y * png.width + k * width));
     }
   });
   fs.writeFileSync(path, PNG.sync.write(png));
