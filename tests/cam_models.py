@@ -68,3 +68,18 @@ def tiny_cam_model_nhwc() -> onnx.ModelProto:
 A0 = np.array([[1.0, 2.0], [3.0, 4.0]])
 A1 = np.array([[4.0, 0.5], [0.0, 1.0]])
 X = np.stack([A0, A1])[None].astype(np.float32)  # [1, 2, 2, 2] NCHW
+
+
+#: ``MethodOptions`` keyword sets for the tests that compare the methods with a reference
+#: (tests/test_methods_torch.py, tests/test_export.py): together they cover every option
+#: value, and the RSI rule x selection grid completely.
+OPTION_SETS = [
+    dict(gradcam_weights="mean", igcam_variant="paper", rsi_rule="trapezoid",
+         rsi_selection="guided"),
+    dict(gradcam_weights="positive", igcam_variant="notebook", rsi_rule="trapezoid",
+         rsi_selection="positive"),
+    dict(rsi_rule="trapezoid", rsi_selection="none"),
+    dict(rsi_rule="riemann", rsi_selection="guided"),
+    dict(rsi_rule="riemann", rsi_selection="positive"),
+    dict(rsi_rule="riemann", rsi_selection="none"),
+]

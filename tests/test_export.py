@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 import pytest
 from cam_models import LAYER, X, tiny_cam_model_nhwc
+from cam_models import OPTION_SETS as CAM_OPTION_SETS
 from click.testing import CliRunner
 from PIL import Image
 
@@ -38,17 +39,9 @@ STAR, RING = SAMPLES / "star_unsaturated.png", SAMPLES / "ring_saturated.png"
 MAP_TOL, GAP_TOL = 1e-5, 1e-6
 THREADS = 2
 
-#: Together these cover every option value, and the RSI rule x selection grid completely.
-OPTION_SETS = [
-    dict(gradcam_weights="mean", igcam_variant="paper", rsi_rule="trapezoid",
-         rsi_selection="guided"),
-    dict(gradcam_weights="positive", igcam_variant="notebook", rsi_rule="trapezoid",
-         rsi_selection="positive"),
-    dict(rsi_rule="trapezoid", rsi_selection="none"),
-    dict(rsi_rule="riemann", rsi_selection="guided"),
-    dict(rsi_rule="riemann", rsi_selection="positive"),
-    dict(rsi_rule="riemann", rsi_selection="none", eps=1e-3),
-]
+#: Every option value and the RSI rule x selection grid (cam_models.OPTION_SETS), the last set
+#: with a non-default eps.
+OPTION_SETS = [*CAM_OPTION_SETS[:-1], {**CAM_OPTION_SETS[-1], "eps": 1e-3}]
 
 
 def pixels(path: Path) -> np.ndarray:

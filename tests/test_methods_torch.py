@@ -43,6 +43,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from cam_models import OPTION_SETS  # passed to ort_cam; every option value, RSI's grid
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -79,20 +80,6 @@ EPS = 1e-8
 #: Path points per onnxruntime run under the logit score mode (the probability mode runs the
 #: whole path at once): the chunk boundaries are then compared with the reference as well.
 CHUNK = {"logit": 5, "probability": None}
-
-#: Option sets passed to ort_cam; together they cover every option value, and the RSI
-#: rule × selection grid completely.
-OPTION_SETS = [
-    dict(gradcam_weights="mean", igcam_variant="paper", rsi_rule="trapezoid",
-         rsi_selection="guided"),
-    dict(gradcam_weights="positive", igcam_variant="notebook", rsi_rule="trapezoid",
-         rsi_selection="positive"),
-    dict(rsi_rule="trapezoid", rsi_selection="none"),
-    dict(rsi_rule="riemann", rsi_selection="guided"),
-    dict(rsi_rule="riemann", rsi_selection="positive"),
-    dict(rsi_rule="riemann", rsi_selection="none"),
-]
-
 
 # --- models -------------------------------------------------------------------------------
 @dataclass
