@@ -31,13 +31,9 @@ def test_methods_lists_every_method_with_its_cost():
 
 def test_explain_takes_every_method(tmp_path):
     model = tiny_models.conv_net(tmp_path)
-    img = tmp_path / "a.png"
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(img)
     out = tmp_path / "cams"
-    res = CliRunner().invoke(main, [str(a) for a in (
-        "explain", model, img, "--layer", "relu1_out", "--preprocess", "raw", "--steps", 4,
-        "--methods", ",".join(METHODS), "--out", out)])
+    res = tiny_models.explain_conv_net(model, tiny_models.random_image(tmp_path), out,
+                                       "--methods", ",".join(METHODS))
     assert res.exit_code == 0, res.output
     z = np.load(out / "a.npz")
     for name in METHODS:

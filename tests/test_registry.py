@@ -103,14 +103,9 @@ def test_a_method_must_report_the_extras_it_declares(monkeypatch):
 
 
 def test_dummy_flows_through_the_cli_panel_and_npz(meanact, tmp_path):
-    model = tiny_models.conv_net(tmp_path)
-    img = tmp_path / "a.png"
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(img)
+    model, img = tiny_models.conv_net(tmp_path), tiny_models.random_image(tmp_path)
     out = tmp_path / "cams"
-    res = CliRunner().invoke(main, [str(a) for a in (
-        "explain", model, img, "--layer", "relu1_out", "--preprocess", "raw", "--steps", 4,
-        "--out", out)])
+    res = tiny_models.explain_conv_net(model, img, out)
     assert res.exit_code == 0, res.output
     z = np.load(out / "a.npz")
     assert sorted(z.files) == sorted(
@@ -126,9 +121,8 @@ def test_dummy_flows_through_the_cli_panel_and_npz(meanact, tmp_path):
     assert rec["path_mean"] == pytest.approx(float(z[f"{meanact}_path_mean"]))
     # the panel: the input and one 320-px overlay per method (figsize 3.2 in at 100 dpi each)
     assert Image.open(out / "a.png").size == (320 * (1 + len(BUILTIN) + 1), 420)
-    only = CliRunner().invoke(main, [str(a) for a in (
-        "explain", model, img, "--layer", "relu1_out", "--preprocess", "raw", "--steps", 4,
-        "--methods", meanact, "--out", tmp_path / "only", "--json")])
+    only = tiny_models.explain_conv_net(model, img, tmp_path / "only", "--methods", meanact,
+                                        "--json")
     assert only.exit_code == 0, only.output
     z = np.load(tmp_path / "only" / "a.npz")
     assert np.isnan(z["rsi_completeness_gap"]) and "rsi_raw" not in z.files

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from click.testing import CliRunner, Result
 from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
 
+from ort_cam.cli import main
 from ort_cam.grad import VJP_RULES
 
 #: A single-input, shape-keeping float op with no VJP rule. Taken from a list rather than
@@ -71,6 +74,23 @@ def conv_net(directory: Path, opset: int = 16, softmax: bool = False) -> Path:
     name = f"conv_net_op{opset}{'_softmax' if softmax else ''}.onnx"
     return _save(nodes + tail, inits, Path(directory) / name, opset)
 
+
+
+def random_image(directory: Path, name: str = "a.png", size: tuple[int, int] = (8, 8),
+                 seed: int = 0) -> Path:
+    """A seeded random RGB image of ``size`` (H, W) written to ``directory/name``."""
+    rng = np.random.default_rng(seed)
+    path = Path(directory) / name
+    Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def explain_conv_net(model: Path, image: Path, out: Path, *extra: str | int | Path) -> Result:
+    """``ort-cam explain`` of ``conv_net``'s relu1_out (raw preprocessing, 4 steps) on
+    ``image`` into ``out``, with ``extra`` options."""
+    return CliRunner().invoke(main, [str(a) for a in (
+        "explain", model, image, "--layer", "relu1_out", "--preprocess", "raw", "--steps", 4,
+        *extra, "--out", out)])
 
 def residual_net(directory: Path) -> Path:
     """
