@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from tiny_models import random_image
 
 N_CLASSES = 3
 #: ImageNet's mean and std in pixel units (what a model that normalises inside subtracts).
@@ -129,3 +130,11 @@ def dynamic_hw_model() -> onnx.ModelProto:
     tail, tail_inits = _classifier("relu", rng)
     out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", N_CLASSES])
     return _model(nodes + tail, [_image("x", dims=("N", 3, "H", "W"))], [out], inits + tail_inits)
+
+
+def dynamic_hw_files(directory: Path, image: str, size: tuple[int, int], seed: int
+                     ) -> dict[str, Path]:
+    """``dynamic_hw_model`` saved in ``directory`` and a seeded random RGB image of ``size``
+    (H, W) named ``image`` beside it: {"dir", "img", "model"}."""
+    return {"dir": directory, "img": random_image(directory, image, size, seed),
+            "model": save(dynamic_hw_model(), directory / "dynamic_hw.onnx")}

@@ -14,9 +14,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
-from kind_models import dynamic_hw_model, save
+from kind_models import dynamic_hw_files, dynamic_hw_model, save
 from model_sources import paddle_cls_model
-from PIL import Image
 
 import ort_cam
 from ort_cam.cli import main
@@ -42,10 +41,7 @@ def paddle():
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("dyn")
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (60, 300, 3), dtype=np.uint8)).save(d / "line.png")
-    return {"dir": d, "img": d / "line.png", "tiny": save(dynamic_hw_model(), d / "tiny.onnx")}
+    return dynamic_hw_files(tmp_path_factory.mktemp("dyn"), "line.png", (60, 300), seed=0)
 
 
 def test_paddle_classifier_explained_at_48x192(paddle, files):
@@ -87,31 +83,31 @@ def test_paddle_explain_and_split_take_48x192_in_the_cli(paddle, files, tmp_path
 
 
 def test_split_without_size_says_what_it_fixed(files, tmp_path):
-    res = run("split", files["tiny"], "--layer", "relu", "--out", tmp_path / "s")
+    res = run("split", files["model"], "--layer", "relu", "--out", tmp_path / "s")
     assert res.exit_code == 0, res.output
     assert "note: input 'x' has dynamic dims; fixed to ['N', 3, 224, 224] (pass --size HxW" \
         in res.output
-    res = run("layers", files["tiny"], "--size", "20x36", "--json")
+    res = run("layers", files["model"], "--size", "20x36", "--json")
     shapes = {info["name"]: info["shape"] for info in json.loads(res.output)}
     assert shapes["relu"] == ["N", 4, 20, 36]
 
 
 def test_explainer_without_size_says_so_on_stderr(files, capsys):
-    ex = ort_cam.Explainer(files["tiny"], "relu", preprocess="raw", cache=False)
+    ex = ort_cam.Explainer(files["model"], "relu", preprocess="raw", cache=False)
     err = capsys.readouterr().err
     assert "note: input 'x' has dynamic dims; fixed to ['N', 3, 224, 224]" in err
     assert ex.preprocess.size == (224, 224)
-    ex = ort_cam.Explainer(files["tiny"], "relu", preprocess={"preset": "raw", "size": (20, 36)},
+    ex = ort_cam.Explainer(files["model"], "relu", preprocess={"preset": "raw", "size": (20, 36)},
                            cache=False)
     assert "fixed to" not in capsys.readouterr().err
     assert ex.explain(files["img"], steps=2)["gradcam"].raw.shape == (20, 36)
 
 
 def test_metadata_stores_the_size_and_later_commands_use_it(files, tmp_path):
-    res = run("metadata", files["tiny"], "--preprocess", "raw", "--out", tmp_path / "m.onnx")
+    res = run("metadata", files["model"], "--preprocess", "raw", "--out", tmp_path / "m.onnx")
     assert res.exit_code == 1 and "dynamic height and width; pass --size HxW" in res.output
     stored = tmp_path / "m.onnx"
-    res = run("metadata", files["tiny"], "--preprocess", "raw", "--size", "20x36",
+    res = run("metadata", files["model"], "--preprocess", "raw", "--size", "20x36",
               "--layer", "relu", "--out", stored)
     assert res.exit_code == 0, res.output
     lm = load_model(stored)
@@ -138,7 +134,7 @@ def test_a_size_that_does_not_fit_a_fixed_input_is_refused(tmp_path):
 
 
 def test_export_takes_the_size(files, tmp_path):
-    res = run("export", files["tiny"], "--layer", "relu", "--size", "20x36", "--preprocess",
+    res = run("export", files["model"], "--layer", "relu", "--size", "20x36", "--preprocess",
               "raw", "--steps", "2", "--out", tmp_path / "x.onnx")
     assert res.exit_code == 0, res.output
     image = onnx.load(str(tmp_path / "x.onnx")).graph.input[0]

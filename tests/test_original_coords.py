@@ -16,7 +16,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from kind_models import dynamic_hw_model, save
+from kind_models import dynamic_hw_files
 from PIL import Image
 
 import ort_cam
@@ -74,10 +74,7 @@ def test_photo_map_of_an_unchanged_size_is_the_model_map():
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("photo")
-    rng = np.random.default_rng(1)
-    Image.fromarray(rng.integers(0, 256, (30, 60, 3), dtype=np.uint8)).save(d / "wide.png")
-    return {"dir": d, "img": d / "wide.png", "model": save(dynamic_hw_model(), d / "m.onnx")}
+    return dynamic_hw_files(tmp_path_factory.mktemp("photo"), "wide.png", (30, 60), seed=1)
 
 
 def test_explanation_photo_map_and_cli_original(files, tmp_path):
