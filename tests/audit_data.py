@@ -8,14 +8,19 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tiny_models
 from PIL import Image
+
+import ort_cam.audit.image as image_audit
 
 LAYER = "relu1_out"
 LABELS = "abcde"
 #: Pixel scale for the "raw" preset at which the tiny net's top probability spans roughly
 #: 0.7..0.999, so both saturated (> 0.99) and unsaturated images occur.
 SCALE = 0.3
+#: The audit of one image, as the package defines it (before any test patches it).
+_AUDIT_IMAGE = image_audit.audit_image
 
 
 def make_dataset(d: Path, n: int = 12, seed: int = 0) -> dict:
@@ -79,3 +84,19 @@ def demo_dataset(d: Path, n: int = 40) -> dict:
     rows.append("imgs/broken.png,circle,0,0,4,4")
     (d / "boxes.csv").write_text("\n".join(rows) + "\n")
     return {"model": DEMO / "demo_cnn.onnx", "csv": d / "boxes.csv", "n": n}
+
+
+def watch_audits(monkeypatch: pytest.MonkeyPatch, stop_after: int | None = None) -> list[str]:
+    """Patch ``audit.image.audit_image`` so that each call appends its image's key to the list
+    returned; with ``stop_after``, the call after that many raises KeyboardInterrupt (a Ctrl-C
+    mid-audit) instead. Watching again replaces the watch (the real function is wrapped)."""
+    calls: list[str] = []
+
+    def watched(*args, **kw):
+        if stop_after is not None and len(calls) == stop_after:
+            raise KeyboardInterrupt
+        calls.append(args[1].key)
+        return _AUDIT_IMAGE(*args, **kw)
+
+    monkeypatch.setattr(image_audit, "audit_image", watched)
+    return calls

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audit_data import LAYER, SCALE, cli_args, make_dataset
+from audit_data import LAYER, SCALE, cli_args, make_dataset, watch_audits
 from click.testing import CliRunner
 
-import ort_cam.audit.image as image_audit
 from ort_cam import Explainer
 from ort_cam.audit.datasets import open_dataset, read_label_map
 from ort_cam.audit.image import AuditSpec
@@ -89,16 +88,7 @@ def test_every_image_gets_exactly_one_line(data, reference):
 
 
 def test_resume_neither_recomputes_nor_duplicates(data, reference, tmp_path, monkeypatch):
-    real = image_audit.audit_image
-    calls: list[str] = []
-
-    def crash_on_the_fifth(*args, **kw):
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        calls.append(args[1].key)
-        return real(*args, **kw)
-
-    monkeypatch.setattr(image_audit, "audit_image", crash_on_the_fifth)
+    calls = watch_audits(monkeypatch, stop_after=4)  # a crash on the fifth image
     out = tmp_path / "a"
     with pytest.raises(KeyboardInterrupt):
         audit(data, out)
@@ -106,12 +96,7 @@ def test_resume_neither_recomputes_nor_duplicates(data, reference, tmp_path, mon
     with open(out / "results.jsonl", "a") as fh:  # a line torn by a crash mid-write
         fh.write('{"key": "imgs/im009.png", "status": "o')
     first = list(calls)
-    calls.clear()
-    def count(*args, **kw):
-        calls.append(args[1].key)
-        return real(*args, **kw)
-
-    monkeypatch.setattr(image_audit, "audit_image", count)
+    calls = watch_audits(monkeypatch)
     summary = audit(data, out)
     assert len(calls) == data["n"] - 4 and not set(calls) & set(first)
     recs = read_results(out / "results.jsonl")

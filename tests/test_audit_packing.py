@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audit_data import DEMO, demo_dataset
+from audit_data import DEMO, demo_dataset, watch_audits
 
-import ort_cam.audit.image as image_audit
 from ort_cam import Explainer
 from ort_cam.audit.datasets import label_map_for, open_dataset
 from ort_cam.audit.image import AuditSpec, audit_image
@@ -108,21 +107,12 @@ def test_a_failure_mid_group_writes_the_images_before_it(demo):
 
 
 def test_an_interrupt_mid_group_resumes_to_the_same_records(demo, tmp_path, monkeypatch):
-    real = image_audit.audit_image
-    calls: list[str] = []
-
-    def interrupt_the_fourth(*args, **kw):
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        calls.append(args[1].key)
-        return real(*args, **kw)
-
-    monkeypatch.setattr(image_audit, "audit_image", interrupt_the_fourth)
+    calls = watch_audits(monkeypatch, stop_after=3)  # a Ctrl-C on the fourth image
     out = tmp_path / "a"
     with pytest.raises(KeyboardInterrupt):
         audit(demo, out, SPEC, pack=True)
     assert [r["key"] for r in read_results(out / "results.jsonl")] == calls
-    monkeypatch.setattr(image_audit, "audit_image", real)
+    monkeypatch.undo()  # the real audit_image again
     resumed = audit(demo, out, SPEC, pack=True)
     assert strip(resumed) == strip(audit(demo, tmp_path / "b", SPEC, pack=False))
 
