@@ -98,6 +98,10 @@ class MethodOptions:
         return cls(**options)
 
 
+#: The cost of a method that reads only x (l = m): asked for alone (or only with such
+#: methods) it is one gradient run of x at batch 1; with a path method, nothing more.
+AT_X = "1 gradient run at x alone; 0 extra beside a path method (reads l = m)"
+
 _LATER_NAMES = frozenset(f.name for f in fields(MethodOptions) if f.metadata.get("later"))
 
 

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import CamMethod
+from .base import AT_X, CamMethod
 from .common import first_component
-from .hirescam import AT_X
 
 
 class EigenCam(CamMethod):

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import CamMethod
+from .base import AT_X, CamMethod
 from .common import channel_map
-from .hirescam import AT_X
 
 
 class GradCamElementwise(CamMethod):

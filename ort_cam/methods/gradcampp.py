@@ -31,9 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import CamMethod
+from .base import AT_X, CamMethod
 from .common import spatial_sum, weights_map
-from .hirescam import AT_X
 
 
 def gradcampp_weights(a: np.ndarray, g: np.ndarray, eps: float = 0.0) -> np.ndarray:

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import CamMethod
+from .base import AT_X, CamMethod
 from .common import channel_map
 
+
 #: What every method that reads only l = m of the shared pass costs.
-AT_X = "0 extra runs (reads l = m of the shared pass)"
-
-
 class HiResCam(CamMethod):
     """ReLU(Σ_k G ⊙ A) at x (l = m); ``eigen_smooth``: first component of G ⊙ A."""
 

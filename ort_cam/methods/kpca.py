@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import CamMethod
+from .base import AT_X, CamMethod
 from .common import orient
-from .hirescam import AT_X
 
 
 def kernel_matrix(x: np.ndarray, kernel: str, gamma: float | None) -> np.ndarray:
