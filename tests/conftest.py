@@ -18,7 +18,7 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers",
         "slow: the last-layer (512 to 1,280 channel) Ablation-CAM and Score-CAM comparisons "
-        "with pytorch-grad-cam, ~15 min on 2 cores; not in the default run (pyproject's "
+        "with pytorch-grad-cam, ~10 min on 2 cores; not in the default run (pyproject's "
         "addopts deselect them); run them with pytest -m slow",
     )
 

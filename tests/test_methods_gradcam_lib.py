@@ -327,7 +327,7 @@ def test_gradcampp_paper_differs_from_pytorch_grad_cam(archs, explainers, arch_n
 #: is the paper's; its signed tensors are BatchNorm outputs that torchvision's in-place ReLU
 #: and residual add overwrite under both sides' forward hooks) and signed block outputs in
 #: mobilenet_v2 and efficientnet_b0; ``pytest -m slow`` adds the last layers
-#: (K = 512 to 1,280), ~15 min on 2 cores.
+#: (K = 512 to 1,280), ~10 min on 2 cores.
 RUN_ONLY = {"resnet18": ("layer1", "maxpool"), "mobilenet_v2": ("features.13", "features.10"),
             "efficientnet_b0": ("features.5", "features.4")}
 RUN_CASES = [pytest.param(a, m, id=f"{a}-{m}") for a, mods in RUN_ONLY.items() for m in mods] + [
