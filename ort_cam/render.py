@@ -44,6 +44,26 @@ def extra_text(name: str, value: float) -> str:
     return f"{name.replace('_', ' ')} {value:.4g}"
 
 
+def preload() -> None:
+    """Import what the panel draws with (matplotlib, ~0.6 s) in a background thread, so that
+    it is done by the time the first panel is drawn: the explanation runs meanwhile, mostly
+    inside onnxruntime, which releases the GIL. Python's import lock makes the panel's own
+    import wait for this one; a failed import here is left for that one to report."""
+    import threading
+
+    def load() -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg", force=False)
+            import matplotlib.backends.backend_agg  # noqa: F401
+            import matplotlib.figure  # noqa: F401
+        except Exception:  # noqa: BLE001, S110 (the panel's own import reports it)
+            pass
+
+    threading.Thread(target=load, name="ort-cam-preload", daemon=True).start()
+
+
 def save_panel(r: Explanation, path: Path, title: str | None = None,
                box: tuple[int, int, int, int] | None = None, original: bool = False) -> Path:
     """The input and one overlay per method side by side, with class, score and the method's
