@@ -103,6 +103,17 @@ def worker_pids() -> list[int]:
     return pids
 
 
+def wait_for_workers(n: int, proc: subprocess.Popen, timeout: float = 60) -> list[int]:
+    """The cluster's AuditWorker pids once there are ``n`` (on a loaded machine the second
+    actor can still be starting, untitled, when the first has written its records)."""
+    deadline = time.monotonic() + timeout
+    pids = worker_pids()
+    while len(pids) < n and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pids = worker_pids()
+    return pids
+
+
 def run_until(cmd: list[str], results: Path, n: int, timeout: float = 90):
     """Start ``cmd`` and return it once ``results`` holds ``n`` lines (it must still run)."""
     proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -152,7 +163,7 @@ def test_a_worker_killed_mid_run_loses_no_image(cluster, data, reference, tmp_pa
     out = tmp_path / "killed_worker"
     proc = run_until(CLI + args(data, out, "--ray", cluster, "--ray-workers", "2"),
                      out / "results.jsonl", 4)
-    victims = worker_pids()
+    victims = wait_for_workers(2, proc)
     assert len(victims) == 2, victims
     os.kill(victims[0], signal.SIGKILL)
     done_at_kill = lines(out / "results.jsonl")
@@ -170,7 +181,7 @@ def test_driver_killed_mid_run_then_rerun(cluster, data, reference, tmp_path):
     out = tmp_path / "killed_driver"
     cmd = CLI + args(data, out, "--ray", cluster, "--ray-workers", "2")
     proc = run_until(cmd, out / "results.jsonl", 4)
-    workers = worker_pids()
+    workers = wait_for_workers(2, proc)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     done = len(read_results(out / "results.jsonl"))
