@@ -145,6 +145,28 @@ def test_ray_audit_equals_the_single_process_audit(cluster, data, reference, tmp
     assert json.loads((out / "audit.json").read_text())["about"]["ray"] == cluster
 
 
+def test_ray_audit_with_road_and_arcc_equals_the_single_process_audit(cluster, data, tmp_path):
+    """``--metrics road,arcc`` reaches the workers (they get the whole AuditSpec): the records,
+    ROAD's and ARCC's values among them, equal a single-process audit's (3 images)."""
+    rows = data["csv"].read_text().splitlines()
+    small = data["csv"].parent / "three.csv"
+    small.write_text("\n".join(rows[:4]) + "\n")
+    spec = AuditSpec(steps=4, deletion_steps=4, metrics=("road", "arcc"))
+    audit_model(data["model"], small, tmp_path / "single", spec=spec, html_page=False,
+                progress=False)
+    out = tmp_path / "ray"
+    cli = [str(a) for a in ("audit", data["model"], small, *STEPS, "--no-report", "--out", out,
+                            "--metrics", "road,arcc", "--ray", cluster, "--ray-workers", "2")]
+    res = CliRunner().invoke(main, cli)
+    assert res.exit_code == 0, res.output
+    ours, want = stripped(out), stripped(tmp_path / "single")
+    assert ours == want and len(ours) == 3
+    first = next(iter(ours.values()))["methods"]["rsi"]
+    assert {"road_combined", "coherency", "arcc"} <= set(first)
+    assert json.loads((out / "summary.json").read_text()) == json.loads(
+        (tmp_path / "single" / "summary.json").read_text())
+
+
 def test_workers_sent_the_bytes_give_the_same_records(cluster, data, reference, tmp_path):
     """Workers that do not see the files get the model's and the images' bytes (a quarter
     of the images, the unreadable one among them)."""
