@@ -54,10 +54,11 @@ def audit(demo, out: Path, spec: AuditSpec, pack: bool) -> list[dict]:
     return read_results(out / "results.jsonl")
 
 
-@pytest.mark.parametrize("targets", ["top1", "labels"])
+@pytest.mark.parametrize("targets, filters", [("top1", ()), ("labels", ()),
+                                              ("top1", ("correct",))])
 def test_packed_audit_writes_the_unpacked_records_with_fewer_runs(demo, tmp_path, monkeypatch,
-                                                                 targets):
-    spec = replace(SPEC, targets=targets)
+                                                                 targets, filters):
+    spec = replace(SPEC, targets=targets, filters=filters)
     assert demo["ex"].pack_size(spec.steps, spec.methods) >= 6, "all six paths fit one group"
     runs = Runs(monkeypatch)
     single = audit(demo, tmp_path / "single", spec, pack=False)
@@ -69,7 +70,8 @@ def test_packed_audit_writes_the_unpacked_records_with_fewer_runs(demo, tmp_path
         "unreadable image"]
     assert targets == "top1" or all("#" in r["key"] for r in ok)
     # image by image: the run of x and the run of its path (m = 8 fits one run), per image;
-    # packed: both once for the six. The metrics' re-scoring runs are the same in both.
+    # packed: both once for the six. The metrics' re-scoring runs are the same in both, and
+    # so is the ``correct`` filter's one forward per image (each image is checked once).
     assert n_single - runs.n == 2 * 6 - 2
     for name in ("single", "packed"):  # the thumbnails are the same files
         assert sorted(p.name for p in (tmp_path / name / "thumbs").iterdir()) == sorted(

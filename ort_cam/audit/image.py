@@ -112,19 +112,29 @@ def score_images(ex: Explainer, images: np.ndarray, c: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def audit_image(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
-                spec: AuditSpec, thumbs: Path | None = None,
-                explanation: Explanation | None = None) -> dict:
-    """The record for ``sample``: metrics, or ``status: skipped`` with the reason.
-    ``explanation``: the image's explanation when it was already made (for the target and
-    with the settings of ``spec``, as ``run.packed_records`` makes it); else it is made here."""
+@dataclass
+class Admitted:
+    """A sample that passed every check made before its explanation (``admit``): its image,
+    its objects that map to a class and their classes, the class to explain (None: the
+    predicted one), and the seconds the checks took."""
+
+    image: Image.Image
+    mapped: list[Obj]
+    true: list[int]
+    target: int | None
+    seconds: float
+
+
+def admit(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
+          spec: AuditSpec) -> Admitted | dict:
+    """``sample`` read and checked before its path is walked: an ``Admitted``, or the skip
+    record (unreadable, filtered, wrongly predicted under ``correct``)."""
     t0 = time.perf_counter()
     try:
         image = load_image(sample.path)
     except InputError as exc:
         return skip_record(sample, "unreadable image", str(exc))
-    size = image.size
-    skip = pre_model_skip(sample, label_map, spec.filters, size)
+    skip = pre_model_skip(sample, label_map, spec.filters, image.size)
     if skip:
         return skip_record(sample, *skip)
     mapped = [o for o in sample.objects if classes_of(o, label_map)]
@@ -133,9 +143,27 @@ def audit_image(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
         wrong = wrong_prediction(ex, sample, image, mapped, true)
         if wrong:
             return wrong
+    target = label_target(ex, sample, image, label_map)
+    return Admitted(image, mapped, true, target, time.perf_counter() - t0)
+
+
+def audit_image(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
+                spec: AuditSpec, thumbs: Path | None = None,
+                admitted: Admitted | dict | None = None,
+                explanation: Explanation | None = None) -> dict:
+    """The record for ``sample``: metrics, or ``status: skipped`` with the reason.
+    ``admitted``: what ``admit`` gave for ``sample`` when it was already called (its seconds
+    count in the record's); ``explanation``: the image's explanation when it was already made
+    (for that target, with the settings of ``spec``, as ``run.packed_records`` makes it).
+    What is not given is made here."""
+    t0 = time.perf_counter() - (admitted.seconds if isinstance(admitted, Admitted) else 0.0)
+    a = admitted if admitted is not None else admit(ex, sample, label_map, spec)
+    if not isinstance(a, Admitted):
+        return a
+    mapped, true, size = a.mapped, a.true, a.image.size
     r = explanation if explanation is not None else ex.explain(
-        image, target=label_target(ex, sample, image, label_map), steps=spec.steps,
-        baseline=spec.baseline, methods=spec.methods, **spec.options)
+        a.image, target=a.target, steps=spec.steps, baseline=spec.baseline,
+        methods=spec.methods, **spec.options)
     c, p = r.target, float(probabilities(ex, r.scores)[r.target])
     head = {"key": sample.key, "target": c, "label": r.label, "p": p,
             "true_labels": sorted({o.label for o in mapped}), "true_classes": true,

@@ -34,7 +34,7 @@ from .store import (
 if TYPE_CHECKING:  # annotations only: the run never needs the explainer's import at load
     from ..explainer import Explainer
     from ..result import Explanation
-    from .image import AuditSpec
+    from .image import Admitted, AuditSpec
 
 
 # --- shards -----------------------------------------------------------------------------------
@@ -178,65 +178,46 @@ def packed_records(ex: Explainer, samples: Sequence[Sample], label_map: dict[str
                    spec: AuditSpec, thumbs: Path | None) -> Iterator[dict]:
     """The records ``audit.image.audit_image`` gives sample by sample, in order, with the
     paths of up to ``ex.pack_size`` images explained together in shared session runs
-    (``Explainer.explain_pairs``); the maps, and so the records, are the same. Each record is
-    yielded as soon as it is made; a failure mid-group redoes that group image by image, so
-    that the images before the failing one are written and it fails where it would have."""
+    (``Explainer.explain_pairs``); the maps, and so the records, are the same. Each sample is
+    admitted (read and checked, ``audit.image.admit``) once. Each record is yielded as soon
+    as it is made; a failure mid-group redoes that group image by image, so that the images
+    before the failing one are written and it fails where it would have."""
+    from .image import Admitted, admit
+
     size = ex.pack_size(spec.steps, spec.methods)
-    pending: list[tuple[Sample, tuple | None]] = []
+    pending: list[tuple[Sample, Admitted | dict | None]] = []
     for sample in samples:
         try:
-            job = explain_job(ex, sample, label_map, spec) if size > 1 else None
+            admitted = admit(ex, sample, label_map, spec) if size > 1 else None
         except Exception:
             yield from _measure_group(ex, pending, label_map, spec, thumbs)
             raise
-        pending.append((sample, job))
-        if size <= 1 or sum(j is not None for _, j in pending) >= size:
+        pending.append((sample, admitted))
+        if size <= 1 or sum(isinstance(a, Admitted) for _, a in pending) >= size:
             yield from _measure_group(ex, pending, label_map, spec, thumbs)
             pending = []
     yield from _measure_group(ex, pending, label_map, spec, thumbs)
 
 
-def explain_job(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
-                spec: AuditSpec) -> tuple | None:
-    """(image, target) to explain for ``sample``, or None when ``audit_image`` skips it
-    before the explanation (unreadable, filtered, wrongly predicted under ``correct``)."""
-    from ..errors import InputError
-    from ..preprocess import load_image
-    from .datasets import pre_model_skip
-    from .image import label_target, wrong_prediction
-
-    try:
-        image = load_image(sample.path)
-    except InputError:
-        return None
-    if pre_model_skip(sample, label_map, spec.filters, image.size):
-        return None
-    if "correct" in spec.filters:
-        mapped = [o for o in sample.objects if classes_of(o, label_map)]
-        true = sorted({c for o in mapped for c in classes_of(o, label_map)})
-        if wrong_prediction(ex, sample, image, mapped, true):
-            return None
-    return image, label_target(ex, sample, image, label_map)
-
-
-def _measure_group(ex: Explainer, group: list[tuple[Sample, tuple | None]],
+def _measure_group(ex: Explainer, group: list[tuple[Sample, Admitted | dict | None]],
                    label_map: dict[str, list[int]], spec: AuditSpec,
                    thumbs: Path | None) -> Iterator[dict]:
-    """The records of ``group``: its jobs explained together, then each image measured."""
+    """The records of ``group``: its admitted images explained together, then each measured."""
     from . import image as audit
 
-    jobs = [job for _, job in group if job is not None]
+    jobs = [(i, a) for i, (_, a) in enumerate(group) if isinstance(a, audit.Admitted)]
     made: dict[int, Explanation] = {}
     if len(jobs) > 1:
         try:
-            made = dict(zip((i for i, (_, j) in enumerate(group) if j is not None),
-                            ex.explain_pairs(jobs, steps=spec.steps, baseline=spec.baseline,
-                                             methods=spec.methods, **spec.options)))
+            made = dict(zip((i for i, _ in jobs), ex.explain_pairs(
+                [(a.image, a.target) for _, a in jobs], steps=spec.steps,
+                baseline=spec.baseline, methods=spec.methods, **spec.options)))
         except Exception:  # redone one at a time below: fails at the image that fails
             made = {}
-    for i, (sample, _) in enumerate(group):
+    for i, (sample, admitted) in enumerate(group):
         r = made.pop(i, None)
-        rec = audit.audit_image(ex, sample, label_map, spec, thumbs, explanation=r)
+        rec = audit.audit_image(ex, sample, label_map, spec, thumbs, admitted=admitted,
+                                explanation=r)
         if r is not None and "seconds" in rec:  # the image's share of the packed runs
             shared = r.timings.get("total", 0.0) + r.timings.get("preprocess", 0.0)
             rec["seconds"] = round(rec["seconds"] + shared, 3)
