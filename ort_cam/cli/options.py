@@ -241,13 +241,14 @@ def _library_check(ctx: click.Context, param: click.Parameter, value: Any) -> An
     return value
 
 
-def _later_option(f: Field) -> Decorator:
+def _later_option(f: Field, helps: dict[str, str]) -> Decorator:
     """The click option of ``MethodOptions`` field ``f``: a flag for a bool, a choice where
-    the options have choices, else its number type (None when its default may be None)."""
+    the options have choices, else its number type (None when its default may be None);
+    ``helps``: ``_attribute_help()``."""
     from ..methods import MethodOptions
 
     flag = "--" + f.name.replace("_", "-")
-    text = _attribute_help().get(f.name, f.name.replace("_", " "))
+    text = helps.get(f.name, f.name.replace("_", " "))
     kind = str(f.type).split(" | ")[0]
     if kind == "bool":
         return click.option(flag, f.name, is_flag=True, default=None, callback=_library_check,
@@ -266,7 +267,8 @@ def _later_option(f: Field) -> Decorator:
 def _later_method_options() -> Decorator:
     from ..methods import MethodOptions
 
-    return _compose(*(_later_option(f) for f in fields(MethodOptions)
+    helps = _attribute_help()  # the docstring parsed once, not once per option
+    return _compose(*(_later_option(f, helps) for f in fields(MethodOptions)
                       if f.metadata.get("later")))
 
 
