@@ -36,7 +36,7 @@ from .engine import (
 from .errors import InputError, OrtCamError
 from .graph import LayerHint, LoadedModel, load_model, view_layer
 from .maps import is_dark, normalize, upsample
-from .methods import METHODS, MethodOptions, default_methods, reporting
+from .methods import METHODS, MethodOptions, default_methods, needs_path, reporting
 from .methods.runs import run_method, uses_runs
 from .prepared import LAYER_KEY as LAYER_KEY  # re-exported: metadata.py reads it here
 from .prepared import prepare
@@ -336,7 +336,7 @@ class Explainer:
             return 1
         names = _known_methods(methods)
         cap = self.run_capacity()
-        if not _needs_path(names):
+        if not needs_path(names):
             return max(1, min(PACK_ITEMS, cap))
         m = _fixed_steps(steps)
         return max(n_specs, min(PACK_ITEMS, cap // (m + 1))) if m + 1 <= cap else 1
@@ -351,7 +351,7 @@ class Explainer:
         walked = [name for name in names if not uses_runs(METHODS[name])]
         m = None if steps == "auto" else _fixed_steps(steps)
         starts = self._starts(items)
-        if not _needs_path(walked):
+        if not needs_path(walked):
             paths = [self._pathless(it, st, walked, opts, on_chunk)
                      for it, st in zip(items, starts)]
         elif m is None:
@@ -615,10 +615,6 @@ class _Start:
     scores: np.ndarray
     end: Points | None
     run_seconds: float
-
-
-def _needs_path(names: Sequence[str]) -> bool:
-    return any(METHODS[name].needs_path for name in names)
 
 
 def _fixed_steps(steps) -> int:

@@ -17,7 +17,7 @@ from .._version import __version__
 from ..baselines import make_baseline
 from ..errors import OrtCamError
 from ..explainer import DEFAULT_BUDGET, LABELS_KEY, Explainer
-from ..methods import METHODS, MethodOptions
+from ..methods import METHODS, MethodOptions, needs_path
 from ..methods.ablation import AblationCam
 from ..methods.eigencam import EigenCam, EigenGradCam
 from ..methods.finercam import FinerCam
@@ -71,7 +71,7 @@ def _steps(steps: int | str) -> int:
 def _path_steps(m: int, names: list[str]) -> int:
     """m, or 1 when no method asked for reads the path (each reads x alone, l = m): the graph
     then walks only x_0 and x, as the engine runs only x."""
-    return m if any(getattr(METHODS[n], "needs_path", True) for n in names) else 1
+    return m if needs_path(names) else 1
 
 
 def _methods(methods) -> list[str]:

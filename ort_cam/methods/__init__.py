@@ -9,6 +9,7 @@ dict at run time) shows up everywhere.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from ..engine import PathState
 from .ablation import AblationCam
@@ -44,6 +45,12 @@ def default_methods() -> tuple[str, ...]:
     return tuple(name for name, cls in METHODS.items() if cls.default)
 
 
+def needs_path(names: Sequence[str]) -> bool:
+    """Whether any of the methods ``names`` reads points of the path other than x (l = m);
+    when none does, x alone is run (the explainer) or walked (the exported graph)."""
+    return any(METHODS[name].needs_path for name in names)
+
+
 def extra_names() -> tuple[str, ...]:
     """Every extra scalar some registered method reports, in registry order, once each."""
     return tuple(dict.fromkeys(e for cls in METHODS.values() for e in cls.extras))
@@ -68,4 +75,4 @@ def describe() -> list[dict[str, object]]:
 
 
 __all__ = ["METHODS", "CamMethod", "MethodOptions", "PathState", "default_methods",
-           "describe", "extra_names", "reporting"]
+           "describe", "extra_names", "needs_path", "reporting"]
