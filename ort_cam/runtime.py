@@ -150,7 +150,8 @@ class Runner:
         self.output_names = [o.name for o in session.get_outputs()]
         self.bound = wants_binding(session.get_providers()) if bind is None else bind
         self.preallocate = preallocate
-        self._declared = _output_shapes(session)
+        # read only where used: a plain session never looks at its output shapes
+        self._declared = _output_shapes(session) if self.bound and preallocate else []
         self._learned: dict[tuple, list[_Shape]] = {}
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
