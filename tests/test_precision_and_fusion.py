@@ -2,7 +2,7 @@
 FusedGemm, QuickGelu; the transformer optimiser's SkipLayerNormalization, BiasGelu,
 FastGelu), quantised to QDQ by onnxruntime.quantization, and converted to float16. The first
 must give the unoptimised model's maps; the others are compared with the float32 model, and
-the numbers are printed (README "What is verified")."""
+the numbers are printed (docs/models.md, "Which models work")."""
 
 from __future__ import annotations
 
