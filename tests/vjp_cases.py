@@ -818,6 +818,55 @@ add("Pad-reflect-axes-input-opset18", "Pad", [node("Pad", ["x", "p", "", "a"], m
     (3, 5), inits={"p": ints(2, 1, 1, 2), "a": ints(-1, 1)}, opset=18)
 
 
+# Recurrent layers (rules_rnn): LSTM and GRU, T = 3 steps, 3 inputs, H = 2. The graph inputs
+# are batch first (x [N, T, I], h0/c0 [N, D, H]) and reach the node through Transposes.
+# The output y concatenates every output the case uses (Y, Y_h, Y_c), each flattened.
+# onnxruntime's LSTM and GRU kernels refuse double at run time ("LSTM operator does not support
+# double yet"), after the session is made: these cases are checked in float32.
+_T, _I, _H = 3, 3, 2
+
+
+def _rnn_case(op: str, direction: str = "forward", bias: bool = True, states: bool = True,
+              outputs: int = 1, **attrs) -> None:
+    """One LSTM/GRU node; ``outputs`` = how many of (Y, Y_h, Y_c) feed y."""
+    d, gates = (2 if direction == "bidirectional" else 1), (4 if op == "LSTM" else 3)
+    inits = {"W": rand(d, gates * _H, _I, scale=0.6), "R": rand(d, gates * _H, _H, scale=0.6),
+             "s": ints(0, -1)}
+    ins = ["xt", "W", "R", "B" if bias else "", ""]
+    if bias:
+        inits["B"] = rand(d, 2 * gates * _H, scale=0.5)
+    n_states = (2 if op == "LSTM" else 1) if states else 0
+    names = ["h0", "c0"][:n_states]
+    ins += [f"{n}t" for n in names]
+    nodes = [node("Transpose", [n], f"{n}t", perm=[1, 0, 2]) for n in ["x", *names]]
+    outs = ["Y", "Yh", "Yc"][:outputs]
+    nodes.append(node(op, ins, outs, direction=direction, hidden_size=_H, **attrs))
+    flat = []
+    for k, o in enumerate(outs):
+        nodes.append(node("Transpose", [o], f"{o}b", perm=[2, 0, 1, 3] if k == 0 else [1, 0, 2]))
+        nodes.append(node("Reshape", [f"{o}b", "s"], f"{o}f"))
+        flat.append(f"{o}f")
+    nodes.append(node("Concat", flat, axis=1) if len(flat) > 1 else node("Identity", flat))
+    parts = [op, direction, "bias" if bias else "no-bias",
+             "states" if states else "no-states", f"{outputs}-outputs",
+             *[f"{k}{v}" for k, v in attrs.items()]]
+    add("-".join(parts), op, nodes,
+        [In("x", (_T, _I)),
+         *[In(n, (d, _H), normal(0.5)) for n in names]],
+        inits=inits, opset=14, wrt=("x", *names), float64=False)
+
+
+_rnn_case("LSTM", outputs=3)
+_rnn_case("LSTM", "reverse", bias=False, states=False)
+_rnn_case("LSTM", "bidirectional", outputs=3)
+_rnn_case("LSTM", "bidirectional", states=False)
+_rnn_case("LSTM", "reverse", outputs=2)
+_rnn_case("GRU", outputs=2)
+_rnn_case("GRU", "bidirectional", outputs=2, linear_before_reset=1)
+_rnn_case("GRU", "reverse", bias=False, linear_before_reset=1)
+_rnn_case("GRU", "bidirectional", states=False, outputs=2)
+
+
 # com.microsoft ops of onnxruntime-optimised graphs (rules_contrib) ------------------------
 MS = "com.microsoft"
 

@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (fill VJP_RULES)
     rules_contrib,
     rules_elementwise,
     rules_nn,
+    rules_rnn,
     rules_shape,
     rules_tensor,
 )
