@@ -23,7 +23,7 @@ from ._version import __version__
 from .errors import ModelLoadError, OrtCamError
 from .grad import fused_model
 from .graph import LayerHint, LoadedModel, load_model, view_layer
-from .graph.load import PROBE_BATCH, is_float
+from .graph.load import PROBE_BATCH, external_data_files, is_float
 
 LAYER_KEY = "ort_cam.layer"
 #: Bump when what an entry holds, or how the fused model is built, changes.
@@ -177,6 +177,7 @@ def prepare(source: ModelSource, layer: str | None, score: str, *,
 def model_digest(source: ModelSource) -> str | None:
     """SHA-256 of the model's bytes and of its external data files; None when it cannot be
     keyed (an in-memory model that points at external data)."""
+    path: Path | None = None
     if isinstance(source, onnx.ModelProto):
         blob, base = source.SerializeToString(), None
     else:
@@ -186,7 +187,7 @@ def model_digest(source: ModelSource) -> str | None:
         blob, base = path.read_bytes(), path.parent
     digest = hashlib.sha256(blob)
     # every external tensor names its file under the key "location": no such bytes, no files
-    files = _external_files(blob) if b"location" in blob else []
+    files = _external_files(blob, path) if b"location" in blob else []
     if files and base is None:
         return None
     for name in files:
@@ -199,15 +200,11 @@ def model_digest(source: ModelSource) -> str | None:
     return digest.hexdigest()
 
 
-def _external_files(blob: bytes) -> list[str]:
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
-
+def _external_files(blob: bytes, path: Path | None) -> list[str]:
+    """The external data files the model names; with its path, a file outside the model's
+    folder or behind a symbolic link is refused (ModelLoadError) before any is read."""
     try:
         model = onnx.load_model_from_string(blob)
     except Exception:
         return []  # not a model: the loader says so
-    found: set[str] = set()
-    for tensor in _get_all_tensors(model):
-        if uses_external_data(tensor):
-            found.update(e.value for e in tensor.external_data if e.key == "location")
-    return sorted(found)
+    return sorted({location for _, location in external_data_files(model, path)})

@@ -43,19 +43,84 @@ def ort_message(exc: BaseException) -> str:
 
 
 def read_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
-    """Read an ONNX file (with its external data) or copy a ModelProto."""
+    """Read an ONNX file (with its external data) or copy a ModelProto. External data is read
+    only from files inside the model's folder, reached without a symbolic link; a ModelProto
+    must hold its tensors in memory. The result refers to no external data, so a model ort_cam
+    saves writes its tensors only where ort_cam names them."""
     if isinstance(source, onnx.ModelProto):
-        return copy.deepcopy(source)
+        model = copy.deepcopy(source)
+        refs = external_data_files(model)
+        if refs:
+            name, location = refs[0]
+            raise ModelLoadError(
+                f"the ModelProto keeps tensor {name!r} in an external file ({location!r}), which "
+                "an in-memory model cannot locate; pass the model's path, or onnx.load(path) it"
+            )
+        return model
     path = Path(source)
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
     try:
-        return onnx.load(str(path), load_external_data=True)
-    except Exception as exc:  # protobuf / external-data errors come in many types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf errors come in many types
         raise ModelLoadError(
-            f"cannot read {path} as ONNX ({first}); check that it is a complete .onnx file"
+            f"cannot read {path} as ONNX ({_first_line(exc)}); check that it is a complete "
+            ".onnx file"
         ) from exc
+    if external_data_files(model, path):
+        try:
+            onnx.load_external_data_for_model(model, str(path.parent))
+        except Exception as exc:  # a missing, short or unreadable data file
+            raise ModelLoadError(
+                f"cannot read the external data of {path} ({_first_line(exc)}); keep each "
+                "data file beside the model, as it was saved"
+            ) from exc
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def external_data_files(model: onnx.ModelProto,
+                        path: str | os.PathLike | None = None) -> list[tuple[str, str]]:
+    """(tensor name, location) of every tensor ``model`` keeps in an external file. With the
+    ``path`` the model was read from, each location is checked to name a file inside the
+    model's folder, reached without a symbolic link (``../secret.bin``, an absolute path or a
+    link pointing out would let a model file read any file): ModelLoadError otherwise."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    found = []
+    for tensor in _get_all_tensors(model):
+        if uses_external_data(tensor):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            found.append((tensor.name, location))
+            if path is not None:
+                _check_inside(Path(path), tensor.name, location)
+    return found
+
+
+def _check_inside(path: Path, tensor: str, location: str) -> None:
+    folder = path.parent
+    where = f"{path}: tensor {tensor!r} keeps its data in {location!r}"
+    parts = Path(location).parts
+    if Path(location).is_absolute() or ".." in parts:
+        raise ModelLoadError(
+            f"{where}, outside the model's folder {folder}; ort_cam reads external data only "
+            "from the model's folder: put the data file beside the model and give its location "
+            "as the bare file name"
+        )
+    for i in range(1, len(parts) + 1):
+        if (folder.joinpath(*parts[:i])).is_symlink():
+            raise ModelLoadError(
+                f"{where}, a symbolic link ({folder.joinpath(*parts[:i])}); ort_cam does not "
+                f"follow links to external data (one could point anywhere): copy the data file "
+                f"into {folder} in place of the link"
+            )
+    if not (folder / location).resolve().is_relative_to(folder.resolve()):
+        raise ModelLoadError(f"{where}, outside the model's folder {folder}; put the data "
+                             "file beside the model")
 
 
 def default_opset(model: onnx.ModelProto) -> int:
