@@ -47,6 +47,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from vjp_cases import CASES, Case
 
+from ort_cam.errors import NoGradientRuleError
 from ort_cam.grad import rules_nn
 from ort_cam.grad.builder import Builder
 from ort_cam.grad.heads import fused_model
@@ -450,3 +451,26 @@ def test_builder_types_match_onnxruntime():
     for (name, t), value in zip(emitted.items(), got, strict=True):
         assert b.dtype(t) == value.dtype, f"{name}: builder says {b.dtype(t)}, ORT {value.dtype}"
         assert b.shape(t) == value.shape, f"{name}: builder says {b.shape(t)}, ORT {value.shape}"
+
+
+# Refusals of the resampling rules ----------------------------------------------------------
+@pytest.mark.parametrize("attrs, says", [
+    ({"mode": "bicubic"}, "GridSample with mode 'bicubic', padding_mode 'zeros'"),
+    ({"padding_mode": "reflection"}, "GridSample with mode 'bilinear', padding_mode "
+                                     "'reflection'"),
+])
+def test_grid_sample_refuses_other_modes_in_one_line_naming_the_node(attrs, says):
+    graph = helper.make_graph(
+        [helper.make_node("GridSample", ["x", "grid"], ["y"], name="the_sampler", **attrs)],
+        "gs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 3, 3]),
+               helper.make_tensor_value_info("grid", TensorProto.FLOAT, ["N", 2, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, 2, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    model.ir_version = 8
+    with pytest.raises(NoGradientRuleError) as info:
+        fused_model(load_model(model), "x", "logit", require_spatial=False)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(
+        f"no gradient rule for op 'GridSample' (node 'the_sampler'): {says}")
+    assert "(the rule covers modes bilinear/linear and nearest, padding zeros and border" \
+        in message

@@ -867,6 +867,54 @@ _rnn_case("GRU", "reverse", bias=False, linear_before_reset=1)
 _rnn_case("GRU", "bidirectional", states=False, outputs=2)
 
 
+# Pixel shuffles and grid sampling --------------------------------------------------------
+add("DepthToSpace-DCR-b2", "DepthToSpace", [node("DepthToSpace", ["x"], blocksize=2)],
+    (8, 2, 3))
+add("DepthToSpace-CRD-b2", "DepthToSpace", [node("DepthToSpace", ["x"], blocksize=2,
+                                                 mode="CRD")], (8, 3, 2))
+add("DepthToSpace-DCR-b3-one-channel", "DepthToSpace",
+    [node("DepthToSpace", ["x"], blocksize=3)], (9, 2, 2))
+add("SpaceToDepth-b2", "SpaceToDepth", [node("SpaceToDepth", ["x"], blocksize=2)], (2, 4, 6))
+add("SpaceToDepth-then-DepthToSpace-CRD", ["SpaceToDepth", "DepthToSpace", "Mul"],
+    [node("SpaceToDepth", ["x"], "s2d", blocksize=2), node("Mul", ["s2d", "s2d"], "sq"),
+     node("DepthToSpace", ["sq"], blocksize=2, mode="CRD")], (3, 4, 4))
+
+
+def _grid_sampler(h: int, w: int, align: int, offset: float) -> Sampler:
+    """Grid points [.., 2] (x, y normalised) whose pixel coordinates lie k + offset + u,
+    |u| < 0.3, k from -1 to the size (some outside the image): >= 0.2 px from the integers
+    (offset 0.5: bilinear's kinks) or the half-integers (offset 0: nearest's)."""
+
+    def draw(rng, shape):
+        px = [rng.integers(-1, n + 1, shape[:-1]) + offset + rng.uniform(-0.3, 0.3, shape[:-1])
+              for n in (w, h)]
+        norm = [(2 * p + 1 - align) / (n - align) - 1 for p, n in zip(px, (w, h))]
+        return np.stack(norm, axis=-1)
+
+    return draw
+
+
+def _grid_case(mode: str, padding: str, align: int, opset: int = 16) -> None:
+    h, w = 3, 4
+    linear = mode in ("bilinear", "linear")
+    add(f"GridSample-{mode}-{padding}-align{align}-opset{opset}", "GridSample",
+        [node("GridSample", ["x", "grid"], mode=mode, padding_mode=padding,
+              align_corners=align)],
+        [In("x", (2, h, w)), In("grid", (2, 3, 2), _grid_sampler(h, w, align,
+                                                                  0.5 if linear else 0.0))],
+        opset=opset, wrt=("x", "grid"))
+
+
+# Opset 16 names the modes bilinear/nearest and onnxruntime 1.31 has a float32 kernel only
+# there; opset 20 names them linear/nearest and has a double kernel: every combination of
+# both, the second checked in float64.
+for _opset, _modes in ((16, ("bilinear", "nearest")), (20, ("linear", "nearest"))):
+    for _mode in _modes:
+        for _padding in ("zeros", "border"):
+            for _align in (0, 1):
+                _grid_case(_mode, _padding, _align, _opset)
+
+
 # com.microsoft ops of onnxruntime-optimised graphs (rules_contrib) ------------------------
 MS = "com.microsoft"
 

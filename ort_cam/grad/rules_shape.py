@@ -151,3 +151,28 @@ def _matmul_along(ctx: VjpContext, g: gs.Tensor, axis: int, rank: int,
     perm = [a for a in range(rank) if a != axis] + [axis]
     moved = b.op("MatMul", b.op("Transpose", g, perm=perm), matrix)
     return b.op("Transpose", moved, perm=[int(i) for i in np.argsort(perm)])
+
+
+# DepthToSpace and SpaceToDepth: a reshape, a transpose and a reshape ------------------------
+def _depth_space_steps(node: gs.Node, shape: tuple[int, ...]) -> tuple[list[int], list[int]]:
+    """The forward pass as reshape(x, six) -> transpose(perm) -> reshape(y), per ONNX's
+    definitions: (six, perm), ``six``'s batch written 0 (Reshape copies it)."""
+    _, c, h, w = shape
+    bs = int(node.attrs["blocksize"])
+    if node.op == "SpaceToDepth":
+        return [0, c, h // bs, bs, w // bs, bs], [0, 3, 5, 1, 2, 4]
+    mode = node.attrs.get("mode", "DCR")
+    if (mode.decode() if isinstance(mode, bytes) else str(mode)) == "CRD":
+        return [0, c // bs**2, bs, bs, h, w], [0, 1, 4, 2, 5, 3]
+    return [0, bs, bs, c // bs**2, h, w], [0, 3, 4, 1, 5, 2]
+
+
+@vjp("DepthToSpace", "SpaceToDepth")
+def depth_space(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
+    """Both move each value to one place (a permutation): the gradient undoes it, g reshaped
+    to the transposed six-axis view, transposed back, reshaped to x's shape."""
+    x, b = node.inputs[0], ctx.b
+    six, perm = _depth_space_steps(node, ctx.shape(x))
+    g = b.op("Reshape", gys[0], b.ints([six[p] for p in perm]))
+    g = b.op("Transpose", g, perm=[int(i) for i in np.argsort(perm)])
+    return ctx.grads(node, b.op("Reshape", g, ctx.shape_of(x)))

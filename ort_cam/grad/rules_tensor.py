@@ -1,7 +1,7 @@
 """VJP rules of the ops transformers and resampling layers add: Einsum, Tile, CumSum, Resize
-(nearest and linear), Pad in every mode (constant, edge, reflect, wrap), GatherElements,
-Gather (constant indices, or computed at run time), and the norms ReduceL2, ReduceL1,
-ReduceSumSquare, ReduceLogSumExp.
+(nearest and linear), GridSample (bilinear and nearest; zeros and border padding), Pad in
+every mode (constant, edge, reflect, wrap), GatherElements, Gather (constant indices, or
+computed at run time), and the norms ReduceL2, ReduceL1, ReduceSumSquare, ReduceLogSumExp.
 
 Resize and the non-constant Pad modes are linear maps along each axis: their gradient applies
 the transpose of each axis's 0/1 or interpolation matrix, worked out here from the attributes
@@ -10,6 +10,7 @@ as onnxruntime computes the forward (tests/vjp_cases.py checks every mode agains
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -347,3 +348,140 @@ def gather(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
     counts = np.zeros((flat.size, shape[axis]))
     np.add.at(counts, (np.arange(flat.size), flat), 1.0)
     return [_matmul_along(ctx, g, axis, rank, ctx.array(counts, x)), None]
+
+
+# GridSample ------------------------------------------------------------------------------
+_GRID_MODES = {"bilinear": "linear", "linear": "linear", "nearest": "nearest"}
+_GRID_PADDINGS = ("zeros", "border")
+
+
+@dataclass
+class _Taps:
+    """GridSample's sampling taps as [N, 1, P] tensors (P = H_out·W_out): per tap its flat
+    input index (int64, clamped into the image), its weight, and (zeros padding) 1 where the
+    tap lies inside the image, 0 outside (``None`` for border padding: every tap counts)."""
+
+    index: list[gs.Tensor] = field(default_factory=list)
+    weight: list[gs.Tensor] = field(default_factory=list)
+    inside: list[gs.Tensor | None] = field(default_factory=list)
+
+
+def _grid_axis(ctx: VjpContext, node: gs.Node, k: int, n: int) -> gs.Tensor:
+    """Pixel coordinate [N, 1, P] along grid component ``k`` (0: x, 1: y) for an input
+    axis of ``n`` pixels, as onnxruntime denormalises it."""
+    grid, x, b = node.inputs[1], node.inputs[0], ctx.b
+    gk = b.op("Reshape", b.op("Slice", grid, b.ints([k]), b.ints([k + 1]), b.ints([3])),
+              b.ints([0, 1, -1]))
+    return b.op("Add", b.op("Mul", gk, ctx.scalar(_grid_scale(node, n), x)),
+                ctx.scalar((n - 1) / 2, x))
+
+
+def _grid_scale(node: gs.Node, n: int) -> float:
+    """d pixel / d grid along an axis of ``n`` pixels."""
+    return (n - 1) / 2 if int(node.attrs.get("align_corners", 0)) else n / 2
+
+
+def _clamped(ctx: VjpContext, x: gs.Tensor, t: gs.Tensor, n: int) -> gs.Tensor:
+    return ctx.b.op("Max", ctx.b.op("Min", t, ctx.scalar(n - 1, x)), ctx.scalar(0, x))
+
+
+def _grid_taps(ctx: VjpContext, node: gs.Node, corners: list[tuple[gs.Tensor, gs.Tensor,
+               gs.Tensor]], size: tuple[int, int]) -> _Taps:
+    """(column, row, weight) per tap -> _Taps: zeros padding zeroes a tap outside the image,
+    border padding clamps it to the edge (as onnxruntime samples)."""
+    x, b = node.inputs[0], ctx.b
+    h, w = size
+    zeros = _attr_str(node, "padding_mode", "zeros") == "zeros"
+    taps = _Taps()
+    for col, row, weight in corners:
+        cc, rc = _clamped(ctx, x, col, w), _clamped(ctx, x, row, h)
+        inside = None
+        if zeros:
+            inside = b.op("Cast", b.op("And", b.op("Equal", cc, col), b.op("Equal", rc, row)),
+                          to=ctx.onnx_dtype(x))
+            weight = b.op("Mul", weight, inside)
+        taps.index.append(b.op("Cast", b.op("Add", b.op("Mul", rc, ctx.scalar(w, x)), cc),
+                               to=7))
+        taps.weight.append(weight)
+        taps.inside.append(inside)
+    return taps
+
+
+def _refuse_grid_sample(ctx: VjpContext, node: gs.Node) -> str:
+    """The sampling mode ("linear" or "nearest"); ``Unsupported`` for the rest."""
+    mode = _GRID_MODES.get(_attr_str(node, "mode", "bilinear"))
+    padding = _attr_str(node, "padding_mode", "zeros")
+    rank = ctx.rank(node.inputs[0])
+    if mode is None or padding not in _GRID_PADDINGS or rank != 4:
+        raise Unsupported(
+            f"GridSample with mode {_attr_str(node, 'mode', 'bilinear')!r}, padding_mode "
+            f"{padding!r} on a rank-{rank} input (the rule covers modes bilinear/linear and "
+            "nearest, padding zeros and border, 4-D inputs)")
+    return mode
+
+
+@vjp("GridSample")
+def grid_sample(ctx: VjpContext, node: gs.Node, gys: Gys) -> Grads:
+    """Bilinear or nearest sampling, zeros or border padding, either align_corners, 4-D. The
+    input's gradient scatters g·weight to each tap (ScatterElements, add); the grid's is the
+    bilinear weights' slope times the tap values (0 for nearest: piecewise constant)."""
+    x, grid, b = node.inputs[0], node.inputs[1], ctx.b
+    mode = _refuse_grid_sample(ctx, node)
+    _, _, h, w = ctx.shape(x)
+    u, v = _grid_axis(ctx, node, 0, w), _grid_axis(ctx, node, 1, h)
+    g = b.op("Reshape", gys[0], b.ints([0, 0, -1]))  # [N, C, P]
+    xf = b.op("Reshape", x, b.ints([0, 0, h * w]))  # [N, C, H·W]
+    one = ctx.scalar(1, x)
+    if mode == "nearest":
+        weights: tuple[gs.Tensor, ...] = ()
+        taps = _grid_taps(ctx, node, [(b.op("Round", u), b.op("Round", v), one)], (h, w))
+    else:
+        u0, v0 = b.op("Floor", u), b.op("Floor", v)
+        u1, v1 = b.op("Add", u0, one), b.op("Add", v0, one)
+        wu1, wv1 = b.op("Sub", u, u0), b.op("Sub", v, v0)
+        weights = (b.op("Sub", one, wu1), wu1, b.op("Sub", one, wv1), wv1)
+        wu0, wv0 = weights[0], weights[2]
+        taps = _grid_taps(ctx, node, [
+            (u0, v0, b.op("Mul", wv0, wu0)), (u1, v0, b.op("Mul", wv0, wu1)),
+            (u0, v1, b.op("Mul", wv1, wu0)), (u1, v1, b.op("Mul", wv1, wu1))], (h, w))
+    index = [b.op("Expand", i, b.op("Shape", g)) for i in taps.index]  # [N, C, P] each
+    grads = ctx.grads(node)
+    if ctx.needs(node, 0):
+        upd = [b.op("Mul", g, wt) for wt in taps.weight]
+        scattered = b.op("ScatterElements", ctx.zeros_like(xf), _cat(ctx, index),
+                         _cat(ctx, upd), axis=2, reduction="add")
+        grads[0] = b.op("Reshape", scattered, ctx.shape_of(x))
+    if ctx.needs(node, 1):
+        grads[1] = ctx.zeros_like(grid) if mode == "nearest" else _grid_grad(
+            ctx, node, g, xf, index, taps, weights)
+    return grads
+
+
+def _cat(ctx: VjpContext, ts: list[gs.Tensor]) -> gs.Tensor:
+    return ts[0] if len(ts) == 1 else ctx.b.op("Concat", *ts, axis=2)
+
+
+def _grid_grad(ctx: VjpContext, node: gs.Node, g: gs.Tensor, xf: gs.Tensor,
+               index: list[gs.Tensor], taps: _Taps, weights: tuple[gs.Tensor, ...]
+               ) -> gs.Tensor:
+    """d/d grid of bilinear sampling: with taps 00, 10 (column + 1), 01, 11 (row + 1) and
+    values p (0 outside a zeros-padded image), dy/du = wv0·(p10 − p00) + wv1·(p11 − p01) and
+    dy/dv = wu0·(p01 − p00) + wu1·(p11 − p10), u and v in pixels; times d pixel / d grid."""
+    x, b = node.inputs[0], ctx.b
+    _, _, h, w = ctx.shape(x)
+    wu0, wu1, wv0, wv1 = weights
+    p = []
+    for i, inside in zip(index, taps.inside, strict=True):
+        value = b.op("GatherElements", xf, i, axis=2)  # [N, C, P]
+        p.append(value if inside is None else b.op("Mul", value, inside))
+    p00, p10, p01, p11 = p
+    du = b.op("Add", b.op("Mul", wv0, b.op("Sub", p10, p00)),
+              b.op("Mul", wv1, b.op("Sub", p11, p01)))
+    dv = b.op("Add", b.op("Mul", wu0, b.op("Sub", p01, p00)),
+              b.op("Mul", wu1, b.op("Sub", p11, p10)))
+    parts = []
+    for slope, n in ((du, w), (dv, h)):
+        summed = b.reduce("ReduceSum", b.op("Mul", g, slope), [1], keepdims=True)  # [N, 1, P]
+        parts.append(b.op("Mul", summed, ctx.scalar(_grid_scale(node, n), x)))
+    pairs = b.op("Transpose", b.op("Concat", *parts, axis=1), perm=[0, 2, 1])  # [N, P, 2]
+    return b.op("Reshape", pairs, ctx.shape_of(node.inputs[1]))
