@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from .errors import InputError
-from .result import PathEnds
+from .result import COMPLETENESS_GAP, PathEnds
 from .runtime import Runner
 
 
@@ -112,13 +112,46 @@ class Points:
         return Points(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("a", "y", "g")))
 
 
-def one_hot(n: int, n_classes: int, target: int | None) -> np.ndarray:
-    """``target_weights`` for ``n`` rows: one-hot at ``target``, or zeros (None), which the
-    fused model reads as "the top-1 class of each row"."""
-    w = np.zeros((n, n_classes), dtype=np.float32)
-    if target is not None:
-        w[:, target] = 1.0
-    return w
+class TargetFeed(Protocol):
+    """What one path differentiates, as the fused model is fed and read: ``inputs(n)``, the
+    model's target inputs for n path points (by input name, batch first: e.g. target weights
+    shaped like the score output), and ``score(out)``, the target's score y of each of those
+    points read from the score output ([n, ...] → [n]). The engine assumes no shape of either."""
+
+    def inputs(self, n: int) -> dict[str, np.ndarray]: ...
+
+    def score(self, out: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class FusedModel:
+    """The fused gradient model as the engine runs it: one session run maps the inputs (and the
+    target inputs a ``TargetFeed`` gives) to the layer A, the score output and the gradient G
+    of the target's score with respect to A, in the order of ``output_names``. The shapes are
+    the declared ones (a str or None for a dimension the model leaves free); the layer's
+    channels are on ``channel_axis`` (1: NCHW, 3: NHWC)."""
+
+    runner: Runner
+    input_name: str
+    output_names: tuple[str, ...]
+    output_shapes: tuple[tuple[int | str | None, ...], ...]
+    channel_axis: int = 1
+
+    @classmethod
+    def of(cls, runner: Runner, input_name: str, channel_axis: int = 1) -> FusedModel:
+        """The fused model that ``runner``'s session runs, its outputs as the session declares."""
+        outs = runner.session.get_outputs()
+        return cls(runner, input_name, tuple(o.name for o in outs),
+                   tuple(tuple(o.shape) for o in outs), channel_axis)
+
+    def run(self, xs: np.ndarray, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """One session run of the inputs ``xs`` with the target inputs ``feeds``: [A, scores, G]."""
+        return self.runner.run({self.input_name: xs, **feeds})
+
+    def points(self, xs: np.ndarray, target: TargetFeed) -> Points:
+        """One session run of the inputs ``xs``, every one for ``target``."""
+        a, scores, g = self.run(xs, target.inputs(len(xs)))
+        return Points(a, target.score(scores), g)
 
 
 def path_inputs(x: np.ndarray, x0: np.ndarray, ls: np.ndarray, m: int) -> np.ndarray:
@@ -129,13 +162,6 @@ def path_inputs(x: np.ndarray, x0: np.ndarray, ls: np.ndarray, m: int) -> np.nda
     diff = x.astype(np.float64) - x0.astype(np.float64)
     alphas = (ls / m).reshape((-1,) + (1,) * (x.ndim - 1))
     return (x0.astype(np.float64) + alphas * diff).astype(x.dtype)
-
-
-def run_points(runner: Runner, input_name: str, xs: np.ndarray, weights: np.ndarray,
-               targets: np.ndarray) -> Points:
-    """One session run of the inputs ``xs`` with ``weights``; ``targets[i]`` is row i's class."""
-    a, scores, g = runner.run({input_name: xs, "target_weights": weights})
-    return Points(a, scores[np.arange(len(xs)), targets], g)
 
 
 class Feeder:
@@ -180,46 +206,14 @@ def chunks(m: int, chunk: int) -> list[np.ndarray]:
     return [np.arange(s, min(s + chunk, m + 1)) for s in range(0, m + 1, chunk)]
 
 
-def walk_path(runner: Runner, input_name: str, x: np.ndarray, x0: np.ndarray, target: int,
-              n_classes: int, m: int, chunk: int, reducers: Mapping[str, ReducerFactory],
-              channel_axis: int = 1, on_chunk: Callable[[int], None] | None = None,
-              end: Points | None = None) -> PathResult:
-    """One pass over the m+1 path points serving every reducer in ``reducers``.
-
-    ``x`` and ``x0`` are single inputs with a batch axis of 1. Memory grows with ``chunk``,
-    never with ``m``: each chunk is built, run, reduced and dropped. ``end``: the point
-    l = m (x itself) when it was already run for ``target``; it is not run again.
-    """
-    if m < 1:
-        raise InputError(f"steps must be >= 1 (got {m})")
-    feeder = Feeder(m, reducers, channel_axis)
-    t_run = 0.0
-    for ls in chunks(m, chunk):
-        todo = ls if end is None else ls[ls < m]
-        parts = []
-        if len(todo):
-            t0 = time.perf_counter()
-            parts.append(run_points(runner, input_name, path_inputs(x, x0, todo, m),
-                                    one_hot(len(todo), n_classes, target),
-                                    np.full(len(todo), target)))
-            t_run += time.perf_counter() - t0
-        if len(todo) < len(ls):
-            assert end is not None
-            parts.append(end)
-        feeder.feed(ls, Points.concat(parts))
-        if on_chunk:
-            on_chunk(len(ls))
-    return feeder.finish(t_run)
-
-
 @dataclass
 class PathJob:
-    """One path to walk: inputs ``x``, ``x0`` (batch 1), the class ``target``, and ``end``,
-    the point l = m when it was already run for that target."""
+    """One path to walk: inputs ``x``, ``x0`` (batch 1), what it differentiates (``target``),
+    and ``end``, the point l = m when it was already run for that target."""
 
     x: np.ndarray
     x0: np.ndarray
-    target: int
+    target: TargetFeed
     end: Points | None = None
 
     def todo(self, m: int) -> np.ndarray:
@@ -227,15 +221,67 @@ class PathJob:
         return np.arange(m if self.end is not None else m + 1)
 
 
-def walk_packed(runner: Runner, input_name: str, jobs: Sequence[PathJob], n_classes: int,
-                m: int, cap: int, reducers: Callable[[], Mapping[str, ReducerFactory]],
-                channel_axis: int = 1,
+@dataclass(frozen=True)
+class RunSizes:
+    """How many inputs one session run takes: ``fixed`` (the caller's chunk size), else as many
+    as ``budget`` bytes of activations hold at ``per_point`` bytes each."""
+
+    per_point: int
+    budget: int
+    fixed: int | None = None
+
+    def chunk(self, m: int) -> int:
+        """Path points per run on a path of m steps (at least 1, at most m+1)."""
+        if self.fixed:
+            return int(max(1, min(self.fixed, m + 1)))
+        return chunk_size(self.per_point, m, self.budget)
+
+    def capacity(self) -> int:
+        """Inputs per session run."""
+        if self.fixed:
+            return int(max(1, self.fixed))
+        return int(max(1, self.budget // max(self.per_point, 1)))
+
+
+def _steps_at_least_1(m: int) -> None:
+    if m < 1:
+        raise InputError(f"steps must be >= 1 (got {m})")
+
+
+def walk_path(fused: FusedModel, job: PathJob, m: int, chunk: int,
+              reducers: Mapping[str, ReducerFactory],
+              on_chunk: Callable[[int], None] | None = None) -> PathResult:
+    """One pass over the m+1 path points of ``job`` serving every reducer in ``reducers``.
+
+    Memory grows with ``chunk``, never with ``m``: each chunk is built, run, reduced and
+    dropped. The job's ``end`` (the point l = m, already run) is not run again.
+    """
+    _steps_at_least_1(m)
+    feeder = Feeder(m, reducers, fused.channel_axis)
+    t_run = 0.0
+    for ls in chunks(m, chunk):
+        todo = ls if job.end is None else ls[ls < m]
+        parts = []
+        if len(todo):
+            t0 = time.perf_counter()
+            parts.append(fused.points(path_inputs(job.x, job.x0, todo, m), job.target))
+            t_run += time.perf_counter() - t0
+        if len(todo) < len(ls):
+            assert job.end is not None
+            parts.append(job.end)
+        feeder.feed(ls, Points.concat(parts))
+        if on_chunk:
+            on_chunk(len(ls))
+    return feeder.finish(t_run)
+
+
+def walk_packed(fused: FusedModel, jobs: Sequence[PathJob], m: int, cap: int,
+                reducers: Callable[[], Mapping[str, ReducerFactory]],
                 on_path: Callable[[int], None] | None = None) -> list[PathResult]:
     """Several paths whose m+1 points fit in one run (``cap`` points), packed whole into as
     few session runs as fit ``cap``; each path is reduced as one chunk, as ``walk_path``
     with a chunk of m+1 reduces it. ``reducers()`` builds a fresh set per path."""
-    if m < 1:
-        raise InputError(f"steps must be >= 1 (got {m})")
+    _steps_at_least_1(m)
     if m + 1 > cap:
         raise ValueError(f"a path of {m + 1} points does not fit runs of {cap}")
     results: list[PathResult | None] = [None] * len(jobs)
@@ -245,8 +291,7 @@ def walk_packed(runner: Runner, input_name: str, jobs: Sequence[PathJob], n_clas
             group.append(i)
             continue
         if group:
-            for j, res in zip(group, _run_group(runner, input_name, [jobs[j] for j in group],
-                                                n_classes, m, reducers, channel_axis)):
+            for j, res in zip(group, _run_group(fused, [jobs[j] for j in group], m, reducers)):
                 results[j] = res
                 if on_path:
                     on_path(m + 1)
@@ -254,26 +299,63 @@ def walk_packed(runner: Runner, input_name: str, jobs: Sequence[PathJob], n_clas
     return [r for r in results if r is not None]
 
 
-def _run_group(runner: Runner, input_name: str, jobs: Sequence[PathJob], n_classes: int, m: int,
-               reducers: Callable[[], Mapping[str, ReducerFactory]],
-               channel_axis: int) -> list[PathResult]:
+def _run_group(fused: FusedModel, jobs: Sequence[PathJob], m: int,
+               reducers: Callable[[], Mapping[str, ReducerFactory]]) -> list[PathResult]:
     todos = [job.todo(m) for job in jobs]
     xs = np.concatenate([path_inputs(j.x, j.x0, ls, m) for j, ls in zip(jobs, todos)])
-    targets = np.concatenate([np.full(len(ls), j.target) for j, ls in zip(jobs, todos)])
-    weights = np.zeros((len(xs), n_classes), dtype=np.float32)
-    weights[np.arange(len(xs)), targets] = 1.0
+    each = [j.target.inputs(len(ls)) for j, ls in zip(jobs, todos)]
+    feeds = {name: np.concatenate([f[name] for f in each]) for name in each[0]}
     t0 = time.perf_counter()
-    points = run_points(runner, input_name, xs, weights, targets)
+    a, scores, g = fused.run(xs, feeds)
     share = (time.perf_counter() - t0) / len(xs)
     out, start = [], 0
     for job, ls in zip(jobs, todos):
-        mine = points.take(slice(start, start + len(ls)))
+        mine = slice(start, start + len(ls))
         start += len(ls)
-        feeder = Feeder(m, reducers(), channel_axis)
+        feeder = Feeder(m, reducers(), fused.channel_axis)
         ends = [job.end] if job.end is not None else []
-        feeder.feed(np.arange(m + 1), Points.concat([mine, *ends]))
+        points = Points(a[mine], job.target.score(scores[mine]), g[mine])
+        feeder.feed(np.arange(m + 1), Points.concat([points, *ends]))
         out.append(feeder.finish(share * len(ls)))
     return out
+
+
+#: Builds the reducers of the methods named (each on the walk's shared state).
+MakeReducers = Callable[[Sequence[str]], Mapping[str, ReducerFactory]]
+#: Vets a finished path (raises when a reducer reported what it should not); returns it.
+CheckPath = Callable[[PathResult], PathResult]
+
+
+def _as_is(path: PathResult) -> PathResult:
+    return path
+
+
+def walk_fixed(fused: FusedModel, jobs: Sequence[PathJob], m: int, sizes: RunSizes,
+               names: Sequence[str], make: MakeReducers,
+               on_chunk: Callable[[int], None] | None = None,
+               check: CheckPath = _as_is) -> list[PathResult]:
+    """The paths of ``jobs`` at m steps for the reducers ``names``: packed whole into shared
+    runs when several fit one run, else each walked in chunks."""
+    if len(jobs) > 1 and m + 1 <= sizes.capacity():
+        return [check(p) for p in walk_packed(fused, jobs, m, sizes.capacity(),
+                                              lambda: make(names), on_chunk)]
+    return [check(walk_path(fused, j, m, sizes.chunk(m), make(names), on_chunk)) for j in jobs]
+
+
+def reduce_at_x(fused: FusedModel, job: PathJob, reducers: Mapping[str, ReducerFactory],
+                on_chunk: Callable[[int], None] | None = None) -> PathResult:
+    """The reducers at x alone (a path of 0 steps, for methods that read no other point): the
+    job's ``end``, run here when it was not run already."""
+    end, t_run = job.end, 0.0
+    if end is None:
+        t0 = time.perf_counter()
+        end = fused.points(job.x, job.target)
+        t_run = time.perf_counter() - t0
+    feeder = Feeder(0, reducers, fused.channel_axis)
+    feeder.feed(np.arange(1), end)
+    if on_chunk:
+        on_chunk(1)
+    return feeder.finish(t_run)
 
 
 class PointStore:
@@ -327,3 +409,92 @@ def reduce_stored(store: PointStore, m: int, chunk: int,
 def chunk_size(per_sample_bytes: int, m: int, budget_bytes: int) -> int:
     """Path points per session run under a memory budget (at least 1, at most m+1)."""
     return int(max(1, min(m + 1, budget_bytes // max(per_sample_bytes, 1))))
+
+
+@dataclass(frozen=True)
+class AutoSteps:
+    """``steps="auto"``: m doubles from ``start`` until the completeness gap that the reducer
+    ``judge`` reports is at most ``tolerance``, or until 2m would pass ``most``."""
+
+    start: int
+    tolerance: float
+    most: int
+    judge: str
+
+    def done(self, path: PathResult) -> bool:
+        """Whether the walk may stop at ``path`` (its m)."""
+        return path.extras[self.judge][COMPLETENESS_GAP] <= self.tolerance or (
+            path.m * 2 > self.most)
+
+    def drop_judge(self, path: PathResult, names: Sequence[str]) -> PathResult:
+        """``path`` without the judge's map when the judge was not asked for."""
+        if self.judge not in names:
+            path.raw.pop(self.judge)
+            path.extras.pop(self.judge)
+        return path
+
+
+def walk_auto(fused: FusedModel, job: PathJob, names: Sequence[str], auto: AutoSteps,
+              make: MakeReducers, sizes: RunSizes,
+              on_chunk: Callable[[int], None] | None = None,
+              check: CheckPath = _as_is) -> PathResult:
+    """Double m from ``auto.start`` until the judge is content, running every path point once:
+    the 2m path's even points are the m path's (nested dyadic grids), so a doubling runs only
+    the m new odd points. Each m is reduced from the stored points exactly as a walk at that m
+    would reduce it. Past the point where the stored points would exceed the memory budget,
+    each further m walks its whole path (streamed, nothing stored)."""
+    m = auto.start
+    _steps_at_least_1(m)
+    store = PointStore(m)
+    t_run = _fill(fused, store, job, sizes, on_chunk)
+    t_reduce = 0.0
+    while True:
+        path = reduce_stored(store, m, sizes.chunk(m), make([auto.judge]), fused.channel_axis)
+        t_reduce += path.timings["reduce"]
+        if auto.done(path):
+            break
+        if 2 * store.nbytes > sizes.budget:  # the next points would not fit: stream
+            return _auto_streaming(fused, job, 2 * m, names, auto, make, sizes, on_chunk, check)
+        m *= 2
+        t_run += _fill(fused, store, job, sizes, on_chunk)
+    rest = [name for name in names if name != auto.judge]
+    if rest:
+        other = reduce_stored(store, m, sizes.chunk(m), make(rest), fused.channel_axis)
+        t_reduce += other.timings["reduce"]
+        path = PathResult({**other.raw, **path.raw}, {**other.extras, **path.extras},
+                          path.scores_path, m)
+    path.timings = {"run": t_run, "reduce": t_reduce}
+    return auto.drop_judge(check(path), names)
+
+
+def _fill(fused: FusedModel, store: PointStore, job: PathJob, sizes: RunSizes,
+          on_chunk: Callable[[int], None] | None) -> float:
+    """Run the next round of ``store`` (the whole first grid, then the odd points of each
+    doubled one) in chunks; returns the seconds spent in runs."""
+    first = not store.rounds
+    m = store.m if first else 2 * store.m
+    ls = np.arange(m + (job.end is None)) if first else np.arange(1, m, 2)
+    parts, t_run = [], 0.0
+    for lo in range(0, len(ls), sizes.chunk(m)):
+        part = ls[lo:lo + sizes.chunk(m)]
+        t0 = time.perf_counter()
+        parts.append(fused.points(path_inputs(job.x, job.x0, part, m), job.target))
+        t_run += time.perf_counter() - t0
+        if on_chunk:
+            on_chunk(len(part))
+    if first and job.end is not None:
+        parts.append(job.end)
+    store.add(Points.concat(parts))
+    return t_run
+
+
+def _auto_streaming(fused: FusedModel, job: PathJob, m: int, names: Sequence[str],
+                    auto: AutoSteps, make: MakeReducers, sizes: RunSizes,
+                    on_chunk: Callable[[int], None] | None, check: CheckPath) -> PathResult:
+    """``walk_auto`` from m on, each m walking its whole path."""
+    inner = names if auto.judge in names else [*names, auto.judge]
+    while True:
+        path = check(walk_path(fused, job, m, sizes.chunk(m), make(inner), on_chunk))
+        if auto.done(path):
+            return auto.drop_judge(path, names)
+        m *= 2

@@ -18,22 +18,20 @@ from PIL import Image
 from .augment import AUGMENTATIONS, combine
 from .baselines import make_baseline
 from .engine import (
-    Feeder,
+    AutoSteps,
+    FusedModel,
     PathJob,
     PathResult,
     Points,
-    PointStore,
     ReducerFactory,
+    RunSizes,
     check_finite,
-    chunk_size,
-    one_hot,
-    path_inputs,
-    reduce_stored,
-    run_points,
-    walk_packed,
-    walk_path,
+    reduce_at_x,
+    walk_auto,
+    walk_fixed,
 )
 from .errors import InputError, OrtCamError
+from .grad.heads import TARGET_WEIGHTS
 from .graph import LayerHint, LoadedModel, load_model, view_layer
 from .maps import is_dark, normalize, upsample
 from .methods import METHODS, MethodOptions, default_methods, needs_path, reporting
@@ -179,7 +177,9 @@ class Explainer:
         if prep.fused is not None:
             prep.fused_bytes = None  # the ModelProto is kept; the session has its own copy
         self.runner = Runner(self.session, preallocate=True)  # IOBinding on CUDA
-        width = self.session.get_outputs()[1].shape[1]
+        outs = self.session.get_outputs()
+        self._fused_outputs = (tuple(o.name for o in outs), tuple(tuple(o.shape) for o in outs))
+        width = outs[1].shape[1]
         if not isinstance(width, int):
             raise OrtCamError("cannot tell the number of classes of the model output")
         self.n_classes: int = width
@@ -212,28 +212,35 @@ class Explainer:
             prep.fused = onnx.load_model_from_string(prep.fused_bytes)
         return prep.fused
 
+    @property
+    def fused_model(self) -> FusedModel:
+        """The fused gradient model as the engine runs it (through ``runner``)."""
+        return FusedModel(self.runner, self.input_name, *self._fused_outputs, self.channel_axis)
+
     # --- sizes --------------------------------------------------------------------------
     def per_sample_bytes(self) -> int:
         """Upper bound of activation bytes per path point: every forward tensor once, plus the
         layer's gradient (onnxruntime reuses buffers, so real use is lower)."""
         return self._prepared.sample_bytes
 
+    @property
+    def run_sizes(self) -> RunSizes:
+        """How many inputs a session run takes (under the memory budget or ``chunk_size``)."""
+        return RunSizes(self.per_sample_bytes(), self.memory_budget, self.fixed_chunk)
+
     def chunk_for(self, m: int) -> int:
-        if self.fixed_chunk:
-            return int(max(1, min(self.fixed_chunk, m + 1)))
-        return chunk_size(self.per_sample_bytes(), m, self.memory_budget)
+        """Path points per session run on a path of m steps."""
+        return self.run_sizes.chunk(m)
 
     def run_capacity(self) -> int:
         """Inputs per session run under the memory budget (or ``chunk_size``)."""
-        if self.fixed_chunk:
-            return int(max(1, self.fixed_chunk))
-        return int(max(1, self.memory_budget // max(self.per_sample_bytes(), 1)))
+        return self.run_sizes.capacity()
 
     # --- scores -------------------------------------------------------------------------
     def scores_at(self, x: np.ndarray) -> np.ndarray:
         """Class scores (the chosen score mode) for a batch of model inputs."""
         zeros = np.zeros((len(x), self.n_classes), np.float32)
-        _, scores, _ = self.runner.run({self.input_name: x, "target_weights": zeros})
+        _, scores, _ = self.fused_model.run(x, {TARGET_WEIGHTS: zeros})
         return scores
 
     # --- explanation --------------------------------------------------------------------
@@ -355,10 +362,13 @@ class Explainer:
             paths = [self._pathless(it, st, walked, opts, on_chunk)
                      for it, st in zip(items, starts)]
         elif m is None:
-            paths = [self._walk_auto(it, st, walked, opts, on_chunk)
-                     for it, st in zip(items, starts)]
+            auto = AutoSteps(opts.auto_start, opts.auto_tolerance, opts.auto_max, _judge(walked))
+            paths = [walk_auto(self.fused_model, job, walked, auto, partial(_factories, opts=opts),
+                               self.run_sizes, on_chunk, _checked)
+                     for job in self._jobs(items, starts)]
         else:
-            paths = self._walk_fixed(items, starts, m, walked, opts, on_chunk)
+            paths = walk_fixed(self.fused_model, self._jobs(items, starts), m, self.run_sizes,
+                               walked, partial(_factories, opts=opts), on_chunk, _checked)
         self._run_methods(items, starts, paths, [n for n in names if n not in walked], opts, m)
         share = (time.perf_counter() - t0) / len(items)
         return [self._result(it, st, path, names, opts, share)
@@ -424,7 +434,7 @@ class Explainer:
                     w[row, known[i]] = 1.0
             xs = np.concatenate([items[i].x for i in part])
             t0 = time.perf_counter()
-            a, scores, g = self.runner.run({self.input_name: xs, "target_weights": w})
+            a, scores, g = self.fused_model.run(xs, {TARGET_WEIGHTS: w})
             share = (time.perf_counter() - t0) / len(part)
             for row, i in enumerate(part):
                 s = scores[row].astype(np.float64)
@@ -444,100 +454,16 @@ class Explainer:
             return None
         return resolve_target(spec, np.zeros(self.n_classes), self.labels)
 
+    def _jobs(self, items: list[_Item], starts: list[_Start]) -> list[PathJob]:
+        """The paths to walk: each item's inputs, its target's feed and the point l = m."""
+        return [PathJob(it.x, it.x0, ClassFeed(st.target, self.n_classes), st.end)
+                for it, st in zip(items, starts)]
+
     def _pathless(self, item: _Item, start: _Start, names: list[str], opts: MethodOptions,
                   on_chunk) -> PathResult:
         """Methods that need x alone (``needs_path`` False): the run of x, no path."""
-        end, t_run = start.end, 0.0
-        if end is None:  # the start's gradient was of another class
-            t0 = time.perf_counter()
-            end = run_points(self.runner, self.input_name, item.x,
-                             one_hot(1, self.n_classes, start.target), np.array([start.target]))
-            t_run = time.perf_counter() - t0
-        feeder = Feeder(0, {name: _factory(name, opts) for name in names}, self.channel_axis)
-        feeder.feed(np.arange(1), end)
-        if on_chunk:
-            on_chunk(1)
-        return _checked(feeder.finish(t_run))
-
-    def _walk_fixed(self, items: list[_Item], starts: list[_Start], m: int, names: list[str],
-                    opts: MethodOptions, on_chunk) -> list[PathResult]:
-        factories = lambda: {name: _factory(name, opts) for name in names}  # noqa: E731
-        jobs = [PathJob(it.x, it.x0, st.target, st.end) for it, st in zip(items, starts)]
-        if len(jobs) > 1 and m + 1 <= self.run_capacity():
-            return [_checked(p) for p in walk_packed(
-                self.runner, self.input_name, jobs, self.n_classes, m, self.run_capacity(),
-                factories, self.channel_axis, on_chunk)]
-        return [_checked(walk_path(self.runner, self.input_name, j.x, j.x0, j.target,
-                                   self.n_classes, m, self.chunk_for(m), factories(),
-                                   self.channel_axis, on_chunk, end=j.end)) for j in jobs]
-
-    def _walk_auto(self, item: _Item, start: _Start, names: list[str], opts: MethodOptions,
-                   on_chunk) -> PathResult:
-        """Double m from ``auto_start`` until the completeness gap is below tolerance, running
-        every path point once: the 2m path's even points are the m path's (nested dyadic
-        grids), so a doubling runs only the m new odd points. Each m is reduced from the
-        stored points exactly as a walk at that m would reduce it."""
-        judge = _judge(names)
-        m = opts.auto_start
-        if m < 1:
-            raise InputError(f"steps must be >= 1 (got {m})")
-        store = PointStore(m)
-        t_run = self._fill(store, item, start, on_chunk)
-        t_reduce = 0.0
-        while True:
-            path = reduce_stored(store, m, self.chunk_for(m), {judge: _factory(judge, opts)},
-                                 self.channel_axis)
-            t_reduce += path.timings["reduce"]
-            if path.extras[judge][COMPLETENESS_GAP] <= opts.auto_tolerance or m * 2 > opts.auto_max:
-                break
-            if 2 * store.nbytes > self.memory_budget:  # the next points would not fit: stream
-                return self._auto_streaming(item, start, 2 * m, names, judge, opts, on_chunk)
-            m *= 2
-            t_run += self._fill(store, item, start, on_chunk)
-        rest = [name for name in names if name != judge]
-        if rest:
-            other = reduce_stored(store, m, self.chunk_for(m),
-                                  {name: _factory(name, opts) for name in rest}, self.channel_axis)
-            t_reduce += other.timings["reduce"]
-            path = PathResult({**other.raw, **path.raw}, {**other.extras, **path.extras},
-                              path.scores_path, m)
-        path.timings = {"run": t_run, "reduce": t_reduce}
-        return _drop_judge(_checked(path), judge, names)
-
-    def _fill(self, store: PointStore, item: _Item, start: _Start, on_chunk) -> float:
-        """Run the next round of ``store`` (the whole first grid, then the odd points of each
-        doubled one) in chunks; returns the seconds spent in runs."""
-        first = not store.rounds
-        m = store.m if first else 2 * store.m
-        ls = np.arange(m + (start.end is None)) if first else np.arange(1, m, 2)
-        parts, t_run, c = [], 0.0, start.target
-        for lo in range(0, len(ls), self.chunk_for(m)):
-            part = ls[lo:lo + self.chunk_for(m)]
-            t0 = time.perf_counter()
-            parts.append(run_points(self.runner, self.input_name,
-                                    path_inputs(item.x, item.x0, part, m),
-                                    one_hot(len(part), self.n_classes, c), np.full(len(part), c)))
-            t_run += time.perf_counter() - t0
-            if on_chunk:
-                on_chunk(len(part))
-        if first and start.end is not None:
-            parts.append(start.end)
-        store.add(Points.concat(parts))
-        return t_run
-
-    def _auto_streaming(self, item: _Item, start: _Start, m: int, names: list[str], judge: str,
-                        opts: MethodOptions, on_chunk) -> PathResult:
-        """``steps="auto"`` past the point where the stored points would exceed the memory
-        budget: each further m walks its whole path (streamed, nothing stored)."""
-        inner = names if judge in names else [*names, judge]
-        while True:
-            path = _checked(walk_path(
-                self.runner, self.input_name, item.x, item.x0, start.target, self.n_classes, m,
-                self.chunk_for(m), {name: _factory(name, opts) for name in inner},
-                self.channel_axis, on_chunk, end=start.end))
-            if path.extras[judge][COMPLETENESS_GAP] <= opts.auto_tolerance or m * 2 > opts.auto_max:
-                return _drop_judge(path, judge, names)
-            m *= 2
+        job = self._jobs([item], [start])[0]
+        return _checked(reduce_at_x(self.fused_model, job, _factories(names, opts), on_chunk))
 
     def _result(self, item: _Item, start: _Start, path: PathResult, names: list[str],
                 opts: MethodOptions, seconds: float) -> Explanation:
@@ -637,13 +563,6 @@ def _judge(names: Sequence[str]) -> str:
     return judge
 
 
-def _drop_judge(path: PathResult, judge: str, names: Sequence[str]) -> PathResult:
-    if judge not in names:
-        path.raw.pop(judge)
-        path.extras.pop(judge)
-    return path
-
-
 def _known_methods(methods: Sequence[str] | None) -> list[str]:
     """``methods`` as a list (None: the registry's default set); unknown names refused."""
     names = list(default_methods() if methods is None else methods)
@@ -654,9 +573,26 @@ def _known_methods(methods: Sequence[str] | None) -> list[str]:
     return names
 
 
-def _factory(name: str, opts: MethodOptions) -> ReducerFactory:
-    """What the engine calls to build method ``name`` on its path state."""
-    return partial(METHODS[name], options=opts)
+def _factories(names: Sequence[str], opts: MethodOptions) -> dict[str, ReducerFactory]:
+    """What the engine calls to build the methods ``names`` on its path state."""
+    return {name: partial(METHODS[name], options=opts) for name in names}
+
+
+@dataclass(frozen=True)
+class ClassFeed:
+    """Class ``index`` of a class-score output [N, C] as the fused model is fed and read:
+    one-hot target weights, and y the class's score."""
+
+    index: int
+    n_classes: int
+
+    def inputs(self, n: int) -> dict[str, np.ndarray]:
+        w = np.zeros((n, self.n_classes), dtype=np.float32)
+        w[:, self.index] = 1.0
+        return {TARGET_WEIGHTS: w}
+
+    def score(self, out: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(out[:, self.index])
 
 
 def _checked(path: PathResult) -> PathResult:
