@@ -52,14 +52,34 @@ def _iou_xyxy(a: np.ndarray, b: np.ndarray) -> float:
     return w * h / union if union > 0 else 0.0
 
 
+def _scores_and_boxes(out: np.ndarray, objectness: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-anchor class scores [C, A] (obj·cls with objectness) and boxes [A, 4] as
+    (x0, y0, x1, y1), from one image's raw head [4(+1)+C, A] of (cx, cy, w, h) boxes."""
+    boxes = out[:4].T.astype(np.float64)
+    xyxy = np.concatenate([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], 1)
+    return (out[5:] * out[4] if objectness else out[4:]).astype(np.float64), xyxy
+
+
+def match_box(out: np.ndarray, box: Sequence[float], objectness: bool = False,
+              threshold: float = 0.5) -> tuple[list[int], list[int]]:
+    """([anchor], [class]) for a given box (x0, y0, x1, y1): among the anchors whose box
+    overlaps it by IoU > ``threshold``, the one with the highest class score, and that class
+    (pytorch-grad-cam's box target matches at 0.5); empty lists when none overlaps."""
+    cls, xyxy = _scores_and_boxes(out, objectness)
+    best = cls.max(axis=0)
+    matched = [a for a in range(len(best)) if _iou_xyxy(xyxy[a], np.asarray(box)) > threshold]
+    if not matched:
+        return [], []
+    a = max(matched, key=lambda i: best[i])
+    return [a], [int(cls[:, a].argmax())]
+
+
 def choose_detections(out: np.ndarray, objectness: bool = False, k: int = 1,
                       conf: float = 0.25, iou: float = 0.45) -> tuple[list[int], list[int]]:
     """(anchors, classes) of the top-``k`` detections of one image's raw head [4(+1)+C, A]:
     each anchor's best class by its score (obj·cls with objectness), scores >= ``conf``,
     greedy NMS class by class at IoU ``iou``, best first."""
-    boxes = out[:4].T.astype(np.float64)  # cx, cy, w, h
-    xyxy = np.concatenate([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], 1)
-    cls = out[5:] * out[4] if objectness else out[4:]
+    cls, xyxy = _scores_and_boxes(out, objectness)
     best, label = cls.max(axis=0), cls.argmax(axis=0)
     kept: list[int] = []
     for a in np.argsort(-best, kind="stable"):

@@ -31,6 +31,13 @@ def test_choose_detections_by_hand():
     assert ref.choose_detections(head, k=1) == ([1], [0])
     obj = np.array([[1.0, 0.5, 1.0, 1.0]])  # objectness halves anchor 1: anchor 0 wins
     assert ref.choose_detections(np.concatenate([boxes, obj, cls]), True, k=1) == ([0], [0])
+    # a box (x0, y0, x1, y1) over anchors 1 and 2 (IoU 1) and 0 (0.67): anchor 1 scores best
+    assert ref.match_box(head, (7, 5, 17, 15)) == ([1], [0])
+    assert ref.match_box(head, (7, 5, 17, 15), threshold=0.7) == ([1], [0])
+    assert ref.match_box(head, (35, 35, 45, 45)) == ([], [])  # IoU with anchor 3: 0.25
+    with_obj = np.concatenate([boxes, obj, cls])  # obj·cls: 0.8, 0.45, 0.7 (class 1), 0.2
+    assert ref.match_box(with_obj, (7, 5, 17, 15), True) == ([0], [0])
+    assert ref.match_box(with_obj, (7, 5, 17, 15), True, threshold=0.7) == ([2], [1])
 
 
 def test_scalars_read_the_output():
