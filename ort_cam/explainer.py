@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,6 +15,7 @@ from PIL import Image
 
 from .augment import AUGMENTATIONS, combine
 from .baselines import make_baseline
+from .class_choice import fixed_target, resolve_target
 from .engine import (
     AutoSteps,
     FusedModel,
@@ -33,86 +32,19 @@ from .engine import (
 from .errors import InputError, OrtCamError
 from .grad.heads import TARGET_WEIGHTS
 from .graph import LayerHint, LoadedModel, load_model, view_layer
+from .labels import check_labels, read_labels
 from .maps import is_dark, normalize, upsample
-from .methods import METHODS, MethodOptions, default_methods, needs_path, reporting
+from .methods import METHODS, MethodOptions, needs_path, reporting, resolve
 from .methods.runs import run_method, uses_runs
-from .prepared import LAYER_KEY as LAYER_KEY  # re-exported: metadata.py reads it here
 from .prepared import prepare
 from .preprocess import Preprocess, image_preprocess, load_image, requested_size
-from .result import COMPLETENESS_GAP, DEFAULT_STEPS, Explanation, MethodResult
+from .result import COMPLETENESS_GAP, DEFAULT_STEPS, Explanation, MethodResult, parse_steps
 from .runs import ExplainerRuns, HeadSessions
 from .runtime import Runner, make_session, select_providers
 
-LABELS_KEY = "ort_cam.labels"
 DEFAULT_BUDGET = 1 << 30
 #: Most explanations (image × target) made together, their paths packed into shared runs.
 PACK_ITEMS = 32
-
-
-def _metadata(model: onnx.ModelProto, key: str) -> str | None:
-    return next((p.value for p in model.metadata_props if p.key == key), None)
-
-
-def read_labels(source, model: onnx.ModelProto | None = None) -> list[str] | None:
-    """Labels from a list, a text file (one per line) or a JSON list file; else the model's
-    metadata (``ort_cam.labels``); else None."""
-    if source is None:
-        stored = _metadata(model, LABELS_KEY) if model is not None else None
-        return list(json.loads(stored)) if stored else None
-    if isinstance(source, (list, tuple)):
-        return [str(s) for s in source]
-    path = Path(source)
-    if not path.is_file():
-        raise OrtCamError(f"labels file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        return [str(s) for s in json.loads(text)]
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def check_labels(labels: list[str] | None, n_classes: int, source=None) -> list[str] | None:
-    """``labels``, refused when they cannot name the model's classes: none at all, or another
-    number of them than the model has classes (``source``: where they came from)."""
-    if labels is None:
-        return None
-    where = "the labels" if source is not None else f"the labels stored in the model ({LABELS_KEY})"
-    if isinstance(source, (str, os.PathLike)):
-        where = f"labels file {source}"
-    if not labels:
-        raise OrtCamError(f"{where} holds no label; give one class name per line")
-    if len(labels) != n_classes:
-        raise OrtCamError(f"{where} has {len(labels)} labels but the model has {n_classes} "
-                          "classes; give one class name per class, in class order")
-    return labels
-
-
-def resolve_target(spec, scores: np.ndarray, labels: Sequence[str] | None) -> int:
-    """Class index for ``spec``: None/"top1" (default), an index, "top:K" (K-th ranked, 1-based)
-    or a label name."""
-    n = scores.shape[-1]
-    if spec is None or spec == "top1":
-        return int(np.argmax(scores))
-    if isinstance(spec, (int, np.integer)) or (isinstance(spec, str) and spec.isdigit()):
-        idx = int(spec)
-        if not 0 <= idx < n:
-            raise OrtCamError(f"target {idx} is out of range; the model has {n} classes")
-        return idx
-    if isinstance(spec, str) and spec.startswith("top:"):
-        k = spec[4:]
-        if not k.isdigit() or not 1 <= int(k) <= n:
-            raise OrtCamError(f"bad target {spec!r}; use top:K with 1 <= K <= {n}")
-        return int(np.argsort(-scores, kind="stable")[int(k) - 1])
-    if isinstance(spec, str) and labels:
-        lowered = [lab.lower() for lab in labels]
-        if spec.lower() in lowered:
-            return lowered.index(spec.lower())
-        import difflib
-
-        close = difflib.get_close_matches(spec, labels, n=3)
-        hint = f"; closest: {', '.join(close)}" if close else ""
-        raise OrtCamError(f"unknown label {spec!r}{hint}")
-    raise OrtCamError(f"bad target {spec!r}; use top1, a class index, top:K or a label name"
-                      + ("" if labels else " (with a labels file)"))
 
 
 class Explainer:
@@ -341,11 +273,12 @@ class Explainer:
         """Items (image × target) explained together: as many paths as share a run."""
         if steps == "auto":
             return 1
-        names = _known_methods(methods)
+        names = resolve(methods)
         cap = self.run_capacity()
         if not needs_path(names):
             return max(1, min(PACK_ITEMS, cap))
         m = _fixed_steps(steps)
+        assert m is not None  # "auto" returned above
         return max(n_specs, min(PACK_ITEMS, cap // (m + 1))) if m + 1 <= cap else 1
 
     def _explain_items(self, items: list[_Item], steps, methods, on_chunk,
@@ -354,9 +287,9 @@ class Explainer:
         opts = MethodOptions.from_kwargs(**options)
         if opts.aug_smooth:
             return self._aug_smoothed(items, steps, methods, on_chunk, options)
-        names = _known_methods(methods)
+        names = resolve(methods)
         walked = [name for name in names if not uses_runs(METHODS[name])]
-        m = None if steps == "auto" else _fixed_steps(steps)
+        m = _fixed_steps(steps)
         starts = self._starts(items)
         if not needs_path(walked):
             paths = [self._pathless(it, st, walked, opts, on_chunk)
@@ -423,7 +356,7 @@ class Explainer:
         """One run of every x (packed): the scores, the target, and the point l = m of the
         path when the run's gradient is the target's (always, but for top:K with K > 1 when
         the K-th class is not the top one). Zero target weights ask for the top-1 class."""
-        known = [self._early_target(it.spec) for it in items]
+        known = [fixed_target(it.spec, self.n_classes, self.labels) for it in items]
         out: list[_Start] = []
         cap = self.run_capacity()
         for lo in range(0, len(items), cap):
@@ -447,12 +380,6 @@ class Explainer:
                 end = Points(a[row:row + 1], scores[row:row + 1, c], g[row:row + 1])
                 out.append(_Start(c, s, end if c == seeded else None, share))
         return out
-
-    def _early_target(self, spec) -> int | None:
-        """The class of ``spec`` when it does not depend on the scores, else None."""
-        if spec is None or (isinstance(spec, str) and (spec == "top1" or spec.startswith("top:"))):
-            return None
-        return resolve_target(spec, np.zeros(self.n_classes), self.labels)
 
     def _jobs(self, items: list[_Item], starts: list[_Start]) -> list[PathJob]:
         """The paths to walk: each item's inputs, its target's feed and the point l = m."""
@@ -543,13 +470,10 @@ class _Start:
     run_seconds: float
 
 
-def _fixed_steps(steps) -> int:
-    if isinstance(steps, str) and not steps.isdigit():
-        raise OrtCamError(f"steps must be a positive integer or 'auto' (got {steps!r})")
-    m = int(steps)
-    if m < 1:
-        raise InputError(f"steps must be >= 1 (got {m})")
-    return m
+def _fixed_steps(steps) -> int | None:
+    """m for ``steps``, or None for "auto" (refused unless a positive integer or "auto")."""
+    m = parse_steps(steps)
+    return None if isinstance(m, str) else m
 
 
 def _judge(names: Sequence[str]) -> str:
@@ -561,16 +485,6 @@ def _judge(names: Sequence[str]) -> str:
         raise OrtCamError("steps='auto' needs a method that reports a completeness gap; "
                           "none is registered, so pass an integer number of steps")
     return judge
-
-
-def _known_methods(methods: Sequence[str] | None) -> list[str]:
-    """``methods`` as a list (None: the registry's default set); unknown names refused."""
-    names = list(default_methods() if methods is None else methods)
-    unknown = [m for m in names if m not in METHODS]
-    if unknown or not names:
-        raise OrtCamError(f"unknown method(s) {', '.join(unknown) or '(none)'}; "
-                          f"use {', '.join(METHODS)}")
-    return names
 
 
 def _factories(names: Sequence[str], opts: MethodOptions) -> dict[str, ReducerFactory]:

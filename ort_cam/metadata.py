@@ -11,13 +11,13 @@ from typing import Any
 import onnx
 
 from .errors import OrtCamError
-from .explainer import LABELS_KEY, LAYER_KEY, check_labels, read_labels
 from .files import refuse_overwrite
 from .graph import layer_view, load_model
 from .graph.load import read_model
 from .graph.save import save_model
+from .labels import check_labels, read_labels
+from .metadata_keys import LABELS_KEY, LAYER_KEY, PREPROCESS_KEY
 from .preprocess import (
-    METADATA_KEY,
     Preprocess,
     input_geometry,
     read_metadata,
@@ -35,7 +35,7 @@ def stored_metadata(model: str | os.PathLike[str]) -> dict[str, Any]:
     """What ``model`` stores, for people to read: the preprocessing as a dict, the class names
     as "N labels: a, b, …", the default layer; only the keys that are stored."""
     stored = {p.key: p.value for p in read_model(Path(model)).metadata_props}
-    shown: dict[str, Any] = {k: json.loads(stored[k]) for k in (METADATA_KEY, LABELS_KEY)
+    shown: dict[str, Any] = {k: json.loads(stored[k]) for k in (PREPROCESS_KEY, LABELS_KEY)
                              if k in stored}
     if LAYER_KEY in stored:
         shown[LAYER_KEY] = stored[LAYER_KEY]

@@ -8,10 +8,7 @@ onnx and onnxruntime versions), else builds it and stores it.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,15 +17,15 @@ import onnxruntime as ort
 
 from . import cache
 from ._version import __version__
-from .errors import ModelLoadError, OrtCamError
+from .errors import OrtCamError
 from .grad import fused_model
 from .graph import LayerHint, LoadedModel, load_model, view_layer
-from .graph.load import PROBE_BATCH, external_data_files, is_float
+from .graph.digest import ModelSource, model_digest
+from .graph.load import PROBE_BATCH, is_float
+from .metadata_keys import LAYER_KEY
 
-LAYER_KEY = "ort_cam.layer"
 #: Bump when what an entry holds, or how the fused model is built, changes.
 FORMAT = 1
-ModelSource = str | os.PathLike | onnx.ModelProto
 
 
 @dataclass
@@ -172,39 +169,3 @@ def prepare(source: ModelSource, layer: str | None, score: str, *,
     if prepared.fused_bytes is not None:
         cache.write(where, fields, prepared.record(), prepared.fused_bytes)
     return prepared
-
-
-def model_digest(source: ModelSource) -> str | None:
-    """SHA-256 of the model's bytes and of its external data files; None when it cannot be
-    keyed (an in-memory model that points at external data)."""
-    path: Path | None = None
-    if isinstance(source, onnx.ModelProto):
-        blob, base = source.SerializeToString(), None
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ModelLoadError(f"model file not found: {path}")
-        blob, base = path.read_bytes(), path.parent
-    digest = hashlib.sha256(blob)
-    # every external tensor names its file under the key "location": no such bytes, no files
-    files = _external_files(blob, path) if b"location" in blob else []
-    if files and base is None:
-        return None
-    for name in files:
-        assert base is not None
-        digest.update(b"\0" + name.encode("utf-8") + b"\0")
-        try:
-            digest.update(hashlib.sha256((base / name).read_bytes()).digest())
-        except OSError:
-            return None  # the loader reports the missing file
-    return digest.hexdigest()
-
-
-def _external_files(blob: bytes, path: Path | None) -> list[str]:
-    """The external data files the model names; with its path, a file outside the model's
-    folder or behind a symbolic link is refused (ModelLoadError) before any is read."""
-    try:
-        model = onnx.load_model_from_string(blob)
-    except Exception:
-        return []  # not a model: the loader says so
-    return sorted({location for _, location in external_data_files(model, path)})

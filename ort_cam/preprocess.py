@@ -19,8 +19,8 @@ import onnx
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError, OrtCamError
+from .metadata_keys import PREPROCESS_KEY, stored_value
 
-METADATA_KEY = "ort_cam.preprocess"
 RESIZE_MODES = ("stretch", "crop", "letterbox")
 LAYOUTS = ("NCHW", "NHWC")
 #: What ``load_image`` accepts: a path, a PIL image or an H×W×3 array.
@@ -216,18 +216,16 @@ def _upright_rgb(image: Image.Image, what: str = "the image") -> Image.Image:
 
 
 def read_metadata(model: onnx.ModelProto) -> Preprocess | None:
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            return Preprocess.from_json(prop.value)
-    return None
+    text = stored_value(model, PREPROCESS_KEY)
+    return None if text is None else Preprocess.from_json(text)
 
 
 def write_metadata(model: onnx.ModelProto, preprocess: Preprocess) -> onnx.ModelProto:
     """Store ``preprocess`` in the model's metadata_props (replacing an earlier one)."""
-    keep = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    keep = [p for p in model.metadata_props if p.key != PREPROCESS_KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
-    model.metadata_props.add(key=METADATA_KEY, value=preprocess.to_json())
+    model.metadata_props.add(key=PREPROCESS_KEY, value=preprocess.to_json())
     return model
 
 

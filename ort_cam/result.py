@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import OrtCamError
 from .maps import to_photo
 
 #: The extra that measures how far a path integral is from y_m − y_0; ``steps="auto"``
@@ -17,6 +18,17 @@ COMPLETENESS_GAP = "completeness_gap"
 #: Path steps m when none are given (METHODS.md: default 50, the papers use 20..200): the
 #: API's ``steps``, the CLI's ``--steps`` and the audit's spec all read it.
 DEFAULT_STEPS = 50
+
+
+def parse_steps(value: int | str, name: str = "steps") -> int | str:
+    """Path steps m from ``value`` (an integer, or its digits) or "auto"; anything else, or
+    m < 1, is refused naming the option (``name``: "steps", or "--steps" on the CLI)."""
+    if isinstance(value, str) and value == "auto":
+        return value
+    if isinstance(value, bool) or not (isinstance(value, (int, np.integer)) or (
+            isinstance(value, str) and value.isdigit())) or int(value) < 1:
+        raise OrtCamError(f"{name} must be a positive integer or 'auto' (got {value!r})")
+    return int(value)
 
 # Two thresholds on a top probability p near 1, for two different questions:
 #: Is the image *saturated*? The audit splits its images there (summary and report: saturated

@@ -20,7 +20,6 @@ from ort_cam.audit.image import AuditSpec
 from ort_cam.audit.report_html import rolling, window_size
 from ort_cam.audit.run import (
     audit_dataset,
-    file_sha256,
     merge,
     parse_shard,
     read_results,
@@ -29,6 +28,7 @@ from ort_cam.audit.run import (
 from ort_cam.audit.summary import mean_ci, summarize, t975
 from ort_cam.cli import main
 from ort_cam.errors import OrtCamError
+from ort_cam.graph.digest import model_digest
 
 SPEC = AuditSpec(steps=4, deletion_steps=4)
 
@@ -38,7 +38,7 @@ def data(tmp_path_factory):
     d = make_dataset(tmp_path_factory.mktemp("audit"))
     ex = Explainer(d["model"], LAYER, preprocess={"preset": "raw", "scale": SCALE}, quiet=True)
     d.update(ex=ex, ds=open_dataset(d["csv"]), lm=read_label_map(d["label_map"], 5),
-             sha=file_sha256(d["model"]))
+             sha=model_digest(d["model"]))
     return d
 
 

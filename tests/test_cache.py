@@ -21,6 +21,7 @@ from click.testing import CliRunner
 import ort_cam
 from ort_cam import cache, prepared
 from ort_cam.cli import main
+from ort_cam.graph.digest import model_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "demo" / "demo_cnn.onnx"
@@ -146,7 +147,7 @@ def test_corrupt_entry_is_rebuilt_not_trusted(where, damage):
 
 
 def _fields() -> dict:
-    return prepared.key_fields(prepared.model_digest(DEMO) or "", None, "probability")
+    return prepared.key_fields(model_digest(DEMO) or "", None, "probability")
 
 
 CHILD = """
@@ -224,13 +225,13 @@ def test_external_data_is_part_of_the_key(tmp_path):
     path = tmp_path / "ext.onnx"
     onnx.save(proto, str(path), save_as_external_data=True, location="ext.data",
               size_threshold=0)
-    first = prepared.model_digest(path)
+    first = model_digest(path)
     data = tmp_path / "ext.data"
     blob = bytearray(data.read_bytes())
     blob[-1] ^= 0x01
     data.write_bytes(bytes(blob))
-    assert prepared.model_digest(path) not in (None, first)
+    assert model_digest(path) not in (None, first)
     copy = tmp_path / "copy"
     copy.mkdir()
     shutil.copy(path, copy / "ext.onnx")
-    assert prepared.model_digest(copy / "ext.onnx") is None  # its data file is missing
+    assert model_digest(copy / "ext.onnx") is None  # its data file is missing

@@ -18,11 +18,11 @@ from onnx import helper, numpy_helper
 from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
 import ort_cam
-from ort_cam import prepared
 from ort_cam.cli import main
 from ort_cam.errors import ModelLoadError, OrtCamError
 from ort_cam.grad import list_layers, split_models
 from ort_cam.graph import load_model
+from ort_cam.graph.digest import model_digest
 from ort_cam.graph.load import read_model
 from ort_cam.graph.save import data_file, save_model
 
@@ -101,7 +101,7 @@ def test_data_inside_the_folder_loads(tmp_path, source):
     for location in ("m.data", "weights/m.data"):
         path = _external(source, tmp_path / location.replace("/", "_"), location)
         assert [info.as_dict() for info in list_layers(load_model(path))] == expected
-        assert prepared.model_digest(path) is not None
+        assert model_digest(path) is not None
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -112,7 +112,7 @@ def test_data_outside_the_folder_is_refused_by_the_api(outside, case):
     assert "\n" not in message and WHY[case] in message and str(outside[case]) in message
     # the cache key is computed first and reads the data files: it refuses before reading
     with pytest.raises(ModelLoadError, match=WHY[case]):
-        prepared.model_digest(outside[case])
+        model_digest(outside[case])
     with pytest.raises(OrtCamError, match=WHY[case]):
         ort_cam.Explainer(outside[case], "relu1_out", preprocess="raw", quiet=True)
 

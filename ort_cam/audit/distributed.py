@@ -34,7 +34,6 @@ from ..errors import OrtCamError
 from .datasets import Sample, label_map_for, open_dataset
 from .image import AuditSpec
 from .run import (
-    file_sha256,
     make_report,
     make_settings,
     measured_settings,
@@ -128,7 +127,9 @@ class AuditWorker:
     def _model_file(self, model: str, sha256: str, blob: list, ship: bool) -> str:
         """The driver's model path when this node sees the same file (and not ``ship``),
         else its bytes (sent once, through Ray's object store) written to a temporary file."""
-        if not ship and Path(model).is_file() and file_sha256(Path(model)) == sha256:
+        from ..graph.digest import model_digest
+
+        if not ship and Path(model).is_file() and model_digest(model) == sha256:
             return model
         import ray
 
@@ -443,7 +444,7 @@ def audit_model_ray(model: str | os.PathLike[str], dataset: str | os.PathLike[st
     as many as its CPUs, or GPUs when CUDA is asked for, hold): the same settings, the same
     results.jsonl (appended by this process only), the same summary and report. ``ship``
     sends the model's and images' bytes to every worker even where it sees the files."""
-    from ..explainer import read_labels
+    from ..labels import read_labels
 
     import_ray()  # the one-line error first, when Ray is not installed
     spec = spec or AuditSpec()
@@ -452,7 +453,9 @@ def audit_model_ray(model: str | os.PathLike[str], dataset: str | os.PathLike[st
     runtime = dict(runtime or {})
     if runtime.get("labels") is not None:  # a file the workers may not see: send the names
         runtime["labels"] = read_labels(runtime["labels"])
-    sha = file_sha256(Path(model))
+    from ..graph.digest import model_digest
+
+    sha = model_digest(model, strict=True)
     ray, connected = connect(address)
     pool = None
     try:

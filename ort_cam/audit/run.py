@@ -285,16 +285,6 @@ def _write_merged(out: Path, records: dict[str, dict], sources: dict[str, Path])
 
 
 # --- the whole audit ----------------------------------------------------------------------------
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def measured_settings(described: dict, label_map: dict[str, list[int]], spec: AuditSpec,
                       model_sha256: str) -> dict:
     """What an audit measures (compared on resume and merge): the model, the explainer as
@@ -349,6 +339,7 @@ def audit_model(model: str | os.PathLike[str], dataset: str | os.PathLike[str],
     ``preprocess`` and ``runtime`` (score, providers, threads, labels, chunk_size) go to the
     ``Explainer``. The rest as ``audit_dataset``; returns the summary."""
     from ..explainer import Explainer
+    from ..graph.digest import model_digest
     from .image import AuditSpec
 
     part = parse_shard(shard)
@@ -356,7 +347,7 @@ def audit_model(model: str | os.PathLike[str], dataset: str | os.PathLike[str],
     ex = Explainer(model, layer, preprocess=preprocess, **(runtime or {}))
     mapping = label_map_for(label_map, ex.labels, ex.n_classes)
     return audit_dataset(ex, data, Path(out), label_map=mapping, spec=spec or AuditSpec(),
-                         model_sha256=file_sha256(Path(model)), shard=part, force=force,
+                         model_sha256=model_digest(model, strict=True), shard=part, force=force,
                          progress=progress, about={"model": str(model)}, html_page=html_page)
 
 

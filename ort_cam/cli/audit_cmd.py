@@ -10,7 +10,8 @@ import click
 
 from ..audit.datasets import SMALL_BOX
 from ..audit.metrics import DELETION_STEPS
-from .explain_cmd import parse_methods, parse_steps
+from ..result import parse_steps
+from .explain_cmd import parse_methods
 from .options import (
     _compose,
     explainer_options,
@@ -134,7 +135,7 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
     from ..audit.image import AuditSpec
     from ..audit.summary import summary_lines
 
-    steps, methods = parse_steps(kw.pop("steps")), parse_methods(kw.pop("methods"))
+    steps, methods = parse_steps(kw.pop("steps"), "--steps"), parse_methods(kw.pop("methods"))
     preprocess = pop_preprocess(kw)
     runtime = {k: kw.pop(k) for k in _RUNTIME}
     runtime["cache"] = not kw.pop("no_cache")

@@ -12,11 +12,11 @@ from PIL import Image
 
 from ..errors import InputError, OrtCamError
 from ..explainer import Explainer
-from ..methods import METHODS, default_methods
+from ..methods import METHODS, resolve
 from ..outputs import RESULTS, claim_outputs, write_outputs
 from ..preprocess import load_image
 from ..render import preload
-from ..result import COMPLETENESS_GAP, Explanation
+from ..result import COMPLETENESS_GAP, Explanation, parse_steps
 from .options import explain_options, pop_layer_view, pop_preprocess, reports_errors
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
@@ -53,24 +53,10 @@ def unique_stems(images: list[Path], n_targets: int) -> list[list[str]]:
     return out
 
 
-def parse_steps(value: str) -> int | str:
-    if value == "auto":
-        return value
-    if not value.isdigit() or int(value) < 1:
-        raise OrtCamError(f"--steps must be a positive integer or 'auto' (got {value!r})")
-    return int(value)
-
-
 def parse_methods(value: str | None) -> list[str]:
     """Method names from "a,b,c" (None: the registry's default set), checked."""
-    if value is None:
-        return list(default_methods())
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    bad = [n for n in names if n not in METHODS]
-    if bad or not names:
-        raise OrtCamError(f"unknown method(s) {', '.join(bad) or '(none)'}; "
-                          f"use a comma-separated list of {', '.join(METHODS)}")
-    return names
+    names = None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+    return resolve(names, listed_as="a comma-separated list of ")
 
 
 def _line(r: Explanation, img: Path, stem: Path) -> str:
@@ -118,7 +104,7 @@ def explain(model: Path, images: tuple[Path, ...], out_dir: Path, force: bool,
     targets = list(kw.pop("target")) or [None]
     stems = unique_stems(images_, len(targets))
     claim_outputs(out_dir, [s for group in stems for s in group], force)
-    steps, methods = parse_steps(kw.pop("steps")), parse_methods(kw.pop("methods"))
+    steps, methods = parse_steps(kw.pop("steps"), "--steps"), parse_methods(kw.pop("methods"))
     preload()  # the panels' matplotlib, while the model loads and the paths run
     ex = Explainer(model, kw.pop("layer"), preprocess=pop_preprocess(kw),
                    score=kw.pop("score"), providers=kw.pop("providers"),

@@ -11,6 +11,8 @@ import onnx
 from ..export import INPUT_KINDS, export_explainer
 from ..files import refuse_overwrite
 from ..methods import MethodOptions
+from ..result import parse_steps
+from .explain_cmd import parse_methods
 from .options import (
     cache_option,
     explainer_options,
@@ -20,14 +22,6 @@ from .options import (
     pop_preprocess,
     reports_errors,
 )
-
-
-def _steps(value: str) -> int | str:
-    return value if value == "auto" or not value.isdigit() else int(value)
-
-
-def _methods(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def _summary(proto: onnx.ModelProto, out: Path) -> str:
@@ -78,8 +72,8 @@ def export(model: Path, out: Path, force: bool, **kw) -> None:
     kw.pop("blur_radius")  # only read by baseline blur, which is refused
     seed = kw.pop("baseline_seed")
     proto = export_explainer(
-        model, kw.pop("layer"), out, steps=_steps(kw.pop("steps")),
-        methods=_methods(kw.pop("methods")),
+        model, kw.pop("layer"), out, steps=parse_steps(kw.pop("steps"), "--steps"),
+        methods=parse_methods(kw.pop("methods")),
         options={k: v for k, v in options.items() if v is not None},
         preprocess=pop_preprocess(kw), score=kw.pop("score"), input_kind=kw.pop("input_kind"),
         baseline=kw.pop("baseline"), baseline_seed=seed or 0, chunk_size=kw.pop("chunk_size"),

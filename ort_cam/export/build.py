@@ -3,11 +3,9 @@ the model, layer and preprocessing are resolved by ``Explainer`` exactly as ``ex
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, fields
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,16 +14,18 @@ from onnx import helper
 from .._version import __version__
 from ..baselines import make_baseline
 from ..errors import OrtCamError
-from ..explainer import DEFAULT_BUDGET, LABELS_KEY, Explainer
-from ..methods import METHODS, MethodOptions, needs_path
+from ..explainer import DEFAULT_BUDGET, Explainer
+from ..graph.digest import model_digest
+from ..metadata_keys import LABELS_KEY, PREPROCESS_KEY
+from ..methods import METHODS, MethodOptions, needs_path, resolve
 from ..methods.ablation import AblationCam
 from ..methods.eigencam import EigenCam, EigenGradCam
 from ..methods.finercam import FinerCam
 from ..methods.kpca import KpcaCam
 from ..methods.layerig import LayerIntegratedGradients
 from ..methods.scorecam import ScoreCam
-from ..preprocess import METADATA_KEY, Preprocess, load_image
-from ..result import DEFAULT_STEPS
+from ..preprocess import Preprocess, load_image
+from ..result import DEFAULT_STEPS, parse_steps
 from .graph import Plan, build_graph
 from .reductions import ONNX_REDUCTIONS, LayerDims, OnnxReduction
 
@@ -60,12 +60,11 @@ def exportable_methods() -> list[str]:
 
 
 def _steps(steps: int | str) -> int:
-    if isinstance(steps, str) and steps == "auto":
+    m = parse_steps(steps)
+    if isinstance(m, str):  # "auto"
         raise OrtCamError("steps='auto' cannot be exported: m is fixed in the graph; pass an "
                           "integer (the exported rsi_completeness_gap says if it is enough)")
-    if isinstance(steps, str) and not steps.isdigit() or int(steps) < 1:
-        raise OrtCamError(f"steps must be a positive integer (got {steps!r})")
-    return int(steps)
+    return m
 
 
 def _path_steps(m: int, names: list[str]) -> int:
@@ -75,14 +74,7 @@ def _path_steps(m: int, names: list[str]) -> int:
 
 
 def _methods(methods) -> list[str]:
-    if methods is None:
-        names = [n for n, cls in METHODS.items() if getattr(cls, "default", True)]
-    else:
-        names = list(methods)
-    unknown = [n for n in names if n not in METHODS]
-    if unknown or not names:
-        raise OrtCamError(f"unknown method(s) {', '.join(unknown) or '(none)'}; "
-                          f"use {', '.join(METHODS)}")
+    names = resolve(methods)
     missing = [n for n in names if n not in ONNX_REDUCTIONS]
     why = [n for n in missing if n in NOT_EXPORTABLE]
     if why:
@@ -189,12 +181,6 @@ def _plan(ex: Explainer, m: int, names: list[str], opts: MethodOptions, input_ki
         reductions=reductions, eps=opts.eps, optional_inputs=optional_inputs)
 
 
-def source_sha256(model: str | os.PathLike | onnx.ModelProto) -> str:
-    if isinstance(model, onnx.ModelProto):
-        return hashlib.sha256(model.SerializeToString()).hexdigest()
-    return hashlib.sha256(Path(model).read_bytes()).hexdigest()
-
-
 def _stamp(proto: onnx.ModelProto, ex: Explainer, plan: Plan, sha: str, names: list[str],
            opts: MethodOptions, baseline) -> None:
     options = {k: v for k, v in asdict(opts).items() if k not in _AUTO_OPTIONS}
@@ -207,7 +193,7 @@ def _stamp(proto: onnx.ModelProto, ex: Explainer, plan: Plan, sha: str, names: l
     }
     props = [(META + k, v) for k, v in meta.items()]
     if ex.preprocess is not None:
-        props.append((METADATA_KEY, ex.preprocess.to_json()))
+        props.append((PREPROCESS_KEY, ex.preprocess.to_json()))
     if ex.labels:
         props.append((LABELS_KEY, json.dumps(ex.labels)))
     helper.set_model_props(proto, dict(props))
@@ -249,7 +235,7 @@ def export_explainer(model: str | os.PathLike | onnx.ModelProto, layer: str | No
                    output=output, **layer_view)
     plan = _plan(ex, m, names, opts, input_kind, baseline, baseline_seed, optional_inputs)
     proto = build_graph(plan)
-    _stamp(proto, ex, plan, source_sha256(model), names, opts, baseline)
+    _stamp(proto, ex, plan, model_digest(model, strict=True), names, opts, baseline)
     if out is not None:
         onnx.save(proto, os.fspath(out))
     return proto

@@ -13,7 +13,8 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from ..errors import ModelLoadError
-from ..preprocess import METADATA_KEY, input_geometry
+from ..metadata_keys import PREPROCESS_KEY, stored_value
+from ..preprocess import input_geometry
 
 #: What ``size`` is: (height, width) of the model's image input.
 Size = tuple[int, int]
@@ -68,7 +69,7 @@ def size_shapes(graph: gs.Graph, size: Sequence[int], what: str = "--size") -> d
 
 def stored_size(model: onnx.ModelProto) -> Size | None:
     """The size of the preprocessing stored in the model's metadata (``ort-cam metadata``)."""
-    text = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
+    text = stored_value(model, PREPROCESS_KEY)
     if text is None:
         return None
     try:

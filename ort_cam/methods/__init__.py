@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from ..engine import PathState
+from ..errors import OrtCamError
 from .ablation import AblationCam
 from .base import CamMethod, MethodOptions
 from .eigencam import EigenCam, EigenGradCam
@@ -45,6 +46,18 @@ def default_methods() -> tuple[str, ...]:
     return tuple(name for name, cls in METHODS.items() if cls.default)
 
 
+def resolve(names: Sequence[str] | None, *, listed_as: str = "") -> list[str]:
+    """``names`` as a list (None: the default set), every one registered; else one error that
+    names the unknown ones and lists the registered ones (``listed_as``: how the caller takes
+    them, e.g. "a comma-separated list of ")."""
+    chosen = list(default_methods() if names is None else names)
+    unknown = [n for n in chosen if n not in METHODS]
+    if unknown or not chosen:
+        raise OrtCamError(f"unknown method(s) {', '.join(unknown) or '(none)'}; "
+                          f"use {listed_as}{', '.join(METHODS)}")
+    return chosen
+
+
 def needs_path(names: Sequence[str]) -> bool:
     """Whether any of the methods ``names`` reads points of the path other than x (l = m);
     when none does, x alone is run (the explainer) or walked (the exported graph)."""
@@ -75,4 +88,4 @@ def describe() -> list[dict[str, object]]:
 
 
 __all__ = ["METHODS", "CamMethod", "MethodOptions", "PathState", "default_methods",
-           "describe", "extra_names", "needs_path", "reporting"]
+           "describe", "extra_names", "needs_path", "reporting", "resolve"]

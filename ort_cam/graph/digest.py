@@ -1,0 +1,82 @@
+"""The one digest of a model: SHA-256 of its bytes and of the external data files it names.
+
+It keys the prepared-model cache, and it is what an audit (``model_sha256``) and an exported
+explainer (``ort_cam.export.source_sha256``) record of the model they were made from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Literal, overload
+
+import onnx
+
+from ..errors import ModelLoadError
+from .load import external_data_files
+
+ModelSource = str | os.PathLike | onnx.ModelProto
+
+
+@overload
+def model_digest(source: ModelSource, *, strict: Literal[True]) -> str: ...
+
+
+@overload
+def model_digest(source: ModelSource, *, strict: bool = False) -> str | None: ...
+
+
+def model_digest(source: ModelSource, *, strict: bool = False) -> str | None:
+    """SHA-256 (hex) of the model's bytes and of its external data files; None when it cannot
+    be told (an in-memory model that points at external data, or a data file that cannot be
+    read), or with ``strict`` a one-line ModelLoadError saying which."""
+    path: Path | None = None
+    if isinstance(source, onnx.ModelProto):
+        blob, base = source.SerializeToString(), None
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {path}")
+        blob, base = path.read_bytes(), path.parent
+    digest = hashlib.sha256(blob)
+    # every external tensor names its file under the key "location": no such bytes, no files
+    files = _external_files(blob, path) if b"location" in blob else []
+    if files and base is None:
+        return _unknown(strict, "an in-memory model that keeps tensors in external data files "
+                        "has no digest; pass the model's path")
+    for name in files:
+        assert base is not None
+        digest.update(b"\0" + name.encode("utf-8") + b"\0")
+        try:
+            digest.update(file_sha256(base / name).digest())
+        except OSError as exc:
+            return _unknown(strict, f"cannot read the model's external data {base / name}: "
+                            f"{exc.strerror or exc}")
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> hashlib._Hash:
+    """SHA-256 of a file, read in blocks of 1 MiB."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h
+
+
+def _unknown(strict: bool, why: str) -> str | None:
+    """No digest: None, or with ``strict`` the error ``why``."""
+    if strict:
+        raise ModelLoadError(why)
+    return None
+
+
+def _external_files(blob: bytes, path: Path | None) -> list[str]:
+    """The external data files the model names; with its path, a file outside the model's
+    folder or behind a symbolic link is refused (ModelLoadError) before any is read."""
+    try:
+        model = onnx.load_model_from_string(blob)
+    except Exception:
+        return []  # not a model: the loader says so
+    return sorted({location for _, location in external_data_files(model, path)})
