@@ -827,8 +827,9 @@ _T, _I, _H = 3, 3, 2
 
 
 def _rnn_case(op: str, direction: str = "forward", bias: bool = True, states: bool = True,
-              outputs: int = 1, **attrs) -> None:
-    """One LSTM/GRU node; ``outputs`` = how many of (Y, Y_h, Y_c) feed y."""
+              outputs: int = 1, steps: int = _T, **attrs) -> None:
+    """One LSTM/GRU node over ``steps`` steps; ``outputs`` = how many of (Y, Y_h, Y_c) feed
+    y."""
     d, gates = (2 if direction == "bidirectional" else 1), (4 if op == "LSTM" else 3)
     inits = {"W": rand(d, gates * _H, _I, scale=0.6), "R": rand(d, gates * _H, _H, scale=0.6),
              "s": ints(0, -1)}
@@ -848,10 +849,10 @@ def _rnn_case(op: str, direction: str = "forward", bias: bool = True, states: bo
         flat.append(f"{o}f")
     nodes.append(node("Concat", flat, axis=1) if len(flat) > 1 else node("Identity", flat))
     parts = [op, direction, "bias" if bias else "no-bias",
-             "states" if states else "no-states", f"{outputs}-outputs",
+             "states" if states else "no-states", f"{outputs}-outputs", f"T{steps}",
              *[f"{k}{v}" for k, v in attrs.items()]]
     add("-".join(parts), op, nodes,
-        [In("x", (_T, _I)),
+        [In("x", (steps, _I)),
          *[In(n, (d, _H), normal(0.5)) for n in names]],
         inits=inits, opset=14, wrt=("x", *names), float64=False)
 
@@ -865,6 +866,8 @@ _rnn_case("GRU", outputs=2)
 _rnn_case("GRU", "bidirectional", outputs=2, linear_before_reset=1)
 _rnn_case("GRU", "reverse", bias=False, linear_before_reset=1)
 _rnn_case("GRU", "bidirectional", states=False, outputs=2)
+_rnn_case("LSTM", "bidirectional", outputs=3, steps=1)
+_rnn_case("GRU", "reverse", outputs=2, steps=1)
 
 
 # Pixel shuffles and grid sampling --------------------------------------------------------
