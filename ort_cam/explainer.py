@@ -35,11 +35,11 @@ from .graph import LayerHint, LoadedModel, load_model, view_layer
 from .labels import check_labels, read_labels
 from .maps import is_dark, normalize, upsample
 from .methods import METHODS, MethodOptions, needs_path, reporting, resolve
-from .methods.runs import run_method, uses_runs
-from .prepared import prepare
-from .preprocess import Preprocess, image_preprocess, load_image, requested_size
+from .methods.run_based import run_method, uses_runs
+from .model_runs import ExplainerRuns, HeadSessions
+from .prepared import prepared_model
+from .preprocess import Preprocess, load_image, preprocess_from_spec, requested_size
 from .result import COMPLETENESS_GAP, DEFAULT_STEPS, Explanation, MethodResult, parse_steps
-from .runs import ExplainerRuns, HeadSessions
 from .runtime import Runner, make_session, select_providers
 
 DEFAULT_BUDGET = 1 << 30
@@ -93,8 +93,8 @@ class Explainer:
         self.output, self.size = output, requested_size(size, preprocess)
         self.layer_hint = LayerHint(layer_layout, grid, extra_tokens) if (
             layer_layout or grid or extra_tokens is not None) else None
-        prep = prepare(model, layer, score, use_cache=cache, output=output, size=self.size,
-                       hint=self.layer_hint)
+        prep = prepared_model(model, layer, score, use_cache=cache, output=output,
+                              size=self.size, hint=self.layer_hint)
         self._prepared = prep
         self._model = prep.loaded
         self.cache_hit = prep.from_cache
@@ -120,7 +120,7 @@ class Explainer:
         meta = prep.metadata_model()
         self.preprocess: Preprocess | None = None
         if len(input_shape) == 4:
-            self.preprocess = image_preprocess(meta, input_shape, preprocess, prep.cast_input)
+            self.preprocess = preprocess_from_spec(meta, input_shape, preprocess, prep.cast_input)
         self.labels = check_labels(read_labels(labels, meta), self.n_classes, labels)
         self.memory_budget = memory_budget
         self.fixed_chunk = chunk_size

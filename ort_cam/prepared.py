@@ -1,7 +1,7 @@
 """A prepared model: the fused gradient model, serialised, and what ``Explainer`` needs to
 start without loading, probing or differentiating the model again.
 
-``prepare`` reads it from the cache (``ort_cam.cache``) when an entry matches the key (the
+``prepared_model`` reads it from the cache (``ort_cam.cache``) when an entry matches the key (the
 model's SHA-256, the layer, the score mode, the output, the input shapes, and the ort_cam,
 onnx and onnxruntime versions), else builds it and stores it.
 """
@@ -18,7 +18,7 @@ import onnxruntime as ort
 from . import cache
 from ._version import __version__
 from .errors import OrtCamError
-from .grad import fused_model
+from .grad import fused_model, rule_switches
 from .graph import LayerHint, LoadedModel, load_model, view_layer
 from .graph.digest import ModelSource, model_digest
 from .graph.load import PROBE_BATCH, is_float
@@ -146,10 +146,11 @@ def key_fields(digest: str, layer: str | None, score: str, *, output: str | None
     return {"format": FORMAT, "model_sha256": digest, "layer": layer, "score": score,
             "output": output, "input_shapes": None if size is None else [int(v) for v in size],
             "layer_view": None if hint is None else hint.record(),
+            "rule_switches": rule_switches(),
             "ort_cam": __version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__}
 
 
-def prepare(source: ModelSource, layer: str | None, score: str, *,
+def prepared_model(source: ModelSource, layer: str | None, score: str, *,
             use_cache: bool = True, output: str | None = None,
             size: tuple[int, int] | None = None, hint: LayerHint | None = None) -> Prepared:
     """The prepared model: from the cache when an entry matches, else built (and stored)."""

@@ -262,7 +262,7 @@ def requested_size(size: Sequence[int] | None, spec: Preprocess | str | dict | N
 _PIXELS = {"scale": 1.0, "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
 
 
-def image_preprocess(model: onnx.ModelProto, input_shape: Sequence[int | str | None],
+def preprocess_from_spec(model: onnx.ModelProto, input_shape: Sequence[int | str | None],
                      spec: Preprocess | str | dict | None, cast_input: str | None = None
                      ) -> Preprocess:
     """``resolve_preprocess`` for ``spec`` in any form ``Explainer`` takes (a dict: ``preset``

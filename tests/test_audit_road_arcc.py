@@ -4,6 +4,7 @@ report shows them, a resume with other --metrics is refused, the default audit h
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -91,6 +92,9 @@ def test_settings_summary_and_report(audited):
     assert settings["metrics"] == ["road", "arcc"]
     assert settings["road_percentiles"] == list(M.ROAD_PERCENTILES)
     assert settings["arcc_road_percentiles"] == list(M.ARCC_ROAD_PERCENTILES)
+    # the solver SciPy's presence picks is recorded (direct with SciPy, else cg)
+    scipy = importlib.util.find_spec("scipy") is not None
+    assert settings["road_solver"] == ("direct" if scipy else "cg")
     summary = json.loads((audited["out"] / "summary.json").read_text())
     for method in METHODS:
         for k in FIELDS:

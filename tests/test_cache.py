@@ -21,6 +21,7 @@ from click.testing import CliRunner
 import ort_cam
 from ort_cam import cache, prepared
 from ort_cam.cli import main
+from ort_cam.grad import rules_nn
 from ort_cam.graph.digest import model_digest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +84,7 @@ def test_every_key_field_changes_the_key():
     changed = {"format": base["format"] + 1, "model_sha256": "cd" * 32, "layer": "other",
                "score": "logit", "output": "logits", "input_shapes": {"image": [3, 64, 64]},
                "layer_view": {"layout": "tokens", "grid": [14, 14], "extra_tokens": 1},
+               "rule_switches": {"STRIDE1_AS_CONV": False},
                "ort_cam": "0.0.0", "onnx": "0.0", "onnxruntime": "0.0"}
     assert set(changed) == set(base), "every key field is tried"
     keys = {cache.key_of(base)}
@@ -92,7 +94,7 @@ def test_every_key_field_changes_the_key():
 
 
 @pytest.mark.parametrize("change", ["layer", "score", "model_bytes", "ort_cam", "onnxruntime",
-                                    "onnx"])
+                                    "onnx", "stride1_as_conv"])
 def test_any_change_of_key_is_a_miss(where, monkeypatch, tmp_path, change):
     ort_cam.Explainer(DEMO, quiet=True)
     model, layer, score = DEMO, None, "probability"
@@ -109,6 +111,8 @@ def test_any_change_of_key_is_a_miss(where, monkeypatch, tmp_path, change):
         monkeypatch.setattr(prepared.ort, "__version__", "0.0.0-test")
     elif change == "onnx":
         monkeypatch.setattr(prepared.onnx, "__version__", "0.0.0-test")
+    elif change == "stride1_as_conv":  # a rule switch: keyed whether or not a rule reads it
+        monkeypatch.setattr(rules_nn, "STRIDE1_AS_CONV", False)
     else:
         monkeypatch.setattr(prepared, "__version__", "0.0.0-test")
     ex = ort_cam.Explainer(model, layer, score=score, quiet=True)

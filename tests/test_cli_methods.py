@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ort_cam.cli import main
-from ort_cam.methods import METHODS, describe
+from ort_cam.methods import METHODS, method_records
 
 
 def test_methods_lists_every_method_with_its_cost():
@@ -25,8 +25,8 @@ def test_methods_lists_every_method_with_its_cost():
         assert line.startswith("*" if cls.default else " ")
         assert f"cost: {cls.cost}." in line and cls.title in line
     as_json = CliRunner().invoke(main, ["methods", "--json"])
-    assert json.loads(as_json.output) == describe()
-    assert [r["name"] for r in describe() if r["default"]] == ["gradcam", "igcam", "rsi"]
+    assert json.loads(as_json.output) == method_records()
+    assert [r["name"] for r in method_records() if r["default"]] == ["gradcam", "igcam", "rsi"]
 
 
 def test_explain_takes_every_method(tmp_path):

@@ -412,7 +412,7 @@ class TorchRuns:
 def ours_on_torch(arch: Arch, module: str, method: str, steps: int = 1, **options):
     """ort_cam's ``method`` through TorchRuns: (float32 model, float64 model)."""
     from ort_cam.methods import METHODS, MethodOptions
-    from ort_cam.methods.runs import run_method
+    from ort_cam.methods.run_based import run_method
 
     opts = MethodOptions(**options)
     out = []

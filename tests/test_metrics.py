@@ -75,8 +75,11 @@ def test_box_at_and_beyond_the_border():
 def test_average_drop_and_increase_by_hand():
     y, o = [0.8, 0.5, 0.2], [0.4, 0.6, 0.2]
     # drops: 0.4/0.8 = 0.5, 0 (increase), 0  -> mean 1/6; increases: 1 of 3
-    assert M.average_drop(y, o) == pytest.approx(1 / 6)
-    assert M.increase_in_confidence(y, o) == pytest.approx(1 / 3)
+    drops = [M.confidence_drop(a, b) for a, b in zip(y, o)]
+    assert drops == [0.5, 0.0, 0.0]  # 0.8 − 0.4 = 0.4 and 0.4 / 0.8 = 0.5 exactly in binary
+    assert np.mean(drops) == pytest.approx(1 / 6)
+    increases = [M.confidence_increase(a, b) for a, b in zip(y, o)]
+    assert increases == [False, True, False] and np.mean(increases) == pytest.approx(1 / 3)
 
 
 def test_explanation_maps():

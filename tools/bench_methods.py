@@ -71,7 +71,7 @@ class Ours:
 
     def time(self, name: str) -> dict[str, float]:
         from ort_cam.methods import METHODS
-        from ort_cam.methods.runs import uses_runs
+        from ort_cam.methods.run_based import uses_runs
 
         names = list(THREE) if name == ALL_THREE else [name]
         row = {"alone": timed(lambda: self.run(names))}

@@ -39,8 +39,8 @@ from .run import (
     measured_settings,
     parse_shard,
     plan,
-    prepare,
     shard_samples,
+    start_or_resume,
     write_records,
 )
 from .store import THUMBS
@@ -106,7 +106,7 @@ def remove_stale_folders() -> None:
 class AuditWorker:
     """One Explainer, built once; ``audit`` returns one image's record and thumbnail bytes.
 
-    An error while building the explainer is kept and raised by ``describe``, so the driver
+    An error while building the explainer is kept and raised by ``worker_record``, so the driver
     reports it as the single-process audit would."""
 
     def __init__(self, model: str, sha256: str, blob: list, layer: str | None,
@@ -121,7 +121,7 @@ class AuditWorker:
 
             self.ex = Explainer(self._model_file(model, sha256, blob, ship), layer,
                                 preprocess=preprocess, quiet=True, **runtime)
-        except Exception as exc:  # raised again by describe, in the driver
+        except Exception as exc:  # raised again by worker_record, in the driver
             self.error = exc
 
     def _model_file(self, model: str, sha256: str, blob: list, ship: bool) -> str:
@@ -137,20 +137,20 @@ class AuditWorker:
         local.write_bytes(ray.get(blob[0]))
         return str(local)
 
-    def describe(self, probe: tuple[str, int] | None) -> dict:
+    def worker_record(self, probe: tuple[str, int] | None) -> dict:
         """The explainer as the settings record it, and who this worker is; ``sees``: whether
         it reads the driver's file ``probe`` (path, size) itself."""
         if self.error is not None:
             raise self.error
         import ray
 
-        from .image import describe
+        from .image import explainer_settings
 
         sees = probe is None or (Path(probe[0]).is_file()
                                  and Path(probe[0]).stat().st_size == probe[1])
-        return {**describe(self.ex), "providers": self.ex.providers, "labels": self.ex.labels,
-                "n_classes": self.ex.n_classes, "node": ray.util.get_node_ip_address(),
-                "pid": os.getpid(), "sees": sees}
+        return {**explainer_settings(self.ex), "providers": self.ex.providers,
+                "labels": self.ex.labels, "n_classes": self.ex.n_classes,
+                "node": ray.util.get_node_ip_address(), "pid": os.getpid(), "sees": sees}
 
     def setup(self, label_map: dict[str, list[int]], spec: AuditSpec) -> None:
         self.label_map, self.spec = label_map, spec
@@ -211,7 +211,7 @@ class Pool:
     size: int
     ship_probe: tuple[str, int] | None
     workers: list[Worker] = field(default_factory=list)
-    calls: dict = field(default_factory=dict)  # ref -> (worker, "describe" | Sample)
+    calls: dict = field(default_factory=dict)  # ref -> (worker, "worker_record" | Sample)
     losses: int = 0  # workers lost since the last record (replaced while below size)
     setup: tuple | None = None  # (label_map, spec) once known
     ship: dict[int, bool] = field(default_factory=dict)  # id(worker) -> send image bytes
@@ -221,7 +221,7 @@ class Pool:
     def start(self) -> None:
         w = Worker(self.make())
         self.workers.append(w)
-        self.calls[w.handle.describe.remote(self.ship_probe)] = (w, "describe")
+        self.calls[w.handle.worker_record.remote(self.ship_probe)] = (w, "worker_record")
 
     def first_info(self) -> dict:
         """Start the workers and wait for the first one's description (the settings need it)."""
@@ -298,7 +298,7 @@ class Pool:
                                   "rerun the same command to resume (finished images are kept)")
             ready, _ = self.ray.wait(list(self.calls), num_returns=1)
             w, what = self.calls.pop(ready[0])
-            if what == "describe":
+            if what == "worker_record":
                 self._described(w, ready[0])
                 continue
             w.in_flight -= 1
@@ -467,7 +467,7 @@ def audit_model_ray(model: str | os.PathLike[str], dataset: str | os.PathLike[st
         settings = make_settings(measured_settings(info, mapping, spec, sha), data, part,
                                  {"providers": info["providers"], "model": str(model),
                                   "ray": where})
-        done = prepare(Path(out), settings, force)
+        done = start_or_resume(Path(out), settings, force)
         spec, samples = plan(data, part, spec, mapping)
         pool.ready(mapping, spec)
         write_records(samples, done, Path(out),

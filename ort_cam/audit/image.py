@@ -79,17 +79,17 @@ def skip_record(sample: Sample, kind: str, detail: str, **extra) -> dict:
     return {"key": sample.key, "status": "skipped", "skip": kind, "reason": detail, **extra}
 
 
-def image_preprocess(ex: Explainer) -> Preprocess:
+def explainer_preprocess(ex: Explainer) -> Preprocess:
     """The explainer's image preprocessing; audits need one (they read image files)."""
     if ex.preprocess is None:
         raise OrtCamError("the model input is not an image batch; audits need images")
     return ex.preprocess
 
 
-def describe(ex: Explainer) -> dict:
+def explainer_settings(ex: Explainer) -> dict:
     """What of the explainer an audit's settings record: layer, score mode, preprocessing."""
     return {"layer": ex.layer, "score": ex.score_mode,
-            "preprocess": json.loads(image_preprocess(ex).to_json())}
+            "preprocess": json.loads(explainer_preprocess(ex).to_json())}
 
 
 def probabilities(ex: Explainer, scores: np.ndarray) -> np.ndarray:
@@ -104,7 +104,7 @@ def probabilities(ex: Explainer, scores: np.ndarray) -> np.ndarray:
 def score_images(ex: Explainer, images: np.ndarray, c: int) -> np.ndarray:
     """p_c of every pixel image (K×H×W×3, float 0..255), in batches."""
     batch = max(1, ex.chunk_for(len(images) - 1))
-    pre = image_preprocess(ex)
+    pre = explainer_preprocess(ex)
     out = []
     for i in range(0, len(images), batch):
         x = pre.normalize(images[i:i + batch])
@@ -170,7 +170,7 @@ def audit_image(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
             "correct": c in true,
             **({"predicted": int(np.argmax(r.scores))} if sample.target is not None else {})}
     hits = [o for o in mapped if c in classes_of(o, label_map)] or mapped
-    pre = image_preprocess(ex)
+    pre = explainer_preprocess(ex)
     boxes = [pre.map_box(o.box, size) for o in hits]
     region = M.boxes_mask(pre.size, boxes)
     if not region.any():
@@ -201,7 +201,7 @@ def label_target(ex: Explainer, sample: Sample, image: Image.Image,
         raise OrtCamError(f"{sample.key}: label {sample.target!r} maps to no class")
     if len(classes) == 1:
         return classes[0]
-    probs = probabilities(ex, ex.scores_at(image_preprocess(ex)(image)))[0]
+    probs = probabilities(ex, ex.scores_at(explainer_preprocess(ex)(image)))[0]
     return max(classes, key=lambda k: float(probs[k]))
 
 
@@ -209,7 +209,7 @@ def wrong_prediction(ex: Explainer, sample: Sample, image: Image.Image, mapped: 
                      true: list[int]) -> dict | None:
     """The skip record of the ``correct`` filter when the predicted class is none of
     ``true``, else None (one forward pass)."""
-    probs = probabilities(ex, ex.scores_at(image_preprocess(ex)(image)))[0]
+    probs = probabilities(ex, ex.scores_at(explainer_preprocess(ex)(image)))[0]
     c = int(np.argmax(probs))
     if c in true:
         return None
@@ -244,8 +244,9 @@ def method_metrics(ex: Explainer, pixels: np.ndarray, res: MethodResult, region:
         "raw_min": float(res.raw.min()), "raw_max": float(res.raw.max()),
         "raw_mean": float(res.raw.mean()), "dark": bool(res.dark),
         "o_soft": o_soft, "o_mask": o_mask,
-        "drop_soft": max(0.0, p - o_soft) / p, "drop_mask": max(0.0, p - o_mask) / p,
-        "increase_soft": bool(p < o_soft), "increase_mask": bool(p < o_mask),
+        "drop_soft": M.confidence_drop(p, o_soft), "drop_mask": M.confidence_drop(p, o_mask),
+        "increase_soft": M.confidence_increase(p, o_soft),
+        "increase_mask": M.confidence_increase(p, o_mask),
         "deletion": [float(v) for v in dele], "insertion": [float(v) for v in ins],
         "deletion_auc": M.curve_auc(dele), "insertion_auc": M.curve_auc(ins),
         **(pointing_scores(res.raw, region) if spec.pointing else {}),
@@ -270,10 +271,12 @@ def check_extra_metrics(names) -> tuple[str, ...]:
 
 def extra_metrics_settings(metrics: tuple[str, ...]) -> dict:
     """What audit.json records of the opt-in metrics (nothing when there are none, so that
-    the settings of an audit without them are those written before they existed)."""
+    the settings of an audit without them are those written before they existed), with the
+    imputation's solver (which SciPy's presence decides)."""
     if not metrics:
         return {}
     return {"metrics": list(metrics), "road_imputation": ROAD_IMPUTATION,
+            "road_solver": M.road_solver(),
             **({"road_percentiles": list(M.ROAD_PERCENTILES)} if "road" in metrics else {}),
             **({"arcc_road_percentiles": list(M.ARCC_ROAD_PERCENTILES)}
                if "arcc" in metrics else {})}
@@ -315,7 +318,7 @@ def explain_again(ex: Explainer, pixels: np.ndarray, res: MethodResult, c: int,
     audit's steps, options and baseline (made from that image): ARCC's second map."""
     from ..baselines import make_baseline
 
-    pre = image_preprocess(ex)
+    pre = explainer_preprocess(ex)
     masked = M.explanation_map(pixels, res.map, "soft")
     x = pre.normalize(masked)
     opts = dict(spec.options)

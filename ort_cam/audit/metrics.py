@@ -107,15 +107,17 @@ def explanation_map(pixels: np.ndarray, saliency: np.ndarray, kind: str = "soft"
     return img * keep.reshape(saliency.shape)[..., None]
 
 
-def average_drop(y: Values, o: Values) -> float:
-    """(1/N) Σ max(0, Y_c − O_c) / Y_c, as a proportion (×100 for %)."""
-    ya, oa = np.asarray(y, float), np.asarray(o, float)
-    return float(np.mean(np.maximum(0.0, ya - oa) / ya))
+def confidence_drop(y: float, o: float) -> float:
+    """One image's term of Average Drop, max(0, Y_c − O_c) / Y_c (Y_c: p_c of the image, O_c:
+    of its explanation map); Average Drop is its mean over the images, (1/N) Σ, which the
+    audit's summary takes (×100 for %)."""
+    return max(0.0, y - o) / y
 
 
-def increase_in_confidence(y: Values, o: Values) -> float:
-    """(1/N) Σ 1(Y_c < O_c)."""
-    return float(np.mean(np.asarray(y, float) < np.asarray(o, float)))
+def confidence_increase(y: float, o: float) -> bool:
+    """One image's term of Increase in Confidence, 1(Y_c < O_c); its mean over the images is
+    the Increase in Confidence."""
+    return bool(y < o)
 
 
 #: IoU/IoB/IoR thresholds t of the papers' localisation metrics.
@@ -221,14 +223,16 @@ def noisy_linear_impute(image: np.ndarray, removed: np.ndarray, noise: float = 0
     img = np.asarray(image, np.float64)
     img3 = img[..., None] if img.ndim == 2 else img
     unknown = removed.astype(bool)
-    out = _impute(img3, unknown, _solver(solver), tol)
+    out = _impute(img3, unknown, road_solver(solver), tol)
     if noise and unknown.any():
         gen = rng if rng is not None else np.random.default_rng(0)
         out = out + unknown[..., None] * noise * gen.standard_normal(out.shape)
     return out[..., 0] if img.ndim == 2 else out
 
 
-def _solver(solver: str) -> str:
+def road_solver(solver: str = "auto") -> str:
+    """The solver ``noisy_linear_impute`` uses for ``solver``: ``auto`` is ``direct`` where
+    SciPy imports, else ``cg`` (audit.json records which, as ``road_solver``)."""
     if solver not in ("auto", "direct", "cg"):
         raise ValueError(f"unknown solver {solver!r}; use auto, direct or cg")
     if solver != "auto":

@@ -114,7 +114,7 @@ def settings_diff(a: dict, b: dict, ignore: Iterable[str] = (ABOUT,)) -> list[st
 
 
 # --- one run ----------------------------------------------------------------------------------
-def prepare(out: Path, settings: dict, force: bool) -> set[str]:
+def start_or_resume(out: Path, settings: dict, force: bool) -> set[str]:
     """Make ``out`` ready and return the keys already done there.
 
     New or empty ``out``: write audit.json. An earlier audit with the same settings: resume
@@ -243,7 +243,7 @@ def merge(dirs: Sequence[Path], out: Path, force: bool) -> tuple[dict, list[dict
                 sources[r["key"]] = Path(d)
     if force:
         clear(out)
-    refuse_overwrite(out, fix="use another --out or --force")  # after clear, as in prepare
+    refuse_overwrite(out, fix="use another --out or --force")  # after clear, as in start_or_resume
     out.mkdir(parents=True, exist_ok=True)
     first = all_settings[0]
     shards = sorted({tuple(s["shard"]) for s in all_settings})
@@ -288,7 +288,8 @@ def _write_merged(out: Path, records: dict[str, dict], sources: dict[str, Path])
 def measured_settings(described: dict, label_map: dict[str, list[int]], spec: AuditSpec,
                       model_sha256: str) -> dict:
     """What an audit measures (compared on resume and merge): the model, the explainer as
-    ``image.describe`` tells it (layer, score, preprocessing), the label map and ``spec``."""
+    ``image.explainer_settings`` tells it (layer, score, preprocessing), the label map and
+    ``spec``."""
     import hashlib
 
     return {"model_sha256": model_sha256, "layer": described["layer"],
@@ -311,12 +312,12 @@ def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
     indices. A KeyboardInterrupt leaves every finished image on disk (rerun to resume).
     ``pack``: explain several images' paths in shared session runs (``packed_records``; the
     same records); False explains one image at a time."""
-    from .image import audit_image, describe
+    from .image import audit_image, explainer_settings
 
-    measured = measured_settings(describe(ex), label_map, spec, model_sha256)
+    measured = measured_settings(explainer_settings(ex), label_map, spec, model_sha256)
     settings = make_settings(measured, dataset, shard, {"providers": ex.providers,
                                                         **(about or {})})
-    done = prepare(Path(out), settings, force)
+    done = start_or_resume(Path(out), settings, force)
     spec, samples = plan(dataset, shard, spec, label_map)
     if pack:
         write_records(samples, done, Path(out), lambda work: packed_records(

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..methods import describe
+from ..methods import method_records
 from .options import json_option
 
 
@@ -25,7 +25,7 @@ def methods(as_json: bool) -> None:
         ort-cam methods
         ort-cam explain model.onnx img.png --methods gradcam,hirescam,scorecam
     """
-    rows = describe()
+    rows = method_records()
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return

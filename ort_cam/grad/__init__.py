@@ -14,11 +14,19 @@ How to add a rule, in ten lines:
    tests/test_vjp_rules.py checks it by finite differences, and fails while a rule has none.
 """
 
+from . import rules_nn
 from .heads import SCORE_MODES, GradientModels, fused_model, split_models
 from .layers import LayerInfo, list_layers
 from .table import VJP_RULES
 
+
+def rule_switches() -> dict[str, bool]:
+    """The module switches that change which ops a rule emits (so the gradient graph, and its
+    float32 rounding), as they are set now: the prepared-model cache keys by them."""
+    return {"STRIDE1_AS_CONV": bool(rules_nn.STRIDE1_AS_CONV)}
+
+
 __all__ = [
     "SCORE_MODES", "VJP_RULES", "GradientModels", "LayerInfo", "fused_model", "list_layers",
-    "split_models",
+    "rule_switches", "split_models",
 ]

@@ -11,7 +11,9 @@ import onnx_graphsurgeon as gs
 from .table import Grads, Gys, Unsupported, VjpContext, vjp
 
 #: Input-gradient of a stride-1 Conv with constant weights: as a Conv with pre-flipped
-#: weights (True) or as ConvTranspose (False). tools/bench_heads.py measures both.
+#: weights (True) or as ConvTranspose (False). tools/bench_heads.py measures both. The two
+#: round differently in float32, so it is part of the prepared-model cache key
+#: (``grad.rule_switches``).
 STRIDE1_AS_CONV = True
 
 

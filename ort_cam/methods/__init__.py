@@ -74,7 +74,7 @@ def reporting(extra: str) -> str | None:
     return next((name for name, cls in METHODS.items() if extra in cls.extras), None)
 
 
-def describe() -> list[dict[str, object]]:
+def method_records() -> list[dict[str, object]]:
     """One record per registered method, in registry order: name, title, whether it is in
     the default set, what it costs per image and target (``cost``), and its summary (the
     first line of its class's docstring, else of its module's)."""
@@ -88,4 +88,4 @@ def describe() -> list[dict[str, object]]:
 
 
 __all__ = ["METHODS", "CamMethod", "MethodOptions", "PathState", "default_methods",
-           "describe", "extra_names", "needs_path", "reporting", "resolve"]
+           "extra_names", "needs_path", "reporting", "resolve"]

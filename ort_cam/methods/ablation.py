@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from .common import weights_map
-from .runs import ModelRuns, RunsMethod, batches
+from .run_based import ModelRuns, RunsMethod, batches
 
 
 def ablation_weights(a: np.ndarray, runs: ModelRuns) -> np.ndarray:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from .common import spatial_sum, weights_map
-from .runs import ModelRuns, RunsMethod
+from .run_based import ModelRuns, RunsMethod
 
 
 def compared_classes(scores: np.ndarray, c: int, n: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .common import channel_map
-from .runs import ModelRuns, RunsMethod, batches
+from .run_based import ModelRuns, RunsMethod, batches
 
 
 def layer_integrated_gradients(a0: np.ndarray, a: np.ndarray, m: int,

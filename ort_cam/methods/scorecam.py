@@ -25,7 +25,7 @@ import numpy as np
 
 from ..maps import upsample
 from .common import weights_map
-from .runs import ModelRuns, RunsMethod, batches
+from .run_based import ModelRuns, RunsMethod, batches
 
 
 def channel_masks(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -1,5 +1,5 @@
 """The model and head runs that the explainer hands to the methods computed from runs
-(``ort_cam.methods.runs.ModelRuns``: Ablation-CAM, Score-CAM, Finer-CAM, Layer IG).
+(``ort_cam.methods.run_based.ModelRuns``: Ablation-CAM, Score-CAM, Finer-CAM, Layer IG).
 
 ``HeadSessions`` builds the sessions on first use and keeps them for the explainer's life:
 the prefix (model inputs -> the layer and the tensors crossing the cut), the forward head (those
