@@ -61,7 +61,9 @@ class Explainer:
         preprocess: a ``Preprocess``, a preset name (imagenet, caffe, inception, raw), None
             (the model's stored preprocessing, else ``imagenet``), or a dict
             ``{"preset": name or None, <Preprocess field>: value, ...}`` of overrides.
-        score: ``probability`` (softmax, default) or ``logit``.
+        score: how the output is read: ``probability`` (softmax), ``logit``, ``sigmoid`` (a
+            multi-label head) or ``rest`` (logit + log softmax); None (default): the target
+            kind's default (probability, sigmoid where the output ends in a Sigmoid).
         providers: None/"auto" (CUDA when usable, else CPU), "cpu", "cuda" or provider names.
         threads: intra-op threads (default: onnxruntime's choice).
         labels: class names (list or file); default: the model's metadata if present.
@@ -71,7 +73,10 @@ class Explainer:
         cache: read and write the prepared-model cache (``$ORT_CAM_CACHE``, else the user
             cache directory); False builds the model here and stores nothing.
         output: the model output to explain (default: the first); it must be class scores
-            [N, C].
+            [N, C] or one logit per image.
+        target_kind: what the output is read as (``ort_cam.targets.TARGET_KINDS``): class,
+            binary; None (default): from the model's metadata, else the output's pattern
+            (``explainer.reading`` says which was taken, and why).
         size: (height, width) of a model input whose height and width are dynamic (default:
             the preprocessing's size, else the size stored in the model's metadata, else 224
             with a note on stderr).
@@ -82,28 +87,30 @@ class Explainer:
     """
 
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, layer: str | None = None, *,
-                 preprocess: Preprocess | str | dict | None = None, score: str = "probability",
+                 preprocess: Preprocess | str | dict | None = None, score: str | None = None,
                  providers=None, threads: int | None = None, labels=None,
                  memory_budget: int = DEFAULT_BUDGET, chunk_size: int | None = None,
                  quiet: bool = False, cache: bool = True, output: str | None = None,
                  size: tuple[int, int] | None = None, layer_layout: str | None = None,
-                 grid: tuple[int, int] | None = None, extra_tokens: int | None = None):
+                 grid: tuple[int, int] | None = None, extra_tokens: int | None = None,
+                 target_kind: str | None = None):
         t0 = time.perf_counter()
         self._source = model
         self.output, self.size = output, requested_size(size, preprocess)
         self.layer_hint = LayerHint(layer_layout, grid, extra_tokens) if (
             layer_layout or grid or extra_tokens is not None) else None
         prep = prepared_model(model, layer, score, use_cache=cache, output=output,
-                              size=self.size, hint=self.layer_hint)
+                              size=self.size, hint=self.layer_hint, target_kind=target_kind)
         self._prepared = prep
         self._model = prep.loaded
         self.cache_hit = prep.from_cache
         self.layer, self.channel_axis = prep.layer, prep.channel_axis
-        self.score_mode = score
+        self.score_mode, self.reading = prep.score, dict(prep.reading)
         self.input_name = prep.input_name
         self.providers, self.provider_line = select_providers(providers)
         if not quiet:
-            print(self.provider_line, *prep.warnings, sep="\n", file=sys.stderr)
+            print(self.provider_line, *prep.warnings, f"ort_cam: {prep.reading['line']}",
+                  sep="\n", file=sys.stderr)
         self.session = make_session(prep.fused_bytes if prep.fused_bytes is not None
                                     else self.fused, self.providers, threads)
         if prep.fused is not None:

@@ -19,13 +19,19 @@ from . import cache
 from ._version import __version__
 from .errors import OrtCamError
 from .grad import fused_model, rule_switches
+from .grad.heads import check_scores_output
 from .graph import LayerHint, LoadedModel, load_model, view_layer
 from .graph.digest import ModelSource, model_digest
 from .graph.load import PROBE_BATCH, is_float
 from .metadata_keys import LAYER_KEY
+from .targets import Reading, TargetOptions, output_info, read_output
+from .targets.binary import BinaryKind
+from .targets.classify import ClassKind
 
 #: Bump when what an entry holds, or how the fused model is built, changes.
-FORMAT = 1
+FORMAT = 2
+#: The target kinds the explainer walks today: their scores are one row [N, C].
+CLASS_KINDS = ("class", "binary")
 
 
 @dataclass
@@ -46,6 +52,9 @@ class Prepared:
             by the Cast's output: the model takes pixel values), else None.
         warnings: what loading chose that the user should hear of (a dynamic size fixed by
             default, an integer input read after its Cast).
+        reading: how the output is read (``targets.Reading``): its kind, the head's transform
+            (``score``, e.g. ``sigmoid`` for a multi-label head), why (``note``) and the line
+            that says it (``line``).
     """
 
     fused_bytes: bytes | None
@@ -62,6 +71,12 @@ class Prepared:
     from_cache: bool = False
     cast_input: str | None = None
     warnings: list[str] = field(default_factory=list)
+    reading: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def score(self) -> str:
+        """The head's transform: the score mode the fused model computes."""
+        return self.reading.get("score", "probability")
 
     def record(self) -> dict[str, Any]:
         """The JSON part of a cache entry (everything but the bytes and the in-memory models)."""
@@ -69,7 +84,8 @@ class Prepared:
                 "input_name": self.input_name, "input_shape": self.input_shape,
                 "input_dtype": self.input_dtype, "layer_shape": self.layer_shape,
                 "sample_bytes": self.sample_bytes, "metadata": self.metadata,
-                "cast_input": self.cast_input, "warnings": self.warnings}
+                "cast_input": self.cast_input, "warnings": self.warnings,
+                "reading": self.reading}
 
     @classmethod
     def from_record(cls, data: dict[str, Any], fused_bytes: bytes) -> Prepared:
@@ -81,7 +97,8 @@ class Prepared:
                    sample_bytes=int(data["sample_bytes"]),
                    metadata={str(k): str(v) for k, v in data["metadata"].items()},
                    from_cache=True, cast_input=data.get("cast_input"),
-                   warnings=[str(w) for w in data.get("warnings", [])])
+                   warnings=[str(w) for w in data.get("warnings", [])],
+                   reading={str(k): str(v) for k, v in data["reading"].items()})
 
     def metadata_model(self) -> onnx.ModelProto:
         """A model holding only the metadata properties (what the readers of stored
@@ -103,10 +120,27 @@ def activation_bytes(model: LoadedModel, layer: str) -> int:
     return total + 2 * layer_bytes
 
 
-def build(source: ModelSource, layer: str | None, score: str, *, output: str | None = None,
-          size: tuple[int, int] | None = None, hint: LayerHint | None = None) -> Prepared:
+def read(model: LoadedModel, score: str | None, target_kind: str | None) -> Reading:
+    """How the explainer reads the model's output: the kind (flag, metadata, pattern) and the
+    score; refused where the kind's scores are not one row per image (not wired yet)."""
+    output = model.output
+    out = output_info(model, output)
+    one_row = ClassKind.fits(out) is None or BinaryKind.fits(out) is None
+    if not is_float(model.dtypes.get(output)) or (target_kind is None and not one_row):
+        check_scores_output(model, output)  # says which output is class scores, if any
+    reading = read_output(model, output, TargetOptions(kind=target_kind, score=score))
+    if reading.kind not in CLASS_KINDS:
+        raise OrtCamError(f"{reading.line()}; the explainer explains class and binary targets "
+                          "so far (pass --target-kind class to read it as class scores)")
+    return reading
+
+
+def build(source: ModelSource, layer: str | None, score: str | None, *,
+          output: str | None = None, size: tuple[int, int] | None = None,
+          hint: LayerHint | None = None, target_kind: str | None = None) -> Prepared:
     """Load, probe and differentiate the model (what a cache miss costs); ``output`` and
-    ``size`` as ``load_model`` takes them, ``hint`` as ``view_layer``."""
+    ``size`` as ``load_model`` takes them, ``hint`` as ``view_layer``; ``score`` and
+    ``target_kind`` as ``targets.read_output`` takes them (None: detected)."""
     model = load_model(source, size=size, output=output)
     if len(model.input_names) != 1:
         raise OrtCamError(f"the model has {len(model.input_names)} inputs; "
@@ -123,7 +157,8 @@ def build(source: ModelSource, layer: str | None, score: str, *, output: str | N
                           "(`ort-cam layers MODEL` lists them)")
     model, view = view_layer(model, layer, hint)
     tensor, axis = view.tensor, view.channel_axis
-    fused = fused_model(model, tensor, score, output=model.output, top1_seed=True)
+    reading = read(model, score, target_kind)
+    fused = fused_model(model, tensor, reading.head, output=model.output, top1_seed=True)
     try:
         fused_bytes: bytes | None = fused.SerializeToString()
     except Exception:  # past protobuf's 2 GB: the session goes through a file
@@ -136,26 +171,32 @@ def build(source: ModelSource, layer: str | None, score: str, *, output: str | N
         layer_shape=[int(d) for d in model.shapes[tensor]],
         sample_bytes=activation_bytes(model, tensor), metadata=metadata, loaded=model,
         fused=fused, cast_input=None if cast is None else cast.name,
-        warnings=[f"note: {n}" for n in model.notes if "pass --size" in n or "cast to" in n])
+        warnings=[f"note: {n}" for n in model.notes if "pass --size" in n or "cast to" in n],
+        reading={"kind": reading.kind, "score": reading.head.transform, "note": reading.note,
+                 "line": reading.line()})
 
 
-def key_fields(digest: str, layer: str | None, score: str, *, output: str | None = None,
-               size: tuple[int, int] | None = None, hint: LayerHint | None = None
+def key_fields(digest: str, layer: str | None, score: str | None, *,
+               output: str | None = None, size: tuple[int, int] | None = None,
+               hint: LayerHint | None = None, target_kind: str | None = None
                ) -> dict[str, Any]:
     """What a cache entry is keyed by (any change is a miss)."""
     return {"format": FORMAT, "model_sha256": digest, "layer": layer, "score": score,
+            "target_kind": target_kind,
             "output": output, "input_shapes": None if size is None else [int(v) for v in size],
             "layer_view": None if hint is None else hint.record(),
             "rule_switches": rule_switches(),
             "ort_cam": __version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__}
 
 
-def prepared_model(source: ModelSource, layer: str | None, score: str, *,
+def prepared_model(source: ModelSource, layer: str | None, score: str | None, *,
             use_cache: bool = True, output: str | None = None,
-            size: tuple[int, int] | None = None, hint: LayerHint | None = None) -> Prepared:
+            size: tuple[int, int] | None = None, hint: LayerHint | None = None,
+            target_kind: str | None = None) -> Prepared:
     """The prepared model: from the cache when an entry matches, else built (and stored)."""
     digest = model_digest(source) if use_cache else None
-    options: dict[str, Any] = {"output": output, "size": size, "hint": hint}
+    options: dict[str, Any] = {"output": output, "size": size, "hint": hint,
+                               "target_kind": target_kind}
     if digest is None:
         return build(source, layer, score, **options)
     fields = key_fields(digest, layer, score, **options)

@@ -82,7 +82,8 @@ def test_model_loads_on_first_use_after_a_hit(where):
 def test_every_key_field_changes_the_key():
     base = prepared.key_fields("ab" * 32, "layer", "probability")
     changed = {"format": base["format"] + 1, "model_sha256": "cd" * 32, "layer": "other",
-               "score": "logit", "output": "logits", "input_shapes": {"image": [3, 64, 64]},
+               "score": "logit", "target_kind": "binary",
+               "output": "logits", "input_shapes": {"image": [3, 64, 64]},
                "layer_view": {"layout": "tokens", "grid": [14, 14], "extra_tokens": 1},
                "rule_switches": {"STRIDE1_AS_CONV": False},
                "ort_cam": "0.0.0", "onnx": "0.0", "onnxruntime": "0.0"}
@@ -151,7 +152,8 @@ def test_corrupt_entry_is_rebuilt_not_trusted(where, damage):
 
 
 def _fields() -> dict:
-    return prepared.key_fields(model_digest(DEMO) or "", None, "probability")
+    # score None: the Explainer's default (the target kind's own reading)
+    return prepared.key_fields(model_digest(DEMO) or "", None, None)
 
 
 CHILD = """

@@ -71,10 +71,11 @@ def test_console_script_is_the_click_group():
 # --- layers ------------------------------------------------------------------------------
 
 def _rows(output: str) -> dict[str, list[str]]:
-    """Table rows keyed by layer name, split on whitespace; skips the two header lines."""
+    """Table rows keyed by layer name, split on whitespace; skips the three header lines
+    (the model, its output's reading, the column names)."""
     lines = output.strip().splitlines()
-    assert lines[1].split() == ["LAYER", "OP", "SHAPE", "LAYOUT", "DIFFERENTIABLE"]
-    return {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    assert lines[2].split() == ["LAYER", "OP", "SHAPE", "LAYOUT", "DIFFERENTIABLE"]
+    return {line.split()[0]: line.split()[1:] for line in lines[3:]}
 
 
 def test_layers_table(models):
@@ -82,6 +83,8 @@ def test_layers_table(models):
     header = out.splitlines()[0]
     assert header == ("conv_net_op16.onnx: opset 16; inputs input -> output logits; "
                       "2 candidate layers")
+    assert out.splitlines()[1].startswith("output 'logits' [N, 5]: target class, score "
+                                          "probability (read as class logits")
     rows = _rows(out)
     assert rows == {
         "conv1_out": ["Conv", "[N,4,8,8]", "NCHW", "(axis", "1)", "yes"],

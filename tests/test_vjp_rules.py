@@ -83,7 +83,7 @@ def build_case(case: Case):
     forward = session_for(lm.proto)
     grads = {}
     for wrt in case.wrt:
-        fused = fused_model(lm, wrt, "logit", require_spatial=False)
+        fused = fused_model(lm, wrt, "output", require_spatial=False)
         grads[wrt] = (fused, session_for(fused))
     return dtype, lm, forward, grads
 
@@ -275,7 +275,7 @@ def _case(case_id: str) -> Case:
 
 
 def _fused(case_id: str, wrt: str = "x"):
-    return fused_model(_load(_case(case_id))[1], wrt, "logit", require_spatial=False)
+    return fused_model(_load(_case(case_id))[1], wrt, "output", require_spatial=False)
 
 
 @pytest.mark.parametrize("case_id, rule, got, want", [

@@ -93,10 +93,17 @@ def explainer_settings(ex: Explainer) -> dict:
 
 
 def probabilities(ex: Explainer, scores: np.ndarray) -> np.ndarray:
-    """Class probabilities from scores in the explainer's score mode."""
+    """Class probabilities from scores in the explainer's score mode: the scores themselves
+    (probability, sigmoid: a multi-label head's per-class probabilities), the sigmoid of
+    ±logit (binary), else a softmax of the logits (logit; rest, whose scores are
+    2·logit − logsumexp(logit): the logits up to a constant, twice)."""
     s = np.asarray(scores, np.float64)
-    if ex.score_mode == "probability":
+    if ex.score_mode in ("probability", "sigmoid"):
         return s
+    if ex.score_mode == "binary":
+        return 1.0 / (1.0 + np.exp(-s))
+    if ex.score_mode == "rest":
+        s = s / 2.0
     e = np.exp(s - s.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 

@@ -12,6 +12,7 @@ from .export_cmd import export
 from .graph_cmds import layers, split
 from .metadata_cmd import metadata
 from .methods_cmd import methods
+from .targets_cmd import targets
 
 
 @click.group(name="ort-cam")
@@ -27,7 +28,7 @@ def main() -> None:
 
 
 for _command in (explain, export, layers, split, metadata, demo, audit, audit_merge,
-                 audit_report, methods):
+                 audit_report, methods, targets):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -110,7 +110,8 @@ def explain(model: Path, images: tuple[Path, ...], out_dir: Path, force: bool,
                    score=kw.pop("score"), providers=kw.pop("providers"),
                    threads=kw.pop("threads"), labels=kw.pop("labels"),
                    chunk_size=kw.pop("chunk_size"), quiet=as_json, cache=not kw.pop("no_cache"),
-                   output=kw.pop("output"), **pop_layer_view(kw))
+                   output=kw.pop("output"), target_kind=kw.pop("target_kind"),
+                   **pop_layer_view(kw))
     baseline = kw.pop("baseline")
     options = {k: v for k, v in kw.items() if v is not None}
     from tqdm import tqdm

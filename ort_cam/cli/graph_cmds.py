@@ -9,10 +9,12 @@ from pathlib import Path
 
 import click
 
+from ..errors import OrtCamError
 from ..files import refuse_overwrite
 from ..grad import LayerInfo, list_layers, split_models
-from ..graph import LayerHint, load_model, view_layer
+from ..graph import LayerHint, LoadedModel, load_model, view_layer
 from ..graph.save import data_file, save_model
+from ..targets import TargetOptions, read_output
 from .options import (
     head_options,
     json_option,
@@ -42,6 +44,14 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
     return "\n".join(lines)
+
+
+def _reading_line(lm: LoadedModel) -> str:
+    """What the output is read as (the kind detected and its target), or why it cannot be."""
+    try:
+        return read_output(lm, lm.output, TargetOptions()).line()
+    except OrtCamError as exc:
+        return str(exc)
 
 
 @click.command()
@@ -74,6 +84,7 @@ def layers(model: Path, as_json: bool, show_all: bool, output: str | None,
         return
     click.echo(f"{model.name}: {'; '.join(lm.notes)}; inputs {', '.join(lm.input_names)} "
                f"-> output {lm.output}; {len(infos)} candidate layers")
+    click.echo(_reading_line(lm))
     if not infos:
         click.echo("no rank-4 float tensor with a spatial grid: nothing to explain here")
         return
@@ -89,7 +100,7 @@ def layers(model: Path, as_json: bool, show_all: bool, output: str | None,
 @click.option("--force", is_flag=True, help="Overwrite files already in DIR.")
 @size_option
 @reports_errors
-def split(model: Path, layer: str, score: str, output: str | None, out_dir: Path,
+def split(model: Path, layer: str, score: str | None, output: str | None, out_dir: Path,
           force: bool, size: tuple[int, int] | None, **view) -> None:
     """Split MODEL at a layer into prefix.onnx and a gradient head.onnx.
 
@@ -108,7 +119,8 @@ def split(model: Path, layer: str, score: str, output: str | None, out_dir: Path
     refuse_overwrite(out_dir, force, names=names)
     lm, _ = view_layer(load_model(model, size=size, output=output), layer,
                        LayerHint(view["layer_layout"], view["grid"], view["extra_tokens"]))
-    models = split_models(lm, layer, score)
+    reading = read_output(lm, lm.output, TargetOptions(score=score))
+    models = split_models(lm, layer, reading.head)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = models.manifest
     written = save_model(models.prefix, out_dir / "prefix.onnx")
@@ -116,7 +128,7 @@ def split(model: Path, layer: str, score: str, output: str | None, out_dir: Path
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     written.append(out_dir / "manifest.json")
     click.echo(f"split {model.name} at {manifest['layer']} ({manifest['layout']} "
-               f"{_shape(manifest['layer_shape'])}), score {score}")
+               f"{_shape(manifest['layer_shape'])}), score {reading.head.transform}")
     for note in lm.notes[1:]:  # past the opset line: what loading fixed or rewrote
         click.echo(f"  note: {note}")
     click.echo(f"  head inputs:  {', '.join(manifest['head_inputs'])}")

@@ -41,11 +41,26 @@ layer_option = click.option(
 )
 
 score_option = click.option(
-    "--score", type=click.Choice(SCORE_MODES), default=SCORE_MODES[0], show_default=True,
+    "--score", type=click.Choice(SCORE_MODES), default=None,
     help="What the gradient is taken of: softmax probabilities (a Softmax is appended when "
-    "the model has none) or the logits that feed the model's Softmax (the model output "
-    "itself when it has none).",
+    "the model has none), the logits that feed the model's Softmax or Sigmoid (the model "
+    "output itself when it has none), sigmoid probabilities (multi-label heads), or rest "
+    "(logit + log softmax). Default: probability, or sigmoid where the output ends in a "
+    "Sigmoid; a one-logit output is read as +-logit.",
 )
+
+def _target_kinds() -> list[str]:
+    from ..targets import TARGET_KINDS
+
+    return list(TARGET_KINDS)
+
+
+#: What the output is read as (``Explainer(target_kind=...)``; ``ort-cam targets`` lists them).
+target_kind_option = click.option(
+    "--target-kind", type=click.Choice(_target_kinds()), default=None,
+    help="What the output is read as (default: from the model's metadata, else the output's "
+    "pattern; the line printed first says which): class scores, a one-logit binary "
+    "classifier, ... (`ort-cam targets` lists the kinds).")
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print JSON for machines instead of a table.",
@@ -338,6 +353,7 @@ explain_options = _compose(
     click.option("--layer", "-l", default=None, metavar="NAME",
                  help="Layer tensor or node name (default: the one stored in the model)."),
     score_option,
+    target_kind_option,
     output_option,
     layer_view_options,
     json_option,

@@ -202,7 +202,7 @@ def _stamp(proto: onnx.ModelProto, ex: Explainer, plan: Plan, sha: str, names: l
 def export_explainer(model: str | os.PathLike | onnx.ModelProto, layer: str | None = None,
                      out: str | os.PathLike | None = None, *, steps: int | str = DEFAULT_STEPS,
                      methods=None, options: dict | None = None, preprocess=None,
-                     score: str = "probability", input_kind: str = "pixels", baseline="black",
+                     score: str | None = None, input_kind: str = "pixels", baseline="black",
                      baseline_seed: int = 0, chunk_size: int | None = None,
                      memory_budget: int = DEFAULT_BUDGET,
                      optional_inputs: bool = True, cache: bool = True,

@@ -18,6 +18,7 @@ from . import rules_nn
 from .heads import SCORE_MODES, GradientModels, fused_model, split_models
 from .layers import LayerInfo, list_layers
 from .table import VJP_RULES
+from .transforms import TRANSFORMS, Head
 
 
 def rule_switches() -> dict[str, bool]:
@@ -27,6 +28,6 @@ def rule_switches() -> dict[str, bool]:
 
 
 __all__ = [
-    "SCORE_MODES", "VJP_RULES", "GradientModels", "LayerInfo", "fused_model", "list_layers",
-    "rule_switches", "split_models",
+    "SCORE_MODES", "TRANSFORMS", "VJP_RULES", "GradientModels", "Head", "LayerInfo",
+    "fused_model", "list_layers", "rule_switches", "split_models",
 ]

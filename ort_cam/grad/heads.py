@@ -20,11 +20,13 @@ from .backprop import add_gradient
 from .builder import Builder
 from .layers import suggest_layer_after
 from .table import VjpContext
+from .transforms import SCORE_MODES, Head, attach_target
 
-SCORE_MODES = ("probability", "logit")
+__all__ = ["GRAD", "SCORES", "SCORE_MODES", "TARGET_WEIGHTS", "GradientModels", "Head",
+           "attach_score", "check_output", "fused_model", "split_models"]
+
 #: Names fixed by the head contract.
 SCORES, GRAD, TARGET_WEIGHTS = "scores", "grad", "target_weights"
-_PASS_THROUGH = ("Identity", "Flatten", "Reshape", "Squeeze")
 
 
 @dataclass
@@ -47,39 +49,11 @@ def _rename_clashes(graph: gs.Graph, b: Builder) -> None:
             b.declare(t, dtype, shape)
 
 
-def _find_softmax(out: gs.Tensor) -> gs.Node | None:
-    t = out
-    while t.inputs:
-        node = t.inputs[0]
-        if node.op in ("Softmax", "LogSoftmax"):
-            return node
-        if node.op not in _PASS_THROUGH:
-            return None
-        t = node.inputs[0]
-    return None
-
-
-def attach_score(graph: gs.Graph, ctx: VjpContext, mode: str, output: str) -> gs.Tensor:
-    """The [N, C] score tensor: softmax probabilities or pre-softmax logits (METHODS.md)."""
-    if mode not in SCORE_MODES:
-        raise OrtCamError(f"unknown score {mode!r}; use one of {', '.join(SCORE_MODES)}")
-    b = ctx.b
-    out = graph.tensors()[output]
-    soft = _find_softmax(out)
-    if mode == "logit":
-        score = soft.inputs[0] if soft is not None else out
-    elif soft is not None and soft.op == "Softmax":
-        score = out
-    elif soft is not None:  # LogSoftmax: probabilities are its exponential
-        score = b.op("Exp", out)
-    else:
-        score = None
-    base = score if score is not None else out
-    if ctx.rank(base) != 2:
-        base = b.op("Flatten", base, axis=1)
-    if score is None:
-        base = b.op("Softmax", base, axis=-1)
-    return base
+def attach_score(graph: gs.Graph, ctx: VjpContext, mode: str | Head, output: str) -> gs.Tensor:
+    """The score tensor S on top of ``output``: [N, C] for a class reading (softmax
+    probabilities, pre-softmax logits, sigmoid, ReST, ±logit), else the transform's shape
+    (``transforms.Head``; METHODS.md, "Targets")."""
+    return attach_target(graph, ctx, Head.of(mode), output)
 
 
 def _top1_seed(b: Builder, score: gs.Tensor, weights: gs.Tensor) -> gs.Tensor:
@@ -97,17 +71,19 @@ def _top1_seed(b: Builder, score: gs.Tensor, weights: gs.Tensor) -> gs.Tensor:
     return b.op("Add", weights, b.op("Mul", empty, onehot))
 
 
-def _gradient_graph(model: LoadedModel, graph: gs.Graph, layer: str, score_mode: str,
+def _gradient_graph(model: LoadedModel, graph: gs.Graph, layer: str, head: Head,
                     output: str, top1_seed: bool = False) -> tuple[gs.Graph, list[gs.Tensor]]:
+    """Append S (``head`` on ``output``), the input ``target_weights`` W of S's shape and
+    d(Σ W ⊙ S)/d layer; returns the graph and its ``scores`` (S) and ``grad`` outputs."""
     b = Builder(graph, opset=model.opset, dtypes=model.dtypes, shapes=model.shapes)
     _rename_clashes(graph, b)
     ctx = VjpContext(b)
-    score = attach_score(graph, ctx, score_mode, output)
-    n_classes = ctx.shape(score)[1]
-    dtype = ctx.dtype(score)
-    weights = gs.Variable(TARGET_WEIGHTS, dtype=dtype, shape=["N", n_classes])
-    graph.inputs.append(b.declare(weights, dtype, ctx.shape(score)))
-    seed = _top1_seed(b, score, weights) if top1_seed else weights
+    score = attach_target(graph, ctx, head, output)
+    shape, dtype = ctx.shape(score), ctx.dtype(score)
+    per_image = ["N", *shape[1:]]
+    weights = gs.Variable(TARGET_WEIGHTS, dtype=dtype, shape=per_image)
+    graph.inputs.append(b.declare(weights, dtype, shape))
+    seed = _top1_seed(b, score, weights) if top1_seed and len(shape) == 2 else weights
     try:
         grad = add_gradient(graph, layer, score, seed, ctx)
     except NoGradientRuleError as exc:
@@ -115,7 +91,7 @@ def _gradient_graph(model: LoadedModel, graph: gs.Graph, layer: str, score_mode:
                                   suggest_layer_after(model, exc.node_name), exc.detail) from None
     layer_t = graph.tensors()[layer]
     outs = [b.op("Identity", score, out_names=[SCORES]), b.op("Identity", grad, out_names=[GRAD])]
-    outs[0].dtype, outs[0].shape = dtype, ["N", n_classes]
+    outs[0].dtype, outs[0].shape = dtype, per_image
     outs[1].dtype, outs[1].shape = model.dtypes.get(layer, dtype), layer_t.shape
     return graph, outs
 
@@ -129,15 +105,19 @@ def _export(graph: gs.Graph, model: LoadedModel) -> onnx.ModelProto:
     return proto
 
 
-def _output(model: LoadedModel, output: str | None, scores: bool = True) -> str:
-    """The output to explain (default: ``model.output``); with ``scores``, checked to be
-    class scores [N, C] (trailing 1-axes allowed)."""
+_CLASS = Head()
+
+
+def _output(model: LoadedModel, output: str | None, head: Head | None = _CLASS) -> str:
+    """The output to explain (default: ``model.output``), checked to suit ``head`` (None:
+    not checked): class scores [N, C] (trailing 1-axes allowed) for a class reading, one
+    logit per image for ``binary``, a float tensor with the batch first for the others."""
     if output is None:
         output = model.output
     if output not in model.output_names:
         raise OrtCamError(f"unknown output {output!r}; the model has {model.output_names}")
-    if scores:
-        check_scores_output(model, output)
+    if head is not None:
+        check_output(model, output, head)
     return output
 
 
@@ -147,14 +127,35 @@ def _is_scores(model: LoadedModel, name: str) -> bool:
             and all(d == 1 for d in shape[2:]))
 
 
+def _shown(model: LoadedModel, name: str) -> list:
+    shape = model.shapes.get(name, ())
+    return ["N", *shape[1:]] if shape and shape[0] == PROBE_BATCH else list(shape)
+
+
+def check_output(model: LoadedModel, output: str, head: Head) -> None:
+    """Refuse an output that ``head`` cannot read: anything but float scores [N, C] for a
+    class reading (a map or detections are no class scores, and reading them as one is
+    wrong), an integer output for any."""
+    if head.flatten and head.transform in (*SCORE_MODES, "output"):
+        check_scores_output(model, output)
+        return
+    shape, dtype = model.shapes.get(output, ()), model.dtypes.get(output)
+    if not is_float(dtype):
+        raise OrtCamError(f"output {output!r} is {np.dtype(dtype).name}, not scores; "
+                          "ort_cam differentiates float outputs")
+    if not shape or shape[0] != PROBE_BATCH:
+        raise OrtCamError(f"output {output!r} has shape {_shown(model, output)}, whose first "
+                          "axis is not the batch; ort_cam needs one output row per image")
+
+
 def check_scores_output(model: LoadedModel, output: str) -> None:
     """Refuse an output that is not class scores [N, C]: a segmentation map, detections,
     integer labels are not one score per class, and explaining them as one is wrong."""
     if _is_scores(model, output):
         return
-    shape, dtype = model.shapes.get(output, ()), model.dtypes.get(output)
-    shown = ["N", *shape[1:]] if shape and shape[0] == PROBE_BATCH else list(shape)
-    what = f"is {np.dtype(dtype).name}" if not is_float(dtype) else f"has shape {shown}"
+    dtype = model.dtypes.get(output)
+    what = (f"is {np.dtype(dtype).name}" if not is_float(dtype)
+            else f"has shape {_shown(model, output)}")
     others = [f"{n} {['N', *model.shapes[n][1:]]}" for n in model.output_names
               if n != output and _is_scores(model, n)]
     hint = (f"pick one with --output: {', '.join(others)}" if others else
@@ -162,11 +163,13 @@ def check_scores_output(model: LoadedModel, output: str) -> None:
     raise OrtCamError(f"output {output!r} {what}, not class scores [N, C]; {hint}")
 
 
-def fused_model(model: LoadedModel, layer: str, score: str = "probability",
+def fused_model(model: LoadedModel, layer: str, score: str | Head = "probability",
                 output: str | None = None, require_spatial: bool = True,
                 top1_seed: bool = False) -> onnx.ModelProto:
     """Model inputs + ``target_weights`` -> (layer tensor, ``scores``, ``grad``), one session.
 
+    ``score``: a class reading (``SCORE_MODES``) or a ``Head``; ``scores`` is S, the head's
+    transform of the output, ``target_weights`` W has S's shape, ``grad`` = d(Σ W ⊙ S)/d layer.
     With ``require_spatial=False`` any float tensor (or graph input) may be the layer, and an
     output of rank != 2 is flattened to [N, K] for the score: the rule tests use this. With
     ``top1_seed``, a row of zero ``target_weights`` asks for the gradient of that row's top-1
@@ -177,9 +180,10 @@ def fused_model(model: LoadedModel, layer: str, score: str = "probability",
         layer = view.tensor
     else:
         layer = resolve_layer(model, layer)
-    output = _output(model, output, scores=require_spatial)
+    head = Head.of(score)
+    output = _output(model, output, head if require_spatial else None)
     graph = model.graph.copy()
-    graph, (scores, grad) = _gradient_graph(model, graph, layer, score, output, top1_seed)
+    graph, (scores, grad) = _gradient_graph(model, graph, layer, head, output, top1_seed)
     layer_t = graph.tensors()[layer]
     layer_t.dtype = model.dtypes[layer]
     layer_t.shape = ["N", *model.shapes[layer][1:]]
@@ -187,25 +191,26 @@ def fused_model(model: LoadedModel, layer: str, score: str = "probability",
     return _export(graph, model)
 
 
-def split_models(model: LoadedModel, layer: str, score: str = "probability",
+def split_models(model: LoadedModel, layer: str, score: str | Head = "probability",
                  output: str | None = None) -> GradientModels:
     """prefix.onnx, head.onnx (with ``scores`` and ``grad``) and the manifest. A token layer
     is cut at its NCHW grid (``graph.view_layer``): the prefix gives the grid under the
     layer's name, and its extra tokens as a crossing tensor."""
     model, view = view_layer(model, layer)
     layer, axis = view.tensor, view.channel_axis
-    output = _output(model, output)
+    reading = Head.of(score)
+    output = _output(model, output, reading)
     cut: Cut = find_cut(model.graph, layer, output)
     prefix = _export(prefix_graph(model, cut), model)
     head = head_graph(model, cut)
-    head, (scores, grad) = _gradient_graph(model, head, layer, score, output)
+    head, (scores, grad) = _gradient_graph(model, head, layer, reading, output)
     head.outputs = [scores, grad]
     manifest = {
         "ort_cam_version": __version__,
         "layer": layer,
         "layer_shape": ["N", *model.shapes[layer][1:]],
         "crossing": cut.crossing,
-        "score": score,
+        "score": reading.transform,
         "channel_axis": axis,
         "layout": "NCHW" if axis == 1 else "NHWC",
         "opset": model.opset,
@@ -214,6 +219,8 @@ def split_models(model: LoadedModel, layer: str, score: str = "probability",
         "head_inputs": [*cut.head_inputs, TARGET_WEIGHTS],
         "head_outputs": [SCORES, GRAD],
     }
+    if reading != Head(reading.transform):  # a map or detection head: how S is read
+        manifest["head"] = reading.record()
     if cut.rebuilt:  # (only then: a manifest without them reads as before)
         manifest["rebuilt"] = cut.rebuilt
     if layer in model.viewed:
