@@ -221,6 +221,10 @@ class PathJob:
         return np.arange(m if self.end is not None else m + 1)
 
 
+#: Bytes of activations per session run when no budget is given (``RunSizes.budget``).
+DEFAULT_BUDGET = 1 << 30
+
+
 @dataclass(frozen=True)
 class RunSizes:
     """How many inputs one session run takes: ``fixed`` (the caller's chunk size), else as many

@@ -17,6 +17,7 @@ from .augment import AUGMENTATIONS, combine
 from .baselines import make_baseline
 from .class_choice import fixed_target, resolve_target
 from .engine import (
+    DEFAULT_BUDGET,
     AutoSteps,
     FusedModel,
     PathJob,
@@ -31,18 +32,16 @@ from .engine import (
 )
 from .errors import InputError, OrtCamError
 from .grad.heads import TARGET_WEIGHTS
-from .graph import LayerHint, LoadedModel, load_model, view_layer
-from .labels import check_labels, read_labels
+from .graph import LoadedModel
 from .maps import is_dark, normalize, upsample
 from .methods import METHODS, MethodOptions, needs_path, reporting, resolve
 from .methods.run_based import run_method, uses_runs
 from .model_runs import ExplainerRuns, HeadSessions
-from .prepared import prepared_model
-from .preprocess import Preprocess, load_image, preprocess_from_spec, requested_size
+from .model_setup import ModelSetup, class_count
+from .preprocess import Preprocess, load_image
 from .result import COMPLETENESS_GAP, DEFAULT_STEPS, Explanation, MethodResult, parse_steps
 from .runtime import Runner, make_session, select_providers
 
-DEFAULT_BUDGET = 1 << 30
 #: Most explanations (image × target) made together, their paths packed into shared runs.
 PACK_ITEMS = 32
 
@@ -95,14 +94,12 @@ class Explainer:
                  grid: tuple[int, int] | None = None, extra_tokens: int | None = None,
                  target_kind: str | None = None):
         t0 = time.perf_counter()
-        self._source = model
-        self.output, self.size = output, requested_size(size, preprocess)
-        self.layer_hint = LayerHint(layer_layout, grid, extra_tokens) if (
-            layer_layout or grid or extra_tokens is not None) else None
-        prep = prepared_model(model, layer, score, use_cache=cache, output=output,
-                              size=self.size, hint=self.layer_hint, target_kind=target_kind)
-        self._prepared = prep
-        self._model = prep.loaded
+        self._setup = setup = ModelSetup.resolve(
+            model, layer, preprocess=preprocess, score=score, cache=cache, output=output,
+            size=size, layer_layout=layer_layout, grid=grid, extra_tokens=extra_tokens,
+            target_kind=target_kind)
+        prep = setup.prepared
+        self.output, self.size, self.layer_hint = output, setup.size, setup.layer_hint
         self.cache_hit = prep.from_cache
         self.layer, self.channel_axis = prep.layer, prep.channel_axis
         self.score_mode, self.reading = prep.score, dict(prep.reading)
@@ -116,19 +113,12 @@ class Explainer:
         if prep.fused is not None:
             prep.fused_bytes = None  # the ModelProto is kept; the session has its own copy
         self.runner = Runner(self.session, preallocate=True)  # IOBinding on CUDA
-        outs = self.session.get_outputs()
-        self._fused_outputs = (tuple(o.name for o in outs), tuple(tuple(o.shape) for o in outs))
-        width = outs[1].shape[1]
-        if not isinstance(width, int):
-            raise OrtCamError("cannot tell the number of classes of the model output")
-        self.n_classes: int = width
-        input_shape = list(prep.input_shape)
-        self._input_shape = input_shape
-        meta = prep.metadata_model()
-        self.preprocess: Preprocess | None = None
-        if len(input_shape) == 4:
-            self.preprocess = preprocess_from_spec(meta, input_shape, preprocess, prep.cast_input)
-        self.labels = check_labels(read_labels(labels, meta), self.n_classes, labels)
+        declared = FusedModel.of(self.runner, self.input_name, self.channel_axis)
+        self._fused_outputs = (declared.output_names, declared.output_shapes)
+        self.n_classes: int = class_count(declared.output_shapes[1])
+        self._input_shape = list(prep.input_shape)
+        self.preprocess: Preprocess | None = setup.preprocess
+        self.labels = setup.labels(labels, self.n_classes)
         self.memory_budget = memory_budget
         self.fixed_chunk = chunk_size
         self._heads: HeadSessions | None = None  # built by the first method that runs the head
@@ -137,19 +127,12 @@ class Explainer:
     @property
     def model(self) -> LoadedModel:
         """The loaded model (loaded on first use when the explainer came from the cache)."""
-        if self._model is None:
-            loaded = load_model(self._source, size=self.size, output=self.output)
-            self._model = view_layer(loaded, self.layer, self.layer_hint)[0]
-        return self._model
+        return self._setup.model
 
     @property
     def fused(self) -> onnx.ModelProto:
         """The fused gradient model (parsed on first use when it came from the cache)."""
-        prep = self._prepared
-        if prep.fused is None:
-            assert prep.fused_bytes is not None
-            prep.fused = onnx.load_model_from_string(prep.fused_bytes)
-        return prep.fused
+        return self._setup.fused
 
     @property
     def fused_model(self) -> FusedModel:
@@ -160,7 +143,7 @@ class Explainer:
     def per_sample_bytes(self) -> int:
         """Upper bound of activation bytes per path point: every forward tensor once, plus the
         layer's gradient (onnxruntime reuses buffers, so real use is lower)."""
-        return self._prepared.sample_bytes
+        return self._setup.prepared.sample_bytes
 
     @property
     def run_sizes(self) -> RunSizes:
@@ -443,7 +426,7 @@ class Explainer:
             if d is not None and x.shape[i] != d:
                 raise InputError(f"{what} has shape {list(x.shape)}; the model takes "
                                  f"{['N', *self._input_shape[1:]]}")
-        return np.ascontiguousarray(x.astype(np.dtype(self._prepared.input_dtype)))
+        return np.ascontiguousarray(x.astype(np.dtype(self._setup.prepared.input_dtype)))
 
     def _spatial_size(self, x: np.ndarray) -> tuple[int, int]:
         if self.preprocess is not None:

@@ -75,7 +75,7 @@ def test_hit_skips_load_probe_and_build(where, monkeypatch):
 def test_model_loads_on_first_use_after_a_hit(where):
     ort_cam.Explainer(DEMO, quiet=True)
     warm = ort_cam.Explainer(DEMO, quiet=True)
-    assert warm.cache_hit and warm._model is None
+    assert warm.cache_hit and warm._setup.loaded is None
     assert warm.model.shapes[warm.layer][1:] == (96, 12, 12)
 
 

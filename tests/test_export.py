@@ -209,6 +209,19 @@ def test_metadata_records_the_source_and_the_settings():
     onnx.checker.check_model(proto)
 
 
+def test_export_opens_no_session(monkeypatch):
+    """The export resolves the model as an Explainer does, without building one (which would
+    open an onnxruntime session of the fused model only to read the resolved fields)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the export opened a session")
+
+    monkeypatch.setattr("ort_cam.explainer.make_session", refuse)
+    proto = export_explainer(DEMO, steps=3, methods=["rsi"])
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["ort_cam.export.chunk"] == "4"  # m + 1 points per run, as the engine's
+    assert json.loads(meta["ort_cam.labels"])[0] == "circle"
+
+
 def test_every_registered_method_with_a_reduction_declares_the_same_extras():
     for name, cls in ONNX_REDUCTIONS.items():
         assert name in METHODS, f"ONNX reduction {name!r} is not a registered method"

@@ -1,5 +1,6 @@
 """``export_explainer``: what can be exported is checked here, by name, before anything is built;
-the model, layer and preprocessing are resolved by ``Explainer`` exactly as ``explain`` does."""
+the model, layer and preprocessing are resolved by ``ModelSetup`` exactly as ``Explainer`` resolves
+them (no session is opened)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from onnx import helper
 
 from .._version import __version__
 from ..baselines import make_baseline
+from ..engine import DEFAULT_BUDGET, RunSizes
 from ..errors import OrtCamError
-from ..explainer import DEFAULT_BUDGET, Explainer
 from ..graph.digest import model_digest
 from ..metadata_keys import LABELS_KEY, PREPROCESS_KEY
 from ..methods import METHODS, MethodOptions, needs_path, resolve
@@ -24,6 +25,7 @@ from ..methods.finercam import FinerCam
 from ..methods.kpca import KpcaCam
 from ..methods.layerig import LayerIntegratedGradients
 from ..methods.scorecam import ScoreCam
+from ..model_setup import ModelSetup, class_count
 from ..preprocess import Preprocess, load_image
 from ..result import DEFAULT_STEPS, parse_steps
 from .graph import Plan, build_graph
@@ -131,21 +133,21 @@ def _baseline(kind, input_kind: str, pre: Preprocess | None, x_shape, x_dtype,
     return pre.resize_image(load_image(kind))
 
 
-def _dims(ex: Explainer) -> LayerDims:
-    shape = ex.model.shapes[ex.layer]
-    k, h, w = (shape[1], shape[2], shape[3]) if ex.channel_axis == 1 else (
+def _dims(setup: ModelSetup) -> LayerDims:
+    shape = setup.model.shapes[setup.prepared.layer]
+    k, h, w = (shape[1], shape[2], shape[3]) if setup.prepared.channel_axis == 1 else (
         shape[3], shape[1], shape[2])
     return LayerDims(int(k), int(h), int(w))
 
 
-def _geometry(ex: Explainer, input_kind: str) -> tuple[tuple[int, ...], tuple[int, int]]:
+def _geometry(setup: ModelSetup, input_kind: str) -> tuple[tuple[int, ...], tuple[int, int]]:
     """Model input shape (batch 1) and the maps' size; pixel input must be at model size."""
-    shape = list(ex.model.graph.inputs[0].shape or [])
+    shape = list(setup.model.graph.inputs[0].shape or [])
     if not all(isinstance(d, int) for d in shape[1:]):
         raise OrtCamError(f"the model input has dynamic dims {shape}; the explainer needs them "
                           "fixed")
     x_shape = (1, *(int(d) for d in shape[1:]))
-    pre = ex.preprocess
+    pre = setup.preprocess
     layout = pre.layout if pre is not None else "NCHW"
     if len(x_shape) != 4:
         if input_kind == "pixels":
@@ -162,40 +164,48 @@ def _geometry(ex: Explainer, input_kind: str) -> tuple[tuple[int, ...], tuple[in
     return x_shape, size
 
 
-def _plan(ex: Explainer, m: int, names: list[str], opts: MethodOptions, input_kind: str,
-          baseline, seed: int, optional_inputs: bool) -> Plan:
+def _plan(setup: ModelSetup, m: int, chunk: int, names: list[str], opts: MethodOptions,
+          input_kind: str, baseline, seed: int, optional_inputs: bool) -> Plan:
     if input_kind not in INPUT_KINDS:
         raise OrtCamError(f"unknown input kind {input_kind!r}; use {', '.join(INPUT_KINDS)}")
-    x_shape, size = _geometry(ex, input_kind)
-    x_dtype = np.dtype(ex.model.dtypes.get(ex.input_name, np.float32))
-    scores_type = ex.fused.graph.output[1].type.tensor_type.elem_type
-    dims = _dims(ex)
+    x_shape, size = _geometry(setup, input_kind)
+    prep, pre = setup.prepared, setup.preprocess
+    x_dtype = np.dtype(setup.model.dtypes.get(prep.input_name, np.float32))
+    scores = setup.fused.graph.output[1].type.tensor_type
+    dims = _dims(setup)
     reductions: dict[str, OnnxReduction] = {n: ONNX_REDUCTIONS[n](opts, m, dims) for n in names}
     return Plan(
-        fused=ex.fused, input_name=ex.input_name, channel_axis=ex.channel_axis,
-        n_classes=ex.n_classes, m=m, chunk=ex.chunk_for(m), x_shape=x_shape, x_dtype=x_dtype,
-        score_dtype=np.dtype(helper.tensor_dtype_to_np_dtype(scores_type)), dims=dims,
-        out_size=size, input_kind=input_kind,
-        pre=ex.preprocess if input_kind == "pixels" else None,
-        baseline=_baseline(baseline, input_kind, ex.preprocess, x_shape, x_dtype, seed),
+        fused=setup.fused, input_name=prep.input_name, channel_axis=prep.channel_axis,
+        n_classes=_classes(setup), m=m, chunk=chunk, x_shape=x_shape, x_dtype=x_dtype,
+        score_dtype=np.dtype(helper.tensor_dtype_to_np_dtype(scores.elem_type)), dims=dims,
+        out_size=size, input_kind=input_kind, pre=pre if input_kind == "pixels" else None,
+        baseline=_baseline(baseline, input_kind, pre, x_shape, x_dtype, seed),
         reductions=reductions, eps=opts.eps, optional_inputs=optional_inputs)
 
 
-def _stamp(proto: onnx.ModelProto, ex: Explainer, plan: Plan, sha: str, names: list[str],
+def _classes(setup: ModelSetup) -> int:
+    """C of the fused model's class scores [N, C], as a session of it would declare them."""
+    dims = setup.fused.graph.output[1].type.tensor_type.shape.dim
+    return class_count([d.dim_value if d.HasField("dim_value") else d.dim_param or None
+                        for d in dims])
+
+
+def _stamp(proto: onnx.ModelProto, setup: ModelSetup, plan: Plan, sha: str, names: list[str],
            opts: MethodOptions, baseline) -> None:
     options = {k: v for k, v in asdict(opts).items() if k not in _AUTO_OPTIONS}
     meta = {
-        "version": __version__, "source_sha256": sha, "layer": ex.layer, "steps": str(plan.m),
-        "chunk": str(plan.chunk), "methods": json.dumps(names), "options": json.dumps(options),
-        "score": ex.score_mode, "input": plan.input_kind,
+        "version": __version__, "source_sha256": sha, "layer": setup.prepared.layer,
+        "steps": str(plan.m), "chunk": str(plan.chunk), "methods": json.dumps(names),
+        "options": json.dumps(options), "score": setup.prepared.score, "input": plan.input_kind,
         "baseline": baseline if isinstance(baseline, str) else "image",
         "optional_inputs": json.dumps(plan.optional_inputs),
     }
     props = [(META + k, v) for k, v in meta.items()]
-    if ex.preprocess is not None:
-        props.append((PREPROCESS_KEY, ex.preprocess.to_json()))
-    if ex.labels:
-        props.append((LABELS_KEY, json.dumps(ex.labels)))
+    if setup.preprocess is not None:
+        props.append((PREPROCESS_KEY, setup.preprocess.to_json()))
+    labels = setup.labels(None, plan.n_classes)
+    if labels:
+        props.append((LABELS_KEY, json.dumps(labels)))
     helper.set_model_props(proto, dict(props))
 
 
@@ -230,12 +240,13 @@ def export_explainer(model: str | os.PathLike | onnx.ModelProto, layer: str | No
     """
     names, opts = _methods(methods), _options(options)
     m = _path_steps(_steps(steps), names)
-    ex = Explainer(model, layer, preprocess=preprocess, score=score, providers="cpu",
-                   quiet=True, chunk_size=chunk_size, memory_budget=memory_budget, cache=cache,
-                   output=output, **layer_view)
-    plan = _plan(ex, m, names, opts, input_kind, baseline, baseline_seed, optional_inputs)
+    setup = ModelSetup.resolve(model, layer, preprocess=preprocess, score=score, cache=cache,
+                               output=output, size=None, **layer_view)
+    chunk = RunSizes(setup.prepared.sample_bytes, memory_budget, chunk_size).chunk(m)
+    plan = _plan(setup, m, chunk, names, opts, input_kind, baseline, baseline_seed,
+                 optional_inputs)
     proto = build_graph(plan)
-    _stamp(proto, ex, plan, model_digest(model, strict=True), names, opts, baseline)
+    _stamp(proto, setup, plan, model_digest(model, strict=True), names, opts, baseline)
     if out is not None:
         onnx.save(proto, os.fspath(out))
     return proto
