@@ -14,7 +14,6 @@ import onnx
 from PIL import Image
 
 from .augment import AUGMENTATIONS, combine
-from .baselines import make_baseline
 from .class_choice import fixed_target, resolve_target
 from .engine import (
     DEFAULT_BUDGET,
@@ -23,23 +22,28 @@ from .engine import (
     PathJob,
     PathResult,
     Points,
-    ReducerFactory,
     RunSizes,
-    check_finite,
     reduce_at_x,
     walk_auto,
     walk_fixed,
 )
-from .errors import InputError, OrtCamError
 from .grad.heads import TARGET_WEIGHTS
 from .graph import LoadedModel
 from .maps import is_dark, normalize, upsample
-from .methods import METHODS, MethodOptions, needs_path, reporting, resolve
+from .methods import (
+    METHODS,
+    MethodOptions,
+    auto_judge,
+    check_extras,
+    needs_path,
+    reducer_factories,
+    resolve,
+)
 from .methods.run_based import run_method, uses_runs
 from .model_runs import ExplainerRuns, HeadSessions
 from .model_setup import ModelSetup, class_count
-from .preprocess import Preprocess, load_image
-from .result import COMPLETENESS_GAP, DEFAULT_STEPS, Explanation, MethodResult, parse_steps
+from .preprocess import Preprocess
+from .result import DEFAULT_STEPS, Explanation, MethodResult, parse_steps
 from .runtime import Runner, make_session, select_providers
 
 #: Most explanations (image × target) made together, their paths packed into shared runs.
@@ -171,7 +175,7 @@ class Explainer:
                 blur_radius: float | None = None, on_chunk=None, **options) -> Explanation:
         """Explain one image (path, PIL image or H×W×3 uint8 array) for one target with
         ``methods`` (default: the registry's default set)."""
-        x, x0, pixels, seconds, photo = self._image_inputs(image, baseline, baseline_seed,
+        x, x0, pixels, seconds, photo = self._setup.image_inputs(image, baseline, baseline_seed,
                                                            blur_radius)
         return self._explain_items([_Item(x, x0, pixels, seconds, target, photo)], steps,
                                    methods, on_chunk, options)[0]
@@ -215,7 +219,7 @@ class Explainer:
         pending: list[_Item] = []
         for image, specs in jobs:
             try:
-                inputs = self._image_inputs(image, *base)
+                inputs = self._setup.image_inputs(image, *base)
             except Exception:
                 if pending:  # what came before the bad image is still explained
                     yield from self._explain_items(pending, steps, methods, on_chunk, options)
@@ -233,32 +237,11 @@ class Explainer:
                       on_chunk=None, **options) -> Explanation:
         """Explain a model-space input ``x`` ([1, ...] or without the batch axis) against a
         model-space baseline (an array, or "zeros")."""
-        x = self._batch1(x, "x")
-        check_finite(x, "the input array")
-        if isinstance(baseline_array, str) and baseline_array == "zeros":
-            x0 = np.zeros_like(x)
-        else:
-            x0 = self._batch1(baseline_array, "baseline_array")
-            if x0.shape != x.shape:
-                raise InputError(f"baseline has shape {x0.shape[1:]} but the input has "
-                                 f"{x.shape[1:]}; pass a baseline of the input's shape")
-            check_finite(x0, "the baseline array")
+        x, x0 = self._setup.array_inputs(x, baseline_array)
         return self._explain_items([_Item(x, x0, spec=target)], steps, methods, on_chunk,
                                    options)[0]
 
     # --- the work behind the explain_* calls --------------------------------------------
-    def _image_inputs(self, image, baseline, seed: int, blur_radius: float | None
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, Image.Image]:
-        """(x, x0, pixels, seconds, the photo upright) for one image."""
-        pre = self._need_preprocess()
-        t0 = time.perf_counter()
-        photo = load_image(image)
-        pixels = pre.resize_image(photo)
-        x = pre.normalize(pixels)
-        check_finite(x, "the preprocessed image")
-        x0 = make_baseline(baseline, pixels, x, pre, blur_radius=blur_radius, seed=seed)
-        return x, x0, pixels, time.perf_counter() - t0, photo
-
     def _group_size(self, steps, methods, n_specs: int) -> int:
         """Items (image × target) explained together: as many paths as share a run."""
         if steps == "auto":
@@ -281,17 +264,18 @@ class Explainer:
         walked = [name for name in names if not uses_runs(METHODS[name])]
         m = _fixed_steps(steps)
         starts = self._starts(items)
+        make = partial(reducer_factories, opts=opts)
         if not needs_path(walked):
-            paths = [self._pathless(it, st, walked, opts, on_chunk)
-                     for it, st in zip(items, starts)]
-        elif m is None:
-            auto = AutoSteps(opts.auto_start, opts.auto_tolerance, opts.auto_max, _judge(walked))
-            paths = [walk_auto(self.fused_model, job, walked, auto, partial(_factories, opts=opts),
-                               self.run_sizes, on_chunk, _checked)
+            paths = [check_extras(reduce_at_x(self.fused_model, job, make(walked), on_chunk))
                      for job in self._jobs(items, starts)]
+        elif m is None:
+            auto = AutoSteps(opts.auto_start, opts.auto_tolerance, opts.auto_max,
+                             auto_judge(walked))
+            paths = [walk_auto(self.fused_model, job, walked, auto, make, self.run_sizes,
+                               on_chunk, check_extras) for job in self._jobs(items, starts)]
         else:
             paths = walk_fixed(self.fused_model, self._jobs(items, starts), m, self.run_sizes,
-                               walked, partial(_factories, opts=opts), on_chunk, _checked)
+                               walked, make, on_chunk, check_extras)
         self._run_methods(items, starts, paths, [n for n in names if n not in walked], opts, m)
         share = (time.perf_counter() - t0) / len(items)
         return [self._result(it, st, path, names, opts, share)
@@ -302,7 +286,7 @@ class Explainer:
         """``aug_smooth``: each item explained on the six augmentations of ``augment`` (for
         the class chosen on x itself), the maps averaged (``augment.combine``)."""
         plain = {**options, "aug_smooth": False}
-        axis = 2 if self.preprocess is not None and self.preprocess.layout == "NHWC" else 3
+        axis = 2 if self._setup.layout == "NHWC" else 3
         out = []
         for item in items:
             target = self._starts([item])[0].target
@@ -326,7 +310,7 @@ class Explainer:
             steps = m if m is not None else (path.m or DEFAULT_STEPS)
             for name in names:
                 path.raw[name], path.extras[name] = run_method(METHODS[name], steps, opts, runs)
-            _checked(path)
+            check_extras(path)
             path.timings["run"] = path.timings.get("run", 0.0) + time.perf_counter() - t0
 
     def model_runs(self, x: np.ndarray, x0: np.ndarray, target: int, scores: np.ndarray,
@@ -338,9 +322,8 @@ class Explainer:
             threads = self.session.get_session_options().intra_op_num_threads
             self._heads = HeadSessions(lambda: self.model, self.layer, self.score_mode,
                                        self.providers, threads or None)
-        layout = self.preprocess.layout if self.preprocess is not None else "NCHW"
         return ExplainerRuns(self._heads, self.runner, self.input_name, x, x0, target, scores,
-                             self.channel_axis, layout, batch, self.score_mode)
+                             self.channel_axis, self._setup.layout, batch, self.score_mode)
 
     def _starts(self, items: list[_Item]) -> list[_Start]:
         """One run of every x (packed): the scores, the target, and the point l = m of the
@@ -376,16 +359,10 @@ class Explainer:
         return [PathJob(it.x, it.x0, ClassFeed(st.target, self.n_classes), st.end)
                 for it, st in zip(items, starts)]
 
-    def _pathless(self, item: _Item, start: _Start, names: list[str], opts: MethodOptions,
-                  on_chunk) -> PathResult:
-        """Methods that need x alone (``needs_path`` False): the run of x, no path."""
-        job = self._jobs([item], [start])[0]
-        return _checked(reduce_at_x(self.fused_model, job, _factories(names, opts), on_chunk))
-
     def _result(self, item: _Item, start: _Start, path: PathResult, names: list[str],
                 opts: MethodOptions, seconds: float) -> Explanation:
         t0 = time.perf_counter()
-        size = self._spatial_size(item.x)
+        size = self._setup.map_size(item.x)
         results = {}
         for name in names:
             up = upsample(path.raw[name], size)
@@ -406,35 +383,6 @@ class Explainer:
             r.photo, r.geometry = item.photo, self.preprocess.geometry(item.photo.size)
             r.timings["preprocess"] = item.prep_seconds
         return r
-
-    # --- helpers ------------------------------------------------------------------------
-    def _need_preprocess(self) -> Preprocess:
-        if self.preprocess is None:
-            raise OrtCamError("the model input is not an image batch [N,C,H,W]/[N,H,W,C]; "
-                              "use explain_array with your own preprocessing")
-        return self.preprocess
-
-    def _batch1(self, x, what) -> np.ndarray:
-        x = np.asarray(x)
-        want = len(self._input_shape)
-        if x.ndim == want - 1:
-            x = x[None]
-        if x.ndim != want or x.shape[0] != 1:
-            raise InputError(f"{what} has shape {x.shape}; the model takes "
-                             f"{['N', *self._input_shape[1:]]} (pass one input)")
-        for i, d in enumerate(self._input_shape[1:], start=1):
-            if d is not None and x.shape[i] != d:
-                raise InputError(f"{what} has shape {list(x.shape)}; the model takes "
-                                 f"{['N', *self._input_shape[1:]]}")
-        return np.ascontiguousarray(x.astype(np.dtype(self._setup.prepared.input_dtype)))
-
-    def _spatial_size(self, x: np.ndarray) -> tuple[int, int]:
-        if self.preprocess is not None:
-            layout = self.preprocess.layout
-        else:
-            layout = "NCHW"
-        return (x.shape[2], x.shape[3]) if layout == "NCHW" else (x.shape[1], x.shape[2])
-
 
 @dataclass
 class _Item:
@@ -466,22 +414,6 @@ def _fixed_steps(steps) -> int | None:
     return None if isinstance(m, str) else m
 
 
-def _judge(names: Sequence[str]) -> str:
-    """The method whose completeness gap ``steps="auto"`` watches: the first asked for that
-    reports one, else the first registered one."""
-    judge = next((name for name in names if COMPLETENESS_GAP in METHODS[name].extras),
-                 reporting(COMPLETENESS_GAP))
-    if judge is None:
-        raise OrtCamError("steps='auto' needs a method that reports a completeness gap; "
-                          "none is registered, so pass an integer number of steps")
-    return judge
-
-
-def _factories(names: Sequence[str], opts: MethodOptions) -> dict[str, ReducerFactory]:
-    """What the engine calls to build the methods ``names`` on its path state."""
-    return {name: partial(METHODS[name], options=opts) for name in names}
-
-
 @dataclass(frozen=True)
 class ClassFeed:
     """Class ``index`` of a class-score output [N, C] as the fused model is fed and read:
@@ -498,12 +430,3 @@ class ClassFeed:
     def score(self, out: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(out[:, self.index])
 
-
-def _checked(path: PathResult) -> PathResult:
-    """``path``, after checking that every method reported exactly the extras it declares."""
-    for name, values in path.extras.items():
-        declared = METHODS[name].extras
-        if sorted(values) != sorted(declared):
-            raise OrtCamError(f"method {name!r} reported extras {sorted(values)} but declares "
-                              f"{list(declared)}; make its finish() fill exactly those")
-    return path

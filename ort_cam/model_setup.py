@@ -5,15 +5,20 @@ names. ``Explainer`` opens its session on it; the export reads the same and open
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
+from PIL import Image
 
-from .errors import OrtCamError
+from .baselines import make_baseline
+from .engine import check_finite
+from .errors import InputError, OrtCamError
 from .graph import LayerHint, LoadedModel, load_model, view_layer
 from .labels import check_labels, read_labels
 from .prepared import Prepared, prepared_model
-from .preprocess import Preprocess, preprocess_from_spec, requested_size
+from .preprocess import Preprocess, load_image, preprocess_from_spec, requested_size
 
 
 @dataclass
@@ -65,6 +70,59 @@ class ModelSetup:
             assert prep.fused_bytes is not None
             prep.fused = onnx.load_model_from_string(prep.fused_bytes)
         return prep.fused
+
+    @property
+    def layout(self) -> str:
+        """The image input's layout (NCHW or NHWC; NCHW for an input that is no image)."""
+        return self.preprocess.layout if self.preprocess is not None else "NCHW"
+
+    def image_inputs(self, image, baseline, seed: int, blur_radius: float | None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, Image.Image]:
+        """(x, x0, pixels, seconds, the photo upright) for one image (a path, a PIL image or
+        an H×W×3 uint8 array) and the ``baseline`` (``baselines.make_baseline``)."""
+        if self.preprocess is None:
+            raise OrtCamError("the model input is not an image batch [N,C,H,W]/[N,H,W,C]; "
+                              "use explain_array with your own preprocessing")
+        pre = self.preprocess
+        t0 = time.perf_counter()
+        photo = load_image(image)
+        pixels = pre.resize_image(photo)
+        x = pre.normalize(pixels)
+        check_finite(x, "the preprocessed image")
+        x0 = make_baseline(baseline, pixels, x, pre, blur_radius=blur_radius, seed=seed)
+        return x, x0, pixels, time.perf_counter() - t0, photo
+
+    def array_inputs(self, x, baseline) -> tuple[np.ndarray, np.ndarray]:
+        """(x, x0) from a model-space input and baseline (an array of x's shape, or
+        "zeros"), each with a batch axis of 1 and in the model's input dtype."""
+        x = self._batch1(x, "x")
+        check_finite(x, "the input array")
+        if isinstance(baseline, str) and baseline == "zeros":
+            return x, np.zeros_like(x)
+        x0 = self._batch1(baseline, "baseline_array")
+        if x0.shape != x.shape:
+            raise InputError(f"baseline has shape {x0.shape[1:]} but the input has "
+                             f"{x.shape[1:]}; pass a baseline of the input's shape")
+        check_finite(x0, "the baseline array")
+        return x, x0
+
+    def _batch1(self, x, what) -> np.ndarray:
+        x = np.asarray(x)
+        shape = list(self.prepared.input_shape)
+        if x.ndim == len(shape) - 1:
+            x = x[None]
+        if x.ndim != len(shape) or x.shape[0] != 1:
+            raise InputError(f"{what} has shape {x.shape}; the model takes "
+                             f"{['N', *shape[1:]]} (pass one input)")
+        for i, d in enumerate(shape[1:], start=1):
+            if d is not None and x.shape[i] != d:
+                raise InputError(f"{what} has shape {list(x.shape)}; the model takes "
+                                 f"{['N', *shape[1:]]}")
+        return np.ascontiguousarray(x.astype(np.dtype(self.prepared.input_dtype)))
+
+    def map_size(self, x: np.ndarray) -> tuple[int, int]:
+        """The (height, width) of the model input ``x``: the size maps are upsampled to."""
+        return (x.shape[2], x.shape[3]) if self.layout == "NCHW" else (x.shape[1], x.shape[2])
 
     def labels(self, spec, n_classes: int) -> list[str] | None:
         """The class names of ``spec`` (a list or a file), else the model's stored ones, else

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from functools import partial
 
-from ..engine import PathState
+from ..engine import PathResult, PathState, ReducerFactory
 from ..errors import OrtCamError
+from ..result import COMPLETENESS_GAP
 from .ablation import AblationCam
 from .base import CamMethod, MethodOptions
 from .eigencam import EigenCam, EigenGradCam
@@ -58,6 +60,32 @@ def resolve(names: Sequence[str] | None, *, listed_as: str = "") -> list[str]:
     return chosen
 
 
+def auto_judge(names: Sequence[str]) -> str:
+    """The method whose completeness gap ``steps="auto"`` watches: the first of ``names`` that
+    reports one, else the first registered one."""
+    judge = next((name for name in names if COMPLETENESS_GAP in METHODS[name].extras),
+                 reporting(COMPLETENESS_GAP))
+    if judge is None:
+        raise OrtCamError("steps='auto' needs a method that reports a completeness gap; "
+                          "none is registered, so pass an integer number of steps")
+    return judge
+
+
+def reducer_factories(names: Sequence[str], opts: MethodOptions) -> dict[str, ReducerFactory]:
+    """What the engine calls to build the methods ``names`` on its path state."""
+    return {name: partial(METHODS[name], options=opts) for name in names}
+
+
+def check_extras(path: PathResult) -> PathResult:
+    """``path``, after checking that every method reported exactly the extras it declares."""
+    for name, values in path.extras.items():
+        declared = METHODS[name].extras
+        if sorted(values) != sorted(declared):
+            raise OrtCamError(f"method {name!r} reported extras {sorted(values)} but declares "
+                              f"{list(declared)}; make its finish() fill exactly those")
+    return path
+
+
 def needs_path(names: Sequence[str]) -> bool:
     """Whether any of the methods ``names`` reads points of the path other than x (l = m);
     when none does, x alone is run (the explainer) or walked (the exported graph)."""
@@ -87,5 +115,6 @@ def method_records() -> list[dict[str, object]]:
     return out
 
 
-__all__ = ["METHODS", "CamMethod", "MethodOptions", "PathState", "default_methods",
-           "extra_names", "needs_path", "reporting", "resolve"]
+__all__ = ["METHODS", "CamMethod", "MethodOptions", "PathState", "auto_judge", "check_extras",
+           "default_methods", "extra_names", "needs_path", "reducer_factories", "reporting",
+           "resolve"]
