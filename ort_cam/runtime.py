@@ -1,11 +1,20 @@
 """onnxruntime sessions: the one place they are created; which execution provider, how many
-threads, and runs that avoid copies."""
+threads, which graph optimisations, and runs that avoid copies.
+
+Every session ort_cam makes takes its intra-op threads and graph-optimisation level from the
+call that makes it, else from the process default (``SessionDefaults``, set with
+``set_session_defaults``). ort_cam never changes onnxruntime's process-wide settings: each
+session carries its own log level (errors only), so importing ort_cam leaves onnxruntime's
+default logger as the application set it."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,8 +26,55 @@ from .errors import OrtCamError
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 #: Protobuf's limit: larger models go through a file with external data.
 _MAX_PROTO = 2_000_000_000
+#: onnxruntime's graph-optimisation levels by name (``SessionDefaults.opt_level``).
+OPT_LEVELS = {"disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+#: The log level of ort_cam's sessions (onnxruntime's severities: 3 = errors, 4 = fatal only):
+#: ordinary sessions report errors only; provider probes, which are expected to fail where a
+#: provider cannot run, report nothing.
+LOG_ERRORS, LOG_SILENT = 3, 4
 
-ort.set_default_logger_severity(3)
+
+@dataclass(frozen=True)
+class SessionDefaults:
+    """The process default of every session ort_cam creates, where the call gives none.
+
+    ``threads``: onnxruntime intra-op threads (``None``: onnxruntime's choice, one per core);
+    an explicit count also sets one inter-op thread. ``opt_level``: onnxruntime's graph
+    optimisations, one of ``OPT_LEVELS`` (``"all"``; the one-off shape probes of
+    ``probe_session`` always run unoptimised)."""
+
+    threads: int | None = None
+    opt_level: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and (isinstance(self.threads, bool)
+                                         or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise OrtCamError(f"threads={self.threads!r}; use a whole number >= 1, or None "
+                              "for onnxruntime's choice")
+        if self.opt_level not in OPT_LEVELS:
+            raise OrtCamError(f"opt_level={self.opt_level!r}; use one of "
+                              f"{', '.join(OPT_LEVELS)}")
+
+
+_defaults = SessionDefaults()
+
+
+def session_defaults() -> SessionDefaults:
+    """The process default of ort_cam's sessions (``set_session_defaults`` changes it)."""
+    return _defaults
+
+
+def set_session_defaults(threads: int | None = None, opt_level: str = "all") -> SessionDefaults:
+    """Set the process default of every session ort_cam creates from now on (sessions made
+    already keep theirs); returns the previous default. ``set_session_defaults()`` restores
+    onnxruntime's thread choice and all graph optimisations."""
+    global _defaults
+    previous, _defaults = _defaults, SessionDefaults(threads, opt_level)
+    return previous
 
 
 def _tiny_model() -> bytes:
@@ -30,17 +86,43 @@ def _tiny_model() -> bytes:
     return model.SerializeToString()
 
 
+#: The shared library of a provider that onnxruntime loads when a session asks for it.
+_PROVIDER_LIBRARIES = {CUDA: "onnxruntime_providers_cuda",
+                       "TensorrtExecutionProvider": "onnxruntime_providers_tensorrt"}
+
+
+def _library_loads(name: str) -> bool:
+    """Whether provider ``name``'s shared library (beside onnxruntime's own) and the libraries
+    it needs (CUDA, cuDNN) load. onnxruntime reports that failure through its process-wide
+    logger, which a session's log level does not reach, so it is checked here first."""
+    stem = _PROVIDER_LIBRARIES.get(name)
+    if stem is None:
+        return True
+    capi = Path(ort.__file__).parent / "capi"
+    path = capi / (f"{stem}.dll" if os.name == "nt" else f"lib{stem}.so")
+    if not path.exists():
+        return True  # another packaging: onnxruntime's own attempt decides
+    try:
+        ctypes.CDLL(str(path))
+    except OSError:
+        return False
+    return True
+
+
 def provider_works(name: str) -> bool:
     """Whether onnxruntime really runs a session on ``name`` (onnxruntime-gpu lists CUDA even
-    where its libraries or the GPU are missing, then silently falls back to the CPU)."""
-    ort.set_default_logger_severity(4)
+    where its libraries or the GPU are missing, then silently falls back to the CPU). The probe
+    prints nothing."""
+    if not _library_loads(name):
+        return False
+    options = ort.SessionOptions()
+    options.log_severity_level = LOG_SILENT
     try:
-        sess = ort.InferenceSession(_tiny_model(), providers=[name] if name == CPU else [name, CPU])
+        sess = ort.InferenceSession(_tiny_model(), options,
+                                    providers=[name] if name == CPU else [name, CPU])
         return sess.get_providers()[0] == name
     except Exception:
         return False
-    finally:
-        ort.set_default_logger_severity(3)
 
 
 def select_providers(requested: Sequence[str] | str | None = None,
@@ -74,22 +156,28 @@ def select_providers(requested: Sequence[str] | str | None = None,
     return chosen, f"ort_cam: running on {chosen[0]}"
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """Session options: ``threads`` intra-op threads (default: onnxruntime's choice, or the
-    ORT_CAM_THREADS environment variable)."""
+def session_options(threads: int | None = None, opt_level: str | None = None,
+                    log_level: int = LOG_ERRORS) -> ort.SessionOptions:
+    """Session options: ``threads`` intra-op threads and graph optimisations ``opt_level``
+    (each, where not given, the process default: ``session_defaults()``); onnxruntime's own
+    log at ``log_level`` (errors only)."""
+    defaults = _defaults
+    chosen = SessionDefaults(threads or defaults.threads, opt_level or defaults.opt_level)
     opts = ort.SessionOptions()
-    threads = threads or int(os.environ.get("ORT_CAM_THREADS", "0") or 0)
-    if threads:
-        opts.intra_op_num_threads = threads
+    if chosen.threads:
+        opts.intra_op_num_threads = chosen.threads
         opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = OPT_LEVELS[chosen.opt_level]
+    opts.log_severity_level = log_level
     return opts
 
 
 def session_for(model: onnx.ModelProto, providers: list | None = None,
                 options: ort.SessionOptions | None = None) -> ort.InferenceSession:
-    """An onnxruntime session for an in-memory model (spilled to a file past 2 GB)."""
-    providers = providers or ["CPUExecutionProvider"]
+    """An onnxruntime session for an in-memory model (spilled to a file past 2 GB); ``options``
+    default to ``session_options()``."""
+    providers = providers or [CPU]
+    options = options if options is not None else session_options()
     if model.ByteSize() < _MAX_PROTO:
         return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
     tmp = tempfile.mkdtemp(prefix="ort_cam_")
@@ -99,20 +187,24 @@ def session_for(model: onnx.ModelProto, providers: list | None = None,
 
 
 def make_session(model: onnx.ModelProto | bytes, providers: list[str],
-                 threads: int | None = None) -> ort.InferenceSession:
-    """A session for a model, or for its serialised bytes (then it is not serialised again)."""
+                 threads: int | None = None,
+                 opt_level: str | None = None) -> ort.InferenceSession:
+    """A session for a model, or for its serialised bytes (then it is not serialised again);
+    ``threads`` and ``opt_level`` as ``session_options``."""
+    options = session_options(threads, opt_level)
     if isinstance(model, bytes):
-        return ort.InferenceSession(model, session_options(threads), providers=providers)
-    return session_for(model, providers=providers, options=session_options(threads))
+        return ort.InferenceSession(model, options, providers=providers)
+    return session_for(model, providers=providers, options=options)
 
 
-def probe_session(data: bytes) -> ort.InferenceSession:
-    """A CPU session for a one-off run of serialised model bytes (a shape probe): no graph
-    optimisation, since the run is made once and the optimiser's time would not pay back."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(data, options, providers=[CPU])
+def probe_session(model: bytes | onnx.ModelProto) -> ort.InferenceSession:
+    """A CPU session for a one-off run of a model or its serialised bytes (a shape probe): no
+    graph optimisation, since the run is made once and the optimiser's time would not pay
+    back; threads as the process default."""
+    options = session_options(opt_level="disabled")
+    if isinstance(model, bytes):
+        return ort.InferenceSession(model, options, providers=[CPU])
+    return session_for(model, options=options)
 
 
 #: ``1`` runs every session through IOBinding (also on the CPU), ``0`` never; unset: on CUDA.

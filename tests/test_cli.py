@@ -17,6 +17,7 @@ from onnx import numpy_helper
 from ort_cam import __version__
 from ort_cam.cli import main
 from ort_cam.graph.save import data_file, save_model
+from ort_cam.runtime import session_options
 
 CPU = ["CPUExecutionProvider"]
 
@@ -44,7 +45,7 @@ def ok(*args: str | Path):
 
 
 def session(path: Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), providers=CPU)
+    return ort.InferenceSession(str(path), session_options(), providers=CPU)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

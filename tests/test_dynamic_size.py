@@ -21,6 +21,7 @@ import ort_cam
 from ort_cam.cli import main
 from ort_cam.errors import OrtCamError
 from ort_cam.graph import load_model
+from ort_cam.runtime import session_options
 
 SIZE = (48, 192)
 LAYER = "hardswish_17.tmp_0"  # the last conv block's hard-swish: [N,200,2,96] at 48x192
@@ -53,7 +54,7 @@ def test_paddle_classifier_explained_at_48x192(paddle, files):
     assert r["gradcam"].raw.shape == (2, 96) and r["gradcam"].map.shape == SIZE
     # the scores are the original model's at 48x192
     x = ex.preprocess(files["img"])
-    sess = ort.InferenceSession(str(paddle), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(paddle), session_options(), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(r.scores, sess.run(None, {"x": x})[0][0], atol=1e-6)
 
 
@@ -71,13 +72,15 @@ def test_paddle_explain_and_split_take_48x192_in_the_cli(paddle, files, tmp_path
     # prefix and head at batch 3 give the original model's scores
     x = np.random.default_rng(1).uniform(-1, 1, (3, 3, *SIZE)).astype(np.float32)
     cpu = ["CPUExecutionProvider"]
-    crossed = ort.InferenceSession(str(tmp_path / "s" / "prefix.onnx"), providers=cpu).run(
+    crossed = ort.InferenceSession(str(tmp_path / "s" / "prefix.onnx"), session_options(),
+                                   providers=cpu).run(
         None, {"x": x})
-    head = ort.InferenceSession(str(tmp_path / "s" / "head.onnx"), providers=cpu)
+    head = ort.InferenceSession(str(tmp_path / "s" / "head.onnx"), session_options(), providers=cpu)
     w = np.eye(2, dtype=np.float32)[[0, 1, 0]]
     scores, grad = head.run(None, {**dict(zip(manifest["head_inputs"], crossed)),
                                    "target_weights": w})
-    want = ort.InferenceSession(str(paddle), providers=cpu).run(None, {"x": x})[0]
+    want = ort.InferenceSession(str(paddle), session_options(),
+                                providers=cpu).run(None, {"x": x})[0]
     np.testing.assert_allclose(scores, want, atol=1e-6)
     assert grad.shape == (3, 200, 2, 96)
 

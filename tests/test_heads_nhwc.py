@@ -16,10 +16,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import tolerance as margin
 
 from ort_cam.grad import fused_model, list_layers, split_models
 from ort_cam.graph import load_model
-from ort_cam.runtime import session_for
+from ort_cam.runtime import session_for, session_options
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -38,18 +39,16 @@ CASES = {
     "pool_out": False,  # the MaxPool output, NCHW between its Transposes
 }
 #: Tolerances from a noise floor: the torch network run once more in float32, against its
-#: float64 run; ours (onnxruntime, float32) may err by FACTOR times that (two float32 kernels
-#: err by similar, not equal, amounts; measured here: ours / floor <= 1.2), plus ABS_FLOOR
-#: (~8 float32 ulps), relative to the reference's largest magnitude. CAP: the most any
-#: tolerance may be; a wrong rule or transposition errs by O(1), a wrong branch at one
-#: corner by > 1e-3.
-FACTOR = 10.0
-ABS_FLOOR = 1e-6
+#: float64 run; ours (onnxruntime, float32) may err by tolerance(floor) (tests/tolerance.py:
+#: 10x that floor, as two float32 kernels err by similar, not equal, amounts; measured here:
+#: ours / floor <= 1.2; plus 1e-6, ~8 float32 ulps), relative to the reference's largest
+#: magnitude. CAP: the most any tolerance may be; a wrong rule or transposition errs by O(1),
+#: a wrong branch at one corner by > 1e-3.
 CAP = 1e-4
 
 
 def tolerance(floor: float) -> float:
-    return min(CAP, FACTOR * floor + ABS_FLOOR)
+    return margin.tolerance(floor, CAP)
 
 
 def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
@@ -162,11 +161,12 @@ def test_prefix_and_head_reproduce_the_model(built, lm, x, tmp_path, key, score)
     onnx.save(models.prefix, str(tmp_path / "prefix.onnx"))
     onnx.save(models.head, str(tmp_path / "head.onnx"))
     cpu = ["CPUExecutionProvider"]
-    crossed = ort.InferenceSession(str(tmp_path / "prefix.onnx"), providers=cpu).run(
+    crossed = ort.InferenceSession(str(tmp_path / "prefix.onnx"), session_options(),
+                                   providers=cpu).run(
         None, {nhwc.INPUT: x})
     w = np.random.default_rng(1).standard_normal((BATCH, nhwc.N_CLASSES)).astype(np.float32)
     feeds = dict(zip(models.manifest["head_inputs"], [*crossed, w]))
-    head = ort.InferenceSession(str(tmp_path / "head.onnx"), providers=cpu)
+    head = ort.InferenceSession(str(tmp_path / "head.onnx"), session_options(), providers=cpu)
     scores, grad = head.run(["scores", "grad"], feeds)
     # The untouched opset-13 model, with the layer and the logits exposed.
     orig = onnx.ModelProto()
@@ -174,7 +174,8 @@ def test_prefix_and_head_reproduce_the_model(built, lm, x, tmp_path, key, score)
     out = nhwc.OUTPUT if score == "probability" else nhwc.LOGITS
     orig.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n)
                              for n in (layer, nhwc.LOGITS))
-    want_layer, want_scores = ort.InferenceSession(orig.SerializeToString(), providers=cpu).run(
+    want_layer, want_scores = ort.InferenceSession(orig.SerializeToString(), session_options(),
+                                                   providers=cpu).run(
         [layer, out], {nhwc.INPUT: x})
     _, fused_scores, fused_grad = session_for(fused_model(lm, layer, score)).run(
         None, {nhwc.INPUT: x, "target_weights": w})

@@ -27,7 +27,7 @@ from onnx.utils import Extractor
 
 from ort_cam.grad import fused_model, list_layers, split_models
 from ort_cam.graph import load_model
-from ort_cam.runtime import session_for
+from ort_cam.runtime import session_for, session_options
 
 INPUT_SHAPE = [3, 48, 192]  # how PaddleOCR runs the classifier
 BATCH = 2
@@ -81,7 +81,8 @@ def run_original(original: onnx.ModelProto, x: np.ndarray, names: list[str]) -> 
     have = {o.name for o in model.graph.output}
     model.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names
                               if n not in have)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(model.SerializeToString(), session_options(),
+                                providers=["CPUExecutionProvider"])
     return sess.run(names, {"x": x})
 
 
@@ -218,8 +219,9 @@ def test_prefix_and_head_reproduce_the_model(lm, original, x, tmp_path, layer, s
     onnx.save(models.prefix, str(tmp_path / "prefix.onnx"))
     onnx.save(models.head, str(tmp_path / "head.onnx"))
     prefix = ort.InferenceSession(str(tmp_path / "prefix.onnx"),
-                                  providers=["CPUExecutionProvider"])
-    head = ort.InferenceSession(str(tmp_path / "head.onnx"), providers=["CPUExecutionProvider"])
+                                  session_options(), providers=["CPUExecutionProvider"])
+    head = ort.InferenceSession(str(tmp_path / "head.onnx"), session_options(),
+                                providers=["CPUExecutionProvider"])
     crossed = prefix.run(None, {"x": x})
     assert [o.name for o in prefix.get_outputs()] == [layer, *models.manifest["crossing"]]
     w = np.random.default_rng(1).standard_normal((BATCH, 2)).astype(np.float32)

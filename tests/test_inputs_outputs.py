@@ -22,6 +22,7 @@ from ort_cam.cli import main
 from ort_cam.errors import OrtCamError
 from ort_cam.graph import load_model
 from ort_cam.preprocess import load_image
+from ort_cam.runtime import session_options
 
 #: The checkout's demo (CI installs ort_cam into site-packages, so not next to ort_cam.__file__).
 DEMO = str(Path(__file__).resolve().parents[1] / "models" / "demo")
@@ -71,7 +72,8 @@ def test_output_picks_the_output_to_explain(files):
                            preprocess="raw", quiet=True, cache=False)
     assert ex.n_classes == N_CLASSES
     x = np.random.default_rng(1).uniform(0, 255, (1, 3, 8, 8)).astype(np.float32)
-    sess = ort.InferenceSession(str(files["multi"]), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(files["multi"]), session_options(),
+                                providers=["CPUExecutionProvider"])
     (logits,) = sess.run(["logits"], {"x": x})
     np.testing.assert_allclose(ex.scores_at(x), softmax(logits), rtol=1e-5)
     r = ex.explain_array(x, baseline_array="zeros", steps=4)
@@ -109,7 +111,8 @@ def test_a_uint8_input_cast_inside_is_explained_in_float_after_the_cast(files):
     assert ex.preprocess.source == "preset raw"
     r, t = ex.explain(files["img"], steps=8), twin.explain(files["img"], steps=8)
     pixels = np.asarray(Image.open(files["img"]).convert("RGB"))[None]
-    sess = ort.InferenceSession(str(files["uint8"]), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(files["uint8"]), session_options(),
+                                providers=["CPUExecutionProvider"])
     want = softmax(sess.run(None, {"x": pixels})[0][0].astype(np.float64))
     np.testing.assert_allclose(r.scores, want, rtol=1e-5)
     assert r.target == t.target == int(np.argmax(want))

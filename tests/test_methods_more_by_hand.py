@@ -59,7 +59,9 @@ def test_gradcampp_by_hand(square):
     # w_k = Σ α·ReLU(G).
     w0 = sum((a / 4) / (2 + 2.5 * a) for a in (1, 2, 3, 4))
     w1 = 4 / 24 + 0.5 / 4.75 + 0 + 1 / 7.5  # the A1 = 0 cell has G = 0: α = 0
-    assert w0 == pytest.approx(0.2892647, rel=1e-6)
+    # exactly 1385/4788 (float64, four terms: rounding ~1e-16; the literal 0.2892647 once here
+    # was off in its 7th digit, 0.45 of the rel=1e-6 it was given)
+    assert w0 == pytest.approx(1385 / 4788, rel=1e-12)
     np.testing.assert_allclose(_raw(square, "gradcampp"), w0 * A0 + w1 * A1, rtol=1e-6)
     # pytorch-grad-cam's ε in the denominator: 1/(2 + ΣA·G + ε/G²) per unit
     eps = 1e-3

@@ -41,8 +41,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
+import perturbation
 import pytest
+import tolerance as margin
 from cam_models import OPTION_SETS  # passed to ort_cam; every option value, RSI's grid
 
 torch = pytest.importorskip("torch")
@@ -52,7 +53,7 @@ F = torch.nn.functional
 import ort_cam  # noqa: E402
 from ort_cam.grad import list_layers  # noqa: E402
 from ort_cam.graph import load_model  # noqa: E402
-from ort_cam.runtime import session_for  # noqa: E402
+from ort_cam.runtime import session_for, session_options  # noqa: E402
 
 #: ort_cam's error on a quantity may be FACTOR times the float32 reference's (the floor). Both
 #: are float32 computations of the same function by other kernels (onnxruntime folds the
@@ -60,12 +61,12 @@ from ort_cam.runtime import session_for  # noqa: E402
 #: but not equal, and one float32 run is a noisy estimate of that size. Measured on an AMD
 #: EPYC, over the 362 comparisons here: error / floor has median 0.66 and is at most 4.6
 #: wherever the error is above ABS_FLOOR (the old failure, mobilenet_v2/probability/black
-#: RSI trapezoid/none: error 3.6e-4, floor 1.1e-4). FACTOR is twice that largest ratio.
-FACTOR = 10.0
-#: An absolute floor, relative to the quantity's largest magnitude: ~8 float32 ulps, so that a
-#: quantity the float32 reference happens to hit almost exactly (the completeness gaps, at
-#: 1e-9..1e-8) does not get a tolerance tighter than float32 can promise.
-ABS_FLOOR = 1e-6
+#: RSI trapezoid/none: error 3.6e-4, floor 1.1e-4). FACTOR (10, tests/tolerance.py, the
+#: suite's one rule) is twice that largest ratio. ABS_FLOOR (1e-6), relative to the quantity's
+#: largest magnitude: ~8 float32 ulps, so that a quantity the float32 reference happens to hit
+#: almost exactly (the completeness gaps, at 1e-9..1e-8) does not get a tolerance tighter than
+#: float32 can promise.
+FACTOR, ABS_FLOOR = margin.FACTOR, margin.ABS
 #: No tolerance exceeds CAP, whatever the floor. The planted bugs (see planted(): lost chunk
 #: boundaries, a swapped option) err by 4e-3 or more in the quantity that shows them best,
 #: in every case here; a floor that called for more than CAP would mean that the case cannot
@@ -269,20 +270,19 @@ MATCH_TOL = 1e-3
 
 #: One thread for torch and for the onnxruntime sessions made here: with two, both keep
 #: worker threads that spin between parallel regions, and on shared cores the two libraries,
-#: called by turns, then burn 10-50x the CPU time of the work (measured).
-THREADS = 1
+#: called by turns, then burn 10-50x the CPU time of the work (measured). tools/perturb_suite.py
+#: changes them (tests/perturbation.py).
+THREADS, TORCH_THREADS = perturbation.ort_threads(1), perturbation.torch_threads(1)
 
 
 def _session(proto: onnx.ModelProto):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = THREADS
-    return session_for(proto, options=opts)
+    return session_for(proto, options=session_options(THREADS))
 
 
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory):
     threads = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(TORCH_THREADS)
     out = {}
     d = tmp_path_factory.mktemp("torch_models")
     for i, (name, (factory, size, opset, layer_names)) in enumerate(MODELS.items()):
@@ -481,7 +481,7 @@ def measured(r, opts) -> dict:
 
 
 def tolerance(floor: float) -> float:
-    return min(CAP, FACTOR * floor + ABS_FLOOR)
+    return margin.tolerance(floor, CAP)
 
 
 # --- inputs -------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""Execution provider selection: CUDA only when it really runs, explicit choices checked."""
+"""Execution provider selection: CUDA only when it really runs, explicit choices checked;
+the process default of ort_cam's sessions; onnxruntime's process-wide logging left alone."""
+
+import os
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +39,60 @@ def test_explicit_choices():
 
 def test_cpu_provider_really_works_here():
     assert provider_works(CPU)
+
+
+def test_session_defaults_reach_every_session_option():
+    from ort_cam.runtime import OPT_LEVELS, SessionDefaults, session_options, set_session_defaults
+
+    before = set_session_defaults(threads=3, opt_level="basic")
+    try:
+        opts = session_options()
+        assert (opts.intra_op_num_threads, opts.inter_op_num_threads) == (3, 1)
+        assert opts.graph_optimization_level == OPT_LEVELS["basic"]
+        assert opts.log_severity_level == 3  # errors only, per session
+        explicit = session_options(threads=1, opt_level="disabled")  # the call wins
+        assert explicit.intra_op_num_threads == 1
+        assert explicit.graph_optimization_level == OPT_LEVELS["disabled"]
+    finally:
+        assert set_session_defaults(before.threads, before.opt_level) == SessionDefaults(3, "basic")
+    opts = session_options()
+    assert opts.intra_op_num_threads == 0  # onnxruntime's choice again
+    assert opts.graph_optimization_level == OPT_LEVELS["all"]
+
+
+@pytest.mark.parametrize("kw", [{"threads": 0}, {"threads": -2}, {"threads": 1.5},
+                                {"opt_level": "max"}])
+def test_bad_session_defaults_are_one_line_errors(kw):
+    from ort_cam.runtime import set_session_defaults
+
+    with pytest.raises(OrtCamError, match="threads=|opt_level="):
+        set_session_defaults(**kw)
+
+
+def test_ort_cam_leaves_onnxruntime_process_wide_logging_alone(tmp_path):
+    """Importing ort_cam, probing providers and running sessions never sets onnxruntime's
+    process-wide log level (each session carries its own), and prints nothing of
+    onnxruntime's log."""
+    import subprocess
+    import sys
+
+    code = (
+        "import onnxruntime as ort\n"
+        "calls = []\n"
+        "ort.set_default_logger_severity = lambda *a: calls.append(a)\n"
+        "import numpy as np, ort_cam\n"
+        "from cam_models import LAYER, X, tiny_cam_model\n"
+        "from ort_cam.runtime import CUDA, provider_works\n"
+        "provider_works(CUDA)\n"
+        "ex = ort_cam.Explainer(tiny_cam_model(), LAYER, score='logit', quiet=True)\n"
+        "ex.explain_array(X, baseline_array='zeros', steps=2)\n"
+        "print(calls)\n")
+    tests = Path(__file__).parent
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests),
+                                          os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert "onnxruntime" not in done.stderr, done.stderr

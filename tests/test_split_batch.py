@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ort_cam.grad import fused_model, split_models
 from ort_cam.graph import load_model
+from ort_cam.runtime import session_options
 
 CPU = ["CPUExecutionProvider"]
 N_CLASSES = 5
@@ -76,8 +77,9 @@ def check_any_batch(lm, layer: str, input_name: str, x1: np.ndarray, n_classes: 
     """Prefix at batch 1; head at batch 3 on (a, a/2, 0): scores and gradients equal the fused
     model's at batch 3 on the same activations' inputs (row 0) and row by row."""
     models = split_models(lm, layer, "probability")
-    prefix = ort.InferenceSession(models.prefix.SerializeToString(), providers=CPU)
-    head = ort.InferenceSession(models.head.SerializeToString(), providers=CPU)
+    prefix = ort.InferenceSession(models.prefix.SerializeToString(), session_options(),
+                                  providers=CPU)
+    head = ort.InferenceSession(models.head.SerializeToString(), session_options(), providers=CPU)
     crossed = prefix.run(None, {input_name: x1})
     assert len(crossed) == 1 + len(models.manifest["crossing"])
     a = crossed[0]
@@ -87,7 +89,7 @@ def check_any_batch(lm, layer: str, input_name: str, x1: np.ndarray, n_classes: 
     scores, grad = head.run(None, {**feeds, layer: a3, "target_weights": w})
     assert scores.shape == (3, n_classes) and grad.shape == a3.shape
     fused = ort.InferenceSession(fused_model(lm, layer, "probability").SerializeToString(),
-                                 providers=CPU)
+                                 session_options(), providers=CPU)
     _, want_scores, want_grad = fused.run(None, {input_name: x1, "target_weights": w[:1]})
     np.testing.assert_allclose(scores[:1], want_scores, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(grad[:1], want_grad, rtol=1e-4, atol=1e-6 * np.abs(want_grad).max())

@@ -41,26 +41,25 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import tolerance as margin
 
 from ort_cam.grad import fused_model, list_layers, split_models
 from ort_cam.graph import load_model
-from ort_cam.runtime import session_for
+from ort_cam.runtime import session_for, session_options
 
 #: Input side (px) of every model: small enough to be fast, big enough that every model's
 #: last stage still has a 4x4 grid (3x3 would not do for vgg16_bn's 2x2 average pool).
 SIZE = 128
 BATCH = 2
 SCORES = ("probability", "logit")
-#: ort_cam's error may be FACTOR times the float32 torch reference's error (the floor): two
-#: float32 computations of one function with other kernels and summation orders err by
-#: similar amounts, not equal ones. Measured on an AMD EPYC over every row of
-#: tools/check_heads.py (44 rows x gradient, head gradient, activation, scores, repro): error
-#: / floor at most 1.45; the same FACTOR as tests/test_methods_torch.py, where the largest
-#: ratio seen is 4.6.
-FACTOR = 10.0
-#: Relative to the quantity's largest magnitude: ~8 float32 ulps, the least any float32
-#: result can promise (a float32 floor can come out smaller by luck).
-ABS_FLOOR = 1e-6
+#: ort_cam's error may be FACTOR times the float32 torch reference's error (the floor), plus
+#: ABS_FLOOR (tests/tolerance.py, the suite's one rule: 10x, and 1e-6 relative to the
+#: quantity's largest magnitude, ~8 float32 ulps): two float32 computations of one function
+#: with other kernels and summation orders err by similar amounts, not equal ones. Measured on
+#: an AMD EPYC over every row of tools/check_heads.py (44 rows x gradient, head gradient,
+#: activation, scores, repro): error / floor at most 1.45; in tests/test_methods_torch.py the
+#: largest ratio seen is 4.6.
+FACTOR, ABS_FLOOR = margin.FACTOR, margin.ABS
 #: Caps: no tolerance exceeds these, whatever the floor, so that each check still catches
 #: the bugs it is for. The gradient: one kink on a wrong branch errs by ~1e-3 here, a wrong
 #: rule by more (floors measured: 1.7e-7 to 1.4e-5). The layer activation: a wrong tensor or
@@ -74,7 +73,7 @@ SCORES_CAP = 1e-4
 
 def tolerance(floor: float, cap: float) -> float:
     """The tolerance for an error whose float32 floor is ``floor``."""
-    return min(cap, FACTOR * floor + ABS_FLOOR)
+    return margin.tolerance(floor, cap)
 
 
 #: onnx op types that carry the torch kinks, by torch function.
@@ -586,7 +585,8 @@ def prepare(case: Case, workdir: Path, seed: int = 0) -> Prepared:
     m64 = copy.deepcopy(model).double().eval()
     for p in (*m64.parameters(), *model.parameters()):
         p.requires_grad_(False)
-    original = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    original = ort.InferenceSession(str(path), session_options(),
+                                    providers=["CPUExecutionProvider"])
     logits = original.run(None, {"input": x})[0]
     return Prepared(case, path, lm, x, w, m64, model, pattern, layers, kink_tensors, logits,
                     tuple(candidates), time.perf_counter() - start)

@@ -19,14 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import tolerance as margin
 
 from ort_cam.grad import fused_model
 from ort_cam.graph import LoadedModel, load_model, view_layer
+from ort_cam.runtime import session_options
 
 CPU = ["CPUExecutionProvider"]
-#: ort_cam's error may be FACTOR times the float32 torch floor, plus ABS_FLOOR (as in
-#: torch_reference: two float32 computations of one function err by similar amounts).
-FACTOR, ABS_FLOOR = 10.0, 1e-6
+#: ort_cam's error may be tolerance(floor) (tests/tolerance.py: 10x the float32 torch floor
+#: plus 1e-6, as in torch_reference: two float32 computations of one function err by similar
+#: amounts, not equal ones).
 
 
 def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
@@ -65,7 +67,7 @@ def run_all(lm: LoadedModel, x: np.ndarray, ranks: tuple[int, ...] = (3, 4)
     from onnx import helper
 
     proto.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names)
-    sess = ort.InferenceSession(proto.SerializeToString(), providers=CPU)
+    sess = ort.InferenceSession(proto.SerializeToString(), session_options(), providers=CPU)
     outs = sess.run(None, {lm.input_names[0]: x})
     return dict(zip([o.name for o in sess.get_outputs()], outs, strict=True))
 
@@ -148,7 +150,7 @@ class LayerResult:
 
     @property
     def tolerance(self) -> float:
-        return FACTOR * self.floor + ABS_FLOOR
+        return margin.tolerance(self.floor)
 
 
 def check_layer(lm: LoadedModel, net, module: str, tensor: str, x: np.ndarray, w: np.ndarray,
@@ -156,7 +158,7 @@ def check_layer(lm: LoadedModel, net, module: str, tensor: str, x: np.ndarray, w
     """ort_cam's fused model at ``tensor`` against torch autograd at ``module``."""
     viewed, view = view_layer(lm, tensor)
     sess = ort.InferenceSession(fused_model(viewed, view.tensor, score).SerializeToString(),
-                                providers=CPU)
+                                session_options(), providers=CPU)
     a, scores, grad = sess.run(None, {lm.input_names[0]: x, "target_weights": w})
     extra, (h, ww) = view.extra_tokens, view.grid
 

@@ -17,7 +17,7 @@ import onnxruntime as ort
 from onnx import helper, version_converter
 
 from ..errors import ModelLoadError
-from ..runtime import probe_session, session_for
+from ..runtime import probe_session
 from .inputs import (
     float16_to_float32,
     float_after_cast,
@@ -312,9 +312,7 @@ def _probe_session(model: onnx.ModelProto, outputs: list[str]) -> ort.InferenceS
     except Exception:  # past protobuf's 2 GB: a copy, spilled to a file with external data
         probe = copy.deepcopy(model)
         probe.graph.output.extend(extra.graph.output)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        return session_for(probe, options=options)
+        return probe_session(probe)
     return probe_session(data + extra.SerializeToString())
 
 

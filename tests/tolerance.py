@@ -1,0 +1,47 @@
+"""The tests' one rule for float tolerances: a margin over the noise each check measures.
+
+float32 results carry rounding, and the rounding changes from one machine to the next: the
+CPU's kernels (onnxruntime and torch pick theirs from the CPU's instruction set), the number
+of threads and the order of every reduction (tools/perturb_suite.py changes each of them on
+one machine). A noise floor measured on this machine (a float32 twin of a float64 reference,
+run here) is therefore only an estimate of the noise on another, and a tolerance that equals it
+fails there: the suite failed twice on a new CPU so, once with a fixed float32 tolerance, once
+with a measured floor used with no margin (xgradcam 1.08e-6 against a floor of 1.05e-6 on an
+Intel Xeon). So every tolerance is
+
+    tolerance(floor) = FACTOR * floor + ABS
+
+- FACTOR = 10: two float32 computations of one function (other kernels, other summation
+  orders) err by amounts of one size, not equal ones; the largest error / floor measured over
+  the suite's floor-based checks is 4.6 (tests/test_methods_torch.py), so 10 is twice that.
+- ABS = 1e-6, relative to the quantity's largest magnitude: ~8 float32 ulps, the least a
+  float32 result can promise, for a floor that float32 happens to hit almost exactly.
+
+A cap (below the error of the bugs a check must catch) bounds it where one is given; the
+planted-bug checks (tests/test_methods_torch.py) show each tolerance can still fail.
+
+Checks against values worked out by hand or against a float64 computation have no floor to
+measure: their fixed tolerances are ``ulps(n)`` for the float32 rounding of a few operations,
+with n at least 10 times the largest error measured (under every perturbation of
+tools/perturb_suite.py), the measurement in a comment beside each.
+"""
+
+from __future__ import annotations
+
+import math
+
+FACTOR = 10.0
+ABS = 1e-6
+#: One float32 ulp at 1.0 (2⁻²³): the least floor a measured float32 error is given.
+F32 = 2.0**-23
+
+
+def tolerance(floor: float, cap: float = math.inf) -> float:
+    """The tolerance for an error whose float32 noise floor, measured here, is ``floor``:
+    ``min(cap, FACTOR * floor + ABS)``."""
+    return min(cap, FACTOR * floor + ABS)
+
+
+def ulps(n: float) -> float:
+    """``n`` float32 ulps relative to 1.0 (a relative tolerance for a float32 result)."""
+    return n * F32
