@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import target_models as tm
-import target_reference as ref
-import torch
+
+torch = pytest.importorskip("torch")  # in the test extras; skip cleanly without it
+
+import target_models as tm  # noqa: E402
+import target_reference as ref  # noqa: E402
 
 
 def test_greedy_ctc_by_hand():
