@@ -17,6 +17,7 @@ from ort_cam.export import export_explainer
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "demo" / "demo_cnn.onnx"
 SAMPLE = ROOT / "models" / "demo" / "samples" / "star_unsaturated.png"
+RING = ROOT / "models" / "demo" / "samples" / "ring_saturated.png"
 #: The demo explainer the clients run: 17 path points in chunks of 5 (four Loop iterations).
 STEPS, CHUNK = 16, 5
 

@@ -23,6 +23,7 @@ import pytest
 from cam_models import LAYER, X, tiny_cam_model_nhwc
 from cam_models import OPTION_SETS as CAM_OPTION_SETS
 from click.testing import CliRunner
+from export_runtimes import with_sentinels
 from PIL import Image
 
 from ort_cam import Explainer
@@ -49,7 +50,10 @@ def pixels(path: Path) -> np.ndarray:
 
 
 def run(proto: onnx.ModelProto, **feeds) -> dict[str, np.ndarray]:
+    """One run; ``target_index`` and ``baseline`` not given are fed their sentinels (−1: the
+    top-1 class; a baseline with no rows: the default one)."""
     sess = make_session(proto, ["CPUExecutionProvider"], THREADS)
+    feeds = with_sentinels(proto, feeds)
     return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds), strict=True))
 
 
@@ -166,14 +170,40 @@ def test_nhwc_layer():
     assert_same(run(proto, x=x), ex.explain_array(x, baseline_array="zeros", steps=6))
 
 
-def test_required_inputs():
-    proto = export_explainer(DEMO, steps=8, chunk_size=4, optional_inputs=False)
+def test_target_and_baseline_are_plain_inputs_with_sentinels():
+    """By default no initializer shadows an input (OpenVINO would fold it, onnxruntime warns):
+    −1 is the top-1 class and a baseline with no rows the default one, the same numbers as
+    that baseline fed; a baseline of another size fails the run."""
+    proto = export_explainer(DEMO, steps=8, chunk_size=4, baseline=str(RING))
+    assert not {i.name for i in proto.graph.initializer} & {i.name for i in proto.graph.input}
     sess = make_session(proto, ["CPUExecutionProvider"], THREADS)
     assert [i.name for i in sess.get_inputs()] == ["image", "target_index", "baseline"]
-    r = explainer(chunk_size=4).explain(STAR, steps=8, target=1)
-    out = run(proto, image=pixels(STAR), target_index=np.array(1, np.int64),
-              baseline=np.zeros((96, 96, 3), np.uint8))
-    assert_same(out, r)
+    assert sess.get_inputs()[2].shape == ["baseline_rows", 96, 3]
+    r = explainer(chunk_size=4).explain(STAR, steps=8, baseline=str(RING))
+    assert_same(run(proto, image=pixels(STAR), target_index=np.array(-1, np.int64),
+                    baseline=np.zeros((0, 96, 3), np.uint8)), r)
+    assert_same(run(proto, image=pixels(STAR), baseline=pixels(RING)), r)
+    black = explainer(chunk_size=4).explain(STAR, steps=8, target=1)
+    assert_same(run(proto, image=pixels(STAR), target_index=np.array(1, np.int64),
+                    baseline=np.zeros((96, 96, 3), np.uint8)), black)
+    for rows in (48, 192):  # half an image, two images
+        with pytest.raises(Exception, match="baseline_rows_must_be_0_or_96"):
+            run(proto, image=pixels(STAR), baseline=np.zeros((rows, 96, 3), np.uint8))
+
+
+def test_optional_inputs():
+    """--optional-inputs: defaults as initializers, so a run may omit them."""
+    proto = export_explainer(DEMO, steps=8, chunk_size=4, optional_inputs=True)
+    sess = make_session(proto, ["CPUExecutionProvider"], THREADS)
+    assert [i.name for i in sess.get_inputs()] == ["image"]  # the others have defaults
+    assert [i.name for i in proto.graph.input] == ["image", "target_index", "baseline"]
+    r = explainer(chunk_size=4).explain(STAR, steps=8)
+    outs = [o.name for o in sess.get_outputs()]
+    assert_same(dict(zip(outs, sess.run(None, {"image": pixels(STAR)}), strict=True)), r)
+    r1 = explainer(chunk_size=4).explain(STAR, steps=8, target=1, baseline=str(RING))
+    feeds = {"image": pixels(STAR), "target_index": np.array(1, np.int64),
+             "baseline": pixels(RING)}
+    assert_same(dict(zip(outs, sess.run(None, feeds), strict=True)), r1)
 
 
 # --- structure and metadata -----------------------------------------------------------------
@@ -188,6 +218,28 @@ def test_the_path_runs_in_one_loop_whose_size_does_not_grow_with_m():
         assert sum(n.op_type == "Conv" for n in body.node) == 5  # the model, once
     assert len(small.graph.node) == len(big.graph.node)
     assert abs(small.ByteSize() - big.ByteSize()) < 64
+
+
+@pytest.mark.parametrize("steps,chunk", [(10, 4), (7, 8)], ids=["4-chunks", "one-chunk"])
+def test_unrolled_has_no_loop_and_the_loops_numbers(steps, chunk):
+    """unroll=True (for engines without Loop): one copy of the body per iteration, the
+    weights stored once, and the same numbers as the Loop (the same nodes on the same
+    values; measured ≤ 4.5e-16 apart: float64 sums folded in another order)."""
+    looped = export_explainer(DEMO, steps=steps, chunk_size=chunk, baseline=str(RING))
+    flat = export_explainer(DEMO, steps=steps, chunk_size=chunk, baseline=str(RING), unroll=True)
+    trips = 1 + -(-(steps + 1) // chunk)
+    assert not any(n.op_type == "Loop" for n in flat.graph.node)
+    assert sum(n.op_type == "Conv" for n in flat.graph.node) == 5 * trips
+    assert json.loads({p.key: p.value for p in flat.metadata_props}["ort_cam.export.unroll"])
+    body_bytes = sum(i.ByteSize() for n in looped.graph.node if n.op_type == "Loop"
+                     for i in n.attribute[0].g.initializer)
+    assert flat.ByteSize() < looped.ByteSize() + body_bytes // 2  # weights not copied per trip
+    for target in (-1, 3):
+        feeds = {"image": pixels(STAR), "target_index": np.array(target, np.int64)}
+        a, b = run(looped, **feeds), run(flat, **feeds)
+        for k in a:
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-12, atol=1e-12, err_msg=k)
+    onnx.checker.check_model(flat)
 
 
 def test_metadata_records_the_source_and_the_settings():
@@ -268,6 +320,11 @@ def test_cli(tmp_path):
     blur = CliRunner().invoke(main, [*args, "--force", "--baseline", "blur"])
     assert blur.exit_code == 1 and "Error: baseline blur cannot be exported" in blur.output
     assert len(blur.output.strip().splitlines()) == 1
+    flat = CliRunner().invoke(main, [*args, "--force", "--unroll"])
+    assert flat.exit_code == 0 and "4 path points per chunk, unrolled" in flat.output
+    assert not any(n.op_type == "Loop" for n in onnx.load(out).graph.node)
+    both = CliRunner().invoke(main, [*args, "--force", "--optional-inputs", "--required-inputs"])
+    assert both.exit_code == 2 and "contradict each other" in both.output
 
 
 # --- torchvision, random weights ------------------------------------------------------------

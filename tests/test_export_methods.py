@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from export_runtimes import with_sentinels
 from PIL import Image
 
 from ort_cam import Explainer
@@ -41,7 +42,9 @@ def pixels(path: Path) -> np.ndarray:
 
 
 def run(proto: onnx.ModelProto, **feeds) -> dict[str, np.ndarray]:
+    """One run, ``target_index`` and ``baseline`` not given fed their sentinels."""
     sess = make_session(proto, ["CPUExecutionProvider"], THREADS)
+    feeds = with_sentinels(proto, feeds)
     return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds), strict=True))
 
 

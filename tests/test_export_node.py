@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from export_clients import (
+    RING,
     SAMPLE,
     assert_client_matches,
     demo_explainer,
@@ -46,20 +47,23 @@ def test_node_maps_equal_the_python_engine(example, tmp_path):
     assert np.array_equal(strip[:, :96], np.asarray(Image.open(SAMPLE).convert("RGB")))
 
 
-def test_node_with_required_inputs_explains_another_target(example, tmp_path):
-    model = demo_explainer(tmp_path / "explainer.onnx", optional_inputs=False)
+def test_node_explains_another_target(example, tmp_path):
+    """The default export's plain inputs: the target fed, the empty baseline (the default)."""
+    model = demo_explainer(tmp_path / "explainer.onnx", baseline=str(RING))
     out_json = tmp_path / "out.json"
     done = node(example, SAMPLE, model, tmp_path / "out.png", "--target", "2",
                 "--json", out_json)
     assert done.returncode == 0, done.stderr
-    assert_client_matches(json.loads(out_json.read_text()), reference(target=2), map_tol=1e-5)
+    assert_client_matches(json.loads(out_json.read_text()),
+                          reference(target=2, baseline=str(RING)), map_tol=1e-5)
 
 
 def test_node_refuses_a_target_it_cannot_feed_and_a_wrong_size(example, tmp_path):
-    model = demo_explainer(tmp_path / "explainer.onnx")
-    done = node(example, SAMPLE, model, tmp_path / "o.png", "--target", "2")
+    optional = demo_explainer(tmp_path / "optional.onnx", optional_inputs=True)
+    done = node(example, SAMPLE, optional, tmp_path / "o.png", "--target", "2")
     assert done.returncode == 1
-    assert "re-export it with --required-inputs" in done.stderr
+    assert "re-export it without that option" in done.stderr
+    model = demo_explainer(tmp_path / "explainer.onnx")
     small = tmp_path / "small.png"
     Image.open(SAMPLE).resize((64, 64)).save(small)
     done = node(example, small, model, tmp_path / "o.png")

@@ -62,15 +62,13 @@ async function main() {
     fail(`${args.image} is ${image.width}x${image.height}; the explainer takes ${want[1]}x${want[0]} (resize it first)`);
   }
   const feeds = { image: new ort.Tensor('uint8', image.rgb, [image.height, image.width, 3]) };
-  const optional = !session.inputNames.includes('target_index');
-  if (args.target !== undefined && optional) {
-    fail('this explainer has target_index as an optional input, which the JavaScript API cannot feed; re-export it with --required-inputs');
-  }
-  if (!optional) {
+  if (session.inputNames.includes('target_index')) { // -1: the top-1 class
     feeds.target_index = new ort.Tensor('int64', BigInt64Array.from([BigInt(args.target ?? -1)]), []);
+  } else if (args.target !== undefined) {
+    fail('this explainer was exported with --optional-inputs, whose target_index the JavaScript API cannot feed; re-export it without that option');
   }
-  if (session.inputNames.includes('baseline')) { // required inputs: black, the default
-    feeds.baseline = new ort.Tensor('uint8', new Uint8Array(image.rgb.length), [image.height, image.width, 3]);
+  if (session.inputNames.includes('baseline')) { // no rows: the explainer's default baseline
+    feeds.baseline = new ort.Tensor('uint8', new Uint8Array(0), [0, image.width, 3]);
   }
   const t0 = performance.now();
   const r = await session.run(feeds);

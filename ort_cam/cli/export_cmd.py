@@ -24,11 +24,19 @@ from .options import (
 )
 
 
+def _optional(optional: bool, required: bool) -> bool:
+    if optional and required:
+        raise click.UsageError("--optional-inputs and --required-inputs contradict each other; "
+                               "pass one")
+    return optional
+
+
 def _summary(proto: onnx.ModelProto, out: Path) -> str:
     meta = {p.key.rsplit(".", 1)[-1]: p.value for p in proto.metadata_props}
     ins = ", ".join(i.name for i in proto.graph.input)
     outs = ", ".join(o.name for o in proto.graph.output)
-    return (f"wrote {out} (m={meta['steps']}, {meta['chunk']} path points per Loop iteration)\n"
+    walk = "chunk, unrolled" if meta.get("unroll") == "true" else "Loop iteration"
+    return (f"wrote {out} (m={meta['steps']}, {meta['chunk']} path points per {walk})\n"
             f"  inputs: {ins}\n  outputs: {outs}")
 
 
@@ -45,9 +53,16 @@ def _summary(proto: onnx.ModelProto, out: Path) -> str:
               "preprocessing in the graph; tensor: the model's own input (batch 1).")
 @click.option("--chunk-size", type=int, default=None,
               help="Path points per Loop iteration (default: from a 1 GiB budget).")
-@click.option("--required-inputs", is_flag=True,
-              help="Make target_index and baseline required inputs (for onnxruntime's "
-              "JavaScript APIs, which cannot feed inputs that have defaults).")
+@click.option("--optional-inputs", is_flag=True,
+              help="Give target_index and baseline defaults (initializers under their names) "
+              "that onnxruntime's Python, C, C++, C# and Java APIs may omit; OpenVINO then "
+              "fixes them and JavaScript cannot feed them. Default: plain inputs that every "
+              "engine feeds (target -1 = top-1, a baseline with 0 rows = the default one).")
+@click.option("--required-inputs", is_flag=True, hidden=True,
+              help="Plain inputs (the default now; kept for old command lines).")
+@click.option("--unroll", is_flag=True,
+              help="Unroll the path's Loop into one copy of the gradient graph per chunk, for "
+              "engines without Loop (tract); the file grows by the graph's nodes per chunk.")
 @click.option("--force", is_flag=True, help="Overwrite FILE.")
 @cache_option
 @reports_errors
@@ -56,7 +71,8 @@ def export(model: Path, out: Path, force: bool, **kw) -> None:
     completeness gap) as one ONNX model that any onnxruntime computes with one run().
 
     Inputs: image (uint8 [H, W, 3], or with --input tensor the model's own input),
-    target_index (int64, -1 = top-1) and baseline (same kind as the image; default black).
+    target_index (int64, -1 = top-1) and baseline (same kind as the image; [0, ...], no
+    rows, = the default: black unless --baseline says otherwise).
     Outputs: target, scores, y0, ym, <method>_raw, <method>_map and rsi_completeness_gap,
     the same numbers as `ort-cam explain`. Layer and preprocessing default to the model's
     metadata; --steps auto, baseline blur and the auto options are refused by name.
@@ -77,6 +93,7 @@ def export(model: Path, out: Path, force: bool, **kw) -> None:
         options={k: v for k, v in options.items() if v is not None},
         preprocess=pop_preprocess(kw), score=kw.pop("score"), input_kind=kw.pop("input_kind"),
         baseline=kw.pop("baseline"), baseline_seed=seed or 0, chunk_size=kw.pop("chunk_size"),
-        optional_inputs=not kw.pop("required_inputs"), cache=not kw.pop("no_cache"),
+        optional_inputs=_optional(kw.pop("optional_inputs"), kw.pop("required_inputs")),
+        unroll=kw.pop("unroll"), cache=not kw.pop("no_cache"),
         output=kw.pop("output"), **pop_layer_view(kw))
     click.echo(_summary(proto, out))

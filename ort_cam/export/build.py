@@ -165,7 +165,8 @@ def _geometry(setup: ModelSetup, input_kind: str) -> tuple[tuple[int, ...], tupl
 
 
 def _plan(setup: ModelSetup, m: int, chunk: int, names: list[str], opts: MethodOptions,
-          input_kind: str, baseline, seed: int, optional_inputs: bool) -> Plan:
+          input_kind: str, baseline, seed: int, optional_inputs: bool,
+          unroll: bool = False) -> Plan:
     if input_kind not in INPUT_KINDS:
         raise OrtCamError(f"unknown input kind {input_kind!r}; use {', '.join(INPUT_KINDS)}")
     x_shape, size = _geometry(setup, input_kind)
@@ -180,7 +181,7 @@ def _plan(setup: ModelSetup, m: int, chunk: int, names: list[str], opts: MethodO
         score_dtype=np.dtype(helper.tensor_dtype_to_np_dtype(scores.elem_type)), dims=dims,
         out_size=size, input_kind=input_kind, pre=pre if input_kind == "pixels" else None,
         baseline=_baseline(baseline, input_kind, pre, x_shape, x_dtype, seed),
-        reductions=reductions, eps=opts.eps, optional_inputs=optional_inputs)
+        reductions=reductions, eps=opts.eps, optional_inputs=optional_inputs, unroll=unroll)
 
 
 def _classes(setup: ModelSetup) -> int:
@@ -198,7 +199,7 @@ def _stamp(proto: onnx.ModelProto, setup: ModelSetup, plan: Plan, sha: str, name
         "steps": str(plan.m), "chunk": str(plan.chunk), "methods": json.dumps(names),
         "options": json.dumps(options), "score": setup.prepared.score, "input": plan.input_kind,
         "baseline": baseline if isinstance(baseline, str) else "image",
-        "optional_inputs": json.dumps(plan.optional_inputs),
+        "optional_inputs": json.dumps(plan.optional_inputs), "unroll": json.dumps(plan.unroll),
     }
     props = [(META + k, v) for k, v in meta.items()]
     if setup.preprocess is not None:
@@ -215,7 +216,7 @@ def export_explainer(model: str | os.PathLike | onnx.ModelProto, layer: str | No
                      score: str | None = None, input_kind: str = "pixels", baseline="black",
                      baseline_seed: int = 0, chunk_size: int | None = None,
                      memory_budget: int = DEFAULT_BUDGET,
-                     optional_inputs: bool = True, cache: bool = True,
+                     optional_inputs: bool = False, unroll: bool = False, cache: bool = True,
                      output: str | None = None, **layer_view) -> onnx.ModelProto:
     """The whole explainer as one ONNX model: one ``run()`` of any onnxruntime gives what
     ``Explainer.explain`` gives (README "From any language" lists inputs and outputs).
@@ -231,9 +232,14 @@ def export_explainer(model: str | os.PathLike | onnx.ModelProto, layer: str | No
         baseline: black, zeros, noise (with ``baseline_seed``) or an image: the default of the
             ``baseline`` input (blur is refused).
         chunk_size, memory_budget: path points per Loop iteration, as ``Explainer``'s.
-        optional_inputs: ``target_index`` and ``baseline`` as inputs with defaults
-            (onnxruntime's Python, C, C++, C# and Java APIs may omit or feed them; its
-            JavaScript APIs can only omit them), else as required inputs.
+        optional_inputs: give ``target_index`` and ``baseline`` defaults as initializers
+            under their names (onnxruntime's Python, C, C++, C# and Java APIs may then omit
+            them; OpenVINO folds them into constants and onnxruntime's JavaScript APIs cannot
+            feed them). By default they are plain inputs that every engine can feed:
+            ``target_index`` −1 = the top-1 class, a ``baseline`` with no rows ([0, W, 3], or
+            [0, ...] of the model's input) = the default baseline.
+        unroll: the path's Loop unrolled into one copy of the gradient graph per chunk, for
+            engines without Loop (tract).
         cache: use the prepared-model cache, as ``Explainer``'s.
         output: the model output to explain, as ``Explainer``'s.
         layer_view: ``layer_layout``, ``grid``, ``extra_tokens``, as ``Explainer`` takes them.
@@ -244,7 +250,7 @@ def export_explainer(model: str | os.PathLike | onnx.ModelProto, layer: str | No
                                output=output, size=None, **layer_view)
     chunk = RunSizes(setup.prepared.sample_bytes, memory_budget, chunk_size).chunk(m)
     plan = _plan(setup, m, chunk, names, opts, input_kind, baseline, baseline_seed,
-                 optional_inputs)
+                 optional_inputs, unroll)
     proto = build_graph(plan)
     _stamp(proto, setup, plan, model_digest(model, strict=True), names, opts, baseline)
     if out is not None:

@@ -25,8 +25,12 @@ from ..maps import upsample
 from ..preprocess import Preprocess
 from .ops import F64, Ops, Tensor
 from .reductions import Chunk, Ends, LayerDims, OnnxReduction
+from .unroll import unroll_loops
 
 IMAGE, TARGET_IN, BASELINE = "image", "target_index", "baseline"
+#: The baseline input's first dimension: its size (H, or 1 for a tensor) for a baseline, 0 for
+#: the default baseline.
+BASELINE_ROWS = "baseline_rows"
 #: Prefix of the fused model's tensors inside the Loop body (keeps its names apart from ours).
 MODEL_PREFIX = "model/"
 #: The fused graph's outputs (layer, scores, grad), carried out of every iteration as the last
@@ -56,7 +60,8 @@ class Plan:
     baseline: np.ndarray | None  # default baseline (input kind); None: zeros in model space
     reductions: dict[str, OnnxReduction]
     eps: float
-    optional_inputs: bool  # defaults as overridable initializers, else required inputs
+    optional_inputs: bool  # defaults as initializers (omittable inputs), else plain inputs
+    unroll: bool = False  # the Loop unrolled (engines without Loop)
 
     @property
     def trips(self) -> int:
@@ -199,6 +204,30 @@ def _preprocess(op: Ops, image: Tensor, plan: Plan) -> Tensor:
     return op.cast(op.unsqueeze(p, [0]), plan.x_dtype)
 
 
+def _chosen_baseline(op: Ops, base: Tensor, default: np.ndarray) -> Tensor:
+    """The fed ``baseline``, or ``default`` when it has no rows (shape [0, ...]).
+
+    The default and the fed rows stacked, [R + rows, ...], and the R rows from ``rows`` on
+    taken (R: the default's rows). Any other number of rows fails the run at the node named
+    ``baseline_rows_must_be_0_or_R``: an Add of Range(0, 2) and Range(0, 2 + |rows·(rows −
+    R)|), whose shapes broadcast only for rows = 0 or R (a shape check every engine makes
+    at run time; OpenVINO does not check a Reshape's volume).
+    """
+    r = int(default.shape[0])
+    rows = op.take(op.shape(base), 0)
+    off = op.b.op("Abs", op.b.op("Mul", rows, op.b.op("Sub", rows, op.i64(r))))
+    guard = op.b.op("Add", op.arange(0, 2), op.arange(0, op.b.op("Add", off, op.i64(2))))
+    guard.inputs[0].name = f"explainer/baseline_rows_must_be_0_or_{r}"
+    zero = op.b.op("ReduceMin", op.concat([op.b.ints([0]), guard], 0), keepdims=0)
+    default_t = (op.zeros(default.shape, default.dtype) if not default.any()
+                 else op.const(default, default.dtype))
+    stacked = op.concat([default_t, base], 0)
+    # rows start .. start + R − 1 by a Gather of R indices: the shape is static from here on
+    # (tract's symbolic analysis cannot size a Slice with a computed start)
+    index = op.b.op("Add", op.arange(0, r), op.b.op("Add", rows, zero))
+    return op.take(stacked, index)
+
+
 def _inputs(op: Ops, plan: Plan) -> tuple[list[gs.Variable], Outer]:
     if plan.input_kind == "pixels":
         h, w = plan.out_size
@@ -213,9 +242,10 @@ def _inputs(op: Ops, plan: Plan) -> tuple[list[gs.Variable], Outer]:
     if plan.baseline is None:  # zeros in model space
         x0d = op.zeros(plan.x_shape)
     else:
-        base = gs.Variable(BASELINE, plan.baseline.dtype, list(plan.baseline.shape))
+        base = gs.Variable(BASELINE, plan.baseline.dtype, [BASELINE_ROWS,
+                                                           *plan.baseline.shape[1:]])
         inputs.append(base)
-        x0d = op.cast(to_model(base), F64)
+        x0d = op.cast(to_model(_chosen_baseline(op, base, plan.baseline)), F64)
     xd = op.cast(x, F64)
     return inputs, Outer(x, x0d, op.sub(xd, x0d), target)
 
@@ -265,13 +295,13 @@ def build_graph(plan: Plan) -> onnx.ModelProto:
     proto.producer_name, proto.producer_version = "ort_cam", __version__
     if plan.optional_inputs:
         _defaults(proto, plan)
-    return proto
+    return unroll_loops(proto) if plan.unroll else proto
 
 
 def _defaults(proto: onnx.ModelProto, plan: Plan) -> None:
-    """Make ``target_index`` (−1) and ``baseline`` optional: an initializer under an input's
-    name is the value used when a run does not feed that input."""
+    """Give ``target_index`` (−1) and ``baseline`` (no rows: the default) initializers under
+    their names, the values used when a run does not feed them."""
     values = {TARGET_IN: np.array(-1, np.int64)}
     if plan.baseline is not None:
-        values[BASELINE] = plan.baseline
+        values[BASELINE] = np.zeros((0, *plan.baseline.shape[1:]), plan.baseline.dtype)
     proto.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in values.items())
