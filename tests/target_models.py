@@ -218,14 +218,17 @@ def _centre(model: nn.Module, lasts: list[nn.Module], x: torch.Tensor) -> None:
             mod.bias.sub_(means[id(mod)])
 
 
-def export(model: nn.Module, name: str, path: Path, opset: int = 17) -> Path:
+def export(model: nn.Module, name: str, path: Path, opset: int = 17,
+           shape: tuple[int, int, int] | None = None) -> Path:
     """Export ``model`` (built for ``MODELS[name]``) with the legacy exporter: input ``x``
-    [N, C, H, W], the spec's outputs, the batch axis dynamic."""
+    [N, C, H, W] (``shape`` [C, H, W], default the spec's: the CRNN reads any width, T =
+    W / 4), the spec's outputs, the batch axis dynamic."""
     spec = MODELS[name]
     axes = {n: {0: "N"} for n in ("x", *spec.outputs)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, torch.zeros(1, *spec.input_shape), str(path), dynamo=False,
+        torch.onnx.export(model, torch.zeros(1, *(shape or spec.input_shape)), str(path),
+                          dynamo=False,
                           opset_version=opset, input_names=["x"],
                           output_names=list(spec.outputs), dynamic_axes=axes)
     return path
