@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -27,6 +27,7 @@ from .engine import (
     walk_auto,
     walk_fixed,
 )
+from .errors import OrtCamError
 from .grad.heads import TARGET_WEIGHTS
 from .graph import LoadedModel
 from .maps import is_dark, normalize, upsample
@@ -45,6 +46,8 @@ from .model_setup import ModelSetup, class_count
 from .preprocess import Preprocess
 from .result import DEFAULT_STEPS, Explanation, MethodResult, parse_steps
 from .runtime import Runner, make_session, select_providers
+from .target_choice import CLASS_KINDS, choose_at_x, options_for, target_options
+from .targets import Target, TargetOptions, kind_named
 
 #: Most explanations (image × target) made together, their paths packed into shared runs.
 PACK_ITEMS = 32
@@ -78,8 +81,12 @@ class Explainer:
         output: the model output to explain (default: the first); it must be class scores
             [N, C] or one logit per image.
         target_kind: what the output is read as (``ort_cam.targets.TARGET_KINDS``): class,
-            binary; None (default): from the model's metadata, else the output's pattern
-            (``explainer.reading`` says which was taken, and why).
+            binary, segment, detection, embedding, sequence, any; None (default): from the
+            model's metadata, else the output's pattern (``explainer.reading`` says which was
+            taken, and why).
+        target: the target's values for every image (a ``targets.TargetOptions`` or a dict of
+            its fields: mask, box, threshold, anchors, top_k, conf, iou, objectness, layout,
+            concept, step, blank, weights); each call's ``target`` may add to them.
         size: (height, width) of a model input whose height and width are dynamic (default:
             the preprocessing's size, else the size stored in the model's metadata, else 224
             with a note on stderr).
@@ -96,17 +103,22 @@ class Explainer:
                  quiet: bool = False, cache: bool = True, output: str | None = None,
                  size: tuple[int, int] | None = None, layer_layout: str | None = None,
                  grid: tuple[int, int] | None = None, extra_tokens: int | None = None,
-                 target_kind: str | None = None):
+                 target_kind: str | None = None,
+                 target: TargetOptions | Mapping | None = None):
         t0 = time.perf_counter()
+        opts = target_options(target, target_kind)
+        self.target_options = replace(opts, score=score if score is not None else opts.score)
         self._setup = setup = ModelSetup.resolve(
             model, layer, preprocess=preprocess, score=score, cache=cache, output=output,
             size=size, layer_layout=layer_layout, grid=grid, extra_tokens=extra_tokens,
-            target_kind=target_kind)
+            target=self.target_options)
         prep = setup.prepared
         self.output, self.size, self.layer_hint = output, setup.size, setup.layer_hint
         self.cache_hit = prep.from_cache
         self.layer, self.channel_axis = prep.layer, prep.channel_axis
         self.score_mode, self.reading = prep.score, dict(prep.reading)
+        self.target_kind, self._kind = prep.kind, kind_named(prep.kind)
+        self._output_info = prep.output_info
         self.input_name = prep.input_name
         self.providers, self.provider_line = select_providers(providers)
         if not quiet:
@@ -119,10 +131,14 @@ class Explainer:
         self.runner = Runner(self.session, preallocate=True)  # IOBinding on CUDA
         declared = FusedModel.of(self.runner, self.input_name, self.channel_axis)
         self._fused_outputs = (declared.output_names, declared.output_shapes)
-        self.n_classes: int = class_count(declared.output_shapes[1])
+        self.n_classes: int = class_count(declared.output_shapes[1]) if (
+            self.target_kind in CLASS_KINDS) else self._kind.n_labels(
+            self._output_info, self.target_options) or 0
         self._input_shape = list(prep.input_shape)
         self.preprocess: Preprocess | None = setup.preprocess
-        self.labels = setup.labels(labels, self.n_classes)
+        if not self.n_classes:
+            _no_labels(labels, self.target_kind)
+        self.labels = setup.labels(labels, self.n_classes) if self.n_classes else None
         self.memory_budget = memory_budget
         self.fixed_chunk = chunk_size
         self._heads: HeadSessions | None = None  # built by the first method that runs the head
@@ -164,10 +180,21 @@ class Explainer:
 
     # --- scores -------------------------------------------------------------------------
     def scores_at(self, x: np.ndarray) -> np.ndarray:
-        """Class scores (the chosen score mode) for a batch of model inputs."""
-        zeros = np.zeros((len(x), self.n_classes), np.float32)
+        """The scores S (class scores in the chosen score mode; the target head's transform
+        of the output for other kinds) for a batch of model inputs."""
+        shape = tuple(d if isinstance(d, int) else 0 for d in self._fused_outputs[1][1][1:])
+        zeros = np.zeros((len(x), *shape), np.float32)
         _, scores, _ = self.fused_model.run(x, {TARGET_WEIGHTS: zeros})
         return scores
+
+    def concept_of(self, image) -> np.ndarray:
+        """An image's embedding, normalised (S at the image): the concept vector of an
+        embedding target that compares other images with this one."""
+        if self.target_kind != "embedding":
+            raise OrtCamError(f"a concept image applies to an embedding target, not to a "
+                              f"{self.target_kind} target")
+        x = self._setup.image_inputs(image, "zeros", 0, None)[0]
+        return np.asarray(self.scores_at(x)[0], np.float64)
 
     # --- explanation --------------------------------------------------------------------
     def explain(self, image, *, target=None, steps: int | str = DEFAULT_STEPS, baseline="black",
@@ -258,10 +285,15 @@ class Explainer:
                        options: dict) -> list[Explanation]:
         t0 = time.perf_counter()
         opts = MethodOptions.from_kwargs(**options)
-        if opts.aug_smooth:
-            return self._aug_smoothed(items, steps, methods, on_chunk, options)
         names = resolve(methods)
         walked = [name for name in names if not uses_runs(METHODS[name])]
+        if self.target_kind not in CLASS_KINDS and (opts.aug_smooth or len(walked) < len(names)):
+            what = "aug_smooth" if opts.aug_smooth else ", ".join(
+                n for n in names if n not in walked)
+            raise OrtCamError(f"{what} explains class targets only so far, not a "
+                              f"{self.target_kind} target; use the gradient methods")
+        if opts.aug_smooth:
+            return self._aug_smoothed(items, steps, methods, on_chunk, options)
         m = _fixed_steps(steps)
         starts = self._starts(items)
         make = partial(reducer_factories, opts=opts)
@@ -289,7 +321,7 @@ class Explainer:
         axis = 2 if self._setup.layout == "NHWC" else 3
         out = []
         for item in items:
-            target = self._starts([item])[0].target
+            target = _class(self._starts([item])[0].target)
             runs = [self._explain_items(
                 [_Item(aug.apply(item.x, axis), aug.apply(item.x0, axis), item.pixels,
                        item.prep_seconds, target)], steps, methods, on_chunk, plain)[0]
@@ -306,7 +338,8 @@ class Explainer:
             if not names:
                 return
             t0 = time.perf_counter()
-            runs = self.model_runs(item.x, item.x0, start.target, start.scores, opts.run_batch)
+            runs = self.model_runs(item.x, item.x0, _class(start.target), start.scores,
+                                   opts.run_batch)
             steps = m if m is not None else (path.m or DEFAULT_STEPS)
             for name in names:
                 path.raw[name], path.extras[name] = run_method(METHODS[name], steps, opts, runs)
@@ -328,8 +361,17 @@ class Explainer:
     def _starts(self, items: list[_Item]) -> list[_Start]:
         """One run of every x (packed): the scores, the target, and the point l = m of the
         path when the run's gradient is the target's (always, but for top:K with K > 1 when
-        the K-th class is not the top one). Zero target weights ask for the top-1 class."""
-        known = [fixed_target(it.spec, self.n_classes, self.labels) for it in items]
+        the K-th class is not the top one). Zero target weights ask for the top-1 class. For
+        the other kinds, the run with zero weights gives S(x) and the kind chooses W."""
+        if self.target_kind not in CLASS_KINDS:
+            chosen = choose_at_x(self.fused_model, [it.x for it in items], self._kind,
+                                 self._output_info,
+                                 [options_for(self.target_options, it.spec) for it in items],
+                                 self.labels, self.run_capacity())
+            return [_Start(c.target.index, c.scores, None, c.run_seconds, c.target)
+                    for c in chosen]
+        specs = [options_for(self.target_options, it.spec).target for it in items]
+        known = [fixed_target(spec, self.n_classes, self.labels) for spec in specs]
         out: list[_Start] = []
         cap = self.run_capacity()
         for lo in range(0, len(items), cap):
@@ -347,7 +389,7 @@ class Explainer:
                 seeded = known[i]
                 if seeded is None:  # the run's gradient is of the top-1 class
                     seeded = int(np.argmax(scores[row]))
-                    c = resolve_target(items[i].spec, s, self.labels)
+                    c = resolve_target(specs[i], s, self.labels)
                 else:
                     c = seeded
                 end = Points(a[row:row + 1], scores[row:row + 1, c], g[row:row + 1])
@@ -356,7 +398,8 @@ class Explainer:
 
     def _jobs(self, items: list[_Item], starts: list[_Start]) -> list[PathJob]:
         """The paths to walk: each item's inputs, its target's feed and the point l = m."""
-        return [PathJob(it.x, it.x0, ClassFeed(st.target, self.n_classes), st.end)
+        return [PathJob(it.x, it.x0, st.chosen if st.chosen is not None else
+                        ClassFeed(_class(st.target), self.n_classes), st.end)
                 for it, st in zip(items, starts)]
 
     def _result(self, item: _Item, start: _Start, path: PathResult, names: list[str],
@@ -368,14 +411,19 @@ class Explainer:
             up = upsample(path.raw[name], size)
             results[name] = MethodResult(name, path.raw[name], normalize(up, opts.eps),
                                          is_dark(up, opts.eps), path.extras[name])
-        c, scores = start.target, start.scores
+        c, scores, chosen = start.target, start.scores, start.chosen
         timings = dict(path.timings, run=path.timings["run"] + start.run_seconds,
                        total=seconds + time.perf_counter() - t0)
         r = Explanation(
-            target=c, label=self.labels[c] if self.labels and c < len(self.labels) else None,
-            score=float(scores[c]), scores=scores, scores_path=path.scores_path,
+            target=c, label=self.labels[c] if self.labels and c is not None and c < len(
+                self.labels) else None,
+            score=chosen.value if chosen is not None else float(scores[_class(c)]),
+            scores=scores, scores_path=path.scores_path,
             steps=path.m, methods=results, score_mode=self.score_mode, layer=self.layer,
-            timings=timings,
+            timings=timings, target_kind=self.target_kind,
+            target_record=chosen.record() if chosen is not None else None,
+            target_mask=None if chosen is None else chosen.mask,
+            target_boxes=None if chosen is None else chosen.boxes,
         )
         if item.pixels is not None:
             r.pixels = item.pixels
@@ -399,13 +447,28 @@ class _Item:
 
 @dataclass
 class _Start:
-    """What the run of x gave: the target, the scores (float64), the point l = m for the
-    target (None when the run's gradient was of another class) and the run's time share."""
+    """What the run of x gave: the class (None where the target has none), the scores
+    (float64), the point l = m for the target (None when the run's gradient was of another
+    class, or of no target), the run's time share, and the target chosen for a kind other
+    than class and binary (``chosen``: it feeds the path)."""
 
-    target: int
+    target: int | None
     scores: np.ndarray
     end: Points | None
     run_seconds: float
+    chosen: Target | None = None
+
+
+def _class(c: int | None) -> int:
+    """A class target's index (class and binary targets always have one)."""
+    assert c is not None
+    return c
+
+
+def _no_labels(labels: object, kind: str) -> None:
+    """No labels for a kind that names nothing; given ones are refused."""
+    if labels is not None:
+        raise OrtCamError(f"labels do not apply to a {kind} target (it has no classes)")
 
 
 def _fixed_steps(steps) -> int | None:

@@ -19,6 +19,7 @@ from .graph import LayerHint, LoadedModel, load_model, view_layer
 from .labels import check_labels, read_labels
 from .prepared import Prepared, prepared_model
 from .preprocess import Preprocess, load_image, preprocess_from_spec, requested_size
+from .targets import TargetOptions
 
 
 @dataclass
@@ -41,13 +42,14 @@ class ModelSetup:
                 preprocess: Preprocess | str | dict | None, score: str | None, cache: bool,
                 output: str | None, size: tuple[int, int] | None,
                 layer_layout: str | None = None, grid: tuple[int, int] | None = None,
-                extra_tokens: int | None = None, target_kind: str | None = None) -> ModelSetup:
+                extra_tokens: int | None = None, target: TargetOptions | None = None
+                ) -> ModelSetup:
         """The setup of ``Explainer(model, layer, ...)``, its arguments as it takes them."""
         size = requested_size(size, preprocess)
         hint = LayerHint(layer_layout, grid, extra_tokens) if (
             layer_layout or grid or extra_tokens is not None) else None
         prep = prepared_model(model, layer, score, use_cache=cache, output=output, size=size,
-                              hint=hint, target_kind=target_kind)
+                              hint=hint, target=target)
         pre = None
         if len(prep.input_shape) == 4:
             pre = preprocess_from_spec(prep.metadata_model(), list(prep.input_shape), preprocess,

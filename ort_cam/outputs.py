@@ -32,8 +32,21 @@ def npz_arrays(r: Explanation, original: bool = False) -> dict[str, np.ndarray]:
     """The .npz contract: target, scores_path, <M>_raw and <M>_map per method explained, and
     <M>_<extra> for every extra of every registered method (e.g. rsi_completeness_gap), NaN
     when M was not explained; with ``original``, <M>_map_original too: the map on the
-    original image's pixel grid (``Explanation.photo_map``)."""
-    arrays = {"target": np.array(r.target), "scores_path": r.scores_path}
+    original image's pixel grid (``Explanation.photo_map``). A target of another kind than
+    class adds target_kind, target_weights-free records of what was chosen: target_mask (on
+    the output's grid), target_boxes (x0, y0, x1, y1), target_anchors, target_steps,
+    target_tokens, where the kind chose them; ``target`` is -1 where it has no class."""
+    arrays = {"target": np.array(-1 if r.target is None else r.target),
+              "scores_path": r.scores_path}
+    if r.target_record is not None:
+        arrays["target_kind"] = np.array(r.target_kind)
+        if r.target_mask is not None:
+            arrays["target_mask"] = r.target_mask
+        if r.target_boxes is not None:
+            arrays["target_boxes"] = np.asarray(r.target_boxes, np.float64)
+        for key in ("anchors", "steps", "tokens"):
+            if key in r.target_record:
+                arrays[f"target_{key}"] = np.asarray(r.target_record[key], np.int64)
     for name, res in r.methods.items():
         arrays[f"{name}_raw"] = res.raw
         arrays[f"{name}_map"] = res.map
@@ -61,7 +74,8 @@ def record(r: Explanation, image: str, stem: str) -> dict:
         "y0": r.y0 if r.steps else None,  # no path walked: only x was run
         "ym": r.ym, "steps": r.steps,
         "layer": r.layer, **extras_record(r),
-        "top5": [int(i) for i in np.argsort(-r.scores)[:5]],
+        **({"top5": [int(i) for i in np.argsort(-r.scores)[:5]]} if r.target_record is None
+           else {"target_kind": r.target_kind, "target_record": r.target_record}),
         "methods": {name: {"dark": res.dark, "raw_min": float(res.raw.min()),
                            "raw_max": float(res.raw.max())}
                     for name, res in r.methods.items()},

@@ -8,7 +8,7 @@ onnx and onnxruntime versions), else builds it and stores it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,18 +20,15 @@ from ._version import __version__
 from .errors import OrtCamError
 from .grad import fused_model, rule_switches
 from .grad.heads import check_scores_output
+from .grad.transforms import Head
 from .graph import LayerHint, LoadedModel, load_model, view_layer
 from .graph.digest import ModelSource, model_digest
 from .graph.load import PROBE_BATCH, is_float
 from .metadata_keys import LAYER_KEY
-from .targets import Reading, TargetOptions, output_info, read_output
-from .targets.binary import BinaryKind
-from .targets.classify import ClassKind
+from .targets import OutputInfo, Reading, TargetOptions, read_output
 
 #: Bump when what an entry holds, or how the fused model is built, changes.
-FORMAT = 2
-#: The target kinds the explainer walks today: their scores are one row [N, C].
-CLASS_KINDS = ("class", "binary")
+FORMAT = 3
 
 
 @dataclass
@@ -71,12 +68,27 @@ class Prepared:
     from_cache: bool = False
     cast_input: str | None = None
     warnings: list[str] = field(default_factory=list)
-    reading: dict[str, str] = field(default_factory=dict)
+    reading: dict[str, Any] = field(default_factory=dict)
 
     @property
     def score(self) -> str:
         """The head's transform: the score mode the fused model computes."""
-        return self.reading.get("score", "probability")
+        return str(self.reading.get("score", "probability"))
+
+    @property
+    def kind(self) -> str:
+        """The target kind the output is read as."""
+        return str(self.reading.get("kind", "class"))
+
+    @property
+    def output_info(self) -> OutputInfo:
+        """The output as the target kinds read it."""
+        return OutputInfo.from_record(self.reading["output"])
+
+    @property
+    def head(self) -> Head:
+        """The transform of the output the fused model differentiates."""
+        return Head(**self.reading["head"])
 
     def record(self) -> dict[str, Any]:
         """The JSON part of a cache entry (everything but the bytes and the in-memory models)."""
@@ -98,7 +110,7 @@ class Prepared:
                    metadata={str(k): str(v) for k, v in data["metadata"].items()},
                    from_cache=True, cast_input=data.get("cast_input"),
                    warnings=[str(w) for w in data.get("warnings", [])],
-                   reading={str(k): str(v) for k, v in data["reading"].items()})
+                   reading=dict(data["reading"]))
 
     def metadata_model(self) -> onnx.ModelProto:
         """A model holding only the metadata properties (what the readers of stored
@@ -120,27 +132,27 @@ def activation_bytes(model: LoadedModel, layer: str) -> int:
     return total + 2 * layer_bytes
 
 
-def read(model: LoadedModel, score: str | None, target_kind: str | None) -> Reading:
+def read(model: LoadedModel, opts: TargetOptions) -> Reading:
     """How the explainer reads the model's output: the kind (flag, metadata, pattern) and the
-    score; refused where the kind's scores are not one row per image (not wired yet)."""
-    output = model.output
-    out = output_info(model, output)
-    one_row = ClassKind.fits(out) is None or BinaryKind.fits(out) is None
-    if not is_float(model.dtypes.get(output)) or (target_kind is None and not one_row):
-        check_scores_output(model, output)  # says which output is class scores, if any
-    reading = read_output(model, output, TargetOptions(kind=target_kind, score=score))
-    if reading.kind not in CLASS_KINDS:
-        raise OrtCamError(f"{reading.line()}; the explainer explains class and binary targets "
-                          "so far (pass --target-kind class to read it as class scores)")
-    return reading
+    head it puts on it (``targets.read_output``); an integer output is refused first."""
+    if not is_float(model.dtypes.get(model.output)):
+        check_scores_output(model, model.output)  # says which output is class scores, if any
+    return read_output(model, model.output, opts)
+
+
+def _reading_record(reading: Reading) -> dict[str, Any]:
+    return {"kind": reading.kind, "score": reading.head.transform, "note": reading.note,
+            "line": reading.line(), "head": reading.head.record(),
+            "output": reading.output.record()}
 
 
 def build(source: ModelSource, layer: str | None, score: str | None, *,
           output: str | None = None, size: tuple[int, int] | None = None,
-          hint: LayerHint | None = None, target_kind: str | None = None) -> Prepared:
+          hint: LayerHint | None = None, target: TargetOptions | None = None) -> Prepared:
     """Load, probe and differentiate the model (what a cache miss costs); ``output`` and
     ``size`` as ``load_model`` takes them, ``hint`` as ``view_layer``; ``score`` and
-    ``target_kind`` as ``targets.read_output`` takes them (None: detected)."""
+    ``target`` (its kind, the detection layout) as ``targets.read_output`` takes them (None:
+    detected)."""
     model = load_model(source, size=size, output=output)
     if len(model.input_names) != 1:
         raise OrtCamError(f"the model has {len(model.input_names)} inputs; "
@@ -157,7 +169,7 @@ def build(source: ModelSource, layer: str | None, score: str | None, *,
                           "(`ort-cam layers MODEL` lists them)")
     model, view = view_layer(model, layer, hint)
     tensor, axis = view.tensor, view.channel_axis
-    reading = read(model, score, target_kind)
+    reading = read(model, replace(target or TargetOptions(), score=score))
     fused = fused_model(model, tensor, reading.head, output=model.output, top1_seed=True)
     try:
         fused_bytes: bytes | None = fused.SerializeToString()
@@ -172,17 +184,18 @@ def build(source: ModelSource, layer: str | None, score: str | None, *,
         sample_bytes=activation_bytes(model, tensor), metadata=metadata, loaded=model,
         fused=fused, cast_input=None if cast is None else cast.name,
         warnings=[f"note: {n}" for n in model.notes if "pass --size" in n or "cast to" in n],
-        reading={"kind": reading.kind, "score": reading.head.transform, "note": reading.note,
-                 "line": reading.line()})
+        reading=_reading_record(reading))
 
 
 def key_fields(digest: str, layer: str | None, score: str | None, *,
                output: str | None = None, size: tuple[int, int] | None = None,
-               hint: LayerHint | None = None, target_kind: str | None = None
+               hint: LayerHint | None = None, target: TargetOptions | None = None
                ) -> dict[str, Any]:
-    """What a cache entry is keyed by (any change is a miss)."""
+    """What a cache entry is keyed by (any change is a miss): of the target, what its head is
+    built from (the kind, the detection layout and objectness)."""
+    t = target or TargetOptions()
     return {"format": FORMAT, "model_sha256": digest, "layer": layer, "score": score,
-            "target_kind": target_kind,
+            "target_kind": t.kind, "target_head": [t.layout, t.objectness],
             "output": output, "input_shapes": None if size is None else [int(v) for v in size],
             "layer_view": None if hint is None else hint.record(),
             "rule_switches": rule_switches(),
@@ -192,11 +205,11 @@ def key_fields(digest: str, layer: str | None, score: str | None, *,
 def prepared_model(source: ModelSource, layer: str | None, score: str | None, *,
             use_cache: bool = True, output: str | None = None,
             size: tuple[int, int] | None = None, hint: LayerHint | None = None,
-            target_kind: str | None = None) -> Prepared:
+            target: TargetOptions | None = None) -> Prepared:
     """The prepared model: from the cache when an entry matches, else built (and stored)."""
     digest = model_digest(source) if use_cache else None
     options: dict[str, Any] = {"output": output, "size": size, "hint": hint,
-                               "target_kind": target_kind}
+                               "target": target}
     if digest is None:
         return build(source, layer, score, **options)
     fields = key_fields(digest, layer, score, **options)

@@ -28,8 +28,12 @@ def overlay(pixels: np.ndarray, heat: np.ndarray, alpha: float = 0.5,
 
 
 def class_text(r: Explanation) -> str:
-    """'label (index), score' with a saturated probability written as 1 − (1 − p)."""
+    """'label (index), score' with a saturated probability written as 1 − (1 − p); for a
+    target of another kind, the kind, its class where it has one, and its value."""
     name = f"{r.label} ({r.target})" if r.label else f"class {r.target}"
+    if r.target_record is not None:
+        what = r.target_kind if r.target is None else f"{r.target_kind} {name}"
+        return f"{what}, {r.score_mode} Σ {r.score:.4g}"
     if r.score_mode == "probability" and r.score > GAP_NOTATION_ABOVE:
         # near 1: 1 − p says how far, where 4 digits would only show "1"
         gap = 1 - r.score
@@ -92,11 +96,9 @@ def save_panel(r: Explanation, path: Path, title: str | None = None,
         ax.set_title("\n".join(lines), fontsize=9, color="firebrick" if res.dark else "black")
     for ax in axes:
         if box is not None:
-            from matplotlib.patches import Rectangle
-
-            x0, y0, x1, y1 = box
-            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
-                                   edgecolor="white", linewidth=1.5, linestyle="--"))
+            _outline(ax, box, "white", "--")
+        if not original:
+            _draw_target(ax, r, image.shape[:2])
         ax.set_xticks([])
         ax.set_yticks([])
     fig.text(0.5, 0.01, title or f"{r.layer}  (m = {r.steps})", fontsize=8, ha="center",
@@ -104,6 +106,27 @@ def save_panel(r: Explanation, path: Path, title: str | None = None,
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path)
     return path
+
+
+def _outline(ax, box, color: str, style: str = "-") -> None:
+    from matplotlib.patches import Rectangle
+
+    x0, y0, x1, y1 = (float(v) for v in box)
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                           edgecolor=color, linewidth=1.5, linestyle=style))
+
+
+def _draw_target(ax, r: Explanation, size: tuple[int, int]) -> None:
+    """The target chosen at x on a panel of the model's input: a segment target's mask as a
+    contour (its grid stretched to the input, nearest), a detection's boxes."""
+    if r.target_mask is not None and r.target_mask.any() and not r.target_mask.all():
+        mask = r.target_mask.astype(np.float64)
+        rows = (np.arange(size[0]) * mask.shape[0] // size[0]).clip(0, mask.shape[0] - 1)
+        cols = (np.arange(size[1]) * mask.shape[1] // size[1]).clip(0, mask.shape[1] - 1)
+        ax.contour(mask[np.ix_(rows, cols)], levels=[0.5], colors="white", linewidths=1.2)
+    if r.target_boxes is not None:
+        for b in r.target_boxes:
+            _outline(ax, b, "white")
 
 
 def _panel_axes(figure: type, n: int) -> tuple:

@@ -70,11 +70,18 @@ class MethodResult:
 
 @dataclass
 class Explanation(PathEnds):
-    """The result for one image and one target class.
+    """The result for one image and one target.
 
     Attributes:
-        target: class index explained; ``label`` its name when labels are known.
-        score: y_c at the input (the chosen score mode); ``scores``: every class at the input.
+        target: class index explained (None for a target without one: detections of several
+            classes, an embedding's cosine, a decoded sequence); ``label`` its name when labels
+            are known.
+        score: the target y at the input (the chosen score mode); ``scores``: every class at
+            the input (for other kinds: S, the head's transform of the output, at the input).
+        target_kind: what the output was read as (``ort_cam.targets``); ``target_record``:
+            what was chosen at x for a kind other than class (kind, class, value, mask area,
+            boxes, anchors, steps), ``target_mask`` (on the output's grid) and
+            ``target_boxes`` (x0, y0, x1, y1 in the input's pixels) for the panels.
         scores_path: y_c(x_l) for l = 0..m; ``y0``/``ym`` its ends.
         steps: m used; ``completeness_gap``: the gap |Σ IG − (y_m − y_0)| / |y_m − y_0| of
             the first method that reports one, else None.
@@ -86,7 +93,7 @@ class Explanation(PathEnds):
             ``photo_map(name)`` is a method's map on the photo's own pixel grid.
     """
 
-    target: int
+    target: int | None
     label: str | None
     score: float
     scores: np.ndarray
@@ -99,6 +106,10 @@ class Explanation(PathEnds):
     pixels: np.ndarray | None = None
     photo: Any = None
     geometry: tuple[float, float, float, float] | None = None
+    target_kind: str = "class"
+    target_record: dict[str, Any] | None = None
+    target_mask: np.ndarray | None = None
+    target_boxes: np.ndarray | None = None
 
     def __getitem__(self, method: str) -> MethodResult:
         return self.methods[method]

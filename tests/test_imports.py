@@ -33,7 +33,7 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
     ("explain", ("ort_cam", "ort_cam.explainer", "ort_cam.prepared", "ort_cam.model_runs",
                  "ort_cam.model_setup",
                  "ort_cam.augment", "ort_cam.render", "ort_cam.outputs", "ort_cam.demo",
-                 "ort_cam.export", "ort_cam.metadata")),
+                 "ort_cam.export", "ort_cam.metadata", "ort_cam.target_choice")),
     ("audit", ("ort_cam.audit",)),
     ("cli", ("ort_cam.cli",)),
 ]

@@ -55,9 +55,10 @@ def files(tmp_path_factory):
 
 # Outputs ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("first, message", [
-    ("seg", "output 'seg' has shape ['N', 5, 8, 8], not class scores [N, C]; "
-            "pick one with --output: logits ['N', 3]"),
-    ("boxes", "output 'boxes' has shape ['N', 24, 4], not class scores [N, C]"),
+    ("boxes", "cannot tell what output 'boxes' [N, 24, 4] holds; pick its target with "
+              "--target-kind class|binary|segment|detection|embedding|sequence|any (`ort-cam "
+              "targets` describes them), or another output with --output: seg [N, 5, 8, 8], "
+              "logits [N, 3]"),
     ("label", "output 'label' is int64, not class scores [N, C]"),
 ])
 def test_an_output_that_is_not_class_scores_is_refused(tmp_path, first, message):
@@ -65,6 +66,13 @@ def test_an_output_that_is_not_class_scores_is_refused(tmp_path, first, message)
     with pytest.raises(OrtCamError) as err:
         ort_cam.Explainer(path, "relu", quiet=True, cache=False)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_segmentation_output_is_read_as_a_segment_target(tmp_path):
+    path = save(multi_output("seg"), tmp_path / "m.onnx")
+    ex = ort_cam.Explainer(path, "relu", quiet=True, cache=False)
+    assert ex.target_kind == "segment" and ex.reading["line"].startswith(
+        "output 'seg' [N, 5, 8, 8]: target segment, score logit")
 
 
 def test_output_picks_the_output_to_explain(files):
@@ -86,7 +94,7 @@ def test_output_option_in_the_cli(files, tmp_path):
     m, img = files["multi"], files["img"]
     res = run("explain", m, img, "--layer", "relu", "--out", tmp_path / "a", "--steps", "2",
               "--preprocess", "raw")
-    assert res.exit_code == 1 and "output 'seg' has shape ['N', 5, 8, 8]" in last_line(res)
+    assert res.exit_code == 0 and "output 'seg' [N, 5, 8, 8]: target segment" in res.output
     res = run("explain", m, img, "--layer", "relu", "--output", "logits", "--out",
               tmp_path / "b", "--steps", "2", "--preprocess", "raw", "--json")
     assert res.exit_code == 0, res.output

@@ -174,9 +174,12 @@ def test_a_pooled_embedding_is_told_apart_and_refused_in_one_line(models, tmp_pa
     res = _cli("explain", path, img, "--layer", _layer(path), "--preprocess", "raw",
                "--out", tmp_path / "e", "--no-cache")
     assert res.exit_code == 1
-    line = res.output.strip().splitlines()[-1]
-    assert "output 'out' [N, 8]: target embedding" in line and "ReduceMean" in line
-    assert "--target-kind class" in line
+    reading = next(line for line in res.output.splitlines() if "target embedding" in line)
+    assert "output 'out' [N, 8]: target embedding" in reading and "ReduceMean" in reading
+    assert "--target-kind class" in reading
+    assert res.output.strip().splitlines()[-1] == (
+        "Error: an embedding target needs a concept vector: --concept FILE.npy (concept= or "
+        "concept_image= in the API)")
     res = _cli("explain", path, img, "--layer", _layer(path), "--preprocess", "raw",
                "--target-kind", "class", "--out", tmp_path / "c", "--no-cache", "--steps", 2)
     assert res.exit_code == 0, res.output

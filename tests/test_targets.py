@@ -33,7 +33,7 @@ def test_class_picks_top1_an_index_a_label_or_top_k():
     assert pick(None).index == 1 and pick("top:2").index == 2 and pick("C").index == 2
     t = pick(3)
     np.testing.assert_array_equal(t.weights, [0, 0, 0, 1])
-    assert t.score == pytest.approx(0.1) and t.record()["class"] == 3
+    assert t.value == pytest.approx(0.1) and t.record()["class"] == 3
     with pytest.raises(OrtCamError, match="target 4 is out of range; the model has 4"):
         pick(4)
 
@@ -43,9 +43,9 @@ def test_binary_defaults_to_the_predicted_category():
     for z, want in ((2.5, 1), (-0.7, 0)):
         s = np.array([-z, z])
         t = KIND["binary"].choose(s, out, TargetOptions())
-        assert t.index == want and t.score == pytest.approx(abs(z))
+        assert t.index == want and t.value == pytest.approx(abs(z))
     t = KIND["binary"].choose(np.array([-2.5, 2.5]), out, TargetOptions(target=0))
-    assert t.index == 0 and t.score == pytest.approx(-2.5)
+    assert t.index == 0 and t.value == pytest.approx(-2.5)
 
 
 # --- segment ------------------------------------------------------------------------------
@@ -61,9 +61,9 @@ def test_segment_default_class_is_the_largest_region_and_mask_its_argmax():
     out = OutputInfo("out", (3, 4, 4))
     t = KIND["segment"].choose(_seg_scores(), out, TargetOptions())
     assert t.index == 2 and t.mask.sum() == 8 and t.mask[1:3].all()
-    assert t.score == pytest.approx(8 * 2.0)  # Σ over the mask of class 2's logit
+    assert t.value == pytest.approx(8 * 2.0)  # Σ over the mask of class 2's logit
     assert t.weights.shape == (3, 4, 4) and t.weights[2].sum() == 8 and t.weights[:2].sum() == 0
-    assert t.record() == {"kind": "segment", "class": 2, "score": 16.0, "mask_area": 8}
+    assert t.record() == {"kind": "segment", "class": 2, "value": 16.0, "mask_area": 8}
 
 
 def test_segment_leaves_background_out_only_when_its_label_says_so():
@@ -79,13 +79,13 @@ def test_segment_leaves_background_out_only_when_its_label_says_so():
 def test_segment_given_class_mask_and_box():
     out, s = OutputInfo("out", (3, 4, 4)), _seg_scores()
     t = KIND["segment"].choose(s, out, TargetOptions(target=1))
-    assert t.mask.sum() == 4 and t.score == pytest.approx(12.0)
+    assert t.mask.sum() == 4 and t.value == pytest.approx(12.0)
     mask = np.zeros((4, 4))
     mask[0, 0] = 1
     t = KIND["segment"].choose(s, out, TargetOptions(target=0, mask=mask))
-    assert t.score == pytest.approx(1.0) and t.mask.sum() == 1
+    assert t.value == pytest.approx(1.0) and t.mask.sum() == 1
     t = KIND["segment"].choose(s, out, TargetOptions(target=2, box=(0, 1, 2, 3)))
-    assert t.mask.sum() == 4 and t.score == pytest.approx(8.0)
+    assert t.mask.sum() == 4 and t.value == pytest.approx(8.0)
 
 
 def test_segment_nhwc_class_axis_from_its_softmax():
@@ -101,9 +101,9 @@ def test_segment_one_channel_takes_p_above_threshold():
     out = OutputInfo("prob", (1, 2, 3), final_op="Sigmoid")
     s = np.array([[[0.2, 0.6, 0.9], [0.51, 0.4, 0.1]]])
     t = KIND["segment"].choose(s, out, TargetOptions())
-    assert t.mask.sum() == 3 and t.score == pytest.approx(0.6 + 0.9 + 0.51)
+    assert t.mask.sum() == 3 and t.value == pytest.approx(0.6 + 0.9 + 0.51)
     t = KIND["segment"].choose(s, out, TargetOptions(threshold=0.8))
-    assert t.mask.sum() == 1 and t.score == pytest.approx(0.9)
+    assert t.mask.sum() == 1 and t.value == pytest.approx(0.9)
     raw = OutputInfo("logit", (1, 2, 3))  # no Sigmoid: p is the sigmoid of the map
     t = KIND["segment"].choose(np.log(s / (1 - s)), raw, TargetOptions())
     assert t.mask.sum() == 3
@@ -164,7 +164,7 @@ def test_detection_top_k_after_nms():
     t = DetectionKind.choose(_head(), out, TargetOptions(top_k=3))
     assert t.anchors == (0, 2, 3)  # anchor 1 suppressed by anchor 0 (same class)
     assert t.weights[4, 0] == 1 and t.weights[5, 2] == 1 and t.weights[5, 3] == 1
-    assert t.weights.sum() == 3 and t.score == pytest.approx(0.9 + 0.7 + 0.6)
+    assert t.weights.sum() == 3 and t.value == pytest.approx(0.9 + 0.7 + 0.6)
     np.testing.assert_allclose(t.boxes[0], [5, 5, 15, 15])
     assert t.record()["anchors"] == [0, 2, 3] and t.index is None
 
@@ -172,11 +172,11 @@ def test_detection_top_k_after_nms():
 def test_detection_by_index_by_box_and_class():
     out = OutputInfo("out", (6, 8))
     t = DetectionKind.choose(_head(), out, TargetOptions(anchors=(1,)))
-    assert t.anchors == (1,) and t.index == 0 and t.score == pytest.approx(0.8)
+    assert t.anchors == (1,) and t.index == 0 and t.value == pytest.approx(0.8)
     t = DetectionKind.choose(_head(), out, TargetOptions(box=(6, 4, 16, 14)))
     assert t.anchors == (0,)  # IoU 0.68 with anchors 0 and 3, 0.62 with 1: the best score wins
     t = DetectionKind.choose(_head(), out, TargetOptions(box=(6, 4, 16, 14), target=1))
-    assert t.anchors == (3,) and t.index == 1 and t.score == pytest.approx(0.6)
+    assert t.anchors == (3,) and t.index == 1 and t.value == pytest.approx(0.6)
 
 
 def test_detection_with_objectness_and_anchors_first():
@@ -189,7 +189,7 @@ def test_detection_with_objectness_and_anchors_first():
     assert DetectionKind.head(out, TargetOptions()) == Head("objectness", axis=2,
                                                             flatten=False)
     t = DetectionKind.choose(s.T, out, TargetOptions())
-    assert t.anchors == (1,) and t.score == pytest.approx(0.8)  # 0.45 < 0.8 now
+    assert t.anchors == (1,) and t.value == pytest.approx(0.8)  # 0.45 < 0.8 now
     assert t.weights.shape == (8, 6) and t.weights[1, 4] == 1
 
 
@@ -224,7 +224,7 @@ def test_embedding_is_the_cosine_to_the_concept():
     z = np.array([3.0, 4.0, 0.0])
     s = z / np.linalg.norm(z)  # what the normalize head gives
     t = KIND["embedding"].choose(s, out, TargetOptions(concept=np.array([0.0, 2.0, 0.0])))
-    assert t.score == pytest.approx(0.8)
+    assert t.value == pytest.approx(0.8)
     np.testing.assert_allclose(t.weights, [0, 1, 0])
 
 
@@ -249,12 +249,12 @@ def test_greedy_ctc_drops_blanks_and_repeats():
     assert greedy_ctc(s, 0) == ([0, 3, 4, 8], [1, 1, 2, 3])
     out = OutputInfo("probs", (9, 4))
     t = KIND["sequence"].choose(s, out, TargetOptions())
-    assert t.steps == (0, 3, 4, 8) and t.score == pytest.approx(s[[0, 3, 4, 8], [1, 1, 2, 3]]
+    assert t.steps == (0, 3, 4, 8) and t.value == pytest.approx(s[[0, 3, 4, 8], [1, 1, 2, 3]]
                                                                 .sum())
     t = KIND["sequence"].choose(s, out, TargetOptions(step=5))
     assert t.steps == (5,) and t.tokens == (2,) and t.weights.sum() == 1
     t = KIND["sequence"].choose(s, out, TargetOptions(step=5, target=3))
-    assert t.tokens == (3,) and t.score == pytest.approx(0.1)
+    assert t.tokens == (3,) and t.value == pytest.approx(0.1)
     assert greedy_ctc(s, 1)[0] == [2, 4, 6, 8]  # blank 1: the zeros are kept, once per run
 
 
@@ -280,7 +280,7 @@ def test_an_all_blank_decoding_is_refused():
 def test_any_weights():
     s = np.arange(6.0).reshape(2, 3)
     t = KIND["any"].choose(s, OutputInfo("o", (2, 3)), TargetOptions(weights=np.ones((1, 2, 3))))
-    assert t.score == pytest.approx(15.0)
+    assert t.value == pytest.approx(15.0)
     for w, message in ((np.full((2, 3), np.nan), "the target weights: 6 NaN or inf value(s)"),
                        (np.ones((3, 2)), "the target weights have shape [3, 2]; output 'o' "
                                          "has [2, 3] per image"),

@@ -171,7 +171,9 @@ def audit_image(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
     r = explanation if explanation is not None else ex.explain(
         a.image, target=a.target, steps=spec.steps, baseline=spec.baseline,
         methods=spec.methods, **spec.options)
-    c, p = r.target, float(probabilities(ex, r.scores)[r.target])
+    c = r.target
+    assert c is not None  # audit_dataset admits class and binary targets only
+    p = float(probabilities(ex, r.scores)[c])
     head = {"key": sample.key, "target": c, "label": r.label, "p": p,
             "true_labels": sorted({o.label for o in mapped}), "true_classes": true,
             "correct": c in true,

@@ -314,6 +314,9 @@ def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
     same records); False explains one image at a time."""
     from .image import audit_image, explainer_settings
 
+    if ex.target_kind not in ("class", "binary"):
+        raise OrtCamError(f"the audit measures class targets; this model's output is read as a "
+                          f"{ex.target_kind} target (pass --target-kind class if it is one)")
     measured = measured_settings(explainer_settings(ex), label_map, spec, model_sha256)
     settings = make_settings(measured, dataset, shard, {"providers": ex.providers,
                                                         **(about or {})})

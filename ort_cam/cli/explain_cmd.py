@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -17,7 +18,13 @@ from ..outputs import RESULTS, claim_outputs, write_outputs
 from ..preprocess import load_image
 from ..render import preload
 from ..result import COMPLETENESS_GAP, Explanation, parse_steps
-from .options import explain_options, pop_layer_view, pop_preprocess, reports_errors
+from .options import (
+    explain_options,
+    pop_layer_view,
+    pop_preprocess,
+    pop_target_values,
+    reports_errors,
+)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
@@ -59,14 +66,31 @@ def parse_methods(value: str | None) -> list[str]:
     return resolve(names, listed_as="a comma-separated list of ")
 
 
+def _target_text(r: Explanation) -> str:
+    """A target of another kind than class, in words: its kind, class, what was chosen."""
+    rec = r.target_record or {}
+    parts = [r.target_kind]
+    if r.target is not None:
+        parts.append(f"{r.label or 'class'} ({r.target})")
+    if "mask_area" in rec:
+        parts.append(f"mask {rec['mask_area']} px")
+    if "anchors" in rec:
+        parts.append(f"anchors {','.join(map(str, rec['anchors']))}")
+    if "steps" in rec:
+        parts.append(f"{len(rec['steps'])} steps, tokens {','.join(map(str, rec['tokens']))}")
+    return f"{' '.join(parts)}, {r.score_mode} Σ {r.score:.4g}"
+
+
 def _line(r: Explanation, img: Path, stem: Path) -> str:
     """The one line printed per explanation: class, score, m, the gap, the dark maps."""
     judge = next((n for n, res in r.methods.items() if COMPLETENESS_GAP in res.extras), None)
     gap = (f", {METHODS[judge].short} gap {100 * r[judge].extras[COMPLETENESS_GAP]:.2g}%"
            if judge is not None else "")
     dark = [n for n, m in r.methods.items() if m.dark]
-    return (f"{img.name}: {r.label or 'class'} ({r.target}) "
-            f"{r.score_mode} {r.score:.4g}, m={r.steps}{gap}"
+    what = f"{r.label or 'class'} ({r.target}) {r.score_mode} {r.score:.4g}"
+    if r.target_record is not None:
+        what = _target_text(r)
+    return (f"{img.name}: {what}, m={r.steps}{gap}"
             + (f", dark: {', '.join(dark)}" if dark else "")
             + f" -> {stem}.png")
 
@@ -111,7 +135,10 @@ def explain(model: Path, images: tuple[Path, ...], out_dir: Path, force: bool,
                    threads=kw.pop("threads"), labels=kw.pop("labels"),
                    chunk_size=kw.pop("chunk_size"), quiet=as_json, cache=not kw.pop("no_cache"),
                    output=kw.pop("output"), target_kind=kw.pop("target_kind"),
-                   **pop_layer_view(kw))
+                   target=pop_target_values(kw), **pop_layer_view(kw))
+    concept_image = kw.pop("concept_image")
+    if concept_image is not None:
+        ex.target_options = replace(ex.target_options, concept=ex.concept_of(concept_image))
     baseline = kw.pop("baseline")
     options = {k: v for k, v in kw.items() if v is not None}
     from tqdm import tqdm

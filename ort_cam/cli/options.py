@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from ..errors import OrtCamError
 from ..grad import SCORE_MODES
@@ -61,6 +62,106 @@ target_kind_option = click.option(
     help="What the output is read as (default: from the model's metadata, else the output's "
     "pattern; the line printed first says which): class scores, a one-logit binary "
     "classifier, ... (`ort-cam targets` lists the kinds).")
+
+def _ints(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
+
+
+def _box(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        box = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise click.BadParameter(f"{value!r} is not X0,Y0,X1,Y1")
+    return box
+
+
+_FILE = click.Path(dir_okay=False, path_type=Path)
+#: The values of a target of another kind than class (``Explainer(target=...)``), read by
+#: ``pop_target_values``; each kind refuses those it does not read.
+target_value_options = _compose(
+    click.option("--mask", type=_FILE, default=None, metavar="FILE",
+                 help="segment: the mask on the output's grid (.npy, or an image: nonzero "
+                 "pixels; default: the pixels whose argmax is the class at x)."),
+    click.option("--box", callback=_box, metavar="X0,Y0,X1,Y1",
+                 help="segment: a box on the output's grid as the mask; detection: a box in "
+                 "the input's pixels, explained through its best-matching anchor."),
+    click.option("--threshold", type=float, default=None,
+                 help="segment, one-channel map: the mask p > THRESHOLD (default 0.5)."),
+    click.option("--anchors", callback=_ints, metavar="I,J",
+                 help="detection: explain these anchors (default: the top-k after NMS)."),
+    click.option("--top-k", type=int, default=None,
+                 help="detection: the k best boxes left by NMS (default 1)."),
+    click.option("--conf", type=float, default=None,
+                 help="detection: the least score of a box (default 0.25)."),
+    click.option("--iou", type=float, default=None, help="detection: NMS IoU (default 0.45)."),
+    click.option("--objectness/--no-objectness", default=None,
+                 help="detection: whether the head has an objectness row (default: from its "
+                 "layout)."),
+    click.option("--head-layout", type=click.Choice(["channels", "anchors"]), default=None,
+                 help="detection: the head's layout, [N, 4+C, A] (channels) or [N, A, 4+C] "
+                 "(anchors) (default: from its shape)."),
+    click.option("--concept", type=_FILE, default=None, metavar="FILE.npy",
+                 help="embedding: the concept vector [D]."),
+    click.option("--concept-image", type=_FILE, default=None, metavar="IMAGE",
+                 help="embedding: the concept is this image's embedding."),
+    click.option("--step", type=int, default=None,
+                 help="sequence: explain this one step (default: every kept step of the "
+                 "greedy decoding)."),
+    click.option("--blank", type=int, default=None,
+                 help="sequence: the CTC blank index (default 0)."),
+    click.option("--target-weights", type=_FILE, default=None, metavar="FILE.npy",
+                 help="any: W of the output's shape, the target Σ W ⊙ output."),
+)
+_TARGET_VALUES = {"mask": "mask", "box": "box", "threshold": "threshold", "anchors": "anchors",
+                  "top_k": "top_k", "conf": "conf", "iou": "iou", "objectness": "objectness",
+                  "head_layout": "layout", "concept": "concept", "step": "step",
+                  "blank": "blank", "target_weights": "weights"}
+
+
+def _array(path: Path, what: str) -> np.ndarray:
+    """A .npy file, or (for a mask) an image's nonzero pixels."""
+    from ..errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"{what} file not found: {path}")
+    if path.suffix.lower() == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"cannot read {path} as a .npy array ({exc})") from None
+    if what != "mask":
+        raise InputError(f"{what} must be a .npy file (got {path.name})")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return (np.asarray(im.convert("L")) > 0).astype(np.float32)
+    except (UnidentifiedImageError, OSError):
+        raise InputError(f"cannot read the mask {path} (.npy, or an image)") from None
+
+
+def pop_target_values(kw: dict) -> dict:
+    """Remove the target value options from ``kw``: ``Explainer``'s ``target`` dict (files
+    read), without those not given. ``concept_image`` stays in ``kw``."""
+    values = {}
+    for flag, name in _TARGET_VALUES.items():
+        value = kw.pop(flag)
+        if value is None:
+            continue
+        if name in ("mask", "concept", "weights"):
+            value = _array(value, "target weights" if name == "weights" else name)
+        values[name] = value
+    return values
+
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print JSON for machines instead of a table.",
@@ -361,6 +462,7 @@ explain_options = _compose(
     path_options,
     click.option("--target", multiple=True, metavar="T",
                  help="top1 (default), a class index, top:K or a label; repeat for several."),
+    target_value_options,
     baseline_options,
     labels_option,
     runtime_options,

@@ -248,6 +248,9 @@ def export_explainer(model: str | os.PathLike | onnx.ModelProto, layer: str | No
     m = _path_steps(_steps(steps), names)
     setup = ModelSetup.resolve(model, layer, preprocess=preprocess, score=score, cache=cache,
                                output=output, size=None, **layer_view)
+    if setup.prepared.kind not in ("class", "binary"):
+        raise OrtCamError(f"ort-cam export takes class and binary targets so far; this "
+                          f"model's output is read as a {setup.prepared.kind} target")
     chunk = RunSizes(setup.prepared.sample_bytes, memory_budget, chunk_size).chunk(m)
     plan = _plan(setup, m, chunk, names, opts, input_kind, baseline, baseline_seed,
                  optional_inputs, unroll)

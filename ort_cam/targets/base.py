@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InputError, OrtCamError
 from ..grad import Head
+from ..grad.heads import TARGET_WEIGHTS
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,40 @@ class OutputInfo:
     def shown(self) -> str:
         """The shape as messages write it: ``[N, 21, 64, 64]``."""
         return "[" + ", ".join(["N", *(str(d) for d in self.shape)]) + "]"
+
+    def record(self) -> dict[str, Any]:
+        """The JSON form (the prepared-model cache keeps it)."""
+        return {"name": self.name, "shape": list(self.shape), "final_op": self.final_op,
+                "softmax_axis": self.softmax_axis, "last_op": self.last_op,
+                "concat_sizes": None if self.concat_sizes is None else
+                [list(self.concat_sizes[0]), self.concat_sizes[1]],
+                "recurrent": self.recurrent, "task": self.task, "n_names": self.n_names}
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> OutputInfo:
+        concat = data.get("concat_sizes")
+        return cls(str(data["name"]), tuple(int(d) for d in data["shape"]), data["final_op"],
+                   data["softmax_axis"], data["last_op"],
+                   None if concat is None else (tuple(int(v) for v in concat[0]),
+                                                int(concat[1])),
+                   bool(data["recurrent"]), data["task"], data["n_names"])
+
+    @property
+    def box_concat(self) -> tuple[tuple[int, ...], int] | None:
+        """Where the output is a Concat whose first pieces hold 4 rows (a detection head's box:
+        (4, C), (4, 1, C), or (2, 2, C) as centre and size): the pieces after the box and the
+        axis; else None."""
+        if self.concat_sizes is None:
+            return None
+        pieces, axis = self.concat_sizes
+        total = 0
+        for i, size in enumerate(pieces):
+            total += size
+            if total == 4 and i + 1 < len(pieces):
+                return tuple(pieces[i + 1:]), axis
+            if total > 4:
+                return None
+        return None
 
     @property
     def squeezed(self) -> tuple[int, ...]:
@@ -121,13 +156,14 @@ _SPECIFIC = ("mask", "box", "threshold", "anchors", "top_k", "conf", "iou", "obj
 @dataclass(frozen=True, eq=False)
 class Target:
     """A target chosen at x: the weights ``W`` of ``y = Σ W ⊙ S`` (S's shape per image,
-    float32) and what was chosen, for the record and the panels.
+    float32) and what was chosen, for the record and the panels. It is what the engine feeds
+    for every point of the path (its ``TargetFeed``): ``inputs(n)`` and ``score(out)``.
 
     Attributes:
         kind: the kind's name.
         weights: W.
         index: the class explained, where there is one (class, binary, segment).
-        score: the target's value at x, ``Σ W ⊙ S(x)``.
+        value: the target's value at x, ``Σ W ⊙ S(x)``.
         mask: a segment target's mask on the output's grid.
         boxes: the chosen detections' boxes (x0, y0, x1, y1) in the input's pixels, or the
             given box.
@@ -139,7 +175,7 @@ class Target:
     kind: str
     weights: np.ndarray
     index: int | None = None
-    score: float = float("nan")
+    value: float = float("nan")
     mask: np.ndarray | None = None
     boxes: np.ndarray | None = None
     anchors: tuple[int, ...] = ()
@@ -151,7 +187,7 @@ class Target:
         """The JSON form (results.jsonl and the audit's records): kind, class, and what the
         kind chose (mask area, boxes, anchors, steps)."""
         rec: dict[str, Any] = {"kind": self.kind, "class": self.index,
-                               "score": None if np.isnan(self.score) else float(self.score)}
+                               "value": None if np.isnan(self.value) else float(self.value)}
         if self.mask is not None:
             rec["mask_area"] = int(np.count_nonzero(self.mask))
         if self.boxes is not None:
@@ -161,6 +197,16 @@ class Target:
         if self.steps:
             rec["steps"], rec["tokens"] = list(self.steps), list(self.tokens)
         return rec
+
+    def inputs(self, n: int) -> dict[str, np.ndarray]:
+        """The fused model's target input for ``n`` path points: W on every row."""
+        rows = np.broadcast_to(self.weights, (n, *self.weights.shape))
+        return {TARGET_WEIGHTS: np.ascontiguousarray(rows)}
+
+    def score(self, out: np.ndarray) -> np.ndarray:
+        """y = Σ W ⊙ S of each row of the score output S ([n, ...] -> [n], float64)."""
+        s = np.asarray(out, np.float64).reshape(len(out), -1)
+        return s @ self.weights.reshape(-1).astype(np.float64)
 
 
 class TargetKind:
@@ -193,6 +239,11 @@ class TargetKind:
         raise NotImplementedError
 
     @classmethod
+    def n_labels(cls, out: OutputInfo, opts: TargetOptions) -> int | None:
+        """How many names a labels file gives (classes, tokens), None where none apply."""
+        return None
+
+    @classmethod
     def accepts(cls, opts: TargetOptions) -> None:
         """Refuse options this kind does not read, and a reading it does not take."""
         foreign = [name for name in opts.given() if name not in cls.options]
@@ -217,8 +268,8 @@ def _flag(option: str) -> str:
 def finished(kind: str, w: np.ndarray, s: np.ndarray, **values: Any) -> Target:
     """The ``Target`` of weights ``w`` on S at x ``s``: W as float32, its value at x."""
     weights = np.ascontiguousarray(w, dtype=np.float32)
-    score = float(np.sum(weights.astype(np.float64) * s.astype(np.float64)))
-    return Target(kind, weights, score=score, **values)
+    value = float(np.sum(weights.astype(np.float64) * s.astype(np.float64)))
+    return Target(kind, weights, value=value, **values)
 
 
 def finite(values: np.ndarray, what: str) -> np.ndarray:

@@ -25,6 +25,10 @@ class BinaryKind(TargetKind):
         return None
 
     @classmethod
+    def n_labels(cls, out: OutputInfo, opts: TargetOptions) -> int | None:
+        return 2
+
+    @classmethod
     def head(cls, out: OutputInfo, opts: TargetOptions) -> Head:
         return Head("binary")
 

@@ -39,6 +39,10 @@ class ClassKind(TargetKind):
         return "sigmoid" if out.final_op == "Sigmoid" else "probability"
 
     @classmethod
+    def n_labels(cls, out: OutputInfo, opts: TargetOptions) -> int | None:
+        return int(np.prod(out.shape))
+
+    @classmethod
     def head(cls, out: OutputInfo, opts: TargetOptions) -> Head:
         score = opts.score or cls.default_score(out)
         if score == "probability" and out.final_op == "Sigmoid":

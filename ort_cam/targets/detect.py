@@ -18,6 +18,7 @@ from ..errors import OrtCamError
 from ..grad import Head
 from ..grad.transforms import final_op
 from ..graph import LoadedModel
+from ..graph.load import is_float
 from .base import OutputInfo, TargetKind, TargetOptions
 from .kinds import TARGET_KINDS, kind_named
 
@@ -153,7 +154,7 @@ def guess(model: LoadedModel, out: OutputInfo) -> tuple[str | None, str]:
     if len(out.shape) == 3:
         return "segment", ""
     if len(out.shape) == 2:
-        if out.concat_sizes is not None and out.concat_sizes[0][0] == 4:
+        if out.box_concat is not None:
             return "detection", "box rows and class scores concatenated: a YOLO-style head"
         if out.recurrent or (out.final_op in ("Softmax", "LogSoftmax")
                              and out.softmax_axis == 1):
@@ -184,9 +185,16 @@ def read_output(model: LoadedModel, output: str, opts: TargetOptions) -> Reading
     else:
         guessed, note = guess(model, out)
         if guessed is None:
+            others = [f"{n} {output_info(model, n).shown}" for n in model.output_names
+                      if n != output and is_float(model.dtypes.get(n))
+                      and guess(model, output_info(model, n))[0] is not None]
             raise OrtCamError(f"cannot tell what output {output!r} {out.shown} holds; pick its "
                               f"target with --target-kind {'|'.join(TARGET_KINDS)} "
-                              "(`ort-cam targets` describes them)")
+                              "(`ort-cam targets` describes them)"
+                              + (f", or another output with --output: {', '.join(others)}"
+                                 if others else ""))
+        if guessed == "class" and opts.concept is not None and out.final_op is None:
+            guessed, note = "embedding", "a concept vector was given"
         kind = TARGET_KINDS[guessed]
     kind.accepts(opts)
     return Reading(kind.name, kind.head(out, opts), out, note)

@@ -43,13 +43,13 @@ def layout(out: OutputInfo, opts: TargetOptions) -> Layout:
     a, b = out.shape
     axis = 0 if a <= b else 1
     pieces: tuple[int, ...] = ()
-    if out.concat_sizes is not None and out.concat_sizes[0][0] == 4:
-        pieces, axis = out.concat_sizes
+    if out.box_concat is not None:
+        pieces, axis = out.box_concat
     if opts.layout is not None:
         axis = LAYOUTS.index(opts.layout)
     rows = out.shape[axis]
     objectness = opts.objectness
-    if objectness is None and len(pieces) >= 3 and pieces[1] == 1:
+    if objectness is None and len(pieces) >= 2 and pieces[0] == 1:
         objectness = True
     elif objectness is None and out.n_names is not None:
         objectness = rows - 5 == out.n_names and rows - 4 != out.n_names
@@ -110,6 +110,10 @@ class DetectionKind(TargetKind):
         if min(out.shape) < 5:
             return "neither of its axes holds 4 box rows and class scores"
         return None
+
+    @classmethod
+    def n_labels(cls, out: OutputInfo, opts: TargetOptions) -> int | None:
+        return layout(out, opts).n_classes
 
     @classmethod
     def head(cls, out: OutputInfo, opts: TargetOptions) -> Head:

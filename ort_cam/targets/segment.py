@@ -60,6 +60,10 @@ class SegmentKind(TargetKind):
         return None
 
     @classmethod
+    def n_labels(cls, out: OutputInfo, opts: TargetOptions) -> int | None:
+        return None if one_channel(out) else out.shape[class_axis(out)]
+
+    @classmethod
     def head(cls, out: OutputInfo, opts: TargetOptions) -> Head:
         if one_channel(out):
             if opts.score is not None:

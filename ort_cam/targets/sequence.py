@@ -36,6 +36,10 @@ class SequenceKind(TargetKind):
         return None
 
     @classmethod
+    def n_labels(cls, out: OutputInfo, opts: TargetOptions) -> int | None:
+        return out.shape[1]
+
+    @classmethod
     def head(cls, out: OutputInfo, opts: TargetOptions) -> Head:
         return Head("output", flatten=False)
 

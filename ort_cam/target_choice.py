@@ -1,0 +1,97 @@
+"""The explainer's side of targets: what the user asked for (``TargetOptions`` from the
+explainer's ``target=`` and each call's target spec), and the targets chosen at x for a kind
+other than class and binary (whose class choice, with its top-1 seed, is the explainer's own):
+one run of every x with zero weights gives S(x), and the kind picks W from it on the host."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+
+from .engine import FusedModel
+from .errors import OrtCamError
+from .grad.heads import TARGET_WEIGHTS
+from .targets import OutputInfo, Target, TargetKind, TargetOptions
+
+#: The kinds whose scores are one row per image that the class choice reads (top-1 seed).
+CLASS_KINDS = ("class", "binary")
+_FIELDS = tuple(f.name for f in fields(TargetOptions))
+
+
+def target_options(target: TargetOptions | Mapping | None, kind: str | None) -> TargetOptions:
+    """The explainer's target options: ``target`` (a ``TargetOptions`` or a dict of its
+    fields) with ``kind`` (``target_kind=``) when given."""
+    opts = _merged(TargetOptions(), target)
+    if kind is not None:
+        if opts.kind not in (None, kind):
+            raise OrtCamError(f"target_kind={kind!r} and the target options' kind "
+                              f"{opts.kind!r} differ; give one")
+        opts = replace(opts, kind=kind)
+    return opts
+
+
+def options_for(base: TargetOptions, spec: object) -> TargetOptions:
+    """One call's options: ``spec`` (a class spec: index, label, top1, top:K; or a dict or
+    ``TargetOptions`` of values such as mask, box, anchors, concept, step) over ``base``."""
+    if isinstance(spec, (Mapping, TargetOptions)):
+        merged = _merged(base, spec)
+        if merged.kind != base.kind or merged.score != base.score:
+            raise OrtCamError("a call's target cannot change the kind or the score (they are "
+                              "built into the gradient graph); make another Explainer")
+        return merged
+    return replace(base, target=spec)
+
+
+def _merged(base: TargetOptions, values: TargetOptions | Mapping | None) -> TargetOptions:
+    if values is None:
+        return base
+    if isinstance(values, TargetOptions):
+        default = TargetOptions()
+        given = {f: getattr(values, f) for f in _FIELDS
+                 if _differs(getattr(values, f), getattr(default, f))}
+    else:
+        unknown = sorted(set(values) - set(_FIELDS))
+        if unknown:
+            raise OrtCamError(f"unknown target option(s) {', '.join(unknown)}; use "
+                              f"{', '.join(_FIELDS)}")
+        given = dict(values)
+    return replace(base, **given)
+
+
+def _differs(value: object, default: object) -> bool:
+    return isinstance(value, np.ndarray) or value != default
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """What the run of x gave for one item: S(x) (float64), the target, the run's share."""
+
+    scores: np.ndarray
+    target: Target
+    run_seconds: float
+
+
+def choose_at_x(fused: FusedModel, xs: Sequence[np.ndarray], kind: type[TargetKind],
+                out: OutputInfo, opts: Sequence[TargetOptions], labels: list[str] | None,
+                capacity: int) -> list[Chosen]:
+    """The targets of the inputs ``xs`` (batch 1 each) with their ``opts``: S at every x from
+    runs of at most ``capacity`` inputs with zero weights, then W picked by ``kind``."""
+    out_shape = tuple(d for d in fused.output_shapes[1][1:] if isinstance(d, int))
+    if len(out_shape) != len(fused.output_shapes[1]) - 1:
+        raise OrtCamError(f"the score output's shape {list(fused.output_shapes[1])} is not "
+                          "static past the batch axis; load the model with a fixed size")
+    chosen: list[Chosen] = []
+    for lo in range(0, len(xs), capacity):
+        part = range(lo, min(lo + capacity, len(xs)))
+        zeros = np.zeros((len(part), *out_shape), np.float32)
+        t0 = time.perf_counter()
+        _, s, _ = fused.run(np.concatenate([xs[i] for i in part]), {TARGET_WEIGHTS: zeros})
+        share = (time.perf_counter() - t0) / len(part)
+        for row, i in enumerate(part):
+            kind.accepts(opts[i])
+            target = kind.choose(s[row], out, opts[i], labels)
+            chosen.append(Chosen(np.asarray(s[row], np.float64), target, share))
+    return chosen
