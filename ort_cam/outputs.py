@@ -91,7 +91,8 @@ def write_outputs(r: Explanation, out_dir: Path, stem: str, image: str,
     png, npz = output_paths(out_dir, stem)
     save_panel(r, png, title=f"{Path(image).name}  ·  layer {r.layer}  ·  m = {r.steps}",
                box=box, original=original)
-    np.savez_compressed(npz, allow_pickle=False, **npz_arrays(r, original))
+    # uncompressed: a few maps of a few hundred KiB, where zlib would cost more than it saves
+    np.savez(npz, allow_pickle=False, **npz_arrays(r, original))
     rec = record(r, image, stem)
     with open(out_dir / RESULTS, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(rec) + "\n")

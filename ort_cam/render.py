@@ -1,10 +1,16 @@
-"""Pictures: heat-map overlays and the per-image panel (input + one overlay per method)."""
+"""Pictures: heat-map overlays and the per-image panel (input + one overlay per method).
+
+Drawn with PIL (already loaded to read the images): the panel costs no matplotlib import. The
+colours are matplotlib's ``jet``, rebuilt here from its definition (the same 256 colours)."""
 
 from __future__ import annotations
 
+import importlib.util
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from .methods import METHODS
 from .result import COMPLETENESS_GAP, GAP_NOTATION_ABOVE, Explanation
@@ -12,16 +18,51 @@ from .result import COMPLETENESS_GAP, GAP_NOTATION_ABOVE, Explanation
 COLORMAP = "jet"
 #: Panels per row: more methods than fit (the input takes one) wrap onto further rows.
 PANEL_COLUMNS = 6
+#: One panel's cell in pixels (matplotlib's 3.2 × 4.2 inches at 100 dpi, as before).
+CELL_W, CELL_H = 320, 420
+#: matplotlib's ``jet`` (``matplotlib._cm._jet_data``): per channel, (x, value) knots.
+_JET = {"red": ((0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)),
+        "green": ((0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0),
+                  (1.0, 0.0)),
+        "blue": ((0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0))}
+_N = 256
+TITLE_PX, FOOTER_PX, LINE_PX = 13, 11, 15
+FIREBRICK, DIMGRAY = (178, 34, 34), (105, 105, 105)
+
+
+@lru_cache(maxsize=1)
+def jet_table() -> np.ndarray:
+    """The 256 RGB colours (float64 in [0, 1]) of matplotlib's ``jet``, computed as
+    matplotlib's ``_create_lookup_table`` computes them (gamma 1)."""
+    xind = (_N - 1) * np.linspace(0.0, 1.0, _N)
+    channels = []
+    for c in ("red", "green", "blue"):
+        x, y = (np.array(v, dtype=float) for v in zip(*_JET[c]))
+        x = x * (_N - 1)
+        ind = np.searchsorted(x, xind)[1:-1]
+        distance = (xind[1:-1] - x[ind - 1]) / (x[ind] - x[ind - 1])
+        lut = np.concatenate([[y[0]], distance * (y[ind] - y[ind - 1]) + y[ind - 1], [y[-1]]])
+        channels.append(np.clip(lut, 0.0, 1.0))
+    return np.stack(channels, axis=1)
+
+
+def colormap(values: np.ndarray, cmap: str = COLORMAP) -> np.ndarray:
+    """RGB colours in [0, 1] of ``values`` in [0, 1]: ``jet`` as matplotlib picks its colours
+    (index floor(256·v), 1 itself the last), another name through matplotlib."""
+    if cmap != COLORMAP:
+        import matplotlib
+
+        return matplotlib.colormaps[cmap](values)[..., :3]
+    index = np.minimum((values * _N).astype(np.int64), _N - 1)
+    return jet_table()[index]
 
 
 def overlay(pixels: np.ndarray, heat: np.ndarray, alpha: float = 0.5,
             cmap: str = COLORMAP) -> np.ndarray:
-    """Blend a normalised map over an H×W×3 uint8 image with a matplotlib colormap (the image
-    alone where the map is NaN: outside what the model saw)."""
-    import matplotlib
-
+    """Blend a normalised map over an H×W×3 uint8 image with a colormap (the image alone
+    where the map is NaN: outside what the model saw)."""
     missing = np.isnan(heat)
-    colors = matplotlib.colormaps[cmap](np.clip(np.where(missing, 0.0, heat), 0.0, 1.0))[..., :3]
+    colors = colormap(np.clip(np.where(missing, 0.0, heat), 0.0, 1.0), cmap)
     weight = np.where(missing, 0.0, alpha)[..., None] if missing.any() else alpha
     out = (1 - weight) * pixels.astype(np.float64) / 255.0 + weight * colors
     return (np.clip(out, 0.0, 1.0) * 255).round().astype(np.uint8)
@@ -48,24 +89,16 @@ def extra_text(name: str, value: float) -> str:
     return f"{name.replace('_', ' ')} {value:.4g}"
 
 
-def preload() -> None:
-    """Import what the panel draws with (matplotlib, ~0.6 s) in a background thread, so that
-    it is done by the time the first panel is drawn: the explanation runs meanwhile, mostly
-    inside onnxruntime, which releases the GIL. Python's import lock makes the panel's own
-    import wait for this one; a failed import here is left for that one to report."""
-    import threading
-
-    def load() -> None:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg", force=False)
-            import matplotlib.backends.backend_agg  # noqa: F401
-            import matplotlib.figure  # noqa: F401
-        except Exception:  # noqa: BLE001, S110 (the panel's own import reports it)
-            pass
-
-    threading.Thread(target=load, name="ort-cam-preload", daemon=True).start()
+@lru_cache(maxsize=8)
+def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """DejaVu Sans (the font matplotlib draws with, from its data folder: found without
+    importing it) at ``size`` pixels, else PIL's own default font."""
+    spec = importlib.util.find_spec("matplotlib")
+    if spec is not None and spec.origin:
+        path = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+        if path.is_file():
+            return ImageFont.truetype(str(path), size)
+    return ImageFont.load_default(size)
 
 
 def save_panel(r: Explanation, path: Path, title: str | None = None,
@@ -73,71 +106,110 @@ def save_panel(r: Explanation, path: Path, title: str | None = None,
     """The input and one overlay per method side by side, with class, score and the method's
     extras (e.g. RSI's completeness gap); dark maps are marked; ``box`` (x0, y0, x1, y1) is
     outlined on each. With ``original``: the original image and the maps on it
-    (``Explanation.photo_map``) instead of the model's input."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
+    (``Explanation.photo_map``) instead of the model's input. One row of cells (3.2 × 4.2
+    inches at 100 dpi each) up to ``PANEL_COLUMNS``, else rows of that many."""
     if r.pixels is None:
         raise ValueError("the explanation has no pixel image (it came from explain_array)")
-    names = list(r.methods)
-    fig, axes = _panel_axes(Figure, 1 + len(names))
     image = np.asarray(r.photo) if original else r.pixels
-    axes[0].imshow(image)
-    axes[0].set_title(f"input\n{class_text(r)}\n", fontsize=9)
-    for ax, name in zip(axes[1:], names):
-        res = r.methods[name]
-        ax.imshow(overlay(image, r.photo_map(name) if original else res.map))
+    cells = [(image, ["input", class_text(r), ""], (0, 0, 0))]
+    for name, res in r.methods.items():
         notes = [extra_text(k, v) for k, v in res.extras.items()]
         if res.dark:
             notes.append("dark map (max − min < ε)")
-        lines = [METHODS[name].title, class_text(r), ", ".join(notes)]
-        ax.set_title("\n".join(lines), fontsize=9, color="firebrick" if res.dark else "black")
-    for ax in axes:
-        if box is not None:
-            _outline(ax, box, "white", "--")
-        if not original:
-            _draw_target(ax, r, image.shape[:2])
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.text(0.5, 0.01, title or f"{r.layer}  (m = {r.steps})", fontsize=8, ha="center",
-             va="bottom", color="dimgray")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path)
+        cells.append((overlay(image, r.photo_map(name) if original else res.map),
+                      [METHODS[name].title, class_text(r), ", ".join(notes)],
+                      FIREBRICK if res.dark else (0, 0, 0)))
+    columns = min(len(cells), PANEL_COLUMNS)
+    rows = -(-len(cells) // PANEL_COLUMNS)
+    canvas = Image.new("RGB", (CELL_W * columns, CELL_H * rows), "white")
+    draw = ImageDraw.Draw(canvas)
+    target = None if original else r
+    for i, (pixels, lines, color) in enumerate(cells):
+        _draw_cell(canvas, draw, (CELL_W * (i % columns), CELL_H * (i // columns)),
+                   _with_target(pixels, target), lines, color, box)
+    footer = title or f"{r.layer}  (m = {r.steps})"
+    _centred(draw, footer, canvas.width / 2, canvas.height - FOOTER_PX - 4, FOOTER_PX, DIMGRAY,
+             canvas.width - 8)
+    canvas.save(path, compress_level=1)
     return path
 
 
-def _outline(ax, box, color: str, style: str = "-") -> None:
-    from matplotlib.patches import Rectangle
+def _draw_cell(canvas: Image.Image, draw: ImageDraw.ImageDraw, at: tuple[int, int],
+               pixels: np.ndarray, lines: list[str], color: tuple[int, int, int],
+               box: tuple[int, int, int, int] | None) -> None:
+    """One cell: the title lines centred at the top, the picture below, scaled to fit."""
+    x, y = at
+    for k, line in enumerate(lines):
+        _centred(draw, line, x + CELL_W / 2, y + 6 + k * LINE_PX, TITLE_PX, color, CELL_W - 6)
+    top = y + 6 + len(lines) * LINE_PX + 4
+    h, w = pixels.shape[:2]
+    scale = min((CELL_W - 20) / w, (y + CELL_H - FOOTER_PX - 14 - top) / h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    left = x + (CELL_W - size[0]) // 2
+    # as matplotlib's imshow: nearest pixels when enlarged 3 times or more, else smoothed
+    resample = Image.Resampling.NEAREST if scale >= 3 else Image.Resampling.BILINEAR
+    canvas.paste(Image.fromarray(pixels).resize(size, resample), (left, top))
+    draw.rectangle((left - 1, top - 1, left + size[0], top + size[1]), outline="black")
+    if box is not None:
+        _dashed_rectangle(draw, _scaled(box, left, top, scale))
 
+
+def _scaled(box, left: int, top: int, scale: float) -> tuple[float, float, float, float]:
+    """Box (x0, y0, x1, y1) in image pixels, as drawn on the canvas (edges on pixel edges)."""
     x0, y0, x1, y1 = (float(v) for v in box)
-    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
-                           edgecolor=color, linewidth=1.5, linestyle=style))
+    return (left + x0 * scale, top + y0 * scale, left + x1 * scale - 1, top + y1 * scale - 1)
 
 
-def _draw_target(ax, r: Explanation, size: tuple[int, int]) -> None:
-    """The target chosen at x on a panel of the model's input: a segment target's mask as a
-    contour (its grid stretched to the input, nearest), a detection's boxes."""
+def _with_target(pixels: np.ndarray, r: Explanation | None) -> np.ndarray:
+    """The picture with the target chosen at x drawn on it in white (on the model's input,
+    ``r``; None draws nothing): a segment target's mask as its outline (its grid stretched
+    to the input, nearest), a detection's boxes as rectangles."""
+    if r is None or (r.target_boxes is None and (
+            r.target_mask is None or not r.target_mask.any() or r.target_mask.all())):
+        return pixels
+    out = pixels.copy()
+    h, w = out.shape[:2]
     if r.target_mask is not None and r.target_mask.any() and not r.target_mask.all():
-        mask = r.target_mask.astype(np.float64)
-        rows = (np.arange(size[0]) * mask.shape[0] // size[0]).clip(0, mask.shape[0] - 1)
-        cols = (np.arange(size[1]) * mask.shape[1] // size[1]).clip(0, mask.shape[1] - 1)
-        ax.contour(mask[np.ix_(rows, cols)], levels=[0.5], colors="white", linewidths=1.2)
-    if r.target_boxes is not None:
-        for b in r.target_boxes:
-            _outline(ax, b, "white")
+        mask = r.target_mask.astype(bool)
+        rows = (np.arange(h) * mask.shape[0] // h).clip(0, mask.shape[0] - 1)
+        cols = (np.arange(w) * mask.shape[1] // w).clip(0, mask.shape[1] - 1)
+        big = mask[np.ix_(rows, cols)]
+        edge = np.zeros_like(big)
+        edge[:-1] |= big[:-1] != big[1:]
+        edge[:, :-1] |= big[:, :-1] != big[:, 1:]
+        out[edge] = 255
+    for b in r.target_boxes if r.target_boxes is not None else []:
+        x0, y0, x1, y1 = (int(round(float(v))) for v in b)
+        x0, x1 = max(0, min(x0, w - 1)), max(0, min(x1 - 1, w - 1))
+        y0, y1 = max(0, min(y0, h - 1)), max(0, min(y1 - 1, h - 1))
+        out[y0, x0:x1 + 1] = out[y1, x0:x1 + 1] = 255
+        out[y0:y1 + 1, x0] = out[y0:y1 + 1, x1] = 255
+    return out
 
 
-def _panel_axes(figure: type, n: int) -> tuple:
-    """A figure of ``n`` panels (one row up to ``PANEL_COLUMNS``, else rows of that many,
-    the unused places blank) and the first ``n`` axes."""
-    if n <= PANEL_COLUMNS:
-        fig = figure(figsize=(3.2 * n, 4.2), dpi=100)
-        return fig, fig.subplots(1, n)
-    rows = -(-n // PANEL_COLUMNS)
-    fig = figure(figsize=(3.2 * PANEL_COLUMNS, 4.2 * rows), dpi=100)
-    axes = fig.subplots(rows, PANEL_COLUMNS).ravel()
-    for ax in axes[n:]:
-        ax.set_axis_off()
-    return fig, axes[:n]
+def _centred(draw: ImageDraw.ImageDraw, text: str, cx: float, y: float, size: int,
+             color: tuple[int, int, int], width: float) -> None:
+    """``text`` centred on ``cx`` at ``y``, in a smaller size where it would pass ``width``."""
+    if not text:
+        return
+    f = font(size)
+    while size > 7 and f.getlength(text) > width:
+        size -= 1
+        f = font(size)
+    draw.text((cx - f.getlength(text) / 2, y), text, fill=color, font=f)
+
+
+def _dashed_rectangle(draw: ImageDraw.ImageDraw, box: tuple[float, float, float, float],
+                      dash: float = 6.0, gap: float = 4.0) -> None:
+    """A white dashed outline (the bounding box of a localisation audit)."""
+    x0, y0, x1, y1 = box
+    for a, b in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)),
+                 ((x0, y1), (x0, y0))):
+        length = float(np.hypot(b[0] - a[0], b[1] - a[1]))
+        t = 0.0
+        while t < length:
+            s, e = t / length, min(t + dash, length) / length
+            draw.line([(a[0] + s * (b[0] - a[0]), a[1] + s * (b[1] - a[1])),
+                       (a[0] + e * (b[0] - a[0]), a[1] + e * (b[1] - a[1]))],
+                      fill="white", width=2)
+            t += dash + gap

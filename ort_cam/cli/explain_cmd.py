@@ -16,7 +16,6 @@ from ..explainer import Explainer
 from ..methods import METHODS, resolve
 from ..outputs import RESULTS, claim_outputs, write_outputs
 from ..preprocess import load_image
-from ..render import preload
 from ..result import COMPLETENESS_GAP, Explanation, parse_steps
 from .options import (
     explain_options,
@@ -129,7 +128,6 @@ def explain(model: Path, images: tuple[Path, ...], out_dir: Path, force: bool,
     stems = unique_stems(images_, len(targets))
     claim_outputs(out_dir, [s for group in stems for s in group], force)
     steps, methods = parse_steps(kw.pop("steps"), "--steps"), parse_methods(kw.pop("methods"))
-    preload()  # the panels' matplotlib, while the model loads and the paths run
     ex = Explainer(model, kw.pop("layer"), preprocess=pop_preprocess(kw),
                    score=kw.pop("score"), providers=kw.pop("providers"),
                    threads=kw.pop("threads"), labels=kw.pop("labels"),
