@@ -80,8 +80,11 @@ LAYER = "/_swish_1/Clip_output_0"
 
 
 def export(out: str | Path, *, force: bool = False, verify: bool = True,
-           quiet: bool = False) -> dict:
-    """Write the ONNX model to ``out``; returns the verification numbers (when ``verify``)."""
+           quiet: bool = False, keep_batchnorm: bool = False) -> dict:
+    """Write the ONNX model to ``out``; returns the verification numbers (when ``verify``).
+    ``keep_batchnorm``: no constant folding, so every BatchNormalization stays a node of its
+    own (not folded into its Conv), as the sanity checks want to compare with Quantus, which
+    resets each torch BatchNorm2d as a layer of its own."""
     import onnx
     import torch
 
@@ -103,7 +106,7 @@ def export(out: str | Path, *, force: bool = False, verify: bool = True,
             model, (dummy,), str(tmp), dynamo=False, opset_version=OPSET,
             input_names=[INPUT], output_names=[OUTPUT],
             dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-            do_constant_folding=True,
+            do_constant_folding=not keep_batchnorm,
         )
     proto = onnx.load(str(tmp))
     write_metadata(proto, preprocess())
@@ -164,9 +167,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="models/efficientnet_lite0.onnx", help="output .onnx path")
     ap.add_argument("--force", action="store_true", help="overwrite an existing file")
     ap.add_argument("--no-verify", action="store_true", help="skip the ORT-vs-torch check")
+    ap.add_argument("--keep-batchnorm", action="store_true",
+                    help="keep BatchNormalization nodes (no constant folding), one layer each "
+                         "for the sanity checks, as torch has them")
     args = ap.parse_args(argv)
     try:
-        info = export(args.out, force=args.force, verify=not args.no_verify)
+        info = export(args.out, force=args.force, verify=not args.no_verify,
+                      keep_batchnorm=args.keep_batchnorm)
     except (FileExistsError, ImportError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

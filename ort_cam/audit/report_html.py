@@ -15,6 +15,7 @@ import numpy as np
 from ..methods import METHODS
 from .metrics import DARK_EPS, MASK_TOP, THRESHOLDS, top_label
 from .pointing import ROWS as POINTING_ROWS
+from .sanity_report import sanity_section
 from .store import THUMBS
 from .summary import EXTRA_ROWS, SPLITS, split_records
 
@@ -318,6 +319,8 @@ def write_html(out: Path, settings: dict, summary: dict, records: list[dict]) ->
                              f"<img src='data:image/png;base64,{png}'>")
     else:
         parts.append("<p>No image was audited yet.</p>")
+    parts += sanity_section(out, summary.get("sanity"), methods,
+                            {m: (_title(m), _color(m)) for m in methods})
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>ort_cam audit</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
     (out / "report.html").write_text(page, encoding="utf-8")

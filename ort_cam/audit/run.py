@@ -23,6 +23,7 @@ from .store import (
     ABOUT,
     MADE,
     RESULTS,
+    SANITY,
     SETTINGS,
     THUMBS,
     append_record,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # annotations only: the run never needs the explainer's impor
     from ..explainer import Explainer
     from ..result import Explanation
     from .image import Admitted, AuditSpec
+    from .sanity import SanityImage, SanityRun, SanitySpec
 
 
 # --- shards -----------------------------------------------------------------------------------
@@ -140,8 +142,9 @@ def clear(out: Path) -> None:
     """Remove the files an audit writes in ``out`` (and nothing else)."""
     for name in (RESULTS, SETTINGS, *MADE):
         (out / name).unlink(missing_ok=True)
-    if (out / THUMBS).is_dir():
-        shutil.rmtree(out / THUMBS)
+    for folder in (THUMBS, SANITY):
+        if (out / folder).is_dir():
+            shutil.rmtree(out / folder)
 
 
 def run(samples: Sequence[Sample], done: set[str], out: Path,
@@ -303,7 +306,8 @@ def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
                   label_map: dict[str, list[int]], spec: AuditSpec, model_sha256: str,
                   shard: tuple[int, int] = (1, 1), force: bool = False,
                   progress: bool = True, about: dict | None = None,
-                  html_page: bool = True, pack: bool = True) -> dict:
+                  html_page: bool = True, pack: bool = True,
+                  sanity: SanityRun | None = None) -> dict:
     """Audit ``dataset`` (or its ``shard``) with the explainer ``ex`` into ``out``, resuming
     whatever an earlier run with the same settings left there; then write summary.json,
     summary.csv and (unless not ``html_page``) report.html. Returns the summary.
@@ -311,13 +315,16 @@ def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
     ``spec`` is an ``audit.image.AuditSpec``; ``label_map`` maps lower-case labels to class
     indices. A KeyboardInterrupt leaves every finished image on disk (rerun to resume).
     ``pack``: explain several images' paths in shared session runs (``packed_records``; the
-    same records); False explains one image at a time."""
+    same records); False explains one image at a time. ``sanity``: then run the sanity
+    checks (``audit.sanity``) on the audited images."""
     from .image import audit_image, explainer_settings
 
     if ex.target_kind not in ("class", "binary"):
         raise OrtCamError(f"the audit measures class targets; this model's output is read as a "
                           f"{ex.target_kind} target (pass --target-kind class if it is one)")
     measured = measured_settings(explainer_settings(ex), label_map, spec, model_sha256)
+    if sanity is not None:
+        measured.update(sanity.spec.as_dict(sanity.model_sha256))
     settings = make_settings(measured, dataset, shard, {"providers": ex.providers,
                                                         **(about or {})})
     done = start_or_resume(Path(out), settings, force)
@@ -328,7 +335,43 @@ def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
     else:
         run(samples, done, Path(out),
             lambda s, thumbs: audit_image(ex, s, label_map, spec, thumbs), progress)
+    if sanity is not None:
+        from .sanity import run_sanity
+
+        run_sanity(ex, sanity.source, sanity.make_explainer, sanity_images(samples, Path(out)),
+                   spec, sanity.spec, Path(out), progress)
     return make_report(Path(out), html_page)
+
+
+def sanity_images(samples: Sequence[Sample], out: Path) -> list[SanityImage]:
+    """The audited images (status ok), in the samples' order, with the class explained."""
+    from .sanity import SanityImage
+
+    targets = {r["key"]: r["target"] for r in read_results(out / RESULTS)
+               if r.get("status") == "ok"}
+    return [SanityImage(s.key, str(s.path), int(targets[s.key])) for s in samples
+            if s.key in targets]
+
+
+def sanity_run(model: str | os.PathLike[str], spec: SanitySpec, ex: Explainer,
+               runtime: dict) -> SanityRun:
+    """The sanity checks of an audit of the file ``model`` explained by ``ex``: its
+    randomised copies and the ``--sanity-model`` explained with ``ex``'s layer and
+    preprocessing and the audit's ``runtime`` settings (never from the prepared-model cache,
+    which a model per step would fill)."""
+    import onnx
+
+    from ..explainer import Explainer
+    from ..graph.digest import model_digest
+    from .sanity import SanityRun
+
+    settings = {**runtime, "cache": False, "quiet": True}
+
+    def make(m: onnx.ModelProto | str) -> Explainer:
+        return Explainer(m, ex.layer, preprocess=ex.preprocess, **settings)
+
+    sha = model_digest(spec.model, strict=True) if spec.model else None
+    return SanityRun(spec, onnx.load(os.fspath(model)), make, sha)
 
 
 def audit_model(model: str | os.PathLike[str], dataset: str | os.PathLike[str],
@@ -336,23 +379,32 @@ def audit_model(model: str | os.PathLike[str], dataset: str | os.PathLike[str],
                 layer: str | None = None, fmt: str = "auto", images: Path | None = None,
                 label_map: Path | None = None, shard: str | None = None,
                 preprocess: dict | str | None = None, runtime: dict | None = None,
-                force: bool = False, html_page: bool = True, progress: bool = True) -> dict:
+                force: bool = False, html_page: bool = True, progress: bool = True,
+                sanity: SanitySpec | None = None) -> dict:
     """The audit from files: ``model`` explained at ``layer`` over ``dataset`` (its format
     ``fmt``, image folder ``images``: see ``datasets.open_dataset``), labels mapped to classes
     by the JSON file ``label_map`` or else the class names, ``shard`` "i/n" or all of it;
     ``preprocess`` and ``runtime`` (score, providers, threads, labels, chunk_size) go to the
-    ``Explainer``. The rest as ``audit_dataset``; returns the summary."""
+    ``Explainer``; ``sanity``: the sanity checks to run after (on a whole audit, not a
+    shard). The rest as ``audit_dataset``; returns the summary."""
     from ..explainer import Explainer
     from ..graph.digest import model_digest
     from .image import AuditSpec
 
     part = parse_shard(shard)
+    if sanity is not None and sanity.active and part != (1, 1):
+        raise OrtCamError("the sanity checks run on a whole audit, not on a shard: run them "
+                          "without --shard (on a sample of the images: they explain each "
+                          "image once per layer)")
     data = open_dataset(Path(dataset), fmt, images)
     ex = Explainer(model, layer, preprocess=preprocess, **(runtime or {}))
     mapping = label_map_for(label_map, ex.labels, ex.n_classes)
+    checks = (sanity_run(model, sanity, ex, runtime or {})
+              if sanity is not None and sanity.active else None)
     return audit_dataset(ex, data, Path(out), label_map=mapping, spec=spec or AuditSpec(),
                          model_sha256=model_digest(model, strict=True), shard=part, force=force,
-                         progress=progress, about={"model": str(model)}, html_page=html_page)
+                         progress=progress, about={"model": str(model)}, html_page=html_page,
+                         sanity=checks)
 
 
 def make_report(out: Path, html_page: bool = True) -> dict:
@@ -364,6 +416,10 @@ def make_report(out: Path, html_page: bool = True) -> dict:
     settings = read_settings(out)
     records = read_results(out / RESULTS)
     summary = summarize(settings, records)
+    if settings.get("sanity"):
+        from .sanity_report import read_sanity, summarize_sanity
+
+        summary["sanity"] = summarize_sanity(settings, read_sanity(out))
     write_summary(out, summary)
     if html_page:
         prune_thumbs(out, write_html(out, settings, summary, records))

@@ -17,6 +17,13 @@ RESULTS = "results.jsonl"
 SETTINGS = "audit.json"
 THUMBS = "thumbs"
 MADE = ("summary.json", "summary.csv", "report.html")
+#: The sanity checks' folder (``audit.sanity``): its lines, and the gallery image's maps at
+#: each step (``<step>.npz``; step ``SANITY_ORIGINAL`` holds the audited model's and the
+#: pixels).
+SANITY = "sanity"
+SANITY_RESULTS = "results.jsonl"
+SANITY_GALLERY = "gallery"
+SANITY_ORIGINAL = -1
 #: Keys of audit.json that say where and how a run was made, not what it measures.
 ABOUT = "about"
 

@@ -10,6 +10,7 @@ import click
 
 from ..audit.datasets import SMALL_BOX
 from ..audit.metrics import DELETION_STEPS
+from ..audit.randomise import DEFAULT_SEED
 from ..result import parse_steps
 from .explain_cmd import parse_methods
 from .options import (
@@ -81,6 +82,22 @@ def _extra_metrics(ctx: click.Context, param: click.Parameter, value: str) -> tu
               help="Also measure these (more model runs): road (ROAD MoRF, LeRF and "
                    "combined: 18 imputed images per method) and/or arcc (complexity, "
                    "coherency: the image times the map explained again, and ARCC).")
+@click.option("--sanity", type=click.Choice(["cascade", "independent"]), default=None,
+              help="Then run the model-parameter randomisation test (Adebayo et al. 2018) "
+                   "on the audited images: explain each again with the weights randomised "
+                   "as Quantus does, from the output down one more layer at a time "
+                   "(cascade) or one layer at a time (independent); to DIR/sanity/.")
+@click.option("--sanity-seed", type=int, default=DEFAULT_SEED, show_default=True,
+              help="Seed of the randomisation (each layer drawn after seeding seed + 1, as "
+                   "Quantus's MPRT).")
+@click.option("--sanity-every", type=click.IntRange(min=1), default=1, show_default=True,
+              metavar="K",
+              help="Explain after every K-th layer only (cascade: K more layers randomised "
+                   "per step), and after the last: K times fewer explanations.")
+@click.option("--sanity-model", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, metavar="FILE",
+              help="Also run the data-randomisation test: explain the images with FILE, "
+                   "the same network trained on shuffled labels (same layer).")
 @click.option("--force", is_flag=True,
               help="Start over: remove what an earlier audit wrote in DIR.")
 @click.option("--no-report", is_flag=True,
@@ -102,9 +119,8 @@ def _extra_metrics(ctx: click.Context, param: click.Parameter, value: str) -> tu
 def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str,
           images_dir: Path | None, label_map: Path | None, correct_only: bool, one_box: bool,
           small_box: bool, rsi_filters: bool, shard: str | None, targets: str,
-          deletion_steps: int, extra_metrics: tuple[str, ...],
-          force: bool, no_report: bool, ray_address: str | None, ray_workers: int | None,
-          **kw) -> None:
+          deletion_steps: int, extra_metrics: tuple[str, ...], force: bool, no_report: bool,
+          ray_address: str | None, ray_workers: int | None, **kw) -> None:
     """Audit MODEL's explanations over DATASET with the papers' metrics.
 
     DATASET is a PASCAL VOC folder, a COCO .json or a CSV file image,label,x0,y0,x1,y1
@@ -117,6 +133,7 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
     (--metrics: ROAD, ARCC). Skipped images (filters, unreadable files, unmapped labels) get
     a line with why. A CSV with a grid column (tools/make_pointing_game.py) adds the grid
     pointing game; --targets labels explains each of an image's labels in turn.
+    --sanity then runs the sanity checks of saliency maps (each image once per layer).
 
     Rerunning the same command resumes (after a crash or Ctrl-C) without redoing or
     repeating images; other settings are refused. With --ray the images are audited by
@@ -133,8 +150,8 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
     """
     from ..audit.datasets import chosen_filters
     from ..audit.image import AuditSpec
-    from ..audit.summary import summary_lines
 
+    checks = _sanity(kw, ray_address)  # before the rest of kw becomes the method options
     steps, methods = parse_steps(kw.pop("steps"), "--steps"), parse_methods(kw.pop("methods"))
     preprocess = pop_preprocess(kw)
     runtime = {k: kw.pop(k) for k in _RUNTIME}
@@ -145,20 +162,44 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
                      deletion_steps=deletion_steps, targets=targets, metrics=extra_metrics)
     args: dict[str, Any] = dict(spec=spec, layer=layer, fmt=fmt, images=images_dir,
                                 label_map=label_map, shard=shard, preprocess=preprocess,
-                                runtime=runtime, force=force, html_page=not no_report)
+                                runtime=runtime, force=force, html_page=not no_report,
+                                **({"sanity": checks} if checks.active else {}))
     try:
         summary, workers = _run(model, dataset, out_dir, args, ray_address, ray_workers)
     except KeyboardInterrupt:
         raise click.ClickException(
             f"interrupted; every finished image is in {out_dir}/results.jsonl: rerun the same "
             "command to resume") from None
-    for line in summary_lines(summary, methods, spec.top):
-        click.echo(line)
+    _echo_summary(summary, methods, spec.top)
     for name, n in workers:
         click.echo(f"worker {name}: {n} images")
     made = "summary.json and summary.csv" + ("" if no_report else " and report.html")
     click.echo(f"wrote {out_dir}/{made}")
     _refuse_empty(summary["images"], out_dir)
+
+
+def _sanity(kw: dict, ray_address: str | None):
+    """The sanity checks asked for (``audit.sanity.SanitySpec``), their options popped from
+    ``kw``; refused with --ray (they run in this process)."""
+    from ..audit.sanity import SanitySpec
+
+    model = kw.pop("sanity_model")
+    checks = SanitySpec(kw.pop("sanity"), kw.pop("sanity_seed"),
+                        str(model) if model else None, kw.pop("sanity_every"))
+    if checks.active and ray_address is not None:
+        raise click.UsageError("--sanity and --sanity-model run in this process; run them "
+                               "without --ray")
+    return checks
+
+
+def _echo_summary(summary: dict, methods: list[str], top: float) -> None:
+    from ..audit.sanity_report import sanity_lines
+    from ..audit.summary import summary_lines
+    from ..methods import METHODS
+
+    for line in summary_lines(summary, methods, top) + sanity_lines(
+            summary.get("sanity"), {m: METHODS[m].title for m in methods}):
+        click.echo(line)
 
 
 def _refuse_empty(images: dict, out_dir: Path) -> None:
