@@ -200,3 +200,59 @@ def _unlink(path: Path) -> None:
         path.unlink()
     except OSError:
         pass
+
+
+# --- the digests of model files, remembered by the files' status -------------------------
+#: Where the digests of model files are remembered (in the cache directory).
+DIGESTS = "digests.json"
+#: Files remembered at most (the least recently remembered go first).
+_MAX_DIGESTS = 256
+
+
+def file_status(path: Path) -> list[int]:
+    """What changes whenever a file's bytes change: its size, its modification and status-change
+    times in nanoseconds (the latter cannot be set back by a user), its inode and device."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def known_digest(directory: Path, path: Path) -> str | None:
+    """The digest remembered for the model file ``path`` (``remember_digest``) when neither it
+    nor any of the data files it names changed since (same ``file_status``), else None."""
+    try:
+        with open(directory / DIGESTS, encoding="utf-8") as fh:
+            seen = json.load(fh).get(str(path.resolve()))
+        if not isinstance(seen, dict) or seen.get("status") != file_status(path):
+            return None
+        for name, status in seen["files"].items():
+            if file_status(path.parent / name) != status:
+                return None
+        return str(seen["sha256"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def remember_digest(directory: Path, path: Path, digest: str, files: list[str]) -> None:
+    """Remember ``digest`` of the model file ``path`` and of the data ``files`` it names
+    (relative to its folder), with their status now. Best effort, atomic: a failed write, or
+    one lost to a concurrent writer, only means the next run hashes the file again."""
+    try:
+        try:
+            with open(directory / DIGESTS, encoding="utf-8") as fh:
+                seen = json.load(fh)
+            seen = seen if isinstance(seen, dict) else {}
+        except (OSError, ValueError):
+            seen = {}
+        key = str(path.resolve())
+        seen.pop(key, None)
+        seen[key] = {"status": file_status(path), "sha256": digest,
+                     "files": {name: file_status(path.parent / name) for name in files}}
+        while len(seen) > _MAX_DIGESTS:
+            seen.pop(next(iter(seen)))
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(seen, fh)
+        os.replace(tmp, directory / DIGESTS)
+    except OSError:
+        pass

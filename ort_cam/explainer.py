@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 from PIL import Image
 
+from . import optimized
 from .augment import AUGMENTATIONS, combine
 from .class_choice import fixed_target, resolve_target
 from .engine import (
@@ -45,7 +46,7 @@ from .model_runs import ExplainerRuns, HeadSessions
 from .model_setup import ModelSetup, class_count
 from .preprocess import Preprocess
 from .result import DEFAULT_STEPS, Explanation, MethodResult, parse_steps
-from .runtime import Runner, make_session, select_providers
+from .runtime import Runner, select_providers
 from .target_choice import CLASS_KINDS, choose_at_x, options_for, target_options
 from .targets import Target, TargetOptions, kind_named
 
@@ -108,10 +109,12 @@ class Explainer:
         t0 = time.perf_counter()
         opts = target_options(target, target_kind)
         self.target_options = replace(opts, score=score if score is not None else opts.score)
+        self.providers, self.provider_line = select_providers(providers)
+        ctx = optimized.context(self.providers)
         self._setup = setup = ModelSetup.resolve(
             model, layer, preprocess=preprocess, score=score, cache=cache, output=output,
             size=size, layer_layout=layer_layout, grid=grid, extra_tokens=extra_tokens,
-            target=self.target_options)
+            target=self.target_options, session=ctx)
         prep = setup.prepared
         self.output, self.size, self.layer_hint = output, setup.size, setup.layer_hint
         self.cache_hit = prep.from_cache
@@ -120,12 +123,10 @@ class Explainer:
         self.target_kind, self._kind = prep.kind, kind_named(prep.kind)
         self._output_info = prep.output_info
         self.input_name = prep.input_name
-        self.providers, self.provider_line = select_providers(providers)
         if not quiet:
             print(self.provider_line, *prep.warnings, f"ort_cam: {prep.reading['line']}",
                   sep="\n", file=sys.stderr)
-        self.session = make_session(prep.fused_bytes if prep.fused_bytes is not None
-                                    else self.fused, self.providers, threads)
+        self.session = optimized.open_session(setup, self.providers, threads, ctx)
         if prep.fused is not None:
             prep.fused_bytes = None  # the ModelProto is kept; the session has its own copy
         self.runner = Runner(self.session, preallocate=True)  # IOBinding on CUDA

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import onnx
@@ -27,7 +29,9 @@ class ModelSetup:
     """One (model, layer, score) resolved: ``prepared`` (see ``Prepared``), the ``size`` and
     ``layer_hint`` asked for, the model ``output`` explained, the ``preprocess`` of an image
     input (None for another input), and ``loaded``, the loaded model (None until first used
-    when the prepared model came from the cache)."""
+    when the prepared model came from the cache); ``again`` prepares the model once more
+    with the same arguments (``prepared_model``), for the fused model where only its
+    optimised form came from the cache."""
 
     source: str | os.PathLike | onnx.ModelProto
     prepared: Prepared
@@ -36,25 +40,28 @@ class ModelSetup:
     layer_hint: LayerHint | None
     preprocess: Preprocess | None
     loaded: LoadedModel | None
+    again: Callable[..., Prepared] | None = field(default=None, repr=False)
 
     @classmethod
     def resolve(cls, model: str | os.PathLike | onnx.ModelProto, layer: str | None, *,
                 preprocess: Preprocess | str | dict | None, score: str | None, cache: bool,
                 output: str | None, size: tuple[int, int] | None,
                 layer_layout: str | None = None, grid: tuple[int, int] | None = None,
-                extra_tokens: int | None = None, target: TargetOptions | None = None
-                ) -> ModelSetup:
-        """The setup of ``Explainer(model, layer, ...)``, its arguments as it takes them."""
+                extra_tokens: int | None = None, target: TargetOptions | None = None,
+                session: dict | None = None) -> ModelSetup:
+        """The setup of ``Explainer(model, layer, ...)``, its arguments as it takes them;
+        ``session`` as ``prepared_model`` takes it."""
         size = requested_size(size, preprocess)
         hint = LayerHint(layer_layout, grid, extra_tokens) if (
             layer_layout or grid or extra_tokens is not None) else None
-        prep = prepared_model(model, layer, score, use_cache=cache, output=output, size=size,
-                              hint=hint, target=target)
+        again = partial(prepared_model, model, layer, score, use_cache=cache, output=output,
+                        size=size, hint=hint, target=target)
+        prep = again(session=session)
         pre = None
         if len(prep.input_shape) == 4:
             pre = preprocess_from_spec(prep.metadata_model(), list(prep.input_shape), preprocess,
                                        prep.cast_input)
-        return cls(model, prep, output, size, hint, pre, prep.loaded)
+        return cls(model, prep, output, size, hint, pre, prep.loaded, again)
 
     @property
     def model(self) -> LoadedModel:
@@ -68,6 +75,10 @@ class ModelSetup:
     def fused(self) -> onnx.ModelProto:
         """The fused gradient model (parsed on first use when it came from the cache)."""
         prep = self.prepared
+        if prep.fused is None and prep.fused_bytes is None and self.again is not None:
+            other = self.again()  # only the optimised model came from the cache
+            prep.fused, prep.fused_bytes = other.fused, other.fused_bytes
+            self.loaded = self.loaded or other.loaded
         if prep.fused is None:
             assert prep.fused_bytes is not None
             prep.fused = onnx.load_model_from_string(prep.fused_bytes)

@@ -22,7 +22,7 @@ from .grad import fused_model, rule_switches
 from .grad.heads import check_scores_output
 from .grad.transforms import Head
 from .graph import LayerHint, LoadedModel, load_model, view_layer
-from .graph.digest import ModelSource, model_digest
+from .graph.digest import ModelSource, remembered_digest
 from .graph.load import PROBE_BATCH, is_float
 from .metadata_keys import LAYER_KEY
 from .targets import OutputInfo, Reading, TargetOptions, read_output
@@ -52,6 +52,10 @@ class Prepared:
         reading: how the output is read (``targets.Reading``): its kind, the head's transform
             (``score``, e.g. ``sigmoid`` for a multi-label head), why (``note``) and the line
             that says it (``line``).
+        session_bytes: the fused model as onnxruntime's optimiser left it for the session
+            context asked for (``ort_cam.optimized``), when the cache held it; then
+            ``fused_bytes`` is None (read from the cache, or rebuilt, when first needed).
+        key: the fields of its cache entry (None when the cache is not used).
     """
 
     fused_bytes: bytes | None
@@ -69,6 +73,8 @@ class Prepared:
     cast_input: str | None = None
     warnings: list[str] = field(default_factory=list)
     reading: dict[str, Any] = field(default_factory=dict)
+    session_bytes: bytes | None = field(default=None, repr=False)
+    key: dict[str, Any] | None = None
 
     @property
     def score(self) -> str:
@@ -100,7 +106,7 @@ class Prepared:
                 "reading": self.reading}
 
     @classmethod
-    def from_record(cls, data: dict[str, Any], fused_bytes: bytes) -> Prepared:
+    def from_record(cls, data: dict[str, Any], fused_bytes: bytes | None) -> Prepared:
         return cls(fused_bytes=fused_bytes, layer=str(data["layer"]),
                    channel_axis=int(data["channel_axis"]), input_name=str(data["input_name"]),
                    input_shape=[None if d is None else int(d) for d in data["input_shape"]],
@@ -205,22 +211,32 @@ def key_fields(digest: str, layer: str | None, score: str | None, *,
 def prepared_model(source: ModelSource, layer: str | None, score: str | None, *,
             use_cache: bool = True, output: str | None = None,
             size: tuple[int, int] | None = None, hint: LayerHint | None = None,
-            target: TargetOptions | None = None) -> Prepared:
-    """The prepared model: from the cache when an entry matches, else built (and stored)."""
-    digest = model_digest(source) if use_cache else None
+            target: TargetOptions | None = None,
+            session: dict[str, Any] | None = None) -> Prepared:
+    """The prepared model: from the cache when an entry matches, else built (and stored).
+    With ``session`` (a session context, ``ort_cam.optimized.context``): the entry of the
+    model optimised for it when the cache holds one (``Prepared.session_bytes``), read alone."""
+    where = cache.cache_dir()
+    digest = remembered_digest(source, where) if use_cache else None
     options: dict[str, Any] = {"output": output, "size": size, "hint": hint,
                                "target": target}
     if digest is None:
         return build(source, layer, score, **options)
     fields = key_fields(digest, layer, score, **options)
-    where = cache.cache_dir()
-    entry = cache.read(where, fields)
-    if entry is not None:
-        try:
-            return Prepared.from_record(entry.data, entry.payload)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            pass  # an entry from a foreign writer: rebuilt below
+    keys = [({**fields, "session": session}, False)] if session is not None else []
+    for key, payload_is_fused in [*keys, (fields, True)]:
+        entry = cache.read(where, key)
+        if entry is not None:
+            try:
+                found = Prepared.from_record(entry.data, entry.payload if payload_is_fused
+                                             else None)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue  # an entry from a foreign writer: rebuilt below
+            found.session_bytes = None if payload_is_fused else entry.payload
+            found.key = fields
+            return found
     prepared = build(source, layer, score, **options)
+    prepared.key = fields
     if prepared.fused_bytes is not None:
         cache.write(where, fields, prepared.record(), prepared.fused_bytes)
     return prepared

@@ -197,6 +197,44 @@ def make_session(model: onnx.ModelProto | bytes, providers: list[str],
     return session_for(model, providers=providers, options=options)
 
 
+def cpu_signature() -> str:
+    """What onnxruntime's CPU kernels and layout choices depend on here: the machine and its
+    instruction-set flags (Linux: /proc/cpuinfo's flags or Features line), hashed short."""
+    import hashlib
+    import platform
+
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            flags = next((line.split(":", 1)[1].strip() for line in fh
+                          if line.split(":", 1)[0].strip() in ("flags", "Features")), "")
+    except OSError:
+        flags = platform.processor()
+    text = f"{platform.machine()}|{' '.join(sorted(set(flags.split())))}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def make_saved_session(model: bytes, providers: list[str], threads: int | None = None
+                       ) -> tuple[ort.InferenceSession, bytes | None]:
+    """A session for a serialised model with all graph optimisations, and the model as
+    onnxruntime's optimiser left it (``optimized_model_filepath``; None where it could not be
+    written). That model, loaded with optimisations off, gives a session that computes the
+    same values without optimising again, but only on this onnxruntime, these providers and
+    this CPU (the layout optimisations pick kernels for them)."""
+    options = session_options(threads, "all")
+    fd, path = tempfile.mkstemp(prefix="ort_cam_optimised_", suffix=".onnx")
+    os.close(fd)
+    try:
+        options.optimized_model_filepath = path
+        session = ort.InferenceSession(model, options, providers=providers)
+        saved = Path(path).read_bytes() or None
+    except OSError:
+        saved = None
+    finally:
+        Path(path).unlink(missing_ok=True)
+    return session, saved
+
+
 def probe_session(model: bytes | onnx.ModelProto) -> ort.InferenceSession:
     """A CPU session for a one-off run of a model or its serialised bytes (a shape probe): no
     graph optimisation, since the run is made once and the optimiser's time would not pay

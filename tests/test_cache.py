@@ -1,8 +1,11 @@
-"""The prepared-model cache (ort_cam/cache.py, ort_cam/prepared.py): a hit starts without
-loading, probing or differentiating the model and gives bit-identical maps; any change of a
-key field is a miss; a truncated or corrupt entry is rebuilt, never trusted; two processes
-filling it at once both succeed and leave one intact entry; least-recently-used eviction
-keeps it under its bound; --no-cache / cache=False neither reads nor writes it."""
+"""The prepared-model cache (ort_cam/cache.py, ort_cam/prepared.py, ort_cam/optimized.py): a hit
+starts without loading, probing or differentiating the model and gives bit-identical maps; any
+change of a key field is a miss; a truncated or corrupt entry is rebuilt, never trusted; two
+processes filling it at once both succeed and leave one intact entry; least-recently-used
+eviction keeps it under its bound; --no-cache / cache=False neither reads nor writes it.
+
+A CPU explainer leaves two entries per model: the fused model's (``entries``) and the fused
+model as onnxruntime optimised it for this onnxruntime, provider and CPU (``sessions``)."""
 
 from __future__ import annotations
 
@@ -19,10 +22,13 @@ import pytest
 from click.testing import CliRunner
 
 import ort_cam
-from ort_cam import cache, prepared
+from ort_cam import cache, optimized, prepared
+from ort_cam import runtime as ort_runtime
 from ort_cam.cli import main
 from ort_cam.grad import rules_nn
+from ort_cam.graph import digest
 from ort_cam.graph.digest import model_digest
+from ort_cam.runtime import CPU
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "demo" / "demo_cnn.onnx"
@@ -37,8 +43,27 @@ def where(tmp_path, monkeypatch) -> Path:
     return d
 
 
-def entries(d: Path) -> list[Path]:
+def every_entry(d: Path) -> list[Path]:
     return sorted(d.glob("*" + cache.SUFFIX)) if d.is_dir() else []
+
+
+def _is_session(path: Path) -> bool:
+    """Whether the entry holds an optimised model (its key has a session context)."""
+    blob = path.read_bytes()
+    start = len(cache._MAGIC) + cache._LEN.size
+    n = cache._header_size(blob[:start])
+    assert n is not None
+    return "session" in json.loads(blob[start:start + n])["fields"]
+
+
+def entries(d: Path) -> list[Path]:
+    """The fused models' entries."""
+    return [p for p in every_entry(d) if not _is_session(p)]
+
+
+def sessions(d: Path) -> list[Path]:
+    """The optimised models' entries."""
+    return [p for p in every_entry(d) if _is_session(p)]
 
 
 def maps(ex: ort_cam.Explainer) -> dict[str, np.ndarray]:
@@ -142,18 +167,42 @@ def _bad_record(blob: bytes) -> bytes:
                                     lambda b: b"", lambda b: b"not an entry" * 10])
 def test_corrupt_entry_is_rebuilt_not_trusted(where, damage):
     want = maps(ort_cam.Explainer(DEMO, quiet=True))
-    (path,) = entries(where)
-    path.write_bytes(damage(path.read_bytes()))
+    (path,), (optimised,) = entries(where), sessions(where)
+    for p in (path, optimised):
+        p.write_bytes(damage(p.read_bytes()))
     ex = ort_cam.Explainer(DEMO, quiet=True)
     assert not ex.cache_hit
     assert_same(maps(ex), want)
-    assert entries(where) == [path] and cache._decode(path.read_bytes(), _fields()) is not None
+    assert every_entry(where) == sorted([path, optimised])
+    assert cache._decode(path.read_bytes(), _fields()) is not None
+    assert cache._decode(optimised.read_bytes(), _session_fields()) is not None
     assert ort_cam.Explainer(DEMO, quiet=True).cache_hit
+
+
+@pytest.mark.parametrize("which", ["fused", "optimised"])
+def test_one_corrupt_entry_of_two(where, which):
+    """A damaged optimised model: the fused model's entry serves, and the optimised one is
+    written again. A damaged fused model: the optimised one serves the session, and the fused
+    model, when asked for, is rebuilt (and written again)."""
+    cold = ort_cam.Explainer(DEMO, quiet=True)
+    want, fused = maps(cold), cold.fused.SerializeToString()
+    path = (entries if which == "fused" else sessions)(where)[0]
+    path.write_bytes(_flip_payload_byte(path.read_bytes()))
+    ex = ort_cam.Explainer(DEMO, quiet=True)
+    assert ex.cache_hit
+    assert_same(maps(ex), want)
+    assert ex.fused.SerializeToString() == fused
+    fields = _fields() if which == "fused" else _session_fields()
+    assert cache._decode(path.read_bytes(), fields) is not None
 
 
 def _fields() -> dict:
     # score None: the Explainer's default (the target kind's own reading)
     return prepared.key_fields(model_digest(DEMO) or "", None, None)
+
+
+def _session_fields() -> dict:
+    return {**_fields(), "session": optimized.context([CPU])}
 
 
 CHILD = """
@@ -177,7 +226,7 @@ def test_two_processes_at_once(where):
         assert p.returncode == 0, err
         outs.append(json.loads(out.strip().splitlines()[-1]))
     assert outs[0]["maps"] == outs[1]["maps"]
-    assert len(entries(where)) == 1 and not list(where.glob(".tmp-*"))
+    assert len(entries(where)) == len(sessions(where)) == 1 and not list(where.glob(".tmp-*"))
     assert cache._decode(entries(where)[0].read_bytes(), _fields()) is not None
     third = subprocess.run([sys.executable, "-c", CHILD, str(DEMO), str(SAMPLE)], env=env,
                            capture_output=True, text=True, timeout=300, check=True)
@@ -199,20 +248,20 @@ def test_lru_eviction_keeps_the_bound(tmp_path):
     cache.write(tmp_path, {"k": "d"}, {}, payload, limit=limit)
     assert not paths["b"].exists(), "the least recently used entry goes first"
     assert all(paths[k].exists() for k in "ac")
-    assert sum(p.stat().st_size for p in entries(tmp_path)) <= limit
+    assert sum(p.stat().st_size for p in every_entry(tmp_path)) <= limit
     assert cache.write(tmp_path, {"k": "e"}, {}, bytes(10 * limit), limit=limit) is None
 
 
 def test_no_cache_api_and_cli(where, tmp_path):
     ex = ort_cam.Explainer(DEMO, quiet=True, cache=False)
-    assert not ex.cache_hit and not entries(where)
+    assert not ex.cache_hit and not where.exists()
     args = ["explain", str(DEMO), str(SAMPLE), "--steps", "4", "--json"]
     res = CliRunner().invoke(main, [*args, "--no-cache", "--out", str(tmp_path / "a")])
     assert res.exit_code == 0, res.output
-    assert not entries(where)
+    assert not where.exists()  # no entry, no remembered digest
     res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b")])
     assert res.exit_code == 0, res.output
-    assert len(entries(where)) == 1
+    assert len(entries(where)) == len(sessions(where)) == 1
     a = np.load(tmp_path / "a" / "ring_unsaturated.npz")
     b = np.load(tmp_path / "b" / "ring_unsaturated.npz")
     assert all(np.array_equal(a[k], b[k]) for k in a.files)
@@ -241,3 +290,74 @@ def test_external_data_is_part_of_the_key(tmp_path):
     copy.mkdir()
     shutil.copy(path, copy / "ext.onnx")
     assert model_digest(copy / "ext.onnx") is None  # its data file is missing
+
+
+# --- the optimised model (ort_cam/optimized.py) --------------------------------------------
+@pytest.mark.parametrize("threads", [1, 2])
+def test_warm_session_opens_the_optimised_model_with_the_same_maps(where, monkeypatch, threads):
+    want = maps(ort_cam.Explainer(DEMO, quiet=True, cache=False, threads=threads))
+    ort_cam.Explainer(DEMO, quiet=True)  # writes both entries (onnxruntime's thread choice)
+    opened: list[str] = []
+    real = optimized.make_session
+
+    def spy(model, providers, threads=None, opt_level=None):
+        opened.append(opt_level)
+        return real(model, providers, threads, opt_level)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a warm session must not optimise the model again")
+
+    monkeypatch.setattr(optimized, "make_session", spy)
+    monkeypatch.setattr(optimized, "make_saved_session", refuse)
+    monkeypatch.setattr(prepared, "build", refuse)
+    warm = ort_cam.Explainer(DEMO, quiet=True, threads=threads)
+    assert warm.cache_hit and opened == ["disabled"]  # the optimised model, not optimised again
+    assert_same(maps(warm), want)  # bit-identical to a session that optimised it itself
+
+
+def test_another_cpu_runtime_or_level_is_not_served_the_optimised_model(where, monkeypatch):
+    ort_cam.Explainer(DEMO, quiet=True)
+    assert len(sessions(where)) == 1
+    monkeypatch.setattr(optimized, "cpu_signature", lambda: "another-cpu")
+    assert ort_cam.Explainer(DEMO, quiet=True).cache_hit  # the fused model's entry
+    assert len(sessions(where)) == 2 and len(entries(where)) == 1  # one per CPU
+    before = ort_runtime.set_session_defaults(opt_level="extended")
+    try:
+        assert optimized.context([CPU]) is None
+        ex = ort_cam.Explainer(DEMO, quiet=True)
+        assert ex.cache_hit and len(sessions(where)) == 2  # none kept below the highest level
+        ex.explain(SAMPLE, steps=2)
+    finally:
+        ort_runtime.set_session_defaults(before.threads, before.opt_level)
+    assert optimized.context(["CUDAExecutionProvider", CPU]) is None  # CPU sessions only
+
+
+# --- the remembered digest ---------------------------------------------------------------
+def test_the_digest_is_remembered_until_the_file_changes(where, monkeypatch, tmp_path):
+    model = tmp_path / "m.onnx"
+    shutil.copy(DEMO, model)
+    first = digest.remembered_digest(model, where)
+    assert first == model_digest(DEMO)
+    calls: list[Path] = []
+    real = digest.digest_and_files
+    monkeypatch.setattr(digest, "digest_and_files",
+                        lambda source, **kw: calls.append(Path(source)) or real(source, **kw))
+    assert digest.remembered_digest(model, where) == first and not calls  # not read again
+    blob = bytearray(model.read_bytes())
+    blob[-1] ^= 0x01  # the same size, another byte
+    model.write_bytes(bytes(blob))
+    assert digest.remembered_digest(model, where) not in (None, first) and calls == [model]
+
+
+def test_a_remembered_digest_follows_the_external_data(where, tmp_path):
+    proto = onnx.load(str(DEMO))
+    path = tmp_path / "ext.onnx"
+    onnx.save(proto, str(path), save_as_external_data=True, location="ext.data",
+              size_threshold=0)
+    first = digest.remembered_digest(path, where)
+    assert first == model_digest(path) and first is not None
+    data = tmp_path / "ext.data"
+    blob = bytearray(data.read_bytes())
+    blob[-1] ^= 0x01
+    data.write_bytes(bytes(blob))
+    assert digest.remembered_digest(path, where) not in (None, first)

@@ -267,7 +267,8 @@ def test_export_opens_no_session(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the export opened a session")
 
-    monkeypatch.setattr("ort_cam.explainer.make_session", refuse)
+    monkeypatch.setattr("ort_cam.optimized.make_session", refuse)  # the explainer's sessions
+    monkeypatch.setattr("ort_cam.optimized.make_saved_session", refuse)
     proto = export_explainer(DEMO, steps=3, methods=["rsi"])
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["ort_cam.export.chunk"] == "4"  # m + 1 points per run, as the engine's

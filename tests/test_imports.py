@@ -31,7 +31,7 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
     ("engine", ("ort_cam.engine",)),
     ("methods", ("ort_cam.methods",)),
     ("explain", ("ort_cam", "ort_cam.explainer", "ort_cam.prepared", "ort_cam.model_runs",
-                 "ort_cam.model_setup",
+                 "ort_cam.model_setup", "ort_cam.optimized",
                  "ort_cam.augment", "ort_cam.render", "ort_cam.outputs", "ort_cam.demo",
                  "ort_cam.export", "ort_cam.metadata", "ort_cam.target_choice")),
     ("audit", ("ort_cam.audit",)),

@@ -13,6 +13,7 @@ from typing import Literal, overload
 
 import onnx
 
+from .. import cache
 from ..errors import ModelLoadError
 from .load import external_data_files
 
@@ -31,6 +32,12 @@ def model_digest(source: ModelSource, *, strict: bool = False) -> str | None:
     """SHA-256 (hex) of the model's bytes and of its external data files; None when it cannot
     be told (an in-memory model that points at external data, or a data file that cannot be
     read), or with ``strict`` a one-line ModelLoadError saying which."""
+    return digest_and_files(source, strict=strict)[0]
+
+
+def digest_and_files(source: ModelSource, *, strict: bool = False
+                     ) -> tuple[str | None, list[str]]:
+    """``model_digest`` and the external data files it read (relative to the model's folder)."""
     path: Path | None = None
     if isinstance(source, onnx.ModelProto):
         blob, base = source.SerializeToString(), None
@@ -44,7 +51,7 @@ def model_digest(source: ModelSource, *, strict: bool = False) -> str | None:
     files = _external_files(blob, path) if b"location" in blob else []
     if files and base is None:
         return _unknown(strict, "an in-memory model that keeps tensors in external data files "
-                        "has no digest; pass the model's path")
+                        "has no digest; pass the model's path"), files
     for name in files:
         assert base is not None
         digest.update(b"\0" + name.encode("utf-8") + b"\0")
@@ -52,8 +59,23 @@ def model_digest(source: ModelSource, *, strict: bool = False) -> str | None:
             digest.update(file_sha256(base / name).digest())
         except OSError as exc:
             return _unknown(strict, f"cannot read the model's external data {base / name}: "
-                            f"{exc.strerror or exc}")
-    return digest.hexdigest()
+                            f"{exc.strerror or exc}"), files
+    return digest.hexdigest(), files
+
+
+def remembered_digest(source: ModelSource, directory: Path) -> str | None:
+    """``model_digest``, remembered in ``directory`` for a model file (``cache.known_digest``):
+    a model file whose status, and its data files', did not change is not read again."""
+    if isinstance(source, onnx.ModelProto):
+        return model_digest(source)
+    path = Path(source)
+    known = cache.known_digest(directory, path) if path.is_file() else None
+    if known is not None:
+        return known
+    digest, files = digest_and_files(source)
+    if digest is not None:
+        cache.remember_digest(directory, path, digest, files)
+    return digest
 
 
 def file_sha256(path: Path) -> hashlib._Hash:
