@@ -22,8 +22,9 @@ import json
 import os
 import struct
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,9 +79,14 @@ class Entry:
 
 
 def _encode(fields: Mapping[str, Any], data: Mapping[str, Any], payload: bytes) -> bytes:
+    return _head(fields, data, payload) + payload
+
+
+def _head(fields: Mapping[str, Any], data: Mapping[str, Any], payload: bytes) -> bytes:
+    """What an entry holds before its payload: the magic line, the header's length, the header."""
     header = json.dumps({"fields": dict(fields), "data": dict(data), "size": len(payload),
                          "sha256": hashlib.sha256(payload).hexdigest()}).encode("utf-8")
-    return _MAGIC + _LEN.pack(len(header)) + header + payload
+    return _MAGIC + _LEN.pack(len(header)) + header
 
 
 def _decode(blob: bytes, fields: Mapping[str, Any]) -> Entry | None:
@@ -124,7 +130,9 @@ def _read(path: Path, fields: Mapping[str, Any]) -> Entry | None:
 
 def read(directory: Path, fields: Mapping[str, Any]) -> Entry | None:
     """The entry for ``fields``, or None (missing, unreadable, truncated or corrupt: a bad
-    entry is removed so that the rebuilt one replaces it). A hit marks the entry as used."""
+    entry is removed so that the rebuilt one replaces it). A hit marks the entry as used.
+    The writes this process started (``write_soon``) are waited for first."""
+    wait()
     path = directory / (key_of(fields) + SUFFIX)
     try:
         entry = _read(path, fields)
@@ -148,8 +156,8 @@ def write(directory: Path, fields: Mapping[str, Any], data: Mapping[str, Any], p
     bytes (default ``max_bytes()``). Returns its path, or None when the directory cannot be
     written (the cache is an optimisation: a failed write is not an error)."""
     limit = max_bytes() if limit is None else limit
-    blob = _encode(fields, data, payload)
-    if len(blob) > limit:
+    head = _head(fields, data, payload)
+    if len(head) + len(payload) > limit:
         return None
     path = directory / (key_of(fields) + SUFFIX)
     tmp = None
@@ -157,7 +165,8 @@ def write(directory: Path, fields: Mapping[str, Any], data: Mapping[str, Any], p
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=SUFFIX, dir=directory)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
+            fh.write(head)  # the payload is written as it is (no copy joined to the header)
+            fh.write(payload)
         os.replace(tmp, path)
     except OSError:
         if tmp is not None:
@@ -165,6 +174,40 @@ def write(directory: Path, fields: Mapping[str, Any], data: Mapping[str, Any], p
         return None
     evict(directory, limit, keep=path)
     return path
+
+
+#: The writes ``write_soon`` started and that may not have finished.
+_pending: list[threading.Thread] = []
+_pending_lock = threading.Lock()
+
+
+def write_soon(directory: Path, fields: Mapping[str, Any], data: Mapping[str, Any],
+               payload: Callable[[], bytes | None]) -> None:
+    """``write`` in a background thread, so that the caller goes on (the explanation runs
+    meanwhile, mostly in onnxruntime, which releases the GIL): ``payload()`` gives the bytes
+    there (None: nothing is written). The thread is not a daemon, so the process waits for it
+    before it exits; ``read`` and ``wait`` wait for it in this process."""
+
+    def run() -> None:
+        try:
+            blob = payload()
+            if blob is not None:
+                write(directory, fields, data, blob)
+        except Exception:  # noqa: BLE001, S110 (the cache is an optimisation)
+            pass
+
+    thread = threading.Thread(target=run, name="ort-cam-cache-write")
+    with _pending_lock:
+        _pending.append(thread)
+    thread.start()
+
+
+def wait() -> None:
+    """Wait for the writes ``write_soon`` started in this process."""
+    with _pending_lock:
+        threads, _pending[:] = list(_pending), []
+    for thread in threads:
+        thread.join()
 
 
 def evict(directory: Path, limit: int, keep: Path | None = None) -> list[Path]:

@@ -15,6 +15,8 @@ faster than the plain model, so it is not kept.
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
@@ -49,6 +51,17 @@ def open_session(setup: ModelSetup, providers: list[str], threads: int | None,
         return make_session(prep.fused_bytes if prep.fused_bytes is not None else setup.fused,
                             providers, threads)
     session, saved = make_saved_session(prep.fused_bytes, providers, threads)
-    if saved is not None:
-        cache.write(cache.cache_dir(), {**prep.key, "session": ctx}, prep.record(), saved)
+    if saved is not None:  # stored while the explanation runs
+        cache.write_soon(cache.cache_dir(), {**prep.key, "session": ctx}, prep.record(),
+                         partial(_take, saved))
     return session
+
+
+def _take(path: Path) -> bytes | None:
+    """The bytes of a temporary file, which is removed."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+    finally:
+        path.unlink(missing_ok=True)

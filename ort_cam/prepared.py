@@ -237,6 +237,7 @@ def prepared_model(source: ModelSource, layer: str | None, score: str | None, *,
             return found
     prepared = build(source, layer, score, **options)
     prepared.key = fields
-    if prepared.fused_bytes is not None:
-        cache.write(where, fields, prepared.record(), prepared.fused_bytes)
+    blob = prepared.fused_bytes
+    if blob is not None:  # stored while the caller goes on
+        cache.write_soon(where, fields, prepared.record(), lambda: blob)
     return prepared

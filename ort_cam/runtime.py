@@ -215,24 +215,27 @@ def cpu_signature() -> str:
 
 
 def make_saved_session(model: bytes, providers: list[str], threads: int | None = None
-                       ) -> tuple[ort.InferenceSession, bytes | None]:
-    """A session for a serialised model with all graph optimisations, and the model as
-    onnxruntime's optimiser left it (``optimized_model_filepath``; None where it could not be
-    written). That model, loaded with optimisations off, gives a session that computes the
-    same values without optimising again, but only on this onnxruntime, these providers and
-    this CPU (the layout optimisations pick kernels for them)."""
+                       ) -> tuple[ort.InferenceSession, Path | None]:
+    """A session for a serialised model with all graph optimisations, and a temporary file
+    holding the model as onnxruntime's optimiser left it (``optimized_model_filepath``; None
+    where it could not be written; the caller removes it). That model, loaded with
+    optimisations off, gives a session that computes the same values without optimising
+    again, but only on this onnxruntime, these providers and this CPU (the layout
+    optimisations pick kernels for them)."""
     options = session_options(threads, "all")
-    fd, path = tempfile.mkstemp(prefix="ort_cam_optimised_", suffix=".onnx")
+    fd, name = tempfile.mkstemp(prefix="ort_cam_optimised_", suffix=".onnx")
     os.close(fd)
+    path = Path(name)
+    options.optimized_model_filepath = name
     try:
-        options.optimized_model_filepath = path
         session = ort.InferenceSession(model, options, providers=providers)
-        saved = Path(path).read_bytes() or None
-    except OSError:
-        saved = None
-    finally:
-        Path(path).unlink(missing_ok=True)
-    return session, saved
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    if not path.is_file() or path.stat().st_size == 0:
+        path.unlink(missing_ok=True)
+        return session, None
+    return session, path
 
 
 def probe_session(model: bytes | onnx.ModelProto) -> ort.InferenceSession:

@@ -76,4 +76,7 @@ def pytest_report_header(config):
 
 
 def pytest_unconfigure(config):
+    from ort_cam import cache
+
+    cache.wait()  # entries still being written in the background, then the directory goes
     shutil.rmtree(_CACHE, ignore_errors=True)

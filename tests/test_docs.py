@@ -33,8 +33,12 @@ def _page_of(path: tuple[str, ...]) -> str:
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
-    """(path, command) for every command and subcommand under ``group``."""
-    for name, command in sorted(group.commands.items()):
+    """(path, command) for every command and subcommand under ``group`` (through click's
+    own listing: the commands of ``ort-cam`` are imported when first asked for)."""
+    ctx = click.Context(group)
+    for name in sorted(group.list_commands(ctx)):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
         yield (*prefix, name), command
         if isinstance(command, click.Group):
             yield from _commands(command, (*prefix, name))

@@ -11,6 +11,10 @@ and no two modules may import each other, directly or through others.
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -181,3 +185,30 @@ def test_the_walker_sees_lazy_and_relative_imports(tmp_path):
                  "def rules():\n    from ..grad.backprop import VJP_RULES\n    return VJP_RULES\n")
     assert imports_of("ort_cam.graph.layers", f, known) == {
         "ort_cam", "ort_cam.grad", "ort_cam.grad.backprop"}
+
+
+#: What `ort-cam explain` must not import: the other commands' code and the plotting library
+#: (its panels are drawn with PIL).
+NOT_FOR_EXPLAIN = ("matplotlib", "ort_cam.export", "ort_cam.audit", "ort_cam.cli.export_cmd",
+                   "ort_cam.cli.audit_cmd", "ort_cam.cli.demo_cmd", "ort_cam.cli.graph_cmds")
+
+EXPLAIN_CHILD = """
+import json, sys
+from ort_cam.cli import main
+main(sys.argv[1:], standalone_mode=False)
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_explain_imports_only_what_it_uses(tmp_path):
+    root = PACKAGE.parent
+    args = ["explain", str(root / "models" / "demo" / "demo_cnn.onnx"),
+            str(root / "models" / "demo" / "samples" / "ring_unsaturated.png"),
+            "--steps", "2", "--out", str(tmp_path / "out"), "--json"]
+    done = subprocess.run([sys.executable, "-c", EXPLAIN_CHILD, *args], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(root)))
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "ort_cam.cli.explain_cmd" in loaded  # (the check looks at the right process)
+    wrong = [m for m in loaded if any(m == n or m.startswith(n + ".") for n in NOT_FOR_EXPLAIN)]
+    assert not wrong, f"ort-cam explain imported {wrong}"

@@ -20,9 +20,17 @@ threads (or the same GPU), every contender run round-robin (interleaved medians)
   E. IOBinding: the three maps with the session run through IOBinding (outputs bound to new
      host arrays; the default on CUDA) against session.run (the default on the CPU), the same
      session, side by side; the maps are checked to be bit-identical.
+  F. Where the time of the three maps goes: ort_cam's explain_array, a plain forward of the
+     m+1 batch and a forward of the model cut at the layer (the prefix, onnx.utils's
+     extract_model) side by side. Shares of explain_array's time: the prefix (its forward of
+     the m+1 inputs), the head (the session runs' time less the prefix's: the layers above
+     the cut forward and backward, and the layer's outputs), the methods (the reducers) and
+     Python (the rest: path inputs, chunks, scores, maps). With --profile, onnxruntime's own
+     profile of the fused session (enable_profiling) is summed by node too: the nodes of the
+     gradient graph (ort_cam/...), the layers above the cut, and the layer's reorder.
 
     python tools/bench_engine.py [--repeats 3] [--threads 2] [--providers cpu|cuda]
-                                 [--sections ABCDE]
+                                 [--sections ABCDEF] [--profile]
 """
 
 from __future__ import annotations
@@ -298,6 +306,70 @@ def iobinding(s: Setup, repeats: int) -> None:
     ratio("IOBinding / session.run", t, "ort_cam, IOBinding", "ort_cam, session.run")
 
 
+def shares(s: Setup, repeats: int, threads: int) -> None:
+    """F: the shares of explain_array's time (see the module's docstring)."""
+    import onnx.utils
+    import onnxruntime as ort
+
+    from ort_cam.runtime import session_options
+
+    cut = s.path.with_name("prefix.onnx")
+    if not cut.exists():
+        onnx.utils.extract_model(str(s.path), str(cut), ["input"], [LAST])
+    prefix = ort.InferenceSession(str(cut), session_options(threads),
+                                  providers=s.plain.get_providers())
+    own: list[dict[str, float]] = []
+    t = section(f"F. where the time goes, the three maps, m={M}", {
+        "ort_cam explain_array": lambda: own.append(s.ours(METHODS).timings),
+        f"onnxruntime forward, batch {M + 1}": lambda: s.plain.run(None, {"input": s.batch}),
+        f"prefix forward (input -> layer), batch {M + 1}":
+            lambda: prefix.run(None, {"input": s.batch}),
+    }, repeats)
+    total = t["ort_cam explain_array"][0]
+    run = float(np.median([o["run"] for o in own]))
+    reduce = float(np.median([o["reduce"] for o in own]))
+    pre = t[f"prefix forward (input -> layer), batch {M + 1}"][0]
+    print(f"  shares of explain_array ({total:.3f} s wall): prefix {pre / total:.1%}, head "
+          f"{(run - pre) / total:.1%}, methods {reduce / total:.1%}, Python "
+          f"{(total - run - reduce) / total:.1%}")
+    ratio("ort_cam / forward(m+1)", t, "ort_cam explain_array",
+          f"onnxruntime forward, batch {M + 1}", "(goal <= 1.05)")
+
+
+def node_profile(s: Setup, threads: int) -> None:
+    """onnxruntime's profile of one explain_array (the three maps), summed by node kind."""
+    import onnxruntime as ort
+
+    from ort_cam.runtime import Runner, session_options
+
+    options = session_options(threads)
+    options.enable_profiling = True
+    options.profile_file_prefix = str(s.path.with_name("ort_profile"))
+    session = ort.InferenceSession(s.ex.fused.SerializeToString(), options,
+                                   providers=s.ex.session.get_providers())
+    default, s.ex.runner = s.ex.runner, Runner(session, preallocate=True)
+    try:
+        s.ours(METHODS)
+    finally:
+        s.ex.runner = default
+    events = json.loads(Path(session.end_profiling()).read_text())
+    kinds: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        name = e["name"][: -len("_kernel_time")]
+        kind = ("gradient graph (ort_cam/...)" if name.startswith("ort_cam/") else
+                "above the cut (avgpool, fc)" if name.startswith(("/avgpool", "/fc",
+                                                                  "/Flatten")) else
+                "layout reorders" if e["args"].get("op_name") == "ReorderOutput" else
+                "below the cut (the prefix)")
+        kinds[kind] = kinds.get(kind, 0.0) + e["dur"] / 1e6
+    total = sum(kinds.values())
+    print("  onnxruntime's profile of the fused session (node kernel time):")
+    for kind, sec in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        print(f"    {kind:34s} {sec:8.3f} s  {sec / total:6.1%}")
+
+
 def print_memory(path: Path, threads: int) -> None:
     """Peak RSS of one explanation at m=50 and m=200, each in a fresh process."""
     mem = {}
@@ -317,7 +389,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--providers", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--sections", default="ABCDE", help="which of A B C D E to run")
+    ap.add_argument("--sections", default="ABCDEF", help="which of A B C D E F to run")
+    ap.add_argument("--profile", action="store_true",
+                    help="F: also onnxruntime's profile of the fused session, by node kind")
     ap.add_argument("--memory-run", nargs=2, metavar=("MODEL", "STEPS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_run:
@@ -336,6 +410,10 @@ def main() -> None:
         print_memory(s.path, args.threads)
     if "E" in args.sections:
         iobinding(s, args.repeats)
+    if "F" in args.sections:
+        shares(s, args.repeats, args.threads)
+        if args.profile:
+            node_profile(s, args.threads)
 
 
 if __name__ == "__main__":

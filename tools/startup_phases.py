@@ -27,10 +27,13 @@ T_START = time.perf_counter()
 #: function calls another's, so the phases add up.
 PHASES: list[tuple[str, str, str]] = [
     ("ort_cam.prepared", "model_digest", "model digest (cache key)"),
+    ("ort_cam.prepared", "remembered_digest", "model digest (cache key)"),
     ("ort_cam.cache", "read", "cache read"),
     ("ort_cam.prepared", "build", "build (load, probe, differentiate)"),
     ("ort_cam.cache", "write", "cache write"),
     ("ort_cam.explainer", "make_session", "session creation"),
+    ("ort_cam.optimized", "make_session", "session creation"),
+    ("ort_cam.optimized", "make_saved_session", "session creation"),
     ("ort_cam.runtime", "Runner.run", "session runs"),
     ("ort_cam.engine", "Feeder.feed", "methods (reduce)"),
     ("ort_cam.engine", "Feeder.finish", "methods (reduce)"),
