@@ -46,7 +46,7 @@ from .model_runs import ExplainerRuns, HeadSessions
 from .model_setup import ModelSetup, class_count
 from .preprocess import Preprocess
 from .result import DEFAULT_STEPS, Explanation, MethodResult, parse_steps
-from .runtime import Runner, select_providers
+from .runtime import select_providers
 from .target_choice import CLASS_KINDS, choose_at_x, options_for, target_options
 from .targets import Target, TargetOptions, kind_named
 
@@ -129,7 +129,7 @@ class Explainer:
         self.session = optimized.open_session(setup, self.providers, threads, ctx)
         if prep.fused is not None:
             prep.fused_bytes = None  # the ModelProto is kept; the session has its own copy
-        self.runner = Runner(self.session, preallocate=True)  # IOBinding on CUDA
+        self.runner = prep.runner(self.session)  # row by row where the batch stays 1
         declared = FusedModel.of(self.runner, self.input_name, self.channel_axis)
         self._fused_outputs = (declared.output_names, declared.output_shapes)
         self.n_classes: int = class_count(declared.output_shapes[1]) if (

@@ -17,6 +17,7 @@ import onnx
 from .grad import split_models
 from .grad.forward import forward_split, score_model
 from .graph import LoadedModel
+from .prepared import RowRunner
 from .runtime import Runner, make_session
 
 _NP = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
@@ -35,7 +36,9 @@ class HeadSessions:
 
     def _runner(self, key: str, build: Callable[[], onnx.ModelProto]) -> Runner:
         if key not in self._runners:
-            self._runners[key] = Runner(make_session(build(), self._providers, self._threads))
+            session = make_session(build(), self._providers, self._threads)
+            rows = self._model().batch_rows  # a model that runs at batch 1 only
+            self._runners[key] = RowRunner(session) if rows else Runner(session)
         return self._runners[key]
 
     def _forward(self) -> tuple[onnx.ModelProto, onnx.ModelProto, list[str]]:

@@ -23,12 +23,13 @@ from .grad.heads import check_scores_output
 from .grad.transforms import Head
 from .graph import LayerHint, LoadedModel, load_model, view_layer
 from .graph.digest import ModelSource, remembered_digest
-from .graph.load import PROBE_BATCH, is_float
+from .graph.load import BATCH_ONE_NOTE, is_float
 from .metadata_keys import LAYER_KEY
+from .runtime import Runner
 from .targets import OutputInfo, Reading, TargetOptions, read_output
 
 #: Bump when what an entry holds, or how the fused model is built, changes.
-FORMAT = 3
+FORMAT = 4
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Prepared:
         cast_input: the integer dtype of an input that the model casts to float (replaced
             by the Cast's output: the model takes pixel values), else None.
         warnings: what loading chose that the user should hear of (a dynamic size fixed by
-            default, an integer input read after its Cast).
+            default, an integer input read after its Cast, a batch that stays 1).
         reading: how the output is read (``targets.Reading``): its kind, the head's transform
             (``score``, e.g. ``sigmoid`` for a multi-label head), why (``note``) and the line
             that says it (``line``).
@@ -56,6 +57,8 @@ class Prepared:
             context asked for (``ort_cam.optimized``), when the cache held it; then
             ``fused_bytes`` is None (read from the cache, or rebuilt, when first needed).
         key: the fields of its cache entry (None when the cache is not used).
+        batch_rows: the model runs at batch 1 only (``LoadedModel.batch_rows``): its session
+            runs row by row (``runner``).
     """
 
     fused_bytes: bytes | None
@@ -75,6 +78,7 @@ class Prepared:
     reading: dict[str, Any] = field(default_factory=dict)
     session_bytes: bytes | None = field(default=None, repr=False)
     key: dict[str, Any] | None = None
+    batch_rows: bool = False
 
     @property
     def score(self) -> str:
@@ -96,6 +100,12 @@ class Prepared:
         """The transform of the output the fused model differentiates."""
         return Head(**self.reading["head"])
 
+    def runner(self, session: ort.InferenceSession) -> Runner:
+        """The runner of the fused session: row by row where the batch stays 1."""
+        if self.batch_rows:
+            return RowRunner(session, preallocate=True)
+        return Runner(session, preallocate=True)  # IOBinding on CUDA
+
     def record(self) -> dict[str, Any]:
         """The JSON part of a cache entry (everything but the bytes and the in-memory models)."""
         return {"layer": self.layer, "channel_axis": self.channel_axis,
@@ -103,7 +113,7 @@ class Prepared:
                 "input_dtype": self.input_dtype, "layer_shape": self.layer_shape,
                 "sample_bytes": self.sample_bytes, "metadata": self.metadata,
                 "cast_input": self.cast_input, "warnings": self.warnings,
-                "reading": self.reading}
+                "reading": self.reading, "batch_rows": self.batch_rows}
 
     @classmethod
     def from_record(cls, data: dict[str, Any], fused_bytes: bytes | None) -> Prepared:
@@ -116,7 +126,7 @@ class Prepared:
                    metadata={str(k): str(v) for k, v in data["metadata"].items()},
                    from_cache=True, cast_input=data.get("cast_input"),
                    warnings=[str(w) for w in data.get("warnings", [])],
-                   reading=dict(data["reading"]))
+                   reading=dict(data["reading"]), batch_rows=bool(data["batch_rows"]))
 
     def metadata_model(self) -> onnx.ModelProto:
         """A model holding only the metadata properties (what the readers of stored
@@ -127,14 +137,32 @@ class Prepared:
         return proto
 
 
+class RowRunner(Runner):
+    """A ``Runner`` for a model that runs at batch 1 only: a batch of inputs is run one row
+    at a time (every input whose batch axis is declared free is cut into rows; the others are
+    fed whole) and the outputs are stacked."""
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        free = {i.name for i in self.session.get_inputs()
+                if i.shape and not isinstance(i.shape[0], int)}
+        rows = {len(v) for k, v in feeds.items() if k in free}
+        if len(rows) != 1 or rows == {1}:
+            return super().run(feeds)
+        n = rows.pop()
+        run = super().run
+        outs = [run({k: v[i:i + 1] if k in free else v for k, v in feeds.items()})
+                for i in range(n)]
+        return [np.concatenate(parts) for parts in zip(*outs, strict=True)]
+
+
 def activation_bytes(model: LoadedModel, layer: str) -> int:
     """Upper bound of activation bytes per path point: every forward tensor once, plus the
     layer's gradient (onnxruntime reuses buffers, so real use is lower)."""
     total = 0
     for name, shape in model.shapes.items():
         itemsize = np.dtype(model.dtypes[name]).itemsize
-        total += int(np.prod(shape)) * itemsize // PROBE_BATCH
-    layer_bytes = int(np.prod(model.shapes[layer])) * 4 // PROBE_BATCH
+        total += int(np.prod(shape)) * itemsize // model.probe_batch
+    layer_bytes = int(np.prod(model.shapes[layer])) * 4 // model.probe_batch
     return total + 2 * layer_bytes
 
 
@@ -189,8 +217,9 @@ def build(source: ModelSource, layer: str | None, score: str | None, *,
         layer_shape=[int(d) for d in model.shapes[tensor]],
         sample_bytes=activation_bytes(model, tensor), metadata=metadata, loaded=model,
         fused=fused, cast_input=None if cast is None else cast.name,
-        warnings=[f"note: {n}" for n in model.notes if "pass --size" in n or "cast to" in n],
-        reading=_reading_record(reading))
+        warnings=[f"note: {n}" for n in model.notes
+                  if "pass --size" in n or "cast to" in n or n.startswith(BATCH_ONE_NOTE)],
+        reading=_reading_record(reading), batch_rows=model.batch_rows)
 
 
 def key_fields(digest: str, layer: str | None, score: str | None, *,

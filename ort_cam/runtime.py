@@ -241,8 +241,9 @@ def make_saved_session(model: bytes, providers: list[str], threads: int | None =
 def probe_session(model: bytes | onnx.ModelProto) -> ort.InferenceSession:
     """A CPU session for a one-off run of a model or its serialised bytes (a shape probe): no
     graph optimisation, since the run is made once and the optimiser's time would not pay
-    back; threads as the process default."""
-    options = session_options(opt_level="disabled")
+    back; threads as the process default. Nothing of onnxruntime's own log: a failed probe
+    is raised (and often expected: a batch the model may not take)."""
+    options = session_options(opt_level="disabled", log_level=LOG_SILENT)
     if isinstance(model, bytes):
         return ort.InferenceSession(model, options, providers=[CPU])
     return session_for(model, options=options)

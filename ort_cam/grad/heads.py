@@ -13,7 +13,7 @@ from onnx import helper
 from .._version import __version__
 from ..errors import NoGradientRuleError, OrtCamError
 from ..graph.layers import resolve_layer, view_layer
-from ..graph.load import PROBE_BATCH, LoadedModel, is_float
+from ..graph.load import LoadedModel, is_float
 from ..graph.split import Cut, find_cut, head_graph, prefix_graph
 from ..graph.view import TOKENS
 from .backprop import add_gradient
@@ -123,13 +123,13 @@ def _output(model: LoadedModel, output: str | None, head: Head | None = _CLASS) 
 
 def _is_scores(model: LoadedModel, name: str) -> bool:
     shape = model.shapes.get(name, ())
-    return (is_float(model.dtypes.get(name)) and len(shape) >= 2 and shape[0] == PROBE_BATCH
+    return (is_float(model.dtypes.get(name)) and len(shape) >= 2 and shape[0] == model.probe_batch
             and all(d == 1 for d in shape[2:]))
 
 
 def _shown(model: LoadedModel, name: str) -> list:
     shape = model.shapes.get(name, ())
-    return ["N", *shape[1:]] if shape and shape[0] == PROBE_BATCH else list(shape)
+    return ["N", *shape[1:]] if shape and shape[0] == model.probe_batch else list(shape)
 
 
 def check_output(model: LoadedModel, output: str, head: Head) -> None:
@@ -143,7 +143,7 @@ def check_output(model: LoadedModel, output: str, head: Head) -> None:
     if not is_float(dtype):
         raise OrtCamError(f"output {output!r} is {np.dtype(dtype).name}, not scores; "
                           "ort_cam differentiates float outputs")
-    if not shape or shape[0] != PROBE_BATCH:
+    if not shape or shape[0] != model.probe_batch:
         raise OrtCamError(f"output {output!r} has shape {_shown(model, output)}, whose first "
                           "axis is not the batch; ort_cam needs one output row per image")
 

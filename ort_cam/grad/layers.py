@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 import onnx_graphsurgeon as gs
 
 from ..graph.layers import token_grid, traces
-from ..graph.load import PROBE_BATCH, LoadedModel, is_float
+from ..graph.load import LoadedModel, is_float
 from ..graph.split import ancestors
 from .backprop import STRAIGHT_THROUGH, VJP_RULES
 
@@ -88,7 +88,7 @@ def _candidate(model: LoadedModel, name: str, shape: tuple[int, ...], found: dic
     if len(shape) == 4:
         tr = found.get(name)
         layout = tr.layout if tr is not None and tr.layout in ("NCHW", "NHWC") else None
-        if layout is None and shape[0] != PROBE_BATCH:
+        if layout is None and shape[0] != model.probe_batch:
             return None  # no batch on axis 0 (attention heads, windows): not a layer
         axis = {"NCHW": 1, "NHWC": 3}.get(layout) if layout else None
         if spatial_only and axis is not None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import onnx_graphsurgeon as gs
 
 from ..errors import NotSpatialError, UnknownLayerError
-from .load import PROBE_BATCH, LoadedModel, is_float
+from .load import LoadedModel, is_float
 from .trace import Trace, square_grid, trace_graph
 from .view import grid_view
 
@@ -72,7 +72,7 @@ class LayerView:
 
 
 def traces(model: LoadedModel) -> dict[str, Trace]:
-    return trace_graph(model.graph, model.shapes, PROBE_BATCH)
+    return trace_graph(model.graph, model.shapes, model.probe_batch)
 
 
 def layouts(model: LoadedModel) -> dict[str, str]:
@@ -88,7 +88,7 @@ def token_grid(model: LoadedModel, name: str, found: dict[str, Trace] | None = N
     found = traces(model) if found is None else found
     tr, shape = found.get(name), model.shapes.get(name, ())
     if tr is None or len(shape) != 3 or tr.roles[0] != "N" or tr.roles[2] != "C" \
-            or shape[0] != PROBE_BATCH:
+            or shape[0] != model.probe_batch:
         return None
     if tr.layout == "tokens":
         assert tr.grid is not None

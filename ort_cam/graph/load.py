@@ -18,6 +18,7 @@ from onnx import helper, version_converter
 
 from ..errors import ModelLoadError
 from ..runtime import probe_session
+from .batch import agreement, fixed_batch_one, free_batch
 from .inputs import (
     float16_to_float32,
     float_after_cast,
@@ -30,8 +31,20 @@ from .inputs import (
 MIN_OPSET = 16
 #: Batch size of the shape probe: 2, so that a broadcast dim (1) never looks like the batch.
 PROBE_BATCH = 2
+#: Largest difference between the outputs of a batch of two different inputs and those of
+#: the two inputs run one at a time (relative to each output's largest magnitude) for a
+#: model exported with a fixed batch of 1 to count as taking any batch once rewritten. What
+#: separates them when the rewrite is right is float32 rounding in kernels that sum in another
+#: order at another batch: 0 to 2.5e-7 over the models of tests/test_shipped_models.py (the
+#: most: levit_128s), so this is a margin of 400x; a wrong rewrite mixes samples or drops one,
+#: off by O(1).
+BATCH_TOLERANCE = 1e-4
 #: Size given to a dynamic height/width of a rank-4 input when the caller names none.
 DEFAULT_SPATIAL = 224
+#: The start of the note of a model that runs at batch 1 only, and what that costs.
+BATCH_ONE_NOTE = "the batch of this model cannot be made dynamic"
+BATCH_ONE_COST = ("every path point is a session run of its own (batch 1): 1.2x to 1.5x the "
+                  "time of batched runs on the CPU (tools/bench_batch.py)")
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
 
 
@@ -147,23 +160,11 @@ def upgrade_opset(model: onnx.ModelProto, target: int = MIN_OPSET) -> tuple[onnx
 
 
 def _free_batch_axis(graph: gs.Graph) -> None:
-    """Make axis 0 of inputs/outputs symbolic, and a Reshape whose constant target starts with
-    the old fixed batch (1) copy the batch instead (shape value 0)."""
-    fixed = [inp.shape[0] for inp in graph.inputs if inp.shape and isinstance(inp.shape[0], int)]
+    """Make axis 0 of inputs/outputs symbolic (a model with a fixed batch of 1 then needs
+    ``_batch_of_one``)."""
     for t in list(graph.inputs) + list(graph.outputs):
         if t.shape and len(t.shape) >= 1 and isinstance(t.shape[0], int):
             t.shape = ["N", *t.shape[1:]]
-    if fixed and fixed[0] == 1:
-        for node in graph.nodes:
-            if node.op != "Reshape" or len(node.inputs) < 2:
-                continue
-            data, shape = node.inputs[0], node.inputs[1]
-            if isinstance(shape, gs.Constant) and not isinstance(data, gs.Constant):
-                values = np.array(shape.values)
-                if values.ndim == 1 and values.size >= 2 and values[0] == 1:
-                    values = values.copy()
-                    values[0] = 0
-                    node.inputs[1] = gs.Constant(shape.name + "/batch_free", values)
     # Stale intermediate shapes would fight the new batch axis; ORT re-infers them.
     for t in graph.tensors().values():
         if isinstance(t, gs.Variable) and t not in graph.inputs and t not in graph.outputs:
@@ -246,6 +247,8 @@ class LoadedModel:
             extra tokens); ``proto`` is then the model before that rewrite.
         hints: what callers said about layers (``layers.LayerHint`` by tensor), kept so that
             later steps on this model resolve the layer the same way.
+        probe_batch: the batch of the probe run that gave ``shapes``: ``PROBE_BATCH``, or 1
+            for a model that runs at batch 1 only (``batch_rows``).
     """
 
     proto: onnx.ModelProto
@@ -259,6 +262,12 @@ class LoadedModel:
     batch_axes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     viewed: dict[str, tuple[tuple[int, int], int]] = field(default_factory=dict)
     hints: dict[str, object] = field(default_factory=dict)
+    probe_batch: int = PROBE_BATCH
+
+    @property
+    def batch_rows(self) -> bool:
+        """Whether the model runs at batch 1 only: its batched runs must go row by row."""
+        return self.probe_batch == 1
 
     @property
     def input_names(self) -> list[str]:
@@ -277,28 +286,33 @@ class LoadedModel:
 def probe_shapes(model: onnx.ModelProto, graph: gs.Graph, batch: int = PROBE_BATCH
                  ) -> tuple[dict[str, tuple[int, ...]], dict[str, np.dtype]]:
     """Run the model once on random input with every tensor exposed; shapes and dtypes."""
-    have = {o.name for o in model.graph.output}
-    names = []
-    for node in model.graph.node:
-        for out in node.output:
-            if out and out not in have:
-                names.append(out)
-                have.add(out)
     try:
-        sess = _probe_session(model, names)
-        outs = sess.run(None, probe_inputs(graph, batch))
+        values = probe_values(model, probe_inputs(graph, batch))
     except Exception as exc:
         raise ModelLoadError(
             f"onnxruntime cannot run the model with batch {batch} ({ort_message(exc)}); "
             "re-export it with a dynamic batch axis"
         ) from exc
-    shapes: dict[str, tuple[int, ...]] = {}
-    dtypes: dict[str, np.dtype] = {}
-    for meta, value in zip(sess.get_outputs(), outs, strict=True):
-        value = np.asarray(value)
-        shapes[meta.name] = tuple(int(d) for d in value.shape)
-        dtypes[meta.name] = value.dtype
-    return shapes, dtypes
+    shapes = {name: tuple(int(d) for d in v.shape) for name, v in values.items()}
+    return shapes, {name: v.dtype for name, v in values.items()}
+
+
+def probe_values(model: onnx.ModelProto, feeds: dict[str, np.ndarray], every: bool = True
+                 ) -> dict[str, np.ndarray]:
+    """One run of ``model`` on ``feeds``: the value of every tensor a node computes (of the
+    outputs alone when not ``every``), by name."""
+    names = []
+    if every:
+        have = {o.name for o in model.graph.output}
+        for node in model.graph.node:
+            for out in node.output:
+                if out and out not in have:
+                    names.append(out)
+                    have.add(out)
+    sess = _probe_session(model, names)
+    outs = sess.run(None, feeds)
+    return {meta.name: np.asarray(value)
+            for meta, value in zip(sess.get_outputs(), outs, strict=True)}
 
 
 def _probe_session(model: onnx.ModelProto, outputs: list[str]) -> ort.InferenceSession:
@@ -363,6 +377,44 @@ def _fold_static_shapes(graph: gs.Graph, ir_version: int) -> dict[str, tuple[int
     return batch_axes
 
 
+def _batch_of_one(graph: gs.Graph, ir_version: int) -> tuple[gs.Graph, int, str]:
+    """A model exported with a fixed batch of 1 (its axis 0 already symbolic): the graph
+    rewritten to take any batch (``batch.free_batch``) when a batch of two different inputs
+    then gives what the two give one at a time (``BATCH_TOLERANCE``); else ``graph`` as it
+    is, to be run at batch 1. Returns (graph, probe batch, a note for the user)."""
+    reference = _export(graph, ir_version)
+    feeds = probe_inputs(graph, PROBE_BATCH)
+    rows = [{k: v[i:i + 1] for k, v in feeds.items()} for i in range(PROBE_BATCH)]
+    try:
+        values = [probe_values(reference, rows[0])]
+        values += [probe_values(reference, row, every=False) for row in rows[1:]]
+    except Exception as exc:
+        raise ModelLoadError(f"onnxruntime cannot run the model with batch 1 "
+                             f"({ort_message(exc)}); check that it is a complete model") from exc
+    shapes = {name: tuple(v.shape) for name, v in values[0].items()}
+    shapes.update({name: tuple(v.shape) for name, v in rows[0].items()})
+    outputs = [o.name for o in reference.graph.output]
+    work = graph.copy()
+    done = free_batch(work, shapes)
+    try:
+        batched = probe_values(_export(work, ir_version), feeds, every=False)
+        diff, why = agreement([batched[n] for n in outputs],
+                              [[v[n] for n in outputs] for v in values])
+        if why is None and diff > BATCH_TOLERANCE:
+            why = f"a batch of two inputs is off by {diff:.2g} (relative) from the two alone"
+        elif why is not None:
+            why = f"at batch 2, {why}"
+    except Exception as exc:
+        why = f"at batch 2: {ort_message(exc)}"
+    if why is None:
+        what = f"{len(done.rewritten)} batch-1 operands rewritten" if done.rewritten else \
+            "no operand to rewrite"
+        return work, PROBE_BATCH, (f"fixed batch of 1 made dynamic ({what}; verified: a batch "
+                                   f"of 2 gives the batch-1 outputs to {diff:.1e})")
+    lost = f"; the batch is lost at {done.lost}" if done.lost else ""
+    return graph, 1, (f"{BATCH_ONE_NOTE} ({why[:160]}{lost}); {BATCH_ONE_COST}")
+
+
 def _given_shapes(graph: gs.Graph, model: onnx.ModelProto, input_shapes: dict | None,
                   size: Sequence[int] | None) -> tuple[dict | None, list[str]]:
     """``input_shapes``, else those that give the image input ``size``, else those of the size
@@ -402,21 +454,26 @@ def load_model(source: str | os.PathLike | onnx.ModelProto,
         raise ModelLoadError(f"cannot import the model's graph ({exc})") from exc
     cast_inputs, cast_notes = float_after_cast(graph)
     notes += cast_notes
+    fixed_one = fixed_batch_one(graph)
     _free_batch_axis(graph)
     given, size_notes = _given_shapes(graph, model, input_shapes, size)
     notes += size_notes + _pin_input_dims(graph, given)
     graph.fold_constants(error_ok=True).cleanup().toposort()
-    batch_axes = _fold_static_shapes(graph, model.ir_version)
+    batch = PROBE_BATCH
+    if fixed_one:
+        graph, batch, batch_note = _batch_of_one(graph, model.ir_version)
+        notes.append(batch_note)
+    batch_axes = _fold_static_shapes(graph, model.ir_version) if batch > 1 else {}
     proto = _export(graph, model.ir_version)
     del proto.metadata_props[:]
     proto.metadata_props.extend(model.metadata_props)
     proto.doc_string = model.doc_string
-    shapes, dtypes = probe_shapes(proto, graph)
+    shapes, dtypes = probe_shapes(proto, graph, batch)
     for inp in graph.inputs:
-        shapes.setdefault(inp.name, tuple(probe_inputs(graph, PROBE_BATCH)[inp.name].shape))
+        shapes.setdefault(inp.name, tuple(probe_inputs(graph, batch)[inp.name].shape))
         dtypes.setdefault(inp.name, np.dtype(inp.dtype or np.float32))
     loaded = LoadedModel(proto, gs.import_onnx(proto), shapes, dtypes, default_opset(proto),
-                         notes, cast_inputs, batch_axes=batch_axes)
+                         notes, cast_inputs, batch_axes=batch_axes, probe_batch=batch)
     if output is not None and output not in loaded.output_names:
         raise ModelLoadError(f"unknown output {output!r}; the model's outputs are "
                              f"{', '.join(loaded.output_names)}")

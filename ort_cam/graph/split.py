@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .load import PROBE_BATCH, LoadedModel, is_float
+from .load import LoadedModel, is_float
 
 
 @dataclass
@@ -107,10 +107,11 @@ def find_cut(graph: gs.Graph, layer: str, output: str) -> Cut:
     return Cut(layer, [n for n in crossing if n not in rebuilt], output, rebuilt)
 
 
-def _batch_free(shape: tuple[int, ...], dtype: np.dtype | None) -> list[int | str]:
+def _batch_free(shape: tuple[int, ...], dtype: np.dtype | None, batch: int
+                ) -> list[int | str]:
     if not is_float(dtype):
         return list(shape)
-    if len(shape) >= 1 and shape[0] == PROBE_BATCH:
+    if len(shape) >= 1 and shape[0] == batch:
         return ["N", *shape[1:]]
     return list(shape)
 
@@ -122,7 +123,7 @@ def _cut_tensors(model: LoadedModel, g: gs.Graph, cut: Cut) -> list[gs.Variable]
     for name in cut.head_inputs:
         t = tensors[name]
         t.dtype = model.dtypes.get(name)
-        t.shape = _batch_free(model.shapes[name], t.dtype)
+        t.shape = _batch_free(model.shapes[name], t.dtype, model.probe_batch)
         out.append(t)
     return out
 
@@ -152,7 +153,7 @@ def _batch_axes(model: LoadedModel, name: str) -> tuple[int, ...]:
     if name in model.batch_axes:
         return model.batch_axes[name]
     shape = model.shapes.get(name, ())
-    return (0,) if shape and shape[0] == PROBE_BATCH else ()
+    return (0,) if shape and shape[0] == model.probe_batch else ()
 
 
 def _from_layer_shape(model: LoadedModel, g: gs.Graph, leaf: gs.Node, layer: gs.Tensor) -> None:

@@ -9,8 +9,12 @@ MatMul with a weight over the last axis (channels last), and follow the tensors 
 Transpose (axes permuted), Reshape and its kin (axes grouped by their sizes: a split channel
 axis stays channels, H and W merged make a grid axis G, G split back makes H and W), Concat
 (a grid concatenated with class or distillation tokens makes T), Slice (T cut back to its
-grid), and element-wise ops (an input of the output's shape lends its roles). Anything else
-is unknown: only what can be traced is told.
+grid), and element-wise ops (an input of the output's shape lends its roles; a BatchNorm of
+any rank is one). Axes merged by a reshape into one whose role has no name (the batch and the
+tokens, flattened for a BatchNorm over [N·T, C] as LeViT's ``x.flatten(0, 1)`` does) are
+remembered with their sizes, so that a reshape splitting that axis back into the same sizes
+(``reshape_as(x)``) gives their roles back. Anything else is unknown: only what can be traced
+is told.
 """
 
 from __future__ import annotations
@@ -29,16 +33,21 @@ NCHW_OPS = {
     "FusedConv", "NhwcConv",
 }
 _RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+#: Normalisations over axis 1 whose output is element-wise in their input, at any rank.
+_PER_CHANNEL = {"BatchNormalization", "InstanceNormalization"}
+#: An axis merged from several: (its index, their roles, their sizes).
+Merged = tuple[int, tuple[str, ...], tuple[int, ...]]
 
 
 @dataclass(frozen=True)
 class Trace:
     """The role of every axis, and for a G or T axis the grid (h, w) and the leading extra
-    tokens."""
+    tokens; ``merged``: the axes that hold several merged ones (``Merged``)."""
 
     roles: tuple[str, ...]
     grid: tuple[int, int] | None = None
     extra: int = 0
+    merged: tuple[Merged, ...] = ()
 
     @property
     def layout(self) -> str | None:
@@ -78,12 +87,16 @@ def _trace(node: gs.Node, found: dict[str, Trace], shapes: dict[str, Shape]) -> 
     out_shape = shapes[node.outputs[0].name]
     src = found.get(node.inputs[0].name) if node.inputs else None
     if node.op in NCHW_OPS:
-        return Trace(("N", "C", "H", "W")) if len(out_shape) == 4 else None
+        if len(out_shape) == 4:
+            return Trace(("N", "C", "H", "W"))
+        same = src is not None and shapes.get(node.inputs[0].name) == out_shape
+        return src if same and node.op in _PER_CHANNEL else None
     if node.op == "Transpose":
         if src is None:
             return None
-        perm = node.attrs.get("perm", list(range(len(src.roles)))[::-1])
-        return replace(src, roles=tuple(src.roles[int(p)] for p in perm))
+        perm = [int(p) for p in node.attrs.get("perm", list(range(len(src.roles)))[::-1])]
+        merged = tuple((perm.index(i), r, s) for i, r, s in src.merged)
+        return replace(src, roles=tuple(src.roles[p] for p in perm), merged=merged)
     if node.op in _RESHAPES:
         return _reshape(src, shapes.get(node.inputs[0].name), out_shape)
     if node.op == "Concat":
@@ -166,6 +179,7 @@ def _reshape(src: Trace | None, a: Shape | None, b: Shape) -> Trace | None:
         return None
     roles = ["1" if d == 1 else "?" for d in b]
     grid = src.grid
+    merged: list[Merged] = []
     for ga, gb in groups:
         got = [src.roles[i] for i in ga]
         if len(gb) == 1:
@@ -175,15 +189,29 @@ def _reshape(src: Trace | None, a: Shape | None, b: Shape) -> Trace | None:
                 roles[gb[0]] = "C"
             elif got == ["H", "W"]:
                 roles[gb[0]], grid = "G", (a[ga[0]], a[ga[1]])
+            else:  # remembered, to be split back
+                merged.append((gb[0], tuple(got), tuple(a[i] for i in ga)))
         elif len(ga) == 1 and got[0] == "C":
             for j in gb:
                 roles[j] = "C"
         elif len(ga) == 1 and got[0] == "G" and src.grid == (b[gb[0]], b[gb[1]]) \
                 and len(gb) == 2:
             roles[gb[0]], roles[gb[1]] = "H", "W"
-    keeps_tokens = "G" in roles or "T" in roles
-    return Trace(tuple(roles), grid if keeps_tokens else None,
-                 src.extra if "T" in roles else 0)
+        elif len(ga) == 1:
+            _split_back(src, ga[0], [b[j] for j in gb], gb, roles)
+    kept = "G" in roles or "T" in roles or any(r in "GT" for m in merged for r in m[1])
+    return Trace(tuple(roles), grid if kept else None, src.extra if "T" in roles else 0,
+                 tuple(merged))
+
+
+def _split_back(src: Trace, axis: int, sizes: list[int], to: list[int], roles: list[str]
+                ) -> None:
+    """An axis merged from several (``Trace.merged``) split back into the same sizes: their
+    roles again."""
+    for i, got, was in src.merged:
+        if i == axis and list(was) == sizes:
+            for j, r in zip(to, got, strict=True):
+                roles[j] = r
 
 
 def _concat(node: gs.Node, found: dict[str, Trace], shapes: dict[str, Shape]) -> Trace | None:
