@@ -16,7 +16,6 @@ faster than the plain model, so it is not kept.
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
@@ -40,25 +39,29 @@ def context(providers: list[str], opt_level: str | None = None) -> dict[str, Any
 def open_session(setup: ModelSetup, providers: list[str], threads: int | None,
                  ctx: dict[str, Any] | None) -> ort.InferenceSession:
     """The session of the fused model: from its optimised form when the cache held it for
-    ``ctx``, else optimised here (and the result stored for ``ctx``), else (no context, no
-    cache, or a model past protobuf's 2 GB) opened as usual."""
+    ``ctx``; else opened as usual, and (with a context and the cache) the optimised form made
+    and stored for ``ctx`` in the background, while the explanation runs (onnxruntime takes
+    a quarter of a second more to write a resnet50's model than to open a session on it)."""
     prep = setup.prepared
     if prep.session_bytes is not None:
         session = make_session(prep.session_bytes, providers, threads, opt_level="disabled")
         prep.session_bytes = None  # the session has its own copy
         return session
-    if ctx is None or prep.key is None or prep.fused_bytes is None:
-        return make_session(prep.fused_bytes if prep.fused_bytes is not None else setup.fused,
-                            providers, threads)
-    session, saved = make_saved_session(prep.fused_bytes, providers, threads)
-    if saved is not None:  # stored while the explanation runs
+    model = prep.fused_bytes
+    session = make_session(model if model is not None else setup.fused, providers, threads)
+    if ctx is not None and prep.key is not None and model is not None:
         cache.write_soon(cache.cache_dir(), {**prep.key, "session": ctx}, prep.record(),
-                         partial(_take, saved))
+                         partial(_optimised, model, providers))
     return session
 
 
-def _take(path: Path) -> bytes | None:
-    """The bytes of a temporary file, which is removed."""
+def _optimised(model: bytes, providers: list[str]) -> bytes | None:
+    """The model as onnxruntime's optimiser leaves it (one thread: the layout choices do not
+    depend on the thread count, tests/test_cache.py)."""
+    session, path = make_saved_session(model, providers, 1)
+    del session
+    if path is None:
+        return None
     try:
         return path.read_bytes()
     except OSError:
