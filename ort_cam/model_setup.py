@@ -18,6 +18,7 @@ from .baselines import make_baseline
 from .engine import check_finite
 from .errors import InputError, OrtCamError
 from .graph import LayerHint, LoadedModel, load_model, view_layer
+from .graph.exported import exported
 from .labels import check_labels, read_labels
 from .prepared import Prepared, prepared_model
 from .preprocess import Preprocess, load_image, preprocess_from_spec, requested_size
@@ -138,9 +139,16 @@ class ModelSetup:
         return (x.shape[2], x.shape[3]) if self.layout == "NCHW" else (x.shape[1], x.shape[2])
 
     def labels(self, spec, n_classes: int) -> list[str] | None:
-        """The class names of ``spec`` (a list or a file), else the model's stored ones, else
-        None; refused when they cannot name the ``n_classes`` classes."""
-        return check_labels(read_labels(spec, self.prepared.metadata_model()), n_classes, spec)
+        """The class names of ``spec`` (a list or a file), else the model's stored ones
+        (``ort_cam.labels``), else those its exporter stored (``graph.exported``: Ultralytics'
+        ``names``) when there is one per class, else None; refused when they cannot name the
+        ``n_classes`` classes."""
+        meta = self.prepared.metadata_model()
+        labels = read_labels(spec, meta)
+        if labels is None and spec is None:
+            names = exported(meta).names
+            labels = names if names is not None and len(names) == n_classes else None
+        return check_labels(labels, n_classes, spec)
 
 
 def class_count(shape: tuple | list) -> int:

@@ -149,3 +149,15 @@ def test_batch_mixed_with_a_constant_stays_at_batch_one():
     (note,) = [n for n in lm.notes if n.startswith(BATCH_ONE_NOTE)]
     assert "the batch is lost at Concat" in note
     assert lm.shapes["y"] == (1, 4)
+
+
+def test_a_free_batch_that_does_not_run_stays_at_batch_one():
+    """A model that declares a free batch but bakes 1 into a Reshape target (an export with
+    ``dynamic_axes`` whose ``view(1, -1)`` was written by hand): run at batch 1, said so."""
+    model, _ = constant_node_target()
+    model.graph.node[1].attribute[0].t.CopyFrom(_ints("t_value", [1, 64]))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    lm = load_model(model)
+    assert lm.batch_rows and lm.shapes["y"] == (1, 3)
+    (note,) = [n for n in lm.notes if n.startswith(BATCH_ONE_NOTE)]
+    assert "it declares a free batch, but at batch 2" in note and "tools/bench_batch.py" in note

@@ -15,6 +15,7 @@ from onnx import helper
 from ..errors import ModelLoadError
 from ..metadata_keys import PREPROCESS_KEY, stored_value
 from ..preprocess import input_geometry
+from .exported import exported
 
 #: What ``size`` is: (height, width) of the model's image input.
 Size = tuple[int, int]
@@ -76,6 +77,13 @@ def stored_size(model: onnx.ModelProto) -> Size | None:
         return check_size(json.loads(text)["size"])
     except (ValueError, KeyError, TypeError, ModelLoadError):
         return None  # resolve_preprocess reports a bad description where it reads it
+
+
+def exporter_size(model: onnx.ModelProto) -> tuple[Size, str] | None:
+    """The input size an exporter stored in the model's metadata (Ultralytics' ``imgsz``,
+    ``graph.exported``) and the key it came from."""
+    found = exported(model)
+    return None if found.size is None else (found.size, found.size_source)
 
 
 def has_dynamic_hw(graph: gs.Graph) -> bool:

@@ -20,9 +20,11 @@ from ..errors import ModelLoadError
 from ..runtime import probe_session
 from .batch import agreement, fixed_batch_one, free_batch
 from .inputs import (
+    exporter_size,
     float16_to_float32,
     float_after_cast,
     has_dynamic_hw,
+    image_input,
     size_shapes,
     stored_size,
 )
@@ -290,8 +292,7 @@ def probe_shapes(model: onnx.ModelProto, graph: gs.Graph, batch: int = PROBE_BAT
         values = probe_values(model, probe_inputs(graph, batch))
     except Exception as exc:
         raise ModelLoadError(
-            f"onnxruntime cannot run the model with batch {batch} ({ort_message(exc)}); "
-            "re-export it with a dynamic batch axis"
+            f"onnxruntime cannot run the model with batch {batch} ({ort_message(exc)})"
         ) from exc
     shapes = {name: tuple(int(d) for d in v.shape) for name, v in values.items()}
     return shapes, {name: v.dtype for name, v in values.items()}
@@ -377,7 +378,8 @@ def _fold_static_shapes(graph: gs.Graph, ir_version: int) -> dict[str, tuple[int
     return batch_axes
 
 
-def _batch_of_one(graph: gs.Graph, ir_version: int) -> tuple[gs.Graph, int, str]:
+def _batch_of_one(graph: gs.Graph, ir_version: int, chosen: str | None
+                  ) -> tuple[gs.Graph, int, str]:
     """A model exported with a fixed batch of 1 (its axis 0 already symbolic): the graph
     rewritten to take any batch (``batch.free_batch``) when a batch of two different inputs
     then gives what the two give one at a time (``BATCH_TOLERANCE``); else ``graph`` as it
@@ -389,8 +391,7 @@ def _batch_of_one(graph: gs.Graph, ir_version: int) -> tuple[gs.Graph, int, str]
         values = [probe_values(reference, rows[0])]
         values += [probe_values(reference, row, every=False) for row in rows[1:]]
     except Exception as exc:
-        raise ModelLoadError(f"onnxruntime cannot run the model with batch 1 "
-                             f"({ort_message(exc)}); check that it is a complete model") from exc
+        raise _refused(exc, graph, chosen) from exc
     shapes = {name: tuple(v.shape) for name, v in values[0].items()}
     shapes.update({name: tuple(v.shape) for name, v in rows[0].items()})
     outputs = [o.name for o in reference.graph.output]
@@ -416,21 +417,71 @@ def _batch_of_one(graph: gs.Graph, ir_version: int) -> tuple[gs.Graph, int, str]
 
 
 def _given_shapes(graph: gs.Graph, model: onnx.ModelProto, input_shapes: dict | None,
-                  size: Sequence[int] | None) -> tuple[dict | None, list[str]]:
-    """``input_shapes``, else those that give the image input ``size``, else those of the size
-    stored in the model's metadata when its height or width is dynamic."""
+                  size: Sequence[int] | None) -> tuple[dict | None, list[str], str | None]:
+    """``input_shapes``, else those that give the image input ``size``, else, when its height
+    or width is dynamic, those of the size stored in the model's metadata (by ``ort-cam
+    metadata``, else by its exporter: ``exported``). Also notes, and where the image input's
+    size comes from (for an error that names it), None when from nowhere."""
     if input_shapes is not None:
         if size is not None:
             raise ModelLoadError("pass input_shapes or size, not both")
-        return input_shapes, []
+        return input_shapes, [], "input_shapes"
     if size is not None:
-        return size_shapes(graph, size), []
-    stored = stored_size(model) if has_dynamic_hw(graph) else None
+        h, w = (int(v) for v in size)
+        return size_shapes(graph, size), [], f"--size {h}x{w}"
+    if not has_dynamic_hw(graph):
+        return None, [], None
+    stored = stored_size(model)
+    where = "the size stored in the model's metadata"
+    found = exporter_size(model) if stored is None else None
+    if found is not None:
+        stored, key = found
+        where = f"the input size its exporter stored in the model's metadata ({key})"
     if stored is None:
-        return None, []
-    return size_shapes(graph, stored, "the stored size"), [
-        f"dynamic height and width set to {stored[0]}x{stored[1]}, the size stored in the "
-        "model's metadata"]
+        return None, [], f"{DEFAULT_SPATIAL}x{DEFAULT_SPATIAL}, the default for a dynamic size"
+    size_note = f"dynamic height and width set to {stored[0]}x{stored[1]}, {where}"
+    return size_shapes(graph, stored, "the stored size"), [size_note], \
+        f"{stored[0]}x{stored[1]}, {where}"
+
+
+def _refused(exc: BaseException, graph: gs.Graph, chosen: str | None) -> ModelLoadError:
+    """Why onnxruntime cannot run the model, in one line: the node that refuses it and, where
+    the image input's size was chosen (by default, from metadata or by the caller), that size
+    and ``--size``."""
+    text = ort_message(exc)
+    found = re.search(r"running (\w+) node\. Name:'([^']*)'", text)
+    op, name = found.groups() if found else (None, None)
+    if found is None and (found := re.search(r"Node \(([^)]*)\) Op \((\w+)\)", text)):
+        name, op = found.groups()
+    node = f"node {name!r} ({op})" if name is not None else "a node"
+    inp = image_input(graph)
+    if chosen is None or inp is None:
+        return ModelLoadError(f"onnxruntime cannot run the model on inputs of its own shapes: "
+                              f"{node} refuses them ({text})")
+    shape = ["N", *(inp.shape or [])[1:]]
+    return ModelLoadError(
+        f"onnxruntime cannot run the model with input {inp.name!r} at {shape} ({chosen}): "
+        f"{node} refuses it ({text}); pass --size HxW (size= in the API) with a size the model "
+        "takes")
+
+
+def _probe_any_batch(proto: onnx.ModelProto, graph: gs.Graph, batch: int, chosen: str | None
+                     ) -> tuple[dict[str, tuple[int, ...]], dict[str, np.dtype], int, str | None]:
+    """``probe_shapes`` at ``batch``; a model that declares a free batch but runs at batch 1
+    only is probed at 1 (then the note that says so). Else ``_refused``."""
+    try:
+        return (*probe_shapes(proto, graph, batch), batch, None)
+    except ModelLoadError as exc:
+        cause = exc.__cause__ or exc
+    if batch > 1:
+        try:
+            shapes, dtypes = probe_shapes(proto, graph, 1)
+        except ModelLoadError:
+            pass
+        else:
+            why = f"it declares a free batch, but at batch {batch}: {ort_message(cause)[:160]}"
+            return shapes, dtypes, 1, f"{BATCH_ONE_NOTE} ({why}); {BATCH_ONE_COST}"
+    raise _refused(cause, graph, chosen) from cause
 
 
 def load_model(source: str | os.PathLike | onnx.ModelProto,
@@ -456,19 +507,20 @@ def load_model(source: str | os.PathLike | onnx.ModelProto,
     notes += cast_notes
     fixed_one = fixed_batch_one(graph)
     _free_batch_axis(graph)
-    given, size_notes = _given_shapes(graph, model, input_shapes, size)
+    given, size_notes, chosen = _given_shapes(graph, model, input_shapes, size)
     notes += size_notes + _pin_input_dims(graph, given)
     graph.fold_constants(error_ok=True).cleanup().toposort()
     batch = PROBE_BATCH
     if fixed_one:
-        graph, batch, batch_note = _batch_of_one(graph, model.ir_version)
+        graph, batch, batch_note = _batch_of_one(graph, model.ir_version, chosen)
         notes.append(batch_note)
     batch_axes = _fold_static_shapes(graph, model.ir_version) if batch > 1 else {}
     proto = _export(graph, model.ir_version)
     del proto.metadata_props[:]
     proto.metadata_props.extend(model.metadata_props)
     proto.doc_string = model.doc_string
-    shapes, dtypes = probe_shapes(proto, graph, batch)
+    shapes, dtypes, batch, one_note = _probe_any_batch(proto, graph, batch, chosen)
+    notes += [one_note] if one_note else []
     for inp in graph.inputs:
         shapes.setdefault(inp.name, tuple(probe_inputs(graph, batch)[inp.name].shape))
         dtypes.setdefault(inp.name, np.dtype(inp.dtype or np.float32))
