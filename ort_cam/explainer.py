@@ -41,13 +41,14 @@ from .methods import (
     reducer_factories,
     resolve,
 )
+from .methods.finercam import FinerCam
 from .methods.run_based import run_method, uses_runs
 from .model_runs import ExplainerRuns, HeadSessions
 from .model_setup import ModelSetup, class_count
 from .preprocess import Preprocess
 from .result import DEFAULT_STEPS, Explanation, MethodResult, parse_steps
 from .runtime import select_providers
-from .target_choice import CLASS_KINDS, choose_at_x, options_for, target_options
+from .target_choice import CLASS_KINDS, ClassFeed, choose_at_x, options_for, target_options
 from .targets import Target, TargetOptions, kind_named
 
 #: Most explanations (image × target) made together, their paths packed into shared runs.
@@ -288,11 +289,11 @@ class Explainer:
         opts = MethodOptions.from_kwargs(**options)
         names = resolve(methods)
         walked = [name for name in names if not uses_runs(METHODS[name])]
-        if self.target_kind not in CLASS_KINDS and (opts.aug_smooth or len(walked) < len(names)):
-            what = "aug_smooth" if opts.aug_smooth else ", ".join(
-                n for n in names if n not in walked)
-            raise OrtCamError(f"{what} explains class targets only so far, not a "
-                              f"{self.target_kind} target; use the gradient methods")
+        if self.target_kind not in CLASS_KINDS and (opts.aug_smooth or FinerCam.name in names):
+            what = "aug_smooth" if opts.aug_smooth else FinerCam.name
+            raise OrtCamError(f"{what} explains class targets only, not a {self.target_kind} "
+                              "target (it compares classes, or flips the image under a target "
+                              "chosen at x); leave it out")
         if opts.aug_smooth:
             return self._aug_smoothed(items, steps, methods, on_chunk, options)
         m = _fixed_steps(steps)
@@ -339,8 +340,10 @@ class Explainer:
             if not names:
                 return
             t0 = time.perf_counter()
-            runs = self.model_runs(item.x, item.x0, _class(start.target), start.scores,
-                                   opts.run_batch)
+            runs = self.model_runs(item.x, item.x0, -1 if start.target is None else
+                                   start.target, start.scores, opts.run_batch)
+            if start.chosen is not None:  # a target of another kind: its W and y = Σ W ⊙ S
+                runs.feed = start.chosen
             steps = m if m is not None else (path.m or DEFAULT_STEPS)
             for name in names:
                 path.raw[name], path.extras[name] = run_method(METHODS[name], steps, opts, runs)
@@ -350,11 +353,12 @@ class Explainer:
     def model_runs(self, x: np.ndarray, x0: np.ndarray, target: int, scores: np.ndarray,
                    batch: int = 32) -> ExplainerRuns:
         """Runs of the model and of its head for input ``x`` (batch 1), baseline ``x0`` and
-        class ``target``, as the methods that need them read them; the sessions are built
+        class ``target`` (for a target of another kind, set the result's ``feed`` to the
+        target chosen at x), as the methods that need them read them; the sessions are built
         when first used and kept."""
         if self._heads is None:
             threads = self.session.get_session_options().intra_op_num_threads
-            self._heads = HeadSessions(lambda: self.model, self.layer, self.score_mode,
+            self._heads = HeadSessions(lambda: self.model, self.layer, self._setup.prepared.head,
                                        self.providers, threads or None)
         return ExplainerRuns(self._heads, self.runner, self.input_name, x, x0, target, scores,
                              self.channel_axis, self._setup.layout, batch, self.score_mode)
@@ -477,20 +481,4 @@ def _fixed_steps(steps) -> int | None:
     m = parse_steps(steps)
     return None if isinstance(m, str) else m
 
-
-@dataclass(frozen=True)
-class ClassFeed:
-    """Class ``index`` of a class-score output [N, C] as the fused model is fed and read:
-    one-hot target weights, and y the class's score."""
-
-    index: int
-    n_classes: int
-
-    def inputs(self, n: int) -> dict[str, np.ndarray]:
-        w = np.zeros((n, self.n_classes), dtype=np.float32)
-        w[:, self.index] = 1.0
-        return {TARGET_WEIGHTS: w}
-
-    def score(self, out: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(out[:, self.index])
 

@@ -14,20 +14,23 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from .grad import split_models
+from .engine import TargetFeed
+from .grad import Head, split_models
 from .grad.forward import forward_split, score_model
 from .graph import LoadedModel
 from .prepared import RowRunner
 from .runtime import Runner, make_session
+from .target_choice import ClassFeed
 
 _NP = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
        "tensor(double)": np.float64}
 
 
 class HeadSessions:
-    """Sessions for one (model, layer, score), each built when first asked for."""
+    """Sessions for one (model, layer, score), each built when first asked for; ``score`` is
+    a class reading or the target's ``Head``."""
 
-    def __init__(self, model: Callable[[], LoadedModel], layer: str, score: str,
+    def __init__(self, model: Callable[[], LoadedModel], layer: str, score: str | Head,
                  providers: list[str], threads: int | None):
         self._model, self.layer, self.score = model, layer, score
         self._providers, self._threads = providers, threads
@@ -65,13 +68,17 @@ class HeadSessions:
 
 
 class ExplainerRuns:
-    """``ModelRuns`` for one model-space input x (batch 1), its baseline x0 and class c."""
+    """``ModelRuns`` for one model-space input x (batch 1), its baseline x0 and class c; or,
+    for a target of another kind, its ``feed`` (the target's W and its y = Σ W ⊙ S), which
+    the head's runs are fed and read through (``target`` is then its class, or -1)."""
 
     def __init__(self, heads: HeadSessions, fused: Runner, input_name: str, x: np.ndarray,
                  x0: np.ndarray, target: int, scores: np.ndarray, channel_axis: int,
-                 input_layout: str, batch: int, score_mode: str):
+                 input_layout: str, batch: int, score_mode: str,
+                 feed: TargetFeed | None = None):
         self.heads, self.fused, self.input_name = heads, fused, input_name
         self.x, self.x0, self.target, self._scores = x, x0, target, scores
+        self.feed: TargetFeed = feed if feed is not None else ClassFeed(target, len(scores))
         self.channel_axis, self.input_layout = channel_axis, input_layout
         self.batch, self.score_mode = batch, score_mode
         self._at_x: dict[str, np.ndarray] | None = None
@@ -137,7 +144,7 @@ class ExplainerRuns:
         out = []
         for lo in range(0, len(acts), self.batch):
             (s,) = self._run_rows(self.heads.head(), acts[lo:lo + self.batch])
-            out.append(s[:, self.target])
+            out.append(self.feed.score(s))
         return np.concatenate(out).astype(np.float64)
 
     def head_gradients(self, acts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,10 +152,8 @@ class ExplainerRuns:
         ys, gs = [], []
         for lo in range(0, len(acts), self.batch):
             part = acts[lo:lo + self.batch]
-            w = np.zeros((len(part), len(self._scores)), np.float32)
-            w[:, self.target] = 1.0
-            s, g = self._run_rows(runner, part, {"target_weights": w})
-            ys.append(s[:, self.target])
+            s, g = self._run_rows(runner, part, self.feed.inputs(len(part)))
+            ys.append(self.feed.score(s))
             gs.append(self._first(g))
         return np.concatenate(ys).astype(np.float64), np.concatenate(gs)
 
@@ -160,7 +165,7 @@ class ExplainerRuns:
         m = masks[..., None] if self.input_layout == "NHWC" else masks[:, None]
         xs = (self.x.astype(np.float64) * m).astype(self.x.dtype)
         (s,) = self.heads.scores().run({self.input_name: xs})
-        return s[:, self.target].astype(np.float64)
+        return np.asarray(self.feed.score(s), np.float64)
 
     def gradient_at_x(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         w = np.asarray(weights, np.float32)[None]

@@ -95,3 +95,20 @@ def choose_at_x(fused: FusedModel, xs: Sequence[np.ndarray], kind: type[TargetKi
             target = kind.choose(s[row], out, opts[i], labels)
             chosen.append(Chosen(np.asarray(s[row], np.float64), target, share))
     return chosen
+
+
+@dataclass(frozen=True)
+class ClassFeed:
+    """Class ``index`` of a class-score output [N, C] as the fused model is fed and read:
+    one-hot target weights, and y the class's score."""
+
+    index: int
+    n_classes: int
+
+    def inputs(self, n: int) -> dict[str, np.ndarray]:
+        w = np.zeros((n, self.n_classes), dtype=np.float32)
+        w[:, self.index] = 1.0
+        return {TARGET_WEIGHTS: w}
+
+    def score(self, out: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(out[:, self.index])

@@ -169,3 +169,175 @@ def test_a_wrong_kind_for_the_output_is_one_line(tmp_path, name, kind):
         ort_cam.Explainer(path, tm.MODELS[name].layer, quiet=True, cache=False, target_kind=kind)
     assert f"a {kind} target (--target-kind) does not fit output" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_several_targets_of_one_image_share_runs_and_give_the_maps_one_by_one(tmp_path):
+    """Several segment targets of one image (one class each, over the whole grid) explained
+    by one explain_many call, their paths packed into shared session runs as packing packs
+    images, give the very maps of explaining each target alone."""
+    from PIL import Image
+
+    _, path = tm.build_and_export("segmenter", tmp_path / "s.onnx")
+    img = np.random.default_rng(4).integers(0, 256, (16, 16, 3), np.uint8)
+    Image.fromarray(img).save(tmp_path / "i.png")
+    ex = ort_cam.Explainer(path, tm.MODELS["segmenter"].layer, quiet=True, cache=False,
+                           preprocess={"preset": "raw", "scale": 1 / 255})
+    specs = [{"target": c, "box": (0, 0, 16, 16)} for c in range(tm.SEG_CLASSES)]
+    assert ex.pack_size(8) >= len(specs)
+    runs: list[int] = []
+    real = ex.runner.run
+    ex.runner.run = lambda feeds: runs.append(len(feeds["x"])) or real(feeds)
+    together = ex.explain_many([tmp_path / "i.png"], targets=specs, steps=8)
+    assert runs == [len(specs), len(specs) * 9], "every x at once, then every path at once"
+    for spec, r in zip(specs, together):
+        alone = ex.explain(tmp_path / "i.png", target=spec, steps=8)
+        assert r.target == alone.target == spec["target"]
+        assert r.target_record == alone.target_record
+        for name in ("gradcam", "igcam", "rsi"):
+            np.testing.assert_array_equal(r[name].raw, alone[name].raw)
+
+
+class TorchTargetRuns:
+    """ort_cam's ``ModelRuns`` on a torch model for a target scalar (the layer module's output
+    replaced by a forward hook, as tests/test_methods_gradcam_lib.py's TorchRuns): ort_cam's
+    run-based formulas run on torch, float32 or float64, to compare the feeds of a target of
+    another kind with."""
+
+    def __init__(self, model, module: str, x: np.ndarray, scalar, dtype):
+        self.model = __import__("copy").deepcopy(model).to(dtype).eval()
+        self.mod, self.scalar, self.dtype = self.model.get_submodule(module), scalar, dtype
+        self.x = torch.from_numpy(x).to(dtype)
+        self.target, self.batch, self.score_mode = -1, 32, "output"
+
+    def _forward(self, xs, acts=None, seen=None):
+        def hook(_m, _i, out):
+            if seen is not None:
+                seen.append(out)
+            return acts
+
+        handle = self.mod.register_forward_hook(hook)
+        try:
+            return self.model(xs)
+        finally:
+            handle.remove()
+
+    def activation(self):
+        seen: list = []
+        with torch.no_grad():
+            self._forward(self.x, seen=seen)
+        return seen[0][0].double().numpy()
+
+    def baseline_activation(self):
+        seen: list = []
+        with torch.no_grad():
+            self._forward(torch.zeros_like(self.x), seen=seen)
+        return seen[0][0].double().numpy()
+
+    def head_scores(self, acts):
+        a = torch.from_numpy(acts).to(self.dtype)
+        with torch.no_grad():
+            return self.scalar(self._forward(self.x.expand(len(a), -1, -1, -1), a)).double().numpy()
+
+    def head_gradients(self, acts):
+        a = torch.from_numpy(acts).to(self.dtype).requires_grad_(True)
+        y = self.scalar(self._forward(self.x.expand(len(a), -1, -1, -1), a))
+        (g,) = torch.autograd.grad(y.sum(), a)
+        return y.detach().double().numpy(), g.double().numpy()
+
+    def input_size(self):
+        return tuple(self.x.shape[2:])
+
+    def masked_scores(self, masks):
+        xs = self.x * torch.from_numpy(masks).to(self.dtype)[:, None]
+        with torch.no_grad():
+            return self.scalar(self.model(xs)).double().numpy()
+
+
+@pytest.mark.parametrize("name", ["segmenter", "detector"])
+def test_run_based_methods_take_a_target_of_another_kind(tmp_path, name):
+    """Ablation-CAM, Score-CAM and Layer IG run the head (or the model) for a segment or a
+    detection target: their maps equal ort_cam's formulas run on torch with the same scalar
+    (float64; the float32 run is the floor)."""
+    from ort_cam.methods import METHODS as REGISTRY
+    from ort_cam.methods import MethodOptions
+    from ort_cam.methods.run_based import run_method
+
+    model, path = tm.build_and_export(name, tmp_path / "m.onnx")
+    ex = ort_cam.Explainer(path, tm.MODELS[name].layer, quiet=True, cache=False, threads=1)
+    x = tm.inputs(name, 1, seed=3)
+    with torch.no_grad():
+        out = model(torch.from_numpy(x)).double().numpy()
+    if name == "segmenter":
+        _, _, scalar = _segment_scalar(out)
+    else:
+        scalar = ref.detection_scalar(*ref.choose_detections(out[0], False, k=1))
+    methods = ["ablationcam", "scorecam", "layerig"]
+    r = ex.explain_array(x, baseline_array="zeros", steps=4, methods=methods)
+    opts = MethodOptions()
+    for method in methods:
+        r64, r32 = (run_method(REGISTRY[method], 4, opts, TorchTargetRuns(
+            model, tm.MODELS[name].module, x, scalar, dtype))[0]
+                    for dtype in (torch.float64, torch.float32))
+        floor, err = ref.rel_err(r32, r64), ref.rel_err(r[method].raw, r64)
+        print(f"{name} {method}: err {err:.1e} floor {floor:.1e} max {np.abs(r64).max():.2e}")
+        assert err <= FACTOR * floor + ABS, f"{method}: {err:.2e}, floor {floor:.2e}"
+
+
+def test_a_cached_explainer_reads_the_target_as_the_first_did(tmp_path, monkeypatch):
+    """The prepared-model cache keeps the reading (kind, head, the output as the kinds read
+    it): an explainer from the cache chooses the same target and gives the same maps; a
+    detection layout flag is part of the key (another one is a miss)."""
+    from ort_cam import cache
+
+    monkeypatch.setenv(cache.ENV_DIR, str(tmp_path / "cache"))
+    _, path = tm.build_and_export("detector", tmp_path / "d.onnx")
+    layer, x = tm.MODELS["detector"].layer, tm.inputs("detector", 1, seed=3)
+    cold = ort_cam.Explainer(path, layer, quiet=True)
+    warm = ort_cam.Explainer(path, layer, quiet=True)
+    assert not cold.cache_hit and warm.cache_hit and warm.reading == cold.reading
+    a, b = (ex.explain_array(x, baseline_array="zeros", steps=4, methods=["rsi"])
+            for ex in (cold, warm))
+    assert a.target_record == b.target_record
+    np.testing.assert_array_equal(a["rsi"].raw, b["rsi"].raw)
+    other = ort_cam.Explainer(path, layer, quiet=True, target={"objectness": True})
+    assert not other.cache_hit and other.score_mode == "objectness"
+
+
+def test_the_cli_reads_target_files(tmp_path):
+    """--mask (an image's nonzero pixels, on the output's grid), --concept-image, --concept;
+    a mask of the wrong size and an unreadable concept are one line."""
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from ort_cam.cli import main
+
+    def explain(name: str, *extra):
+        _, path = tm.build_and_export(name, tmp_path / f"{name}.onnx")
+        return CliRunner().invoke(main, [str(a) for a in (
+            "explain", path, img, "--layer", tm.MODELS[name].layer, "--preprocess", "raw",
+            "--scale", 1 / 255, "--steps", 2, "--methods", "gradcam", "--no-cache", "--force",
+            "--out", tmp_path / name, *extra)])
+
+    img = tmp_path / "i.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)).save(img)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[2:6, 3:9] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    res = explain("segmenter", "--mask", tmp_path / "mask.png", "--target", 2)
+    assert res.exit_code == 0, res.output
+    rec = json.loads((tmp_path / "segmenter" / "results.jsonl").read_text())
+    assert rec["target_record"]["mask_area"] == 24 and rec["target"] == 2
+    Image.fromarray(mask[:8]).save(tmp_path / "small.png")
+    res = explain("segmenter", "--mask", tmp_path / "small.png")
+    assert res.exit_code == 1 and res.output.strip().splitlines()[-1] == (
+        "Error: the mask is 8x16; the output's grid is 16x16: give a mask of that size "
+        "(or a box)")
+    res = explain("embedding", "--concept-image", img)
+    assert res.exit_code == 0, res.output  # the image against its own embedding: cosine 1
+    rec = json.loads((tmp_path / "embedding" / "results.jsonl").read_text())
+    assert rec["score"] == pytest.approx(1.0, abs=1e-6)
+    (tmp_path / "bad.npy").write_text("not an array")
+    res = explain("embedding", "--concept", tmp_path / "bad.npy")
+    assert res.exit_code == 1 and "cannot read" in res.output.strip().splitlines()[-1]

@@ -214,3 +214,24 @@ def test_binary_refuses_more_than_one_logit(tmp_path):
 
     with pytest.raises(OrtCamError, match=r"has \[3\] values per image; a binary target"):
         fused_model(lm, _layer(lm), Head("binary"))
+
+
+def test_normalize_at_a_zero_output_has_a_finite_gradient(tmp_path):
+    """A network without biases maps a zero input to a zero embedding (a black baseline
+    through it): S = 0 there, and its gradient is torch's (the slope of out / eps, large but
+    finite), not NaN (the norm's square root has an infinite slope at 0, and the Max that
+    picks eps passes it 0: 0 · inf)."""
+    torch.manual_seed(0)
+    model = Model(Pool(6)).eval()
+    with torch.no_grad():
+        model.trunk.conv.bias.zero_()
+        model.head.fc.bias.zero_()
+    lm = load_model(_export(model, tmp_path / "m.onnx"))
+    sess = session_for(fused_model(lm, _layer(lm), Head("normalize")))
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    w = np.full((1, 6), 6 ** -0.5, np.float32)
+    _, scores, grad = sess.run(None, {"x": x, "target_weights": w})
+    assert not scores.any() and np.isfinite(grad).all()
+    s_of = CASES["normalize"][3]
+    ref = _torch_grad(model, x, s_of, w, torch.float64)
+    np.testing.assert_allclose(grad, ref, rtol=1e-5)  # float32 rounding of one product

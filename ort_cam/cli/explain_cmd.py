@@ -128,15 +128,7 @@ def explain(model: Path, images: tuple[Path, ...], out_dir: Path, force: bool,
     stems = unique_stems(images_, len(targets))
     claim_outputs(out_dir, [s for group in stems for s in group], force)
     steps, methods = parse_steps(kw.pop("steps"), "--steps"), parse_methods(kw.pop("methods"))
-    ex = Explainer(model, kw.pop("layer"), preprocess=pop_preprocess(kw),
-                   score=kw.pop("score"), providers=kw.pop("providers"),
-                   threads=kw.pop("threads"), labels=kw.pop("labels"),
-                   chunk_size=kw.pop("chunk_size"), quiet=as_json, cache=not kw.pop("no_cache"),
-                   output=kw.pop("output"), target_kind=kw.pop("target_kind"),
-                   target=pop_target_values(kw), **pop_layer_view(kw))
-    concept_image = kw.pop("concept_image")
-    if concept_image is not None:
-        ex.target_options = replace(ex.target_options, concept=ex.concept_of(concept_image))
+    ex = _explainer(model, kw, as_json)
     baseline = kw.pop("baseline")
     options = {k: v for k, v in kw.items() if v is not None}
     from tqdm import tqdm
@@ -165,6 +157,23 @@ def explain(model: Path, images: tuple[Path, ...], out_dir: Path, force: bool,
     if reader.skipped:
         raise OrtCamError(f"{reader.skipped} of {len(images_)} images could not be read (see "
                           f"above); the others were explained into {out_dir}")
+
+
+def _explainer(model: Path, kw: dict, quiet: bool) -> Explainer:
+    """The explainer of ``explain``'s options (taken out of ``kw``); a concept image asks for
+    the embedding reading, as a concept vector does, and becomes its concept."""
+    concept_image = kw.pop("concept_image")
+    ex = Explainer(model, kw.pop("layer"), preprocess=pop_preprocess(kw),
+                   score=kw.pop("score"), providers=kw.pop("providers"),
+                   threads=kw.pop("threads"), labels=kw.pop("labels"),
+                   chunk_size=kw.pop("chunk_size"), quiet=quiet, cache=not kw.pop("no_cache"),
+                   output=kw.pop("output"), target=pop_target_values(kw),
+                   target_kind=kw.pop("target_kind") or (
+                       "embedding" if concept_image is not None else None),
+                   **pop_layer_view(kw))
+    if concept_image is not None:
+        ex.target_options = replace(ex.target_options, concept=ex.concept_of(concept_image))
+    return ex
 
 
 class _Reader:

@@ -18,7 +18,9 @@ The transforms (``Head.transform``):
 - ``output``: the output as it is (segmentation probability maps, detection heads without
   objectness, sequence scores, any weighted sum);
 - ``normalize``: ``out / max(‖out‖, 1e-8)`` over the feature axis: with ``W`` the unit concept
-  vector, ``Σ W ⊙ S`` is the cosine similarity (SimilarityToConceptTarget);
+  vector, ``Σ W ⊙ S`` is the cosine similarity (SimilarityToConceptTarget); at an output of
+  0 (a black baseline through a network without biases) S is 0 and its gradient that of
+  ``out / 1e-8``, finite;
 - ``objectness``: a detection head with objectness ``[N, 5+C, A]`` (``axis`` 1) or
   ``[N, A, 5+C]`` (``axis`` 2): the four box rows kept, the objectness row dropped and each
   class row multiplied by it, ``[N, 4+C, A]``: a box's class score is ``obj · cls``.
@@ -149,10 +151,14 @@ def _binary(ctx: VjpContext, out: gs.Tensor, head: Head) -> gs.Tensor:
 
 
 def _normalize(ctx: VjpContext, out: gs.Tensor, head: Head) -> gs.Tensor:
+    """``out / max(‖out‖, eps)``, the norm taken as ``sqrt(max(Σ out², eps²))``: the same
+    value and gradient, finite where the output is 0 (the square root's slope at 0 is
+    infinite, and the Max that picks eps would pass it 0: 0 · inf is NaN)."""
     b = ctx.b
     x = _flat(ctx, out, Head())
-    norm = b.op("Sqrt", b.reduce("ReduceSum", b.op("Mul", x, x), [1]))
-    return b.op("Div", x, b.op("Max", norm, ctx.scalar(NORM_EPS, x)))
+    squares = b.reduce("ReduceSum", b.op("Mul", x, x), [1])
+    norm = b.op("Sqrt", b.op("Max", squares, ctx.scalar(NORM_EPS**2, x)))
+    return b.op("Div", x, norm)
 
 
 def _objectness(ctx: VjpContext, out: gs.Tensor, head: Head) -> gs.Tensor:

@@ -182,6 +182,8 @@ class Target:
     steps: tuple[int, ...] = ()
     tokens: tuple[int, ...] = ()
     note: str = ""
+    _rows: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def record(self) -> dict[str, Any]:
         """The JSON form (results.jsonl and the audit's records): kind, class, and what the
@@ -199,14 +201,31 @@ class Target:
         return rec
 
     def inputs(self, n: int) -> dict[str, np.ndarray]:
-        """The fused model's target input for ``n`` path points: W on every row."""
-        rows = np.broadcast_to(self.weights, (n, *self.weights.shape))
-        return {TARGET_WEIGHTS: np.ascontiguousarray(rows)}
+        """The fused model's target input for ``n`` path points: W on every row (the rows of
+        the last ``n`` asked for are kept: a walk asks for the same ``n`` chunk after chunk)."""
+        rows = self._rows.get(n)
+        if rows is None:  # zeros (pages the OS hands out zeroed), then W's nonzero entries
+            rows = np.zeros((n, *self.weights.shape), self.weights.dtype)
+            support = self._support
+            rows.reshape(n, -1)[:, support] = self.weights.reshape(-1)[support]
+            self._rows.clear()
+            self._rows[n] = rows
+        return {TARGET_WEIGHTS: rows}
 
     def score(self, out: np.ndarray) -> np.ndarray:
-        """y = Σ W ⊙ S of each row of the score output S ([n, ...] -> [n], float64)."""
-        s = np.asarray(out, np.float64).reshape(len(out), -1)
-        return s @ self.weights.reshape(-1).astype(np.float64)
+        """y = Σ W ⊙ S of each row of the score output S ([n, ...] -> [n], float64), summed
+        over W's nonzero entries only (a mask, a few anchors: a small part of S)."""
+        flat = self.weights.reshape(-1)
+        support = self._support
+        s = np.asarray(out).reshape(len(out), -1)
+        return s[:, support].astype(np.float64) @ flat[support].astype(np.float64)
+
+    @property
+    def _support(self) -> np.ndarray:
+        found = self._cache.get("support")
+        if found is None:
+            found = self._cache["support"] = np.flatnonzero(self.weights)
+        return found
 
 
 class TargetKind:
