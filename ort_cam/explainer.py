@@ -8,9 +8,9 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 from PIL import Image
 
 from . import optimized
@@ -29,8 +29,7 @@ from .engine import (
     walk_fixed,
 )
 from .errors import OrtCamError
-from .grad.heads import TARGET_WEIGHTS
-from .graph import LoadedModel
+from .grad.spec import TARGET_WEIGHTS
 from .maps import is_dark, normalize, upsample
 from .methods import (
     METHODS,
@@ -43,13 +42,18 @@ from .methods import (
 )
 from .methods.finercam import FinerCam
 from .methods.run_based import run_method, uses_runs
-from .model_runs import ExplainerRuns, HeadSessions
 from .model_setup import ModelSetup, class_count
 from .preprocess import Preprocess
 from .result import DEFAULT_STEPS, Explanation, MethodResult, parse_steps
 from .runtime import select_providers
 from .target_choice import CLASS_KINDS, ClassFeed, choose_at_x, options_for, target_options
 from .targets import Target, TargetOptions, kind_named
+
+if TYPE_CHECKING:  # (loading a model, and the head's runs, are imported where first used)
+    import onnx
+
+    from .graph import LoadedModel
+    from .model_runs import ExplainerRuns, HeadSessions
 
 #: Most explanations (image × target) made together, their paths packed into shared runs.
 PACK_ITEMS = 32
@@ -356,6 +360,8 @@ class Explainer:
         class ``target`` (for a target of another kind, set the result's ``feed`` to the
         target chosen at x), as the methods that need them read them; the sessions are built
         when first used and kept."""
+        from .model_runs import ExplainerRuns, HeadSessions
+
         if self._heads is None:
             threads = self.session.get_session_options().intra_op_num_threads
             self._heads = HeadSessions(lambda: self.model, self.layer, self._setup.prepared.head,

@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-
-import onnx
+from typing import TYPE_CHECKING
 
 from .errors import OrtCamError
-from .metadata_keys import LABELS_KEY, stored_value
+from .metadata_keys import LABELS_KEY, MetadataOnly, stored_value
+
+if TYPE_CHECKING:
+    import onnx
 
 
-def read_labels(source, model: onnx.ModelProto | None = None) -> list[str] | None:
+def read_labels(source, model: onnx.ModelProto | MetadataOnly | None = None) -> list[str] | None:
     """Labels from a list, a text file (one per line) or a JSON list file; else the model's
     metadata (``ort_cam.labels``); else None."""
     if source is None:

@@ -9,20 +9,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 from PIL import Image
 
 from .baselines import make_baseline
 from .engine import check_finite
 from .errors import InputError, OrtCamError
-from .graph import LayerHint, LoadedModel, load_model, view_layer
 from .graph.exported import exported
 from .labels import check_labels, read_labels
 from .prepared import Prepared, prepared_model
 from .preprocess import Preprocess, load_image, preprocess_from_spec, requested_size
 from .targets import TargetOptions
+
+if TYPE_CHECKING:  # (what loads a model is imported where one is loaded)
+    import onnx
+
+    from .graph import LayerHint, LoadedModel
 
 
 @dataclass
@@ -53,8 +57,11 @@ class ModelSetup:
         """The setup of ``Explainer(model, layer, ...)``, its arguments as it takes them;
         ``session`` as ``prepared_model`` takes it."""
         size = requested_size(size, preprocess)
-        hint = LayerHint(layer_layout, grid, extra_tokens) if (
-            layer_layout or grid or extra_tokens is not None) else None
+        hint = None
+        if layer_layout or grid or extra_tokens is not None:
+            from .graph import LayerHint
+
+            hint = LayerHint(layer_layout, grid, extra_tokens)
         again = partial(prepared_model, model, layer, score, use_cache=cache, output=output,
                         size=size, hint=hint, target=target)
         prep = again(session=session)
@@ -68,6 +75,8 @@ class ModelSetup:
     def model(self) -> LoadedModel:
         """The loaded model (loaded on first use when the setup came from the cache)."""
         if self.loaded is None:
+            from .graph import load_model, view_layer
+
             loaded = load_model(self.source, size=self.size, output=self.output)
             self.loaded = view_layer(loaded, self.prepared.layer, self.layer_hint)[0]
         return self.loaded
@@ -81,6 +90,8 @@ class ModelSetup:
             prep.fused, prep.fused_bytes = other.fused, other.fused_bytes
             self.loaded = self.loaded or other.loaded
         if prep.fused is None:
+            import onnx
+
             assert prep.fused_bytes is not None
             prep.fused = onnx.load_model_from_string(prep.fused_bytes)
         return prep.fused

@@ -9,24 +9,30 @@ onnx and onnxruntime versions), else builds it and stores it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from . import cache
 from ._version import __version__
 from .errors import OrtCamError
-from .grad import fused_model, rule_switches
-from .grad.heads import check_scores_output
-from .grad.transforms import Head
-from .graph import LayerHint, LoadedModel, load_model, view_layer
+from .grad import rule_switches
+from .grad.spec import Head
 from .graph.digest import ModelSource, remembered_digest
-from .graph.load import BATCH_ONE_NOTE, is_float
-from .metadata_keys import LAYER_KEY
+from .metadata_keys import LAYER_KEY, MetadataOnly
 from .runtime import Runner
-from .targets import OutputInfo, Reading, TargetOptions, read_output
+from .targets import OutputInfo, TargetOptions
+
+if TYPE_CHECKING:
+    import onnx
+
+    from .graph import LayerHint, LoadedModel
+    from .targets import Reading
+
+# What builds a model (onnx, onnx-graphsurgeon: the gradient graphs, the loader, the output's
+# reading) is imported where a model is built, so that a model taken from the cache starts
+# without loading them.
 
 #: Bump when what an entry holds, or how the fused model is built, changes.
 FORMAT = 4
@@ -128,13 +134,10 @@ class Prepared:
                    warnings=[str(w) for w in data.get("warnings", [])],
                    reading=dict(data["reading"]), batch_rows=bool(data["batch_rows"]))
 
-    def metadata_model(self) -> onnx.ModelProto:
-        """A model holding only the metadata properties (what the readers of stored
+    def metadata_model(self) -> MetadataOnly:
+        """The metadata properties as a model holds them (what the readers of stored
         preprocessing and labels look at)."""
-        proto = onnx.ModelProto()
-        for key, value in self.metadata.items():
-            proto.metadata_props.add(key=key, value=value)
-        return proto
+        return MetadataOnly.of(self.metadata)
 
 
 class RowRunner(Runner):
@@ -169,6 +172,10 @@ def activation_bytes(model: LoadedModel, layer: str) -> int:
 def read(model: LoadedModel, opts: TargetOptions) -> Reading:
     """How the explainer reads the model's output: the kind (flag, metadata, pattern) and the
     head it puts on it (``targets.read_output``); an integer output is refused first."""
+    from .grad.heads import check_scores_output
+    from .graph.load import is_float
+    from .targets import read_output
+
     if not is_float(model.dtypes.get(model.output)):
         check_scores_output(model, model.output)  # says which output is class scores, if any
     return read_output(model, model.output, opts)
@@ -187,6 +194,10 @@ def build(source: ModelSource, layer: str | None, score: str | None, *,
     ``size`` as ``load_model`` takes them, ``hint`` as ``view_layer``; ``score`` and
     ``target`` (its kind, the detection layout) as ``targets.read_output`` takes them (None:
     detected)."""
+    from .grad import fused_model
+    from .graph import load_model, view_layer
+    from .graph.load import BATCH_ONE_NOTE, is_float
+
     model = load_model(source, size=size, output=output)
     if len(model.input_names) != 1:
         raise OrtCamError(f"the model has {len(model.input_names)} inputs; "
@@ -234,7 +245,19 @@ def key_fields(digest: str, layer: str | None, score: str | None, *,
             "output": output, "input_shapes": None if size is None else [int(v) for v in size],
             "layer_view": None if hint is None else hint.record(),
             "rule_switches": rule_switches(),
-            "ort_cam": __version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__}
+            "ort_cam": __version__, "onnx": onnx_version(), "onnxruntime": ort.__version__}
+
+
+def onnx_version() -> str:
+    """The installed onnx's version, read without importing onnx."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("onnx")
+    except PackageNotFoundError:  # an onnx not installed as a distribution
+        import onnx
+
+        return str(onnx.__version__)
 
 
 def prepared_model(source: ModelSource, layer: str | None, score: str | None, *,

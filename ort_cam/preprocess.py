@@ -12,14 +12,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError, OrtCamError
-from .metadata_keys import PREPROCESS_KEY, stored_value
+from .metadata_keys import PREPROCESS_KEY, MetadataOnly, stored_value
+
+if TYPE_CHECKING:
+    import onnx
 
 RESIZE_MODES = ("stretch", "crop", "letterbox")
 LAYOUTS = ("NCHW", "NHWC")
@@ -215,7 +217,7 @@ def _upright_rgb(image: Image.Image, what: str = "the image") -> Image.Image:
     return image.convert("RGB")
 
 
-def read_metadata(model: onnx.ModelProto) -> Preprocess | None:
+def read_metadata(model: onnx.ModelProto | MetadataOnly) -> Preprocess | None:
     text = stored_value(model, PREPROCESS_KEY)
     return None if text is None else Preprocess.from_json(text)
 
@@ -262,9 +264,10 @@ def requested_size(size: Sequence[int] | None, spec: Preprocess | str | dict | N
 _PIXELS = {"scale": 1.0, "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
 
 
-def preprocess_from_spec(model: onnx.ModelProto, input_shape: Sequence[int | str | None],
-                     spec: Preprocess | str | dict | None, cast_input: str | None = None
-                     ) -> Preprocess:
+def preprocess_from_spec(model: onnx.ModelProto | MetadataOnly,
+                         input_shape: Sequence[int | str | None],
+                         spec: Preprocess | str | dict | None, cast_input: str | None = None
+                         ) -> Preprocess:
     """``resolve_preprocess`` for ``spec`` in any form ``Explainer`` takes (a dict: ``preset``
     and field overrides). For a model whose input was ``cast_input`` (an integer type the
     model casts to float inside, so its own graph does the normalising) the default is the
@@ -284,7 +287,8 @@ def preprocess_from_spec(model: onnx.ModelProto, input_shape: Sequence[int | str
     return pre
 
 
-def resolve_preprocess(model: onnx.ModelProto, input_shape: Sequence[int | str | None],
+def resolve_preprocess(model: onnx.ModelProto | MetadataOnly,
+                       input_shape: Sequence[int | str | None],
                        spec: Preprocess | str | None, **overrides: Any) -> Preprocess:
     """The preprocessing to use: an explicit ``Preprocess`` as is; otherwise the model's
     metadata, else the named preset (default ``imagenet``), with size and layout from the

@@ -15,13 +15,15 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx import helper
 
 from .errors import OrtCamError
+
+if TYPE_CHECKING:
+    import onnx
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 #: Protobuf's limit: larger models go through a file with external data.
@@ -77,7 +79,19 @@ def set_session_defaults(threads: int | None = None, opt_level: str = "all") -> 
     return previous
 
 
-def _tiny_model() -> bytes:
+#: The provider probe's model: y = Relu(x), x and y float [1], opset 13, IR version 7,
+#: serialised (``tiny_model`` builds it with onnx's helpers; tests/test_runtime.py checks the
+#: two agree), so that probing a provider does not import onnx.
+TINY_MODEL = (b'\x08\x07:7\n\x0c\n\x01x\x12\x01y"\x04Relu\x12\x05probeZ\x0f\n\x01x\x12\n\n'
+              b'\x08\x08\x01\x12\x04\n\x02\x08\x01b\x0f\n\x01y\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08'
+              b'\x01B\x04\n\x00\x10\r')
+
+
+def tiny_model() -> bytes:
+    """``TINY_MODEL`` built with onnx's helpers."""
+    import onnx
+    from onnx import helper
+
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x],
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
@@ -118,7 +132,7 @@ def provider_works(name: str) -> bool:
     options = ort.SessionOptions()
     options.log_severity_level = LOG_SILENT
     try:
-        sess = ort.InferenceSession(_tiny_model(), options,
+        sess = ort.InferenceSession(TINY_MODEL, options,
                                     providers=[name] if name == CPU else [name, CPU])
         return sess.get_providers()[0] == name
     except Exception:
@@ -180,6 +194,8 @@ def session_for(model: onnx.ModelProto, providers: list | None = None,
     options = options if options is not None else session_options()
     if model.ByteSize() < _MAX_PROTO:
         return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+    import onnx
+
     tmp = tempfile.mkdtemp(prefix="ort_cam_")
     path = os.path.join(tmp, "model.onnx")
     onnx.save(model, path, save_as_external_data=True, location="model.onnx.data")

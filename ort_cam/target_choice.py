@@ -13,7 +13,7 @@ import numpy as np
 
 from .engine import FusedModel
 from .errors import OrtCamError
-from .grad.heads import TARGET_WEIGHTS
+from .grad.spec import TARGET_WEIGHTS
 from .targets import OutputInfo, Target, TargetKind, TargetOptions
 
 #: The kinds whose scores are one row per image that the class choice reads (top-1 seed).

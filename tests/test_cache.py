@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 import ort_cam
-from ort_cam import cache, optimized, prepared
+from ort_cam import cache, grad, graph, optimized, prepared
 from ort_cam import runtime as ort_runtime
 from ort_cam.cli import main
 from ort_cam.grad import rules_nn
@@ -86,8 +86,8 @@ def test_hit_skips_load_probe_and_build(where, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a cache hit must not load or differentiate the model")
 
-    monkeypatch.setattr(prepared, "load_model", refuse)
-    monkeypatch.setattr(prepared, "fused_model", refuse)
+    monkeypatch.setattr(graph, "load_model", refuse)  # (prepared imports them where it builds)
+    monkeypatch.setattr(grad, "fused_model", refuse)
     warm = ort_cam.Explainer(DEMO, quiet=True)
     assert warm.cache_hit
     assert (warm.layer, warm.channel_axis, warm.n_classes) == (
@@ -137,7 +137,7 @@ def test_any_change_of_key_is_a_miss(where, monkeypatch, tmp_path, change):
     elif change == "onnxruntime":
         monkeypatch.setattr(prepared.ort, "__version__", "0.0.0-test")
     elif change == "onnx":
-        monkeypatch.setattr(prepared.onnx, "__version__", "0.0.0-test")
+        monkeypatch.setattr(prepared, "onnx_version", lambda: "0.0.0-test")
     elif change == "stride1_as_conv":  # a rule switch: keyed whether or not a rule reads it
         monkeypatch.setattr(rules_nn, "STRIDE1_AS_CONV", False)
     else:
@@ -363,3 +363,9 @@ def test_a_remembered_digest_follows_the_external_data(where, tmp_path):
     blob[-1] ^= 0x01
     data.write_bytes(bytes(blob))
     assert digest.remembered_digest(path, where) not in (None, first)
+
+
+def test_the_keys_onnx_version_is_onnxs_own():
+    """The key reads onnx's version without importing onnx: the same one onnx reports."""
+    assert prepared.onnx_version() == onnx.__version__
+    assert prepared.key_fields("ab" * 32, None, None)["onnx"] == onnx.__version__

@@ -188,9 +188,12 @@ def test_the_walker_sees_lazy_and_relative_imports(tmp_path):
 
 
 #: What `ort-cam explain` must not import: the other commands' code and the plotting library
-#: (its panels are drawn with PIL).
+#: (its panels are drawn with PIL); and with the model in the cache, nothing that builds or
+#: loads a model (onnx, onnx-graphsurgeon): the session opens on the cached bytes.
 NOT_FOR_EXPLAIN = ("matplotlib", "ort_cam.export", "ort_cam.audit", "ort_cam.cli.export_cmd",
                    "ort_cam.cli.audit_cmd", "ort_cam.cli.demo_cmd", "ort_cam.cli.graph_cmds")
+NOT_FOR_WARM_EXPLAIN = ("onnx", "onnx_graphsurgeon", "ml_dtypes", "ort_cam.grad.heads",
+                        "ort_cam.graph.load")
 
 EXPLAIN_CHILD = """
 import json, sys
@@ -200,15 +203,29 @@ print(json.dumps(sorted(sys.modules)))
 """
 
 
+def _explain_modules(args: list[str], cache: Path) -> list[str]:
+    """The modules an `ort-cam explain` process imported."""
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE.parent), ORT_CAM_CACHE=str(cache))
+    done = subprocess.run([sys.executable, "-c", EXPLAIN_CHILD, *args], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "ort_cam.cli.explain_cmd" in loaded  # (the check looks at the right process)
+    return loaded
+
+
+def _among(loaded: list[str], names: tuple[str, ...]) -> list[str]:
+    return [m for m in loaded if any(m == n or m.startswith(n + ".") for n in names)]
+
+
 def test_explain_imports_only_what_it_uses(tmp_path):
     root = PACKAGE.parent
     args = ["explain", str(root / "models" / "demo" / "demo_cnn.onnx"),
             str(root / "models" / "demo" / "samples" / "ring_unsaturated.png"),
-            "--steps", "2", "--out", str(tmp_path / "out"), "--json"]
-    done = subprocess.run([sys.executable, "-c", EXPLAIN_CHILD, *args], capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(root)))
-    assert done.returncode == 0, done.stderr
-    loaded = json.loads(done.stdout.strip().splitlines()[-1])
-    assert "ort_cam.cli.explain_cmd" in loaded  # (the check looks at the right process)
-    wrong = [m for m in loaded if any(m == n or m.startswith(n + ".") for n in NOT_FOR_EXPLAIN)]
-    assert not wrong, f"ort-cam explain imported {wrong}"
+            "--steps", "2", "--json", "--providers", "cpu"]
+    cold = _explain_modules([*args, "--out", str(tmp_path / "cold")], tmp_path / "cache")
+    assert not _among(cold, NOT_FOR_EXPLAIN), "ort-cam explain imported what it does not use"
+    assert _among(cold, NOT_FOR_WARM_EXPLAIN)  # (a cold run builds the model: it needs them)
+    warm = _explain_modules([*args, "--out", str(tmp_path / "warm")], tmp_path / "cache")
+    wrong = _among(warm, NOT_FOR_EXPLAIN + NOT_FOR_WARM_EXPLAIN)
+    assert not wrong, f"ort-cam explain on a cached model imported {wrong}"

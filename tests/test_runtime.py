@@ -96,3 +96,10 @@ def test_ort_cam_leaves_onnxruntime_process_wide_logging_alone(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
     assert "onnxruntime" not in done.stderr, done.stderr
+
+
+def test_the_probe_model_is_the_one_onnx_builds():
+    """The provider probe's model is kept serialised (no onnx import to probe a provider)."""
+    from ort_cam.runtime import TINY_MODEL, tiny_model
+
+    assert tiny_model() == TINY_MODEL

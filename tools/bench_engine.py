@@ -185,7 +185,8 @@ class Setup:
 
         torch.set_num_threads(args.threads)
         self.device = torch.device("cuda" if args.providers == "cuda" else "cpu")
-        tmp = Path(tempfile.mkdtemp(prefix="ort_cam_bench_"))
+        tmp = args.models or Path(tempfile.mkdtemp(prefix="ort_cam_bench_"))
+        tmp.mkdir(parents=True, exist_ok=True)
         self.path = tmp / "resnet50.onnx"
         self.model = export_torchvision("resnet50", self.path).to(self.device)
         self.softmax_model = torch.nn.Sequential(self.model, torch.nn.Softmax(dim=1)).eval()
@@ -390,6 +391,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--providers", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--sections", default="ABCDEF", help="which of A B C D E F to run")
+    ap.add_argument("--models", type=Path, default=None,
+                    help="keep the exported model here between runs")
     ap.add_argument("--profile", action="store_true",
                     help="F: also onnxruntime's profile of the fused session, by node kind")
     ap.add_argument("--memory-run", nargs=2, metavar=("MODEL", "STEPS"), help=argparse.SUPPRESS)

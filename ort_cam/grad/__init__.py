@@ -14,17 +14,41 @@ How to add a rule, in ten lines:
    tests/test_vjp_rules.py checks it by finite differences, and fails while a rule has none.
 """
 
-from . import rules_nn
-from .heads import SCORE_MODES, GradientModels, fused_model, split_models
-from .layers import LayerInfo, list_layers
-from .table import VJP_RULES
-from .transforms import TRANSFORMS, Head
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import TYPE_CHECKING, Any
+
+from .spec import RULE_SWITCHES, SCORE_MODES, TRANSFORMS, Head
+
+if TYPE_CHECKING:
+    from .heads import GradientModels, fused_model, split_models
+    from .layers import LayerInfo, list_layers
+    from .table import VJP_RULES
+
+#: The names that build gradient graphs (onnx and onnx-graphsurgeon): imported on first use,
+#: so that code which only reads ``Head`` or the score modes does not load them.
+_BUILDERS = {"GradientModels": "heads", "fused_model": "heads", "split_models": "heads",
+             "LayerInfo": "layers", "list_layers": "layers", "VJP_RULES": "table"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _BUILDERS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    importlib.import_module(f"{__name__}.heads")  # the rule table, filled (backprop)
+    value = getattr(importlib.import_module(f"{__name__}.{_BUILDERS[name]}"), name)
+    globals()[name] = value
+    return value
 
 
 def rule_switches() -> dict[str, bool]:
     """The module switches that change which ops a rule emits (so the gradient graph, and its
-    float32 rounding), as they are set now: the prepared-model cache keys by them."""
-    return {"STRIDE1_AS_CONV": bool(rules_nn.STRIDE1_AS_CONV)}
+    float32 rounding), as they are set now: the prepared-model cache keys by them. A rule
+    module not imported yet holds its defaults."""
+    nn = sys.modules.get(f"{__name__}.rules_nn")
+    return {key: bool(getattr(nn, key, default) if nn is not None else default)
+            for key, default in RULE_SWITCHES.items()}
 
 
 __all__ = [

@@ -19,14 +19,13 @@ from ..graph.view import TOKENS
 from .backprop import add_gradient
 from .builder import Builder
 from .layers import suggest_layer_after
+from .spec import GRAD, SCORES, TARGET_WEIGHTS
 from .table import VjpContext
 from .transforms import SCORE_MODES, Head, attach_target
 
 __all__ = ["GRAD", "SCORES", "SCORE_MODES", "TARGET_WEIGHTS", "GradientModels", "Head",
            "attach_score", "check_output", "fused_model", "split_models"]
 
-#: Names fixed by the head contract.
-SCORES, GRAD, TARGET_WEIGHTS = "scores", "grad", "target_weights"
 
 
 @dataclass

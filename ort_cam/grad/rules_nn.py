@@ -8,13 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .spec import RULE_SWITCHES
 from .table import Grads, Gys, Unsupported, VjpContext, vjp
 
 #: Input-gradient of a stride-1 Conv with constant weights: as a Conv with pre-flipped
 #: weights (True) or as ConvTranspose (False). tools/bench_heads.py measures both. The two
 #: round differently in float32, so it is part of the prepared-model cache key
-#: (``grad.rule_switches``).
-STRIDE1_AS_CONV = True
+#: (``grad.rule_switches``); its default is ``spec.RULE_SWITCHES``.
+STRIDE1_AS_CONV = RULE_SWITCHES["STRIDE1_AS_CONV"]
 
 
 @dataclass(frozen=True)

@@ -32,46 +32,19 @@ logit and sigmoid keep the output's shape and work over ``axis``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import OrtCamError
+from .spec import SCORE_MODES as SCORE_MODES  # (its home is spec; named here as before)
+from .spec import TRANSFORMS as TRANSFORMS
+from .spec import Head
 from .table import VjpContext
 
-#: The readings of a class output, what ``--score`` takes: the first is the default.
-SCORE_MODES = ("probability", "logit", "sigmoid", "rest")
-#: Every transform a head can put on top of an output.
-TRANSFORMS = (*SCORE_MODES, "binary", "output", "normalize", "objectness")
 #: The smallest norm ``normalize`` divides by (torch's CosineSimilarity eps).
 NORM_EPS = 1e-8
 _PASS_THROUGH = ("Identity", "Flatten", "Reshape", "Squeeze")
 _FINAL = ("Softmax", "LogSoftmax", "Sigmoid")
-
-
-@dataclass(frozen=True)
-class Head:
-    """S = ``transform`` of the model output; ``axis``: the class (or channel) axis of a map
-    kept whole (``flatten`` False) or the 5+C axis of a detection head with objectness."""
-
-    transform: str = "probability"
-    axis: int = 1
-    flatten: bool = True
-
-    def __post_init__(self) -> None:
-        if self.transform not in TRANSFORMS:
-            raise OrtCamError(f"unknown score {self.transform!r}; use one of "
-                              f"{', '.join(SCORE_MODES)}")
-
-    def record(self) -> dict[str, object]:
-        """The JSON form (the prepared-model cache and manifests record it)."""
-        return {"transform": self.transform, "axis": self.axis, "flatten": self.flatten}
-
-    @classmethod
-    def of(cls, score: str | Head) -> Head:
-        """``score`` as a head: a score mode names the class reading of that name."""
-        return score if isinstance(score, Head) else cls(score)
 
 
 def final_op(out: gs.Tensor, ops: tuple[str, ...] = _FINAL) -> gs.Node | None:

@@ -9,15 +9,17 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Literal, overload
-
-import onnx
+from typing import TYPE_CHECKING, Literal, TypeAlias, overload
 
 from .. import cache
 from ..errors import ModelLoadError
-from .load import external_data_files
 
-ModelSource = str | os.PathLike | onnx.ModelProto
+if TYPE_CHECKING:
+    import onnx
+
+#: A model as the explainer takes it: a path, or the model itself (onnx is imported only
+#: where a ModelProto is digested: a remembered model file's digest needs no onnx).
+ModelSource: TypeAlias = "str | os.PathLike | onnx.ModelProto"
 
 
 @overload
@@ -39,7 +41,7 @@ def digest_and_files(source: ModelSource, *, strict: bool = False
                      ) -> tuple[str | None, list[str]]:
     """``model_digest`` and the external data files it read (relative to the model's folder)."""
     path: Path | None = None
-    if isinstance(source, onnx.ModelProto):
+    if not isinstance(source, (str, os.PathLike)):  # a ModelProto
         blob, base = source.SerializeToString(), None
     else:
         path = Path(source)
@@ -66,7 +68,7 @@ def digest_and_files(source: ModelSource, *, strict: bool = False
 def remembered_digest(source: ModelSource, directory: Path) -> str | None:
     """``model_digest``, remembered in ``directory`` for a model file (``cache.known_digest``):
     a model file whose status, and its data files', did not change is not read again."""
-    if isinstance(source, onnx.ModelProto):
+    if not isinstance(source, (str, os.PathLike)):  # a ModelProto
         return model_digest(source)
     path = Path(source)
     known = cache.known_digest(directory, path) if path.is_file() else None
@@ -98,7 +100,11 @@ def _external_files(blob: bytes, path: Path | None) -> list[str]:
     """The external data files the model names; with its path, a file outside the model's
     folder or behind a symbolic link is refused (ModelLoadError) before any is read."""
     try:
+        import onnx
+
         model = onnx.load_model_from_string(blob)
     except Exception:
         return []  # not a model: the loader says so
+    from .load import external_data_files
+
     return sorted({location for _, location in external_data_files(model, path)})

@@ -24,8 +24,12 @@ from __future__ import annotations
 import ast
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import onnx
+from ..metadata_keys import MetadataOnly
+
+if TYPE_CHECKING:
+    import onnx
 
 #: The keys read here, by the exporter that writes them.
 NAMES_KEYS = {"names": "Ultralytics, YOLOv5", "class_names": "Deepness"}
@@ -85,7 +89,7 @@ def _size(value: object) -> tuple[int, int] | None:
     return None
 
 
-def exported(model: onnx.ModelProto) -> Exported:
+def exported(model: onnx.ModelProto | MetadataOnly) -> Exported:
     """What ``model``'s metadata says of its class names and input size (the first key of
     each kind that parses)."""
     props = {p.key: p.value for p in model.metadata_props}

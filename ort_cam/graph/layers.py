@@ -16,11 +16,9 @@ import onnx_graphsurgeon as gs
 
 from ..errors import NotSpatialError, UnknownLayerError
 from .load import LoadedModel, is_float
+from .spec import LAYER_LAYOUTS  # (what ``--layer-layout`` takes)
 from .trace import Trace, square_grid, trace_graph
 from .view import grid_view
-
-#: What ``--layer-layout`` takes.
-LAYER_LAYOUTS = ("NCHW", "NHWC", "tokens")
 
 
 @dataclass(frozen=True)

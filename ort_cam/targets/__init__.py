@@ -10,9 +10,27 @@ output (the flag, the model's metadata, the output's pattern). ``../shared/METHO
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .base import OutputInfo, Target, TargetKind, TargetOptions
-from .detect import Reading, output_info, read_output
 from .kinds import TARGET_KINDS, kind_named, target_records
+
+if TYPE_CHECKING:
+    from .detect import Reading, output_info, read_output
+
+#: Reading an output off a model's graph (onnx-graphsurgeon): imported on first use, so that
+#: choosing targets for a prepared model does not load it.
+_DETECT = ("Reading", "output_info", "read_output")
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _DETECT:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.detect"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["TARGET_KINDS", "OutputInfo", "Reading", "Target", "TargetKind", "TargetOptions",
            "target_records", "kind_named", "output_info", "read_output"]

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError, OrtCamError
 from ..grad import Head
-from ..grad.heads import TARGET_WEIGHTS
+from ..grad.spec import TARGET_WEIGHTS
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,47 @@
+"""What a fused gradient model is asked for, with nothing built: the head on top of the model
+output (``Head``, its transforms), the names the fused model's inputs and outputs have, and the
+rule switches' defaults. It imports neither onnx nor onnx-graphsurgeon, so that code which only
+runs a fused model (``ort-cam explain`` on a cached one) does not load them.
+
+The transforms (``Head.transform``) are described in ``transforms.py``, which builds them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import OrtCamError
+
+#: The readings of a class output, what ``--score`` takes: the first is the default.
+SCORE_MODES = ("probability", "logit", "sigmoid", "rest")
+#: Every transform a head can put on top of an output.
+TRANSFORMS = (*SCORE_MODES, "binary", "output", "normalize", "objectness")
+#: Names fixed by the head contract: the score output, the layer's gradient, the target input.
+SCORES, GRAD, TARGET_WEIGHTS = "scores", "grad", "target_weights"
+#: The module switches that change which ops a rule emits, at their defaults
+#: (``ort_cam.grad.rule_switches`` reads them as set now): ``STRIDE1_AS_CONV`` in rules_nn.
+RULE_SWITCHES = {"STRIDE1_AS_CONV": True}
+
+
+@dataclass(frozen=True)
+class Head:
+    """S = ``transform`` of the model output; ``axis``: the class (or channel) axis of a map
+    kept whole (``flatten`` False) or the 5+C axis of a detection head with objectness."""
+
+    transform: str = "probability"
+    axis: int = 1
+    flatten: bool = True
+
+    def __post_init__(self) -> None:
+        if self.transform not in TRANSFORMS:
+            raise OrtCamError(f"unknown score {self.transform!r}; use one of "
+                              f"{', '.join(SCORE_MODES)}")
+
+    def record(self) -> dict[str, object]:
+        """The JSON form (the prepared-model cache and manifests record it)."""
+        return {"transform": self.transform, "axis": self.axis, "flatten": self.flatten}
+
+    @classmethod
+    def of(cls, score: str | Head) -> Head:
+        """``score`` as a head: a score mode names the class reading of that name."""
+        return score if isinstance(score, Head) else cls(score)
