@@ -55,8 +55,9 @@ def test_a_line_per_step_and_image(cascade):
         (k, name, k + 1) for k, name in enumerate(LAYERS)]
     assert len(lines) == 2 * len(LAYERS) and len({r["key"] for r in lines}) == 2
     assert all(set(r["methods"]) == set(METHODS.split(",")) for r in lines)
-    assert all(set(m) == set(NAMES) for r in lines for m in r["methods"].values())
-    assert "sanity (model-parameter randomisation, cascade; /stem/conv/Conv)" in output
+    assert all(set(m) == {*NAMES, "dark"} for r in lines for m in r["methods"].values())
+    assert not any(m["dark"] for r in lines for m in r["methods"].values())  # 6 layers deep
+    assert "sanity (model-parameter randomisation, cascade; median over the 6 steps)" in output
 
 
 def test_the_records_hold_the_randomised_models_similarities(cascade):
@@ -95,10 +96,11 @@ def test_summary_report_and_flags(cascade):
     summary = json.loads((out / "summary.json").read_text())["sanity"]
     assert [s["layer"] for s in summary["steps"]] == LAYERS
     lines = _lines(out)
-    last = [r for r in lines if r["step"] == len(LAYERS) - 1]
     verdict = summary["checks"]["parameters"]
     for m in METHODS.split(","):
-        want = np.mean([r["methods"][m]["spearman_abs"] for r in last])
+        per_step = [np.mean([r["methods"][m]["spearman_abs"] for r in lines if r["step"] == k])
+                    for k in range(len(LAYERS))]
+        want = np.median(per_step)
         assert verdict["final"][m]["spearman_abs"] == pytest.approx(want, abs=1e-12)
         assert (m in verdict["flagged"]) == (want >= SIMILAR_ABOVE)
     page = (out / "report.html").read_text()
@@ -106,6 +108,36 @@ def test_summary_report_and_flags(cascade):
     assert page.count("data:image/png") >= 2 + 1  # curves and gallery after the audit's
     assert sorted(p.name for p in (out / "sanity" / "gallery").glob("*.npz")) == sorted(
         f"{k}.npz" for k in range(-1, len(LAYERS)))
+
+
+def test_dark_maps_are_counted_apart_and_flags():
+    """summarize_sanity by hand: a dark map's NaNs are left out of the means and counted;
+    the verdict is the median over the steps of their means."""
+    from ort_cam.audit.sanity_report import summarize_sanity
+
+    def rec(step, key, sp, dark=False):
+        v = dict.fromkeys(NAMES, float("nan") if dark else sp)
+        return {"step": step, "layer": f"L{step}", "op": "Conv", "randomised": step + 1,
+                "key": key, "methods": {"gradcam": {**v, "dark": dark},
+                                        "eigencam": {**dict.fromkeys(NAMES, 0.9),
+                                                     "dark": False}}}
+
+    records = [rec(0, "a", 0.8), rec(0, "b", 0.6), rec(1, "a", 0.2), rec(1, "b", 0.0, True),
+               rec(2, "a", 0.7), rec(2, "b", 0.5)]
+    settings = {"methods": ["gradcam", "eigencam"], "sanity": {"mode": "cascade", "seed": 1}}
+    s = summarize_sanity(settings, records)
+    step1 = s["steps"][1]["methods"]["gradcam"]
+    assert step1["spearman_abs"]["n"] == 1 and step1["spearman_abs"]["mean"] == 0.2
+    assert step1["dark"] == 1
+    v = s["checks"]["parameters"]
+    assert v["final"]["gradcam"]["spearman_abs"] == pytest.approx(0.6)  # median(.7, .2, .6)
+    assert v["flagged"] == ["gradcam", "eigencam"]  # 0.6 and 0.9 >= 0.5
+    settings["sanity"]["mode"] = "independent"
+    records[4] = rec(2, "a", 0.1)
+    records[5] = rec(2, "b", 0.1)
+    v = summarize_sanity(settings, records)["checks"]["parameters"]
+    assert v["final"]["gradcam"]["spearman_abs"] == pytest.approx(0.2)  # median(.7, .2, .1)
+    assert v["flagged"] == ["eigencam"]
 
 
 def test_resume_and_other_settings(cascade, tmp_path):

@@ -22,6 +22,12 @@ def test_ranks_and_spearman_by_hand():
     assert np.isnan(S.spearman(a, np.zeros((2, 2))))  # a constant map has no ranking
 
 
+def test_a_dark_map_has_no_similarity():
+    a = np.random.default_rng(0).random((32, 32))
+    assert all(np.isnan(v) for v in S.similarities(a, a, dark=True).values())
+    assert S.similarities(a, a) == pytest.approx(dict.fromkeys(S.NAMES, 1.0), abs=1e-12)
+
+
 def test_ssim_of_one_window_by_hand():
     """A 7x7 pair: one window, SSIM's formula written out with the sample covariance."""
     rng = np.random.default_rng(3)
@@ -77,6 +83,8 @@ def test_ssim_equals_scikit_image():
         want = metrics.structural_similarity(a, b, data_range=1.0)
         # both in float64; measured ≤ 1.6e-15 apart (the window sums taken in another order)
         assert S.ssim(a, b) == pytest.approx(want, abs=1e-12)
+        flat = metrics.structural_similarity(a.ravel(), b.ravel(), data_range=1.0)
+        assert S.ssim(a.ravel(), b.ravel()) == pytest.approx(flat, abs=1e-12)  # 1-D signals
 
 
 def test_hog_equals_scikit_image():

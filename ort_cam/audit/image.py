@@ -280,26 +280,47 @@ def check_extra_metrics(names) -> tuple[str, ...]:
 
 def extra_metrics_settings(metrics: tuple[str, ...]) -> dict:
     """What audit.json records of the opt-in metrics (nothing when there are none, so that
-    the settings of an audit without them are those written before they existed), with the
-    imputation's solver (which SciPy's presence decides)."""
+    the settings of an audit without them are those written before they existed): ROAD's
+    imputation and solver (which SciPy's presence decides), the faithfulness correlation's
+    subsets and the random logit's seed."""
     if not metrics:
         return {}
-    return {"metrics": list(metrics), "road_imputation": ROAD_IMPUTATION,
-            "road_solver": M.road_solver(),
+    road = {"road_imputation": ROAD_IMPUTATION, "road_solver": M.road_solver()} if {
+        "road", "arcc"} & set(metrics) else {}
+    return {"metrics": list(metrics), **road,
             **({"road_percentiles": list(M.ROAD_PERCENTILES)} if "road" in metrics else {}),
             **({"arcc_road_percentiles": list(M.ARCC_ROAD_PERCENTILES)}
-               if "arcc" in metrics else {})}
+               if "arcc" in metrics else {}),
+            **({"faithfulness": {"runs": M.FAITHFULNESS_RUNS, "subset": M.FAITHFULNESS_SUBSET,
+                                 "seed": M.FAITHFULNESS_SEED, "baseline": "image minimum"}}
+               if "faithfulness_correlation" in metrics else {}),
+            **({"random_logit_seed": M.RANDOM_LOGIT_SEED} if "random_logit" in metrics
+               else {})}
 
 
 def extra_metrics(ex: Explainer, pixels: np.ndarray, res: MethodResult, c: int,
                   spec: AuditSpec) -> dict:
+    """The opt-in metrics (``spec.metrics``) of one method's map, scores being p_c: ROAD and
+    ARCC (``road_arcc``), and Quantus's sparseness, complexity, faithfulness correlation and
+    random logit (``metrics.quantus_metrics``; the random logit's other class explained by
+    ``explain_pixels``)."""
+    out = road_arcc(ex, pixels, res, c, spec) if {"road", "arcc"} & set(spec.metrics) else {}
+    out.update(M.quantus_metrics(
+        spec.metrics, res.map, pixels, lambda images: score_images(ex, images, c),
+        lambda other: explain_pixels(ex, pixels.astype(np.float64), res.name, other, spec),
+        ex.n_classes, c))
+    return out
+
+
+def road_arcc(ex: Explainer, pixels: np.ndarray, res: MethodResult, c: int,
+              spec: AuditSpec) -> dict:
     """ROAD and/or ARCC (``spec.metrics``) of one method's map, scores being p_c. The ROAD
     images of both (ARCC's percentiles are among ROAD's: imputed once) and the image itself
     are scored in one batched call (``score_images``); ARCC's coherency explains the image
     times the map again with the same method (``explain_again``)."""
     img = pixels.astype(np.float64)
     wanted = {"road": M.ROAD_PERCENTILES, "arcc": M.ARCC_ROAD_PERCENTILES}
-    pcts = sorted({p for name in spec.metrics for p in wanted[name]})
+    pcts = sorted({p for name in spec.metrics if name in wanted for p in wanted[name]})
     morf, lerf = M.road_imputed(img, res.map, pcts)
     scores = score_images(ex, np.concatenate([img[None], morf, lerf]), c)
 
@@ -325,19 +346,26 @@ def explain_again(ex: Explainer, pixels: np.ndarray, res: MethodResult, c: int,
     """The map (input resolution, normalised) that method ``res.name`` gives for class ``c``
     of the soft explanation map ``pixels`` × ``res.map`` (float pixels, not rounded), with the
     audit's steps, options and baseline (made from that image): ARCC's second map."""
+    return explain_pixels(ex, M.explanation_map(pixels, res.map, "soft"), res.name, c, spec)
+
+
+def explain_pixels(ex: Explainer, image: np.ndarray, method: str, c: int,
+                   spec: AuditSpec) -> np.ndarray:
+    """The map (input resolution, normalised) that ``method`` gives for class ``c`` of the
+    float pixel image ``image`` (at the model's size, not rounded), with the audit's steps,
+    options and baseline (made from that image)."""
     from ..baselines import make_baseline
 
     pre = explainer_preprocess(ex)
-    masked = M.explanation_map(pixels, res.map, "soft")
-    x = pre.normalize(masked)
+    x = pre.normalize(image)
     opts = dict(spec.options)
     seed, blur = opts.pop("baseline_seed"), opts.pop("blur_radius")
     # the baseline from that image in whole pixels (a blur needs them), as for any image
-    base_pixels = np.clip(masked, 0, 255).round().astype(np.uint8)
+    base_pixels = np.clip(image, 0, 255).round().astype(np.uint8)
     x0 = make_baseline(spec.baseline, base_pixels, x, pre, blur_radius=blur, seed=seed)
     again = ex.explain_array(x, baseline_array=x0, target=c, steps=spec.steps,
-                             methods=[res.name], **opts)
-    return again[res.name].map
+                             methods=[method], **opts)
+    return again[method].map
 
 
 def thumb_name(key: str) -> str:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .similarity import pearson, ssim
+
 #: A box's four numbers (a sequence or an array); where a region is taken, also an H×W bool mask.
 Box = Sequence[float] | np.ndarray
 #: Per-image scores or a curve's points: a sequence or a 1-D array.
@@ -172,6 +174,11 @@ def deletion_insertion_images(pixels: np.ndarray, saliency: np.ndarray, steps: i
 EXTRA_METRICS: dict[str, tuple[str, ...]] = {
     "road": ("road_morf", "road_lerf", "road_combined"),
     "arcc": ("complexity", "coherency", "arcc_road", "arcc"),
+    # Quantus's (quantus_metrics, below)
+    "sparseness": ("sparseness",),
+    "complexity": ("entropy_complexity",),
+    "faithfulness_correlation": ("faithfulness_correlation",),
+    "random_logit": ("random_logit",),
 }
 #: ROAD's percentiles (pytorch-grad-cam's ROADCombined default) and ARCC's.
 ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -378,3 +385,125 @@ def arcc(complexity_value: float, coherency_value: float, road_combined: float) 
     road = min(max(2 * road_combined, 0.0), 1.0)
     return 3 / (1 / (coherency_value + 1e-8) + 1 / ((1 - complexity_value) + 1e-8)
                 + 1 / (road + 1e-8))
+
+
+# --- The metrics of Quantus that the audit lacked (Hedström et al. 2023, quantus 0.6.0) ------
+#: Quantus's Sparseness adds this to the map before its Gini index (keeps an empty map finite).
+SPARSENESS_EPS = 1e-7
+#: Quantus's Complexity: log(share + this).
+ENTROPY_EPS = 1e-12
+#: FaithfulnessCorrelation's defaults: 100 random subsets of 224 input features each.
+FAITHFULNESS_RUNS, FAITHFULNESS_SUBSET = 100, 224
+#: RandomLogit's default seed (its other class is drawn after np.random.seed(seed)).
+RANDOM_LOGIT_SEED = 42
+#: The seed of the faithfulness correlation's subsets (drawn again for every image).
+FAITHFULNESS_SEED = 0
+
+
+def _by_max(saliency: np.ndarray) -> np.ndarray:
+    """Quantus's ``normalise_by_max``: L / max |L| (an all-zero map as it is)."""
+    a = np.asarray(saliency, np.float64)
+    m = float(np.abs(a).max())
+    return a if m == 0 else a / m
+
+
+def sparseness(saliency: np.ndarray) -> float:
+    """Sparseness (Chalasani et al. 2020), as ``quantus.Sparseness``: the Gini index of the
+    map's absolute values (normalised by their maximum, plus SPARSENESS_EPS), from 0 (all
+    equal) to 1 (one pixel holds everything)."""
+    a = np.sort(np.abs(_by_max(saliency)).reshape(-1) + SPARSENESS_EPS)
+    n = a.size
+    k = np.arange(1, n + 1)
+    return float(((2 * k - n - 1) * a).sum() / (n * a.sum()))
+
+
+def entropy_complexity(saliency: np.ndarray) -> float:
+    """Complexity (Bhatt et al. 2020), as ``quantus.Complexity``: the entropy of the pixels'
+    shares |L| / Σ|L| (log(share + ENTROPY_EPS)); log N for a flat map of N pixels, lower is
+    simpler."""
+    a = np.abs(_by_max(saliency)).reshape(-1)
+    total = a.sum()
+    if total == 0:
+        return float("nan")
+    p = a / total
+    return float(-(p * np.log(p + ENTROPY_EPS)).sum())
+
+
+def faithfulness_subsets(n_features: int, runs: int = FAITHFULNESS_RUNS,
+                         subset: int = FAITHFULNESS_SUBSET,
+                         rng: np.random.RandomState | None = None) -> np.ndarray:
+    """The random subsets of FaithfulnessCorrelation, [runs, subset] feature indices, drawn
+    as Quantus draws them (``choice(n, subset, replace=False)``, one per run)."""
+    gen = rng if rng is not None else np.random.RandomState(0)
+    return np.stack([gen.choice(n_features, subset, replace=False) for _ in range(runs)])
+
+
+def faithfulness_correlation(score: Callable[[np.ndarray], np.ndarray], image: np.ndarray,
+                             saliency: np.ndarray, subsets: np.ndarray,
+                             chunk: int = 16) -> float:
+    """Faithfulness correlation (Bhatt et al. 2020), as ``quantus.FaithfulnessCorrelation``:
+    the Pearson correlation, over the random ``subsets`` of input features, between the map's
+    sum over a subset and how much ``score`` drops when the subset is set to the image's
+    minimum (Quantus's "black").
+
+    ``image`` H×W×C; its features are numbered channel first (index c·H·W + y·W + x, as
+    Quantus flattens [C, H, W] inputs), each weighing the map at its pixel. ``score`` gives
+    the class score of each image of a batch [k, H, W, C]; ``chunk`` images are scored at a
+    time."""
+    img = np.asarray(image, np.float64)
+    h, w, c = img.shape
+    chw = img.transpose(2, 0, 1).reshape(-1)
+    weights = np.broadcast_to(np.asarray(saliency, np.float64)[None], (c, h, w)).reshape(-1)
+    base = float(np.asarray(score(img[None]))[0])
+    black = chw.min()
+    drops: list[float] = []
+    for i in range(0, len(subsets), chunk):
+        batch = np.repeat(chw[None], len(subsets[i:i + chunk]), axis=0)
+        for row, idx in zip(batch, subsets[i:i + chunk]):
+            row[idx] = black
+        imgs = batch.reshape(-1, c, h, w).transpose(0, 2, 3, 1)
+        drops.extend(base - np.asarray(score(imgs), np.float64))
+    return pearson(weights[subsets].sum(axis=1), np.asarray(drops))
+
+
+def other_class(target: int, n_classes: int, seed: int = RANDOM_LOGIT_SEED) -> int:
+    """RandomLogit's other class for an image explained for ``target``, drawn as
+    ``quantus.RandomLogit`` draws it for a batch of one: after ``np.random.seed(seed)``, index
+    randint(0, C − 1) among the classes other than ``target`` (the same index for every image
+    with one seed)."""
+    index = int(np.random.RandomState(seed).randint(0, n_classes - 1))
+    return index + (index >= target)
+
+
+def random_logit(saliency: np.ndarray, other: np.ndarray) -> float:
+    """Random logit (Sixt et al. 2020), as ``quantus.RandomLogit``: SSIM of the map for the
+    explained class and the map for another class (``other_class``), each normalised by its
+    maximum, with the data range of the two; high means the map ignores the class. As in
+    Quantus, the maps are flattened row by row first, so the SSIM is that of two 1-D
+    signals (windows of 7 consecutive pixels of a row, or across a row's end)."""
+    a, b = _by_max(saliency).reshape(-1), _by_max(other).reshape(-1)
+    both = np.concatenate([a, b])
+    return ssim(a, b, data_range=float(abs(both.max() - both.min())))
+
+
+def quantus_metrics(names: Sequence[str], saliency: np.ndarray, image: np.ndarray,
+                    score: Callable[[np.ndarray], np.ndarray],
+                    explain_other: Callable[[int], np.ndarray], n_classes: int,
+                    target: int) -> dict[str, float]:
+    """Those of Quantus's metrics in ``names`` (``--metrics``: sparseness, complexity,
+    faithfulness_correlation, random_logit) for one map of ``image`` (H×W×C pixels), explained
+    for ``target``: ``score`` scores a batch of pixel images, ``explain_other(k)`` gives the
+    same method's map for class k."""
+    out: dict[str, float] = {}
+    if "sparseness" in names:
+        out["sparseness"] = sparseness(saliency)
+    if "complexity" in names:
+        out["entropy_complexity"] = entropy_complexity(saliency)
+    if "faithfulness_correlation" in names:
+        subsets = faithfulness_subsets(image.size, rng=np.random.RandomState(FAITHFULNESS_SEED))
+        out["faithfulness_correlation"] = faithfulness_correlation(score, image, saliency,
+                                                                   subsets)
+    if "random_logit" in names and n_classes > 1:
+        other = explain_other(other_class(target, n_classes))
+        out["random_logit"] = random_logit(saliency, other)
+    return out

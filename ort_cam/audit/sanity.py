@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from .image import AuditSpec
 
 GALLERY_SIZE = 96
+#: A method's map and whether it is dark.
+Pair = tuple[np.ndarray, bool]
 
 
 @dataclass(frozen=True)
@@ -117,10 +119,21 @@ class SanityImage:
     target: int
 
 
-def _maps(ex: Explainer, image: Image.Image, target: int, spec: AuditSpec) -> dict:
-    r = ex.explain(image, target=target, steps=spec.steps, baseline=spec.baseline,
-                   methods=spec.methods, **spec.options)
-    return {name: res.map for name, res in r.methods.items()}
+def _explain(ex: Explainer, image: Image.Image, target: int, spec: AuditSpec):
+    return ex.explain(image, target=target, steps=spec.steps, baseline=spec.baseline,
+                      methods=spec.methods, **spec.options)
+
+
+def _maps(ex: Explainer, image: Image.Image, target: int, spec: AuditSpec) -> dict[str, Pair]:
+    """Each method's map and whether it is dark."""
+    return {name: (res.map, bool(res.dark))
+            for name, res in _explain(ex, image, target, spec).methods.items()}
+
+
+def compare(before: Pair, after: Pair) -> dict:
+    """The similarities of two (map, dark) pairs, and whether the second is dark (a dark map
+    has none: ``similarity.similarities``)."""
+    return {**similarities(before[0], after[0], dark=before[1] or after[1]), "dark": after[1]}
 
 
 def _save_gallery(folder: Path, step: int, maps: dict[str, np.ndarray],
@@ -146,7 +159,7 @@ def _small(img: Image.Image) -> Image.Image:
 
 
 def step_records(ex: Explainer, step: Step, images: Sequence[SanityImage],
-                 originals: dict[str, dict[str, np.ndarray]], spec: AuditSpec,
+                 originals: dict[str, dict[str, Pair]], spec: AuditSpec,
                  gallery: Path | None) -> Iterator[dict]:
     """One record per image for the model of ``step`` (explained by ``ex``): each method's
     similarities to the original map."""
@@ -154,10 +167,10 @@ def step_records(ex: Explainer, step: Step, images: Sequence[SanityImage],
         t0 = time.perf_counter()
         maps = _maps(ex, load_image(item.path), item.target, spec)
         if gallery is not None and item is images[0]:
-            _save_gallery(gallery, step.index, maps)
+            _save_gallery(gallery, step.index, {k: m for k, (m, _) in maps.items()})
         yield {"step": step.index, "layer": step.layer, "op": step.op,
                "randomised": step.randomised, "key": item.key,
-               "methods": {name: similarities(originals[item.key][name], m)
+               "methods": {name: compare(originals[item.key][name], m)
                            for name, m in maps.items()},
                "seconds": round(time.perf_counter() - t0, 3)}
 
@@ -177,7 +190,7 @@ def run_sanity(ex: Explainer, source: onnx.ModelProto,
     folder = out / SANITY
     folder.mkdir(parents=True, exist_ok=True)
     done = {(r["step"], r["key"]) for r in read_results(folder / SANITY_RESULTS, repair=True)}
-    originals: dict[str, dict[str, np.ndarray]] = {}
+    originals: dict[str, dict[str, Pair]] = {}
     total = step_count(source, sanity) * len(images) - len(done)
     written = 0
     with open(folder / SANITY_RESULTS, "a", encoding="utf-8") as fh, \
@@ -210,8 +223,8 @@ def _originals(ex: Explainer, work: Sequence[SanityImage], originals: dict, spec
     for item in work:
         if item.key in originals:
             continue
-        image = load_image(item.path)
-        originals[item.key] = _maps(ex, image, item.target, spec)
-        if item is first:  # the maps are at the image's size
-            _save_gallery(gallery, SANITY_ORIGINAL, originals[item.key],
-                          np.asarray(image.convert("RGB")))
+        r = _explain(ex, load_image(item.path), item.target, spec)
+        originals[item.key] = {name: (res.map, bool(res.dark)) for name, res in r.methods.items()}
+        if item is first and r.pixels is not None:  # the pixels the maps lie on
+            _save_gallery(gallery, SANITY_ORIGINAL, {k: m for k, (m, _) in
+                                                     originals[item.key].items()}, r.pixels)

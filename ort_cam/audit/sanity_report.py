@@ -3,12 +3,15 @@ each similarity to the audited model's maps, the methods flagged, the printed li
 report's section (the similarity curves as layers are randomised, Adebayo et al.'s Fig. 2
 gallery of one image's maps down the cascade, the table).
 
-A method is flagged when its maps stay similar once the weights are random: the mean
-Spearman rank correlation (absolute values, Quantus's default) of its maps with the audited
-model's is at least ``SIMILAR_ABOVE`` for the fully randomised model (the cascade's last
-step), over the layers (independent: the median of the steps' means), or for the model
-trained on shuffled labels. SSIM is not used to flag: two maps that are both flat over most
-of the image score near 1 there whatever their peaks.
+A dark map (range below ε: a network whose signal died out gives one) has no similarity:
+its records hold NaN and ``dark``, the means leave it out and count it apart.
+A method is flagged when its maps stay similar as the weights are randomised: the median,
+over the steps that give maps, of the mean Spearman rank correlation (absolute values,
+Quantus's default) of its maps with the audited model's is at least ``SIMILAR_ABOVE`` (the
+cascade's last steps alone would not do: deep networks with every layer redrawn give dark
+maps), or that correlation for the model trained on shuffled labels. SSIM is not used to
+flag: two maps that are both flat over most of the image score near 1 there whatever their
+peaks.
 """
 
 from __future__ import annotations
@@ -45,14 +48,12 @@ def summarize_sanity(settings: dict, records: list[dict]) -> dict:
         recs = by_step[k]
         steps.append({"step": k, "layer": recs[0]["layer"], "op": recs[0]["op"],
                       "randomised": recs[0].get("randomised"), "images": len(recs),
-                      "methods": {m: {n: mean_ci([r["methods"][m][n] for r in recs
-                                                  if m in r["methods"]], (-1.0, 1.0))
-                                      for n in NAMES} for m in methods}})
+                      "methods": {m: _step_stats(recs, m) for m in methods}})
     mode = settings["sanity"]["mode"]
     checks = {}
     randomised = [s for s in steps if s["op"] != "data"]
     if randomised:
-        checks["parameters"] = _verdict(randomised, methods, mode == "independent")
+        checks["parameters"] = _verdict(randomised, methods, True)
     data = [s for s in steps if s["op"] == "data"]
     if data:
         checks["data"] = _verdict(data, methods, False)
@@ -61,14 +62,23 @@ def summarize_sanity(settings: dict, records: list[dict]) -> dict:
             "steps": steps, "checks": checks}
 
 
+def _step_stats(recs: list[dict], m: str) -> dict:
+    """Mean and CI of each similarity of method ``m`` over the images of a step (dark maps,
+    which have none, left out) and how many of its maps were dark."""
+    mine = [r["methods"][m] for r in recs if m in r["methods"]]
+    return {**{n: mean_ci([v[n] for v in mine], (-1.0, 1.0)) for n in NAMES},
+            "dark": sum(bool(v.get("dark")) for v in mine)}
+
+
 def _verdict(steps: list[dict], methods: list[str], median: bool) -> dict:
     """The final similarities per method (the last step's means, or the median of the steps'
     means) and the methods flagged."""
     final: dict[str, dict[str, float | None]] = {}
     for m in methods:
         final[m] = {}
-        for n in NAMES:
-            means = [s["methods"][m][n]["mean"] for s in steps]
+        for n in (*NAMES, "dark"):
+            means = [s["methods"][m][n] if n == "dark" else s["methods"][m][n]["mean"]
+                     for s in steps]
             finite = [v for v in means if v is not None]
             if median:
                 final[m][n] = float(np.median(finite)) if finite else None
@@ -76,7 +86,7 @@ def _verdict(steps: list[dict], methods: list[str], median: bool) -> dict:
                 final[m][n] = means[-1]
     flagged = [m for m in methods if (final[m]["spearman_abs"] or -1.0) >= SIMILAR_ABOVE]
     return {"final": final, "flagged": flagged,
-            "over": "median over the layers" if median else steps[-1]["layer"]}
+            "over": f"median over the {len(steps)} steps" if median else steps[-1]["layer"]}
 
 
 def sanity_lines(sanity: dict | None, titles: dict[str, str]) -> list[str]:
@@ -90,6 +100,7 @@ def sanity_lines(sanity: dict | None, titles: dict[str, str]) -> list[str]:
         lines.append(f"sanity ({what}; {v['over']}): similarity to the audited maps")
         for m, f in v["final"].items():
             vals = "  ".join(f"{n} {_fmt(f[n])}" for n in NAMES)
+            vals += f"  dark {f['dark']:g}" if f["dark"] else ""
             flag = "  FLAGGED: maps stay similar" if m in v["flagged"] else ""
             lines.append(f"  {titles.get(m, m)}: {vals}{flag}")
     return lines
@@ -177,9 +188,11 @@ def sanity_table(sanity: dict, methods: list[str], style: dict) -> str:
         what = (f"parameters randomised ({sanity['mode']}, seed {sanity['seed']}): "
                 f"{v['over']}") if check == "parameters" else f"data randomised: {v['over']}"
         head = "".join(f"<th>{LABELS[n]}</th>" for n in NAMES)
-        rows.append(f"<tr><th class=l>{html.escape(what)}</th>{head}<th>flag</th></tr>")
+        rows.append(f"<tr><th class=l>{html.escape(what)}</th>{head}<th>dark maps "
+                    f"(no similarity)</th><th>flag</th></tr>")
         for m in methods:
             cells = "".join(f"<td>{_fmt(v['final'][m][n])}</td>" for n in NAMES)
+            cells += f"<td>{v['final'][m]['dark']:g}</td>"
             flag = (f"maps stay similar (Spearman ≥ {SIMILAR_ABOVE})"
                     if m in v["flagged"] else "")
             rows.append(f"<tr><th class=l>{html.escape(style[m][0])}</th>{cells}"

@@ -55,21 +55,25 @@ def spearman(a: np.ndarray, b: np.ndarray, absolute: bool = False) -> float:
 
 
 def _box_mean(x: np.ndarray, w: int) -> np.ndarray:
-    """Mean over every w×w window that lies wholly inside ``x`` ([H − w + 1, W − w + 1])."""
-    c = np.zeros((x.shape[0] + 1, x.shape[1] + 1))
-    c[1:, 1:] = np.cumsum(np.cumsum(x, axis=0), axis=1)
-    s = c[w:, w:] - c[:-w, w:] - c[w:, :-w] + c[:-w, :-w]
-    return s / (w * w)
+    """Mean over every window of w samples per axis that lies wholly inside ``x`` (1-D or
+    2-D): [n − w + 1] or [H − w + 1, W − w + 1]."""
+    out = x
+    for axis in range(x.ndim):
+        c = np.cumsum(out, axis=axis)
+        c = np.concatenate([np.zeros_like(np.take(c, [0], axis=axis)), c], axis=axis)
+        n = c.shape[axis]
+        out = np.take(c, range(w, n), axis=axis) - np.take(c, range(0, n - w), axis=axis)
+    return out / (w ** x.ndim)
 
 
 def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
-    """Mean structural similarity of two maps, as scikit-image's ``structural_similarity``
-    with its defaults computes it."""
+    """Mean structural similarity of two maps (or two 1-D signals), as scikit-image's
+    ``structural_similarity`` with its defaults computes it."""
     x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
     w = SSIM_WINDOW
     if min(x.shape) < w:
-        raise ValueError(f"SSIM needs maps of at least {w}x{w} pixels (got {x.shape})")
-    cov = w * w / (w * w - 1.0)  # the sample covariance
+        raise ValueError(f"SSIM needs at least {w} samples per axis (got {x.shape})")
+    cov = w ** x.ndim / (w ** x.ndim - 1.0)  # the sample covariance
     ux, uy = _box_mean(x, w), _box_mean(y, w)
     vx = cov * (_box_mean(x * x, w) - ux * ux)
     vy = cov * (_box_mean(y * y, w) - uy * uy)
@@ -115,7 +119,11 @@ def hog_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return pearson(hog(a), hog(b))
 
 
-def similarities(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """Every similarity of NAMES between two normalised maps of the same size."""
+def similarities(a: np.ndarray, b: np.ndarray, dark: bool = False) -> dict[str, float]:
+    """Every similarity of NAMES between two normalised maps of the same size; all NaN when
+    ``dark`` (either map is dark, range below ε: its normalised values rank rounding noise,
+    so no similarity says anything about it)."""
+    if dark:
+        return dict.fromkeys(NAMES, float("nan"))
     return {"spearman_abs": spearman(a, b, absolute=True), "spearman": spearman(a, b),
             "ssim": ssim(a, b), "hog": hog_similarity(a, b)}

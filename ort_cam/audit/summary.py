@@ -53,7 +53,8 @@ EXTRA_BOUNDS: dict[str, tuple[float, float]] = {COMPLETENESS_GAP: (0.0, math.inf
 #: complexity, coherency and ARCC lie in 0..1.
 EXTRA_RANGES: dict[str, tuple[float, float]] = {
     "road_morf": (-1.0, 1.0), "road_lerf": (-1.0, 1.0), "road_combined": (-0.5, 0.5),
-    "arcc_road": (-0.5, 0.5)}
+    "arcc_road": (-0.5, 0.5), "entropy_complexity": (0.0, math.inf),
+    "faithfulness_correlation": (-1.0, 1.0), "random_logit": (-1.0, 1.0)}
 #: Their rows in the report's table and short names in the printed summary.
 EXTRA_ROWS = [("road_morf", "ROAD MoRF: score change, most relevant removed (lower is better)"),
               ("road_lerf", "ROAD LeRF: score change, least relevant removed (higher is better)"),
@@ -61,8 +62,17 @@ EXTRA_ROWS = [("road_morf", "ROAD MoRF: score change, most relevant removed (low
               ("complexity", "ARCC complexity: mean of the map (lower is better)"),
               ("coherency", "ARCC coherency: (ρ + 1)/2 with the map of E = L ⊙ I"),
               ("arcc_road", "ARCC's ROAD combined (percentiles 20..80)"),
-              ("arcc", "ARCC: harmonic mean (higher is better)")]
-EXTRA_SHOWN = [("road", "road_combined"), ("arcc", "arcc")]
+              ("arcc", "ARCC: harmonic mean (higher is better)"),
+              ("sparseness", "Sparseness: Gini index of |L| (Quantus; higher is sparser)"),
+              ("entropy_complexity", "Complexity: entropy of |L|'s shares (Quantus; lower is "
+                                     "simpler)"),
+              ("faithfulness_correlation", "Faithfulness correlation (Quantus; higher is "
+                                           "better)"),
+              ("random_logit", "Random logit: SSIM to another class's map (Quantus; lower "
+                               "is better)")]
+EXTRA_SHOWN = [("road", "road_combined"), ("arcc", "arcc"), ("sparse", "sparseness"),
+               ("entropy", "entropy_complexity"), ("faith", "faithfulness_correlation"),
+               ("rlogit", "random_logit")]
 PERCENT = ("average_drop_soft", "increase_soft", "average_drop_mask", "increase_mask")
 
 

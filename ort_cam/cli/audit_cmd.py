@@ -77,11 +77,14 @@ def _extra_metrics(ctx: click.Context, param: click.Parameter, value: str) -> tu
 @click.option("--deletion-steps", type=click.IntRange(min=1), default=DELETION_STEPS,
               show_default=True,
               help="Steps of the deletion and insertion curves.")
-@click.option("--metrics", "extra_metrics", default="", metavar="road,arcc",
+@click.option("--metrics", "extra_metrics", default="", metavar="road,arcc,...",
               callback=_extra_metrics,
               help="Also measure these (more model runs): road (ROAD MoRF, LeRF and "
-                   "combined: 18 imputed images per method) and/or arcc (complexity, "
-                   "coherency: the image times the map explained again, and ARCC).")
+                   "combined: 18 imputed images per method), arcc (complexity, "
+                   "coherency: the image times the map explained again, and ARCC), and "
+                   "Quantus's sparseness, complexity (entropy), faithfulness_correlation "
+                   "(100 scored images per method) and random_logit (another class "
+                   "explained).")
 @click.option("--sanity", type=click.Choice(["cascade", "independent"]), default=None,
               help="Then run the model-parameter randomisation test (Adebayo et al. 2018) "
                    "on the audited images: explain each again with the weights randomised "
