@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
+from itertools import groupby
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,7 +44,7 @@ from .methods import (
 from .methods.finercam import FinerCam
 from .methods.run_based import run_method, uses_runs
 from .model_setup import ModelSetup, class_count
-from .preprocess import Preprocess
+from .preprocess import Preprocess, load_image
 from .result import DEFAULT_STEPS, Explanation, MethodResult, parse_steps
 from .runtime import select_providers
 from .target_choice import CLASS_KINDS, ClassFeed, choose_at_x, options_for, target_options
@@ -94,8 +95,10 @@ class Explainer:
             its fields: mask, box, threshold, anchors, top_k, conf, iou, objectness, layout,
             concept, step, blank, weights); each call's ``target`` may add to them.
         size: (height, width) of a model input whose height and width are dynamic (default:
-            the preprocessing's size, else the size stored in the model's metadata, else 224
-            with a note on stderr).
+            the preprocessing's size, else the size stored in the model's metadata by
+            ``ort-cam metadata`` or by its exporter, else each image's own size rounded to a
+            multiple of what the graph scales it down by, one prepared model per size, with a
+            note on stderr; ``own_sizes`` False keeps the 224x224 the model is prepared at).
         layer_layout, grid, extra_tokens: where the graph does not tell (or to override it):
             the layer's layout (NCHW, NHWC or tokens) and, for a token layer [N, T, C], its
             grid (h, w) and leading extra tokens (class, distillation); a token layer is
@@ -111,6 +114,7 @@ class Explainer:
                  grid: tuple[int, int] | None = None, extra_tokens: int | None = None,
                  target_kind: str | None = None,
                  target: TargetOptions | Mapping | None = None):
+        self._args = {k: v for k, v in locals().items() if k != "self"}  # for other sizes
         t0 = time.perf_counter()
         opts = target_options(target, target_kind)
         self.target_options = replace(opts, score=score if score is not None else opts.score)
@@ -148,6 +152,8 @@ class Explainer:
         self.memory_budget = memory_budget
         self.fixed_chunk = chunk_size
         self._heads: HeadSessions | None = None  # built by the first method that runs the head
+        self._sizes: dict[tuple[int, int], Explainer] = {}  # other sizes (``_at_size``)
+        self.own_sizes = prep.free_size  # each image at its own size (False: the audits)
         self.setup_seconds = time.perf_counter() - t0
 
     @property
@@ -208,6 +214,11 @@ class Explainer:
                 blur_radius: float | None = None, on_chunk=None, **options) -> Explanation:
         """Explain one image (path, PIL image or H×W×3 uint8 array) for one target with
         ``methods`` (default: the registry's default set)."""
+        ex, image = self._at_size(image)
+        if ex is not self:
+            return ex.explain(image, target=target, steps=steps, baseline=baseline,
+                              methods=methods, baseline_seed=baseline_seed,
+                              blur_radius=blur_radius, on_chunk=on_chunk, **options)
         x, x0, pixels, seconds, photo = self._setup.image_inputs(image, baseline, baseline_seed,
                                                            blur_radius)
         return self._explain_items([_Item(x, x0, pixels, seconds, target, photo)], steps,
@@ -244,10 +255,44 @@ class Explainer:
         together, their paths packed into shared runs (1: each is explained alone)."""
         return self._group_size(steps, methods, 1)
 
+    def _at_size(self, image) -> tuple[Explainer, object]:
+        """(the explainer for ``image``, the image): this one, but for a model that takes any
+        size where nothing names one (``Prepared.free_size``), the one at the image's own size
+        rounded to what the graph shows (``own_size``): made on first use (its prepared model
+        cached apart), with a note."""
+        prep = self._setup.prepared
+        if not self.own_sizes:
+            return self, image
+        from .graph.inputs import own_size  # (loads onnx-graphsurgeon: a model is made)
+
+        try:
+            photo = load_image(image)
+        except Exception:  # refused where it is read, after what came before it is explained
+            return self, image
+        size = own_size(photo.size, prep.size_multiple)
+        if self.preprocess is None or size == tuple(self.preprocess.size):
+            return self, photo
+        if size not in self._sizes:
+            t0 = time.perf_counter()
+            self._sizes[size] = Explainer(**{**self._args, "size": size, "quiet": True})
+            if not self._args["quiet"]:
+                print(f"note: explaining at {size[0]}x{size[1]}, a size of its own: its "
+                      f"explainer took {time.perf_counter() - t0:.2f} s to make", file=sys.stderr)
+        return self._sizes[size], photo
+
     def _packed(self, jobs: Iterable[tuple], n_specs: int, steps, methods, on_chunk,
                 options: dict, base: tuple) -> Iterator[Explanation]:
         """The explanations of ``jobs`` ((image, [target spec, ...]) each), in groups of as
-        many as share runs; ``base`` is (baseline, baseline_seed, blur_radius)."""
+        many as share runs; ``base`` is (baseline, baseline_seed, blur_radius). Images of
+        other sizes (``_at_size``) go to the explainer of their size, in order."""
+        sized = ((*self._at_size(image), specs) for image, specs in jobs)
+        for ex, group in groupby(sized, key=lambda job: job[0]):
+            yield from ex._packed_here(((image, specs) for _, image, specs in group), n_specs,
+                                       steps, methods, on_chunk, options, base)
+
+    def _packed_here(self, jobs: Iterable[tuple], n_specs: int, steps, methods, on_chunk,
+                     options: dict, base: tuple) -> Iterator[Explanation]:
+        """``_packed`` for images of this explainer's size."""
         group = self._group_size(steps, methods, n_specs)
         pending: list[_Item] = []
         for image, specs in jobs:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 # without loading them.
 
 #: Bump when what an entry holds, or how the fused model is built, changes.
-FORMAT = 4
+FORMAT = 5
 
 
 @dataclass
@@ -65,6 +65,10 @@ class Prepared:
         key: the fields of its cache entry (None when the cache is not used).
         batch_rows: the model runs at batch 1 only (``LoadedModel.batch_rows``): its session
             runs row by row (``runner``).
+        free_size: the input's height and width are dynamic and nothing names them
+            (``LoadedModel.free_size``): prepared at the default size, each image is explained
+            at its own (``Explainer``), rounded to a multiple of ``size_multiple``
+            (``graph.layers.size_multiple``).
     """
 
     fused_bytes: bytes | None
@@ -85,6 +89,8 @@ class Prepared:
     session_bytes: bytes | None = field(default=None, repr=False)
     key: dict[str, Any] | None = None
     batch_rows: bool = False
+    free_size: bool = False
+    size_multiple: int = 1
 
     @property
     def score(self) -> str:
@@ -119,7 +125,8 @@ class Prepared:
                 "input_dtype": self.input_dtype, "layer_shape": self.layer_shape,
                 "sample_bytes": self.sample_bytes, "metadata": self.metadata,
                 "cast_input": self.cast_input, "warnings": self.warnings,
-                "reading": self.reading, "batch_rows": self.batch_rows}
+                "reading": self.reading, "batch_rows": self.batch_rows,
+                "free_size": self.free_size, "size_multiple": self.size_multiple}
 
     @classmethod
     def from_record(cls, data: dict[str, Any], fused_bytes: bytes | None) -> Prepared:
@@ -132,7 +139,9 @@ class Prepared:
                    metadata={str(k): str(v) for k, v in data["metadata"].items()},
                    from_cache=True, cast_input=data.get("cast_input"),
                    warnings=[str(w) for w in data.get("warnings", [])],
-                   reading=dict(data["reading"]), batch_rows=bool(data["batch_rows"]))
+                   reading=dict(data["reading"]), batch_rows=bool(data["batch_rows"]),
+                   free_size=bool(data["free_size"]),
+                   size_multiple=int(data["size_multiple"]))
 
     def metadata_model(self) -> MetadataOnly:
         """The metadata properties as a model holds them (what the readers of stored
@@ -187,6 +196,26 @@ def _reading_record(reading: Reading) -> dict[str, Any]:
             "output": reading.output.record()}
 
 
+#: The note of a model whose input size nothing names (``Prepared.free_size``).
+FREE_SIZE_NOTE = ("the model's input height and width are dynamic and nothing names them: "
+                  "each image is explained at its own size rounded to a multiple of {m} (one "
+                  "prepared model per size, packing only within a size; pass --size HxW for one "
+                  "size)")
+
+
+def _warnings(model: LoadedModel, multiple: int) -> list[str]:
+    """What loading chose that the user should hear of, as note lines (a dynamic size fixed
+    by default, an integer input read after its Cast, a batch that stays 1); for a model of
+    free size, that each image is explained at its own size instead."""
+    from .graph.load import BATCH_ONE_NOTE
+
+    notes = [n for n in model.notes
+             if "pass --size" in n or "cast to" in n or n.startswith(BATCH_ONE_NOTE)]
+    if model.free_size:
+        notes = [n for n in notes if "pass --size" not in n] + [FREE_SIZE_NOTE.format(m=multiple)]
+    return [f"note: {n}" for n in notes]
+
+
 def build(source: ModelSource, layer: str | None, score: str | None, *,
           output: str | None = None, size: tuple[int, int] | None = None,
           hint: LayerHint | None = None, target: TargetOptions | None = None) -> Prepared:
@@ -196,7 +225,8 @@ def build(source: ModelSource, layer: str | None, score: str | None, *,
     detected)."""
     from .grad import fused_model
     from .graph import load_model, view_layer
-    from .graph.load import BATCH_ONE_NOTE, is_float
+    from .graph.layers import size_multiple
+    from .graph.load import is_float
 
     model = load_model(source, size=size, output=output)
     if len(model.input_names) != 1:
@@ -221,6 +251,7 @@ def build(source: ModelSource, layer: str | None, score: str | None, *,
     except Exception:  # past protobuf's 2 GB: the session goes through a file
         fused_bytes = None
     cast = model.cast_inputs.get(name)
+    multiple = size_multiple(model) if model.free_size else 1
     return Prepared(
         fused_bytes=fused_bytes, layer=tensor, channel_axis=axis, input_name=name,
         input_shape=[d if isinstance(d, int) else None for d in model.graph.inputs[0].shape or []],
@@ -228,9 +259,8 @@ def build(source: ModelSource, layer: str | None, score: str | None, *,
         layer_shape=[int(d) for d in model.shapes[tensor]],
         sample_bytes=activation_bytes(model, tensor), metadata=metadata, loaded=model,
         fused=fused, cast_input=None if cast is None else cast.name,
-        warnings=[f"note: {n}" for n in model.notes
-                  if "pass --size" in n or "cast to" in n or n.startswith(BATCH_ONE_NOTE)],
-        reading=_reading_record(reading), batch_rows=model.batch_rows)
+        warnings=_warnings(model, multiple), reading=_reading_record(reading),
+        batch_rows=model.batch_rows, free_size=model.free_size, size_multiple=multiple)
 
 
 def key_fields(digest: str, layer: str | None, score: str | None, *,

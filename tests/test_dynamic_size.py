@@ -98,7 +98,9 @@ def test_split_without_size_says_what_it_fixed(files, tmp_path):
 def test_explainer_without_size_says_so_on_stderr(files, capsys):
     ex = ort_cam.Explainer(files["model"], "relu", preprocess="raw", cache=False)
     err = capsys.readouterr().err
-    assert "note: input 'x' has dynamic dims; fixed to ['N', 3, 224, 224]" in err
+    # prepared at 224x224; each image is explained at its own size (test_exporter_metadata)
+    assert "note: the model's input height and width are dynamic and nothing names them: " \
+        "each image is explained at its own size" in err
     assert ex.preprocess.size == (224, 224)
     ex = ort_cam.Explainer(files["model"], "relu", preprocess={"preset": "raw", "size": (20, 36)},
                            cache=False)

@@ -34,13 +34,15 @@ ULTRALYTICS = {
 }
 
 
-def classifier(metadata: dict[str, str]) -> onnx.ModelProto:
+def classifier(metadata: dict[str, str], stride: int = 1) -> onnx.ModelProto:
+    """The classifier; ``stride``: its Conv's (the graph then scales its input down by it)."""
     rng = np.random.default_rng(0)
     x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, "height", "width"])
     y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 3])
     inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
              for n, s in (("w", (4, 3, 3, 3)), ("fc", (3, 4)), ("b", (3,)))]
-    nodes = [helper.make_node("Conv", ["images", "w"], ["c"], pads=[1, 1, 1, 1]),
+    nodes = [helper.make_node("Conv", ["images", "w"], ["c"], pads=[1, 1, 1, 1],
+                              strides=[stride, stride]),
              helper.make_node("Relu", ["c"], [LAYER]),
              helper.make_node("GlobalAveragePool", [LAYER], ["p"]),
              helper.make_node("Flatten", ["p"], ["f"]),
@@ -131,3 +133,32 @@ def test_a_size_that_cannot_run_is_named_with_the_node_that_refuses_it():
     assert load_model(stored).shapes["x"] == (2, 3, 48, 96)
     with pytest.raises(ModelLoadError, match=r"\(--size 64x96\): node 'squeeze_height'"):
         load_model(recogniser(), size=(64, 96))
+
+
+def test_any_size_and_nothing_names_one_each_image_at_its_own_size(capsys):
+    """A model whose height and width are dynamic, no size given or stored: prepared at 224
+    (the layers and their shapes), each image is explained at its own size rounded to a
+    multiple of what the graph scales down by (here 4: a stride-4 Conv), one explainer (and
+    prepared model) per size, packing only within a size; the maps are those of an explainer
+    made for that size."""
+    model = classifier({}, stride=4)
+    ex = ort_cam.Explainer(model, LAYER, cache=False, preprocess="raw")
+    assert ex.preprocess.size == (224, 224) and ex._setup.prepared.size_multiple == 4
+    assert "its own size rounded to a multiple of 4" in capsys.readouterr().err
+    wide = image()  # 30 x 50 -> 32 x 48
+    tall = (np.random.default_rng(2).random((51, 22, 3)) * 255).astype(np.uint8)  # -> 52 x 24
+    got = ex.explain_many([wide, tall, wide[::-1]], steps=4)
+    assert [r["gradcam"].map.shape for r in got] == [(32, 48), (52, 24), (32, 48)]
+    err = capsys.readouterr().err
+    assert err.count("a size of its own") == 2
+    assert "note: explaining at 32x48" in err and "note: explaining at 52x24" in err
+    assert sorted(ex._sizes) == [(32, 48), (52, 24)]
+    for img, r in zip([wide, tall, wide[::-1]], got, strict=True):
+        h, w = r["gradcam"].map.shape
+        alone = ort_cam.Explainer(model, LAYER, cache=False, quiet=True, preprocess="raw",
+                                  size=(h, w)).explain(img, steps=4)
+        for m in r.methods:  # the same model at the same size: the same numbers
+            np.testing.assert_array_equal(r[m].raw, alone[m].raw)
+    assert ex.explain(wide, steps=4)["gradcam"].map.shape == (32, 48)
+    ex.own_sizes = False  # what the audits set: every image at the one prepared size
+    assert ex.explain(wide, steps=4)["gradcam"].map.shape == (224, 224)

@@ -121,6 +121,7 @@ class AuditWorker:
 
             self.ex = Explainer(self._model_file(model, sha256, blob, ship), layer,
                                 preprocess=preprocess, quiet=True, **runtime)
+            self.ex.own_sizes = False  # as audit_dataset: the metrics' one size
         except Exception as exc:  # raised again by worker_record, in the driver
             self.error = exc
 

@@ -322,6 +322,7 @@ def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
     if ex.target_kind not in ("class", "binary"):
         raise OrtCamError(f"the audit measures class targets; this model's output is read as a "
                           f"{ex.target_kind} target (pass --target-kind class if it is one)")
+    ex.own_sizes = False  # the metrics re-score images at the explainer's one size
     measured = measured_settings(explainer_settings(ex), label_map, spec, model_sha256)
     if sanity is not None:
         measured.update(sanity.spec.as_dict(sanity.model_sha256))

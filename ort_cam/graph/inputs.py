@@ -86,6 +86,14 @@ def exporter_size(model: onnx.ModelProto) -> tuple[Size, str] | None:
     return None if found.size is None else (found.size, found.size_source)
 
 
+def own_size(width_height: tuple[int, int], multiple: int) -> Size:
+    """(height, width) of an image of ``width_height`` pixels (PIL's order), each side rounded
+    to the nearest multiple of ``multiple`` (at least one)."""
+    m = max(int(multiple), 1)
+    w, h = (max(m, int(round(v / m)) * m) for v in width_height)
+    return h, w
+
+
 def has_dynamic_hw(graph: gs.Graph) -> bool:
     inp = image_input(graph)
     return inp is not None and any(_dim(d) is None for d in (inp.shape or [])[1:])

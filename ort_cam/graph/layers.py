@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 import onnx_graphsurgeon as gs
 
 from ..errors import NotSpatialError, UnknownLayerError
+from ..preprocess import input_geometry
+from .inputs import image_input
 from .load import LoadedModel, is_float
 from .spec import LAYER_LAYOUTS  # (what ``--layer-layout`` takes)
 from .trace import Trace, square_grid, trace_graph
@@ -208,3 +210,22 @@ def spatial_layer(model: LoadedModel, name: str) -> tuple[str, int]:
         raise NotSpatialError(f"layer {view.tensor!r} is a token layer; view it as its grid "
                               "first (ort_cam.graph.view_layer)")
     return view.tensor, view.channel_axis
+
+
+def size_multiple(model: LoadedModel) -> int:
+    """The largest factor by which the graph scales its image input down to a rank-4 layer
+    (input height over the layer's, the same for the width, both whole; 1x1 grids left out):
+    input sizes that are multiples of it keep every grid whole. 1 without an image input."""
+    inp = image_input(model.graph)
+    if inp is None or inp.name not in model.shapes:
+        return 1
+    _, hw = input_geometry(model.shapes[inp.name])
+    if hw is None:
+        return 1
+    best = 1
+    for name, layout in layouts(model).items():
+        t = model.shapes[name]
+        h, w = (t[2], t[3]) if layout == "NCHW" else (t[1], t[2])
+        if h * w > 1 and hw[0] % h == 0 and hw[1] % w == 0 and hw[0] // h == hw[1] // w:
+            best = max(best, hw[0] // h)
+    return best

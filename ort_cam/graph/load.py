@@ -41,6 +41,8 @@ PROBE_BATCH = 2
 #: most: levit_128s), so this is a margin of 400x; a wrong rewrite mixes samples or drops one,
 #: off by O(1).
 BATCH_TOLERANCE = 1e-4
+#: What the size of an input whose height and width nothing names is said to be.
+DEFAULT_SIZE = "the default for a dynamic size"
 #: Size given to a dynamic height/width of a rank-4 input when the caller names none.
 DEFAULT_SPATIAL = 224
 #: The start of the note of a model that runs at batch 1 only, and what that costs.
@@ -251,6 +253,8 @@ class LoadedModel:
             later steps on this model resolve the layer the same way.
         probe_batch: the batch of the probe run that gave ``shapes``: ``PROBE_BATCH``, or 1
             for a model that runs at batch 1 only (``batch_rows``).
+        free_size: the image input's height and width are dynamic and nothing named them
+            (no size given, none in the metadata): they are ``DEFAULT_SPATIAL``.
     """
 
     proto: onnx.ModelProto
@@ -265,6 +269,7 @@ class LoadedModel:
     viewed: dict[str, tuple[tuple[int, int], int]] = field(default_factory=dict)
     hints: dict[str, object] = field(default_factory=dict)
     probe_batch: int = PROBE_BATCH
+    free_size: bool = False
 
     @property
     def batch_rows(self) -> bool:
@@ -438,7 +443,7 @@ def _given_shapes(graph: gs.Graph, model: onnx.ModelProto, input_shapes: dict | 
         stored, key = found
         where = f"the input size its exporter stored in the model's metadata ({key})"
     if stored is None:
-        return None, [], f"{DEFAULT_SPATIAL}x{DEFAULT_SPATIAL}, the default for a dynamic size"
+        return None, [], f"{DEFAULT_SPATIAL}x{DEFAULT_SPATIAL}, {DEFAULT_SIZE}"
     size_note = f"dynamic height and width set to {stored[0]}x{stored[1]}, {where}"
     return size_shapes(graph, stored, "the stored size"), [size_note], \
         f"{stored[0]}x{stored[1]}, {where}"
@@ -525,7 +530,8 @@ def load_model(source: str | os.PathLike | onnx.ModelProto,
         shapes.setdefault(inp.name, tuple(probe_inputs(graph, batch)[inp.name].shape))
         dtypes.setdefault(inp.name, np.dtype(inp.dtype or np.float32))
     loaded = LoadedModel(proto, gs.import_onnx(proto), shapes, dtypes, default_opset(proto),
-                         notes, cast_inputs, batch_axes=batch_axes, probe_batch=batch)
+                         notes, cast_inputs, batch_axes=batch_axes, probe_batch=batch,
+                         free_size=bool(chosen and chosen.endswith(DEFAULT_SIZE)))
     if output is not None and output not in loaded.output_names:
         raise ModelLoadError(f"unknown output {output!r}; the model's outputs are "
                              f"{', '.join(loaded.output_names)}")
