@@ -60,7 +60,9 @@ def _walked(value: np.ndarray | None, name: str) -> np.ndarray:
 
 class Reducer(Protocol):
     """One method's view of the walk: every chunk once (``update``), then the raw map
-    (``finish``), after which ``extra_values`` holds the method's extra scalar outputs."""
+    (``finish``), after which ``extra_values`` holds the method's extra scalar outputs. The
+    chunk's ``a`` and ``g`` hold for the call only (the driver writes the next chunk into the
+    same buffers): a reducer that keeps them copies them."""
 
     extra_values: dict[str, float]
 
@@ -158,10 +160,17 @@ def path_inputs(x: np.ndarray, x0: np.ndarray, ls: np.ndarray, m: int) -> np.nda
     """x_l = x0 + (l/m)(x − x0) for the path indices ``ls``, in x's dtype."""
     # x − x0 in float64: in float32 it rounds, and x_m = x0 + (x − x0) would miss x by an ulp.
     # l/m is exact for l/m = 2l/2m (both are the rounding of one real), so a point of the m
-    # path and the same point of the 2m path are the same input.
-    diff = x.astype(np.float64) - x0.astype(np.float64)
-    alphas = (ls / m).reshape((-1,) + (1,) * (x.ndim - 1))
-    return (x0.astype(np.float64) + alphas * diff).astype(x.dtype)
+    # path and the same point of the 2m path are the same input. Row by row through one
+    # float64 row: the same values as the whole chunk in float64, without its 8-byte copies.
+    base = x0.astype(np.float64)
+    diff = x.astype(np.float64) - base
+    out = np.empty((len(ls), *x.shape[1:]), dtype=x.dtype)
+    row = np.empty(x.shape[1:], dtype=np.float64)
+    for i, l in enumerate(ls):
+        np.multiply(diff[0], l / m, out=row)
+        np.add(base[0], row, out=row)
+        out[i] = row
+    return out
 
 
 class Feeder:
@@ -174,23 +183,37 @@ class Feeder:
         self.accs = {name: make(self.state) for name, make in reducers.items()}
         self.channel_axis = channel_axis
         self.seconds = 0.0
+        self._buffers: list[np.ndarray | None] = [None, None]
 
     def feed(self, ls: np.ndarray, points: Points) -> None:
         t0 = time.perf_counter()
-        st, a, g = self.state, points.a, points.g
+        st = self.state
+        check_finite(points.g, "the gradient")
+        a, g = self._float64(points.a, 0), self._float64(points.g, 1)
         if self.channel_axis == 3:
             a, g = a.transpose(0, 3, 1, 2), g.transpose(0, 3, 1, 2)
-        a, g = a.astype(np.float64), g.astype(np.float64)
-        check_finite(g, "the gradient")
         st.ys[ls] = points.y
+        # what the state keeps outlives the chunk's buffers: copied, in their layout
         if ls[0] == 0:
-            st.a0 = a[0]
+            st.a0 = a[0].copy(order="K")
         if ls[-1] == st.m:
-            st.am, st.gm = a[-1], g[-1]
+            st.am, st.gm = a[-1].copy(order="K"), g[-1].copy(order="K")
         for acc in self.accs.values():
             acc.update(ls, a, g)
-        st.prev_a, st.prev_g = a[-1], g[-1]
+        st.prev_a, st.prev_g = a[-1].copy(order="K"), g[-1].copy(order="K")
         self.seconds += time.perf_counter() - t0
+
+    def _float64(self, x: np.ndarray, slot: int) -> np.ndarray:
+        """``x`` in float64, written into this walk's buffer for ``slot`` (the chunks of a walk
+        share it: a new 8-byte array per chunk costs more in page faults than the copy)."""
+        if not x.flags.c_contiguous:
+            return x.astype(np.float64)
+        buf = self._buffers[slot]
+        if buf is None or buf.shape[1:] != x.shape[1:] or len(buf) < len(x):
+            buf = self._buffers[slot] = np.empty(x.shape, dtype=np.float64)
+        out = buf[:len(x)]
+        np.copyto(out, x)
+        return out
 
     def finish(self, run_seconds: float = 0.0) -> PathResult:
         t0 = time.perf_counter()

@@ -40,6 +40,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -307,6 +308,54 @@ def iobinding(s: Setup, repeats: int) -> None:
     ratio("IOBinding / session.run", t, "ort_cam, IOBinding", "ort_cam, session.run")
 
 
+class CpuSplit:
+    """Process CPU seconds of explain_array's session runs and of its reducers (the engine's
+    Feeder), per call, while installed (with one intra-op thread the process's CPU time is
+    the work done; with more it counts onnxruntime's spinning threads too)."""
+
+    def __init__(self, ex: Any):
+        from ort_cam import engine
+
+        self.calls: list[dict[str, float]] = []
+        self._undo: list[Callable[[], None]] = []
+        for owner, name, part in ((ex.runner, "run", "runs"), (engine.Feeder, "feed", "reduce"),
+                                  (engine.Feeder, "finish", "reduce")):
+            self._wrap(owner, name, part)
+
+    def _wrap(self, owner: Any, name: str, part: str) -> None:
+        real = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            c0 = time.process_time()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                spent = time.process_time() - c0
+                self.calls[-1][part] = self.calls[-1].get(part, 0.0) + spent
+                if part == "runs":  # the first run of a call is x's alone (batch 1)
+                    self.calls[-1].setdefault("x run", spent)
+
+        setattr(owner, name, timed)
+        self._undo.append(lambda: setattr(owner, name, real))
+
+    def call(self, fn: Callable[[], object]) -> Callable[[], object]:
+        def counted() -> object:
+            self.calls.append({})
+            c0 = time.process_time()
+            out = fn()
+            self.calls[-1]["total"] = time.process_time() - c0
+            return out
+
+        return counted
+
+    def undo(self) -> None:
+        for fn in self._undo:
+            fn()
+
+    def median(self, part: str) -> float:
+        return float(np.median([c.get(part, 0.0) for c in self.calls[1:] or self.calls]))
+
+
 def shares(s: Setup, repeats: int, threads: int) -> None:
     """F: the shares of explain_array's time (see the module's docstring)."""
     import onnx.utils
@@ -319,20 +368,26 @@ def shares(s: Setup, repeats: int, threads: int) -> None:
         onnx.utils.extract_model(str(s.path), str(cut), ["input"], [LAST])
     prefix = ort.InferenceSession(str(cut), session_options(threads),
                                   providers=s.plain.get_providers())
-    own: list[dict[str, float]] = []
-    t = section(f"F. where the time goes, the three maps, m={M}", {
-        "ort_cam explain_array": lambda: own.append(s.ours(METHODS).timings),
-        f"onnxruntime forward, batch {M + 1}": lambda: s.plain.run(None, {"input": s.batch}),
-        f"prefix forward (input -> layer), batch {M + 1}":
-            lambda: prefix.run(None, {"input": s.batch}),
-    }, repeats)
-    total = t["ort_cam explain_array"][0]
-    run = float(np.median([o["run"] for o in own]))
-    reduce = float(np.median([o["reduce"] for o in own]))
-    pre = t[f"prefix forward (input -> layer), batch {M + 1}"][0]
-    print(f"  shares of explain_array ({total:.3f} s wall): prefix {pre / total:.1%}, head "
-          f"{(run - pre) / total:.1%}, methods {reduce / total:.1%}, Python "
-          f"{(total - run - reduce) / total:.1%}")
+    split = CpuSplit(s.ex)
+    try:
+        t = section(f"F. where the time goes, the three maps, m={M}", {
+            "ort_cam explain_array": split.call(lambda: s.ours(METHODS)),
+            f"onnxruntime forward, batch {M + 1}": lambda: s.plain.run(None, {"input": s.batch}),
+            f"prefix forward (input -> layer), batch {M + 1}":
+                lambda: prefix.run(None, {"input": s.batch}),
+        }, repeats)
+    finally:
+        split.undo()
+    total, runs, reduce = (split.median(k) for k in ("total", "runs", "reduce"))
+    pre = t[f"prefix forward (input -> layer), batch {M + 1}"][1]
+    print(f"  shares of explain_array's process CPU time ({total:.3f} s): prefix "
+          f"{pre / total:.1%} (its own forward of the m+1 inputs), head {(runs - pre) / total:.1%} "
+          f"(the session runs less the prefix), methods {reduce / total:.1%}, Python "
+          f"{(total - runs - reduce) / total:.1%}" + ("" if threads == 1 else
+                                                      " (with 2+ threads: spinning included)"))
+    x_run, forward = split.median("x run"), t[f"onnxruntime forward, batch {M + 1}"][1]
+    print(f"  the run of x alone (batch 1): {x_run:.3f} s CPU, {x_run / (forward / (M + 1)):.2f}x "
+          "one input's share of the batched forward")
     ratio("ort_cam / forward(m+1)", t, "ort_cam explain_array",
           f"onnxruntime forward, batch {M + 1}", "(goal <= 1.05)")
 

@@ -26,6 +26,7 @@ class RsiGradCam(CamMethod):
     def __init__(self, state, options):
         super().__init__(state, options)
         self.ig: np.ndarray | None = None
+        self._buffers: tuple[np.ndarray, np.ndarray] | None = None
 
     def update(self, ls, a, g):
         st = self.state
@@ -33,8 +34,14 @@ class RsiGradCam(CamMethod):
         # pairs (l-1, l) inside the chunk ...
         part = None
         if len(a) >= 2:
-            gl = g[1:] if riemann else 0.5 * (g[1:] + g[:-1])
-            part = np.einsum("bkij,bkij->kij", gl, a[1:] - a[:-1])
+            gl, da = self._scratch(a[1:])
+            if riemann:
+                gl = g[1:]
+            else:
+                np.add(g[1:], g[:-1], out=gl)
+                np.multiply(gl, 0.5, out=gl)
+            np.subtract(a[1:], a[:-1], out=da)
+            part = np.einsum("bkij,bkij->kij", gl, da)
         # ... and the pair across the boundary with the previous chunk
         if st.prev_a is not None:
             g0 = g[0] if riemann else 0.5 * (g[0] + st.prev_g)
@@ -42,6 +49,17 @@ class RsiGradCam(CamMethod):
             part = edge if part is None else part + edge
         if part is not None:
             self.ig = part if self.ig is None else self.ig + part
+
+    def _scratch(self, like: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Two float64 arrays laid out as ``like`` (as numpy lays out the result of an
+        operation on it, so the sums that follow round as before), kept for the walk's next
+        chunks (a new one per chunk costs more in page faults than its arithmetic)."""
+        n = len(like)
+        if self._buffers is None or self._buffers[0].shape[1:] != like.shape[1:] or (
+                len(self._buffers[0]) < n):
+            self._buffers = (np.empty_like(like, dtype=np.float64),
+                             np.empty_like(like, dtype=np.float64))
+        return self._buffers[0][:n], self._buffers[1][:n]
 
     def finish(self) -> np.ndarray:
         st, ig = self.state, self.ig
