@@ -1,6 +1,6 @@
-"""The numeric perturbation a test run is under (conftest.py's ``--ort-threads`` and
-``--torch-threads``; tools/perturb_suite.py drives them). A test module that picks its own
-thread counts (for speed on shared cores) asks here, so that the options override them:
+"""The threads a test run is under (conftest.py's ``--ort-threads`` and ``--torch-threads``,
+one each by default; tools/perturb_suite.py changes them). A test module that sets thread
+counts itself asks here, so that the options reach it:
 
     THREADS = perturbation.ort_threads(1)
 
@@ -10,16 +10,21 @@ level follows."""
 
 from __future__ import annotations
 
-#: Set by conftest.py from the command line before the test modules are imported.
+#: Set by conftest.py from the command line before the test modules are imported (None
+#: outside pytest); ORT_THREADS 0: onnxruntime's choice.
 ORT_THREADS: int | None = None
 TORCH_THREADS: int | None = None
 
 
 def ort_threads(default: int | None) -> int | None:
-    """onnxruntime intra-op threads for a test's sessions: ``--ort-threads`` or ``default``."""
-    return ORT_THREADS if ORT_THREADS is not None else default
+    """onnxruntime intra-op threads for a test's sessions: ``--ort-threads`` (None for
+    onnxruntime's choice) or, outside pytest, ``default``."""
+    if ORT_THREADS is None:
+        return default
+    return ORT_THREADS or None
 
 
 def torch_threads(default: int) -> int:
-    """torch threads for a test's reference: ``--torch-threads`` or ``default``."""
+    """torch threads for a test's reference: ``--torch-threads`` (0: torch's own count) or,
+    outside pytest, ``default``."""
     return TORCH_THREADS if TORCH_THREADS is not None else default

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from tolerance import REBATCHED
 
 from ort_cam import Explainer
 from ort_cam.audit import metrics as M
@@ -81,7 +82,10 @@ def test_records_hold_the_metric_functions_values(audited):
             want = direct(ex, Path(rec["key"]), method)
             got = {k: rec["methods"][method][k] for k in FIELDS}
             for k in FIELDS:
-                assert got[k] == pytest.approx(want[k], abs=1e-12, rel=0), (rec["key"], k)
+                # bit for bit here; the audit batches the ROAD images unlike the direct
+                # calls, so float32 rounding where onnxruntime sums them otherwise
+                # (tests/tolerance.py: REBATCHED; the values are probabilities or in [0, 1])
+                assert got[k] == pytest.approx(want[k], abs=REBATCHED, rel=0), (rec["key"], k)
             # the numbers mean something: removing the most relevant pixels lowers p_c
             assert got["road_morf"] < 0 and 0 <= got["complexity"] <= 1
             assert 0 <= got["coherency"] <= 1 and 0 <= got["arcc"] <= 1

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import perturbation
 import pytest
 from cam_models import LAYER, X, tiny_cam_model_nhwc
 from cam_models import OPTION_SETS as CAM_OPTION_SETS
@@ -38,7 +39,8 @@ DEMO = ROOT / "models" / "demo" / "demo_cnn.onnx"
 SAMPLES = ROOT / "models" / "demo" / "samples"
 STAR, RING = SAMPLES / "star_unsaturated.png", SAMPLES / "ring_saturated.png"
 MAP_TOL, GAP_TOL = 1e-5, 1e-6
-THREADS = 2
+#: the suite's thread count (tests/conftest.py; tools/perturb_suite.py changes it)
+THREADS = perturbation.ort_threads(None)
 
 #: Every option value and the RSI rule x selection grid (cam_models.OPTION_SETS), the last set
 #: with a non-default eps.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import perturbation
 import pytest
 from click.testing import CliRunner
 from export_runtimes import with_sentinels
@@ -34,7 +35,8 @@ STAR, RING = SAMPLES / "star_unsaturated.png", SAMPLES / "ring_saturated.png"
 AT_X = ["hirescam", "gradcam_elementwise", "gradcampp", "xgradcam", "layercam", "fem"]
 TOL = 1e-5
 OPTIONS = {"gradcampp_eps": 1e-6, "fem_k": 1.0}  # pytorch-grad-cam's ε; another k
-THREADS = 2
+#: the suite's thread count (tests/conftest.py; tools/perturb_suite.py changes it)
+THREADS = perturbation.ort_threads(None)
 
 
 def pixels(path: Path) -> np.ndarray:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tolerance import REBATCHED
 
 import ort_cam
 from ort_cam.engine import PointStore
@@ -69,10 +70,12 @@ def test_auto_reuses_every_point(monkeypatch, tolerance, chunk):
     fixed = ex.explain(SAMPLES[0], steps=m)
     assert len(runs.rows) == m + 1
     assert set(runs.rows) == set(rows), "the same inputs as a fixed run at that m"
-    for name in ALL:  # bit-identical on the CPU provider; 1e-12 leaves room for other ones
-        assert max_rel(auto[name].raw, fixed[name].raw) <= 1e-12, name
-    assert auto.completeness_gap == pytest.approx(fixed.completeness_gap, rel=1e-12, abs=0)
-    np.testing.assert_array_equal(auto.scores_path, fixed.scores_path)
+    # the same points, reduced as a fixed run: bit for bit here, to float32 rounding where
+    # onnxruntime batches them differently (tests/tolerance.py: REBATCHED)
+    for name in ALL:
+        assert max_rel(auto[name].raw, fixed[name].raw) <= REBATCHED, name
+    assert auto.completeness_gap == pytest.approx(fixed.completeness_gap, rel=REBATCHED, abs=0)
+    assert max_rel(auto.scores_path, fixed.scores_path) <= REBATCHED
 
 
 def test_auto_stops_where_the_gap_first_falls_below_tolerance(ex):
@@ -80,7 +83,8 @@ def test_auto_stops_where_the_gap_first_falls_below_tolerance(ex):
             for m in (8, 16, 32, 64, 128)}
     auto = ex.explain(SAMPLES[0], steps="auto", methods=["rsi"], auto_tolerance=0.002)
     first = min(m for m, g in gaps.items() if g <= 0.002)
-    assert auto.steps == first and auto.completeness_gap == pytest.approx(gaps[first], 1e-12)
+    assert auto.steps == first
+    assert auto.completeness_gap == pytest.approx(gaps[first], rel=REBATCHED)  # as above
 
 
 def test_point_store_locates_nested_grids():
@@ -125,9 +129,9 @@ def test_packed_paths_give_the_maps_of_one_image_at_a_time(ex, monkeypatch):
     assert len(runs.rows) == len(SAMPLES) * 11
     for a, b in zip(packed, one_by_one):
         assert a.target == b.target
-        for name in ALL:
-            np.testing.assert_array_equal(a[name].raw, b[name].raw)
-        np.testing.assert_array_equal(a.scores_path, b.scores_path)
+        for name in ALL:  # bit for bit here; REBATCHED where onnxruntime batches differently
+            assert max_rel(a[name].raw, b[name].raw) <= REBATCHED, name
+        assert max_rel(a.scores_path, b.scores_path) <= REBATCHED
 
 
 def test_packing_respects_the_run_capacity(monkeypatch):
@@ -147,5 +151,5 @@ def test_auto_past_the_memory_budget_streams_and_gives_the_same_maps(monkeypatch
     m = auto.steps
     assert m > 16 and len(runs.rows) > m + 1
     fixed = ex.explain(SAMPLES[0], steps=m)
-    for name in ALL:
-        assert max_rel(auto[name].raw, fixed[name].raw) <= 1e-12, name
+    for name in ALL:  # as in test_auto_reuses_every_point
+        assert max_rel(auto[name].raw, fixed[name].raw) <= REBATCHED, name

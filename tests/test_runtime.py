@@ -42,7 +42,7 @@ def test_cpu_provider_really_works_here():
 
 
 def test_session_defaults_reach_every_session_option():
-    from ort_cam.runtime import OPT_LEVELS, SessionDefaults, session_options, set_session_defaults
+    from ort_cam.runtime import OPT_LEVELS, session_options, set_session_defaults
 
     before = set_session_defaults(threads=3, opt_level="basic")
     try:
@@ -53,11 +53,13 @@ def test_session_defaults_reach_every_session_option():
         explicit = session_options(threads=1, opt_level="disabled")  # the call wins
         assert explicit.intra_op_num_threads == 1
         assert explicit.graph_optimization_level == OPT_LEVELS["disabled"]
-    finally:
-        assert set_session_defaults(before.threads, before.opt_level) == SessionDefaults(3, "basic")
-    opts = session_options()
-    assert opts.intra_op_num_threads == 0  # onnxruntime's choice again
-    assert opts.graph_optimization_level == OPT_LEVELS["all"]
+        set_session_defaults()  # onnxruntime's thread choice and all optimisations again
+        opts = session_options()
+        assert opts.intra_op_num_threads == 0
+        assert opts.graph_optimization_level == OPT_LEVELS["all"]
+    finally:  # the suite's own default (tests/conftest.py) back
+        set_session_defaults(before.threads, before.opt_level)
+    assert set_session_defaults(before.threads, before.opt_level) == before
 
 
 @pytest.mark.parametrize("kw", [{"threads": 0}, {"threads": -2}, {"threads": 1.5},

@@ -20,6 +20,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import perturbation
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -56,13 +57,14 @@ def exported(tool, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def explainer(exported):
-    return ort_cam.Explainer(exported[0], LAYER, score="probability", threads=2, quiet=True)
+    return ort_cam.Explainer(exported[0], LAYER, score="probability", quiet=True)
 
 
 def sharpen(model, pre, pixels, target, budget=24.0, steps=60, step=2.0):
     """Sign-gradient ascent of z_target - logsumexp(z_other) on the pixels (0..255, within
     ``budget`` grey levels of the original), rounded to uint8."""
-    torch.set_num_threads(1)  # deterministic order of reductions, and quick on a busy machine
+    # one thread (unless tools/perturb_suite.py says otherwise): quick on a busy machine
+    torch.set_num_threads(perturbation.torch_threads(1))
     mean, std = torch.tensor(pre.mean), torch.tensor(pre.std)
     p0 = torch.from_numpy(pixels.astype(np.float32))
     p = p0.clone()

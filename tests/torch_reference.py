@@ -117,24 +117,60 @@ CASES: tuple[Case, ...] = (
     Case("convnext_tiny", ("features.5.4.block.0", "features.5.4.block.1", "features.7"),
          ("features.5.4.block.0", "features.5.4.block.1"), opset=17, heavy=True,
          note="opset 17: LayerNormalization; block.1 is NHWC"),
+    # The heavy models' small twins (MINI below): the same torchvision classes, so the same
+    # ops, blocks, module names and cuts, at a fraction of the width and depth. The default
+    # run takes them; the full-size models run with -m slow.
+    Case("resnet50_mini", ("layer3.2.bn2", "layer4"), ("layer3.2.bn2",),
+         note="twin of resnet50: Bottleneck blocks [1, 1, 3, 1], width per group 16"),
+    Case("vgg16_bn_mini", ("features.32", "features.42"),
+         note="twin of vgg16_bn: vgg16's layer pattern at widths 8 to 64"),
+    Case("densenet121_mini", ("features.denseblock4.denselayer8.relu2", "features.norm5"),
+         ("features.denseblock4.denselayer8.relu2",),
+         note="twin of densenet121: growth 8, blocks (2, 2, 2, 8)"),
+    Case("convnext_tiny_mini", ("features.5.4.block.0", "features.5.4.block.1", "features.7"),
+         ("features.5.4.block.0", "features.5.4.block.1"), opset=17,
+         note="twin of convnext_tiny: widths 16 to 128, stages (1, 1, 5, 1)"),
 )
 CASES_BY_NAME = {c.model: c for c in CASES}
 
 
 # Models -------------------------------------------------------------------------------------
-def _vgg16_bn(torch, torchvision):
-    """vgg16_bn with torchvision's feature stack; the 7x7 avgpool becomes 2x2 (a 128 px input
-    leaves a 4x4 grid, and 4 is no multiple of 7 for the exporter) and the classifier is
-    1024 wide instead of 4096 (same ops, 30x fewer weights)."""
+#: vgg16's feature layer pattern (numbers: conv widths, "M": max-pool)
+_VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def _vgg16_bn(torch, torchvision, scale: int = 1):
+    """vgg16_bn with torchvision's feature stack (every width divided by ``scale``); the 7x7
+    avgpool becomes 2x2 (a 128 px input leaves a 4x4 grid, and 4 is no multiple of 7 for the
+    exporter) and the classifier is 1024 // scale wide instead of 4096 (same ops, 30x fewer
+    weights)."""
     nn = torch.nn
-    model = torchvision.models.vgg16_bn(weights=None)
+    vgg = torchvision.models.vgg
+    cfg = [c if c == "M" else c // scale for c in _VGG16]
+    model = vgg.VGG(vgg.make_layers(cfg, batch_norm=True), init_weights=True)
+    width, last = 1024 // scale, 512 // scale
     model.avgpool = nn.AdaptiveAvgPool2d((2, 2))
     model.classifier = nn.Sequential(
-        nn.Linear(512 * 2 * 2, 1024), nn.ReLU(True), nn.Dropout(),
-        nn.Linear(1024, 1024), nn.ReLU(True), nn.Dropout(),
-        nn.Linear(1024, 1000),
+        nn.Linear(last * 2 * 2, width), nn.ReLU(True), nn.Dropout(),
+        nn.Linear(width, width), nn.ReLU(True), nn.Dropout(),
+        nn.Linear(width, 1000),
     )
     return model
+
+
+def _mini(name: str, torch, torchvision):
+    """The small twins of the heavy models (CASES): their torchvision classes, smaller."""
+    tv = torchvision.models
+    if name == "resnet50_mini":
+        return tv.ResNet(tv.resnet.Bottleneck, [1, 1, 3, 1], width_per_group=16)
+    if name == "vgg16_bn_mini":
+        return _vgg16_bn(torch, torchvision, scale=8)
+    if name == "densenet121_mini":
+        return tv.DenseNet(growth_rate=8, block_config=(2, 2, 2, 8), num_init_features=16,
+                           bn_size=2)
+    cfg = tv.convnext.CNBlockConfig
+    return tv.convnext.ConvNeXt([cfg(16, 32, 1), cfg(32, 64, 1), cfg(64, 128, 5),
+                                 cfg(128, None, 1)])
 
 
 def build_model(name: str, seed: int = 0):
@@ -151,6 +187,8 @@ def build_model(name: str, seed: int = 0):
     torch.manual_seed(seed)
     if name == "vgg16_bn":
         model = _vgg16_bn(torch, torchvision)
+    elif name.endswith("_mini"):
+        model = _mini(name, torch, torchvision)
     else:
         model = getattr(torchvision.models, name)(weights=None)
     gen = torch.Generator().manual_seed(seed + 1)
