@@ -170,17 +170,28 @@ def select_providers(requested: Sequence[str] | str | None = None,
     return chosen, f"ort_cam: running on {chosen[0]}"
 
 
+#: onnxruntime's intra-op threads spin while they wait for work, by default: between the
+#: session runs of a path (the methods' reductions, the next chunk's inputs) a spinning thread
+#: takes a core from the Python thread doing that work. Off: resnet50, m = 50, two threads,
+#: explain_array took 0.83x the wall time (0.82x the CPU) of the same with spinning, on a busy
+#: 2-core machine (tools/bench_engine.py --sections F).
+NO_SPINNING = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
+
+
 def session_options(threads: int | None = None, opt_level: str | None = None,
                     log_level: int = LOG_ERRORS) -> ort.SessionOptions:
     """Session options: ``threads`` intra-op threads and graph optimisations ``opt_level``
     (each, where not given, the process default: ``session_defaults()``); onnxruntime's own
-    log at ``log_level`` (errors only)."""
+    log at ``log_level`` (errors only). The intra-op threads sleep between parallel sections
+    instead of spinning (``NO_SPINNING``)."""
     defaults = _defaults
     chosen = SessionDefaults(threads or defaults.threads, opt_level or defaults.opt_level)
     opts = ort.SessionOptions()
     if chosen.threads:
         opts.intra_op_num_threads = chosen.threads
         opts.inter_op_num_threads = 1
+    for key, value in NO_SPINNING.items():
+        opts.add_session_config_entry(key, value)
     opts.graph_optimization_level = OPT_LEVELS[chosen.opt_level]
     opts.log_severity_level = log_level
     return opts

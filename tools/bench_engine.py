@@ -174,6 +174,18 @@ def rel(a, b) -> float:
                  / max(float(np.abs(np.asarray(b)).max()), 1e-30))
 
 
+def stock_options(threads: int) -> Any:
+    """onnxruntime's own session options, with ``threads`` intra-op threads (what a user of
+    plain onnxruntime gets: all graph optimisations, spinning threads)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return opts
+
+
 class Setup:
     """Everything the contenders share: the model in both frameworks, x, x0 and the class."""
 
@@ -182,7 +194,7 @@ class Setup:
         import torch
 
         import ort_cam
-        from ort_cam.runtime import select_providers, session_options
+        from ort_cam.runtime import select_providers
 
         torch.set_num_threads(args.threads)
         self.device = torch.device("cuda" if args.providers == "cuda" else "cpu")
@@ -194,7 +206,7 @@ class Setup:
         self.ex = ort_cam.Explainer(str(self.path), LAST, threads=args.threads, quiet=True,
                                     providers=args.providers)
         providers, _ = select_providers(args.providers)
-        self.plain = ort.InferenceSession(str(self.path), session_options(args.threads),
+        self.plain = ort.InferenceSession(str(self.path), stock_options(args.threads),
                                           providers=providers)
         self.x = random_batch(1, seed=1)
         self.x0 = np.zeros_like(self.x)
@@ -317,6 +329,7 @@ class CpuSplit:
         from ort_cam import engine
 
         self.calls: list[dict[str, float]] = []
+        self.active = False  # only the calls made through ``call`` are counted
         self._undo: list[Callable[[], None]] = []
         for owner, name, part in ((ex.runner, "run", "runs"), (engine.Feeder, "feed", "reduce"),
                                   (engine.Feeder, "finish", "reduce")):
@@ -326,6 +339,8 @@ class CpuSplit:
         real = getattr(owner, name)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
+            if not self.active:
+                return real(*args, **kwargs)
             c0 = time.process_time()
             try:
                 return real(*args, **kwargs)
@@ -341,10 +356,12 @@ class CpuSplit:
     def call(self, fn: Callable[[], object]) -> Callable[[], object]:
         def counted() -> object:
             self.calls.append({})
-            c0 = time.process_time()
-            out = fn()
-            self.calls[-1]["total"] = time.process_time() - c0
-            return out
+            self.active, c0 = True, time.process_time()
+            try:
+                return fn()
+            finally:
+                self.calls[-1]["total"] = time.process_time() - c0
+                self.active = False
 
         return counted
 
@@ -361,17 +378,18 @@ def shares(s: Setup, repeats: int, threads: int) -> None:
     import onnx.utils
     import onnxruntime as ort
 
-    from ort_cam.runtime import session_options
 
     cut = s.path.with_name("prefix.onnx")
     if not cut.exists():
         onnx.utils.extract_model(str(s.path), str(cut), ["input"], [LAST])
-    prefix = ort.InferenceSession(str(cut), session_options(threads),
+    prefix = ort.InferenceSession(str(cut), stock_options(threads),
                                   providers=s.plain.get_providers())
+    spinning = spinning_runner(s.ex, threads)
     split = CpuSplit(s.ex)
     try:
         t = section(f"F. where the time goes, the three maps, m={M}", {
             "ort_cam explain_array": split.call(lambda: s.ours(METHODS)),
+            "ort_cam, onnxruntime's threads spinning": lambda: with_runner(s, spinning),
             f"onnxruntime forward, batch {M + 1}": lambda: s.plain.run(None, {"input": s.batch}),
             f"prefix forward (input -> layer), batch {M + 1}":
                 lambda: prefix.run(None, {"input": s.batch}),
@@ -390,6 +408,31 @@ def shares(s: Setup, repeats: int, threads: int) -> None:
           "one input's share of the batched forward")
     ratio("ort_cam / forward(m+1)", t, "ort_cam explain_array",
           f"onnxruntime forward, batch {M + 1}", "(goal <= 1.05)")
+    ratio("ort_cam / the same with spinning threads", t, "ort_cam explain_array",
+          "ort_cam, onnxruntime's threads spinning")
+
+
+def spinning_runner(ex: Any, threads: int) -> Any:
+    """A runner of the explainer's fused model whose session lets its threads spin
+    (onnxruntime's default; ort_cam's sessions do not: runtime.NO_SPINNING)."""
+    import onnxruntime as ort
+
+    from ort_cam.runtime import NO_SPINNING, Runner, session_options
+
+    options = session_options(threads)
+    for key in NO_SPINNING:
+        options.add_session_config_entry(key, "1")
+    session = ort.InferenceSession(ex.fused.SerializeToString(), options,
+                                   providers=ex.session.get_providers())
+    return Runner(session, preallocate=True)
+
+
+def with_runner(s: Setup, runner: Any) -> object:
+    default, s.ex.runner = s.ex.runner, runner
+    try:
+        return s.ours(METHODS)
+    finally:
+        s.ex.runner = default
 
 
 def node_profile(s: Setup, threads: int) -> None:
