@@ -228,7 +228,10 @@ def test_prefix_and_head_reproduce_the_model(lm, original, x, tmp_path, layer, s
     feeds = dict(zip(models.manifest["head_inputs"], [*crossed, w]))
     scores, grad = head.run(["scores", "grad"], feeds)
     want_layer, want_scores = run_original(original, x, [layer, OUTPUTS[score]])
-    np.testing.assert_allclose(crossed[0], want_layer, rtol=0, atol=1e-5)
+    # the prefix and head against the original graph (onnxruntime fuses each otherwise):
+    # measured 1.4e-6 on the layer (values up to 2.1) and 2.5e-7 on the scores, under every
+    # perturbation of tools/perturb_suite.py; 2e-5 and 1e-5 are 14x and 40x that
+    np.testing.assert_allclose(crossed[0], want_layer, rtol=0, atol=2e-5)
     np.testing.assert_allclose(scores, want_scores, rtol=0, atol=1e-5)
     _, fused_scores, fused_grad = session_for(fused_model(lm, layer, score)).run(
         None, {"x": x, "target_weights": w})

@@ -49,20 +49,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: The test files that compare floats computed by onnxruntime or torch (or by NumPy from
-#: them) against references, hand values or each other.
-NUMERIC = [
-    "test_methods_gradcam_lib.py", "test_methods_torch.py", "test_heads_torchvision.py",
-    "test_vjp_rules.py", "test_transformers.py", "test_saturation.py",
-    "test_precision_and_fusion.py", "test_heads_nhwc.py", "test_heads_paddle.py",
-    "test_methods_by_hand.py", "test_methods_more_by_hand.py", "test_metrics.py",
-    "test_metrics_road_arcc.py", "test_split_batch.py", "test_load_input_shapes.py",
-    "test_load_static_shapes.py", "test_dynamic_size.py", "test_inputs_outputs.py",
-    "test_registry.py", "test_runs.py", "test_cli.py", "test_cli_explain.py",
-    "test_export.py", "test_export_methods.py", "test_demo.py", "test_maps.py",
-    "test_original_coords.py", "test_pointing_game.py", "test_audit_road_arcc.py",
-    "test_target_models.py", "test_target_reference.py", "test_vjp_rnn_torch.py",
-]
+#: What marks a test file that compares floats: numpy's and pytest's comparisons (exact ones
+#: too: bit-identical results are a float claim), the tests' tolerance helpers
+#: (tests/tolerance.py, the references' rel_err and floors), a number like 1e-6.
+FLOAT_CHECK = re.compile(r"allclose|isclose\(|approx\(|array_equal|\brel(_err)?\(|max_rel\(|"
+                         r"tolerance\(|\brtol\b|\batol\b|\bfloor\b|REBATCHED|ulps\(|"
+                         r"\d(\.\d+)?e-\d")
+
+
+def _with_helpers(name: str) -> str:
+    """Test file ``name``'s text and that of the tests/ modules it imports."""
+    text = (ROOT / "tests" / name).read_text()
+    for a, b in re.findall(r"^import (\w+)|^from (\w+) import", text, re.M):
+        helper = ROOT / "tests" / f"{a or b}.py"
+        if helper.is_file():
+            text += helper.read_text()
+    return text
+
+
+def numeric_files() -> list[str]:
+    """The test files that compare floats computed by onnxruntime, torch or NumPy against
+    references, hand values or each other (found by FLOAT_CHECK, so new ones join)."""
+    return sorted(p.name for p in (ROOT / "tests").glob("test_*.py")
+                  if FLOAT_CHECK.search(_with_helpers(p.name)))
 
 
 @dataclass
@@ -75,13 +84,7 @@ class Perturbation:
 
 def uses_torch(name: str) -> bool:
     """Whether test file ``name`` (or a helper module it imports) uses torch."""
-    text = (ROOT / "tests" / name).read_text()
-    helpers = re.findall(r"^import (\w+)|^from (\w+) import", text, re.M)
-    for module in {a or b for a, b in helpers}:
-        helper = ROOT / "tests" / f"{module}.py"
-        if helper.is_file():
-            text += helper.read_text()
-    return bool(re.search(r"import torch\b|importorskip\(\"torch", text))
+    return bool(re.search(r"import torch\b|importorskip\(\"torch", _with_helpers(name)))
 
 
 def _has_avx512() -> bool:
@@ -143,12 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="*", default=None, metavar="NAME",
                         help="run only these perturbations (names as in the table)")
-    parser.add_argument("--files", nargs="*", default=NUMERIC, metavar="FILE",
-                        help="test files (under tests/) to run")
+    parser.add_argument("--files", nargs="*", default=None, metavar="FILE",
+                        help="test files (under tests/) to run (default: every file that "
+                             "compares floats, numeric_files())")
     parser.add_argument("--logs", type=Path, default=None,
                         help="one pytest log per perturbation, with the tests' printed "
                              "measurements (pytest -s; default: a new temporary folder)")
     args, extra = parser.parse_known_args(argv)
+    args.files = args.files or numeric_files()
     extra = [a for a in extra if a != "--"]
     chosen = [p for p in perturbations() if args.only is None or p.name in args.only]
     args.logs = args.logs or Path(tempfile.mkdtemp(prefix="perturb-logs-"))
