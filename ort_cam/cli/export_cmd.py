@@ -14,8 +14,10 @@ from ..methods import MethodOptions
 from ..result import parse_steps
 from .explain_cmd import parse_methods
 from .options import (
+    TARGET_AT_EXPORT,
     cache_option,
     explainer_options,
+    export_target_options,
     method_options,
     model_argument,
     pop_layer_view,
@@ -47,6 +49,7 @@ def _summary(proto: onnx.ModelProto, out: Path) -> str:
 @click.option("--out", "-o", required=True, metavar="FILE",
               type=click.Path(dir_okay=False, path_type=Path), help="The explainer .onnx file.")
 @explainer_options
+@export_target_options
 @method_options
 @click.option("--input", "input_kind", type=click.Choice(INPUT_KINDS), default=INPUT_KINDS[0],
               show_default=True, help="pixels: uint8 [H, W, 3] RGB at the model's input size, "
@@ -76,6 +79,10 @@ def export(model: Path, out: Path, force: bool, **kw) -> None:
     Outputs: target, scores, y0, ym, <method>_raw, <method>_map and rsi_completeness_gap,
     the same numbers as `ort-cam explain`. Layer and preprocessing default to the model's
     metadata; --steps auto, baseline blur and the auto options are refused by name.
+    With --target-kind segment|embedding|detection|sequence|any (or such an output detected)
+    the target's values are inputs instead of target_index: target_index and target_mask,
+    concept, anchors and target_index, step and target_index, or target_weights; the W
+    chosen is the output weights (docs/export.md, "Targets").
 
     \b
     Examples:
@@ -87,6 +94,7 @@ def export(model: Path, out: Path, force: bool, **kw) -> None:
     options = {f.name: kw.pop(f.name) for f in fields(MethodOptions) if f.name in kw}
     kw.pop("blur_radius")  # only read by baseline blur, which is refused
     seed = kw.pop("baseline_seed")
+    target = {key: kw.pop(name) for name, key in TARGET_AT_EXPORT.items()}
     proto = export_explainer(
         model, kw.pop("layer"), out, steps=parse_steps(kw.pop("steps"), "--steps"),
         methods=parse_methods(kw.pop("methods")),
@@ -95,5 +103,6 @@ def export(model: Path, out: Path, force: bool, **kw) -> None:
         baseline=kw.pop("baseline"), baseline_seed=seed or 0, chunk_size=kw.pop("chunk_size"),
         optional_inputs=_optional(kw.pop("optional_inputs"), kw.pop("required_inputs")),
         unroll=kw.pop("unroll"), cache=not kw.pop("no_cache"),
-        output=kw.pop("output"), **pop_layer_view(kw))
+        output=kw.pop("output"), target_kind=kw.pop("target_kind"),
+        target={k: v for k, v in target.items() if v is not None}, **pop_layer_view(kw))
     click.echo(_summary(proto, out))

@@ -126,6 +126,26 @@ _TARGET_VALUES = {"mask": "mask", "box": "box", "threshold": "threshold", "ancho
                   "head_layout": "layout", "concept": "concept", "step": "step",
                   "blank": "blank", "target_weights": "weights"}
 
+#: ``ort-cam export``'s target options: those fixed at export (the others are the
+#: explainer's inputs at run time), option name -> ``TargetOptions`` field.
+TARGET_AT_EXPORT = {"threshold": "threshold", "conf": "conf", "objectness": "objectness",
+                    "head_layout": "layout", "blank": "blank"}
+export_target_options = _compose(
+    target_kind_option,
+    click.option("--threshold", type=float, default=None,
+                 help="segment, one-channel map: the default mask p > THRESHOLD (default 0.5)."),
+    click.option("--conf", type=float, default=None,
+                 help="detection: the least score of the default anchor (default 0.25)."),
+    click.option("--objectness/--no-objectness", default=None,
+                 help="detection: whether the head has an objectness row (default: from its "
+                 "layout)."),
+    click.option("--head-layout", type=click.Choice(["channels", "anchors"]), default=None,
+                 help="detection: the head's layout, [N, 4+C, A] (channels) or [N, A, 4+C] "
+                 "(anchors) (default: from its shape)."),
+    click.option("--blank", type=int, default=None,
+                 help="sequence: the CTC blank index (default 0)."),
+)
+
 
 def _array(path: Path, what: str) -> np.ndarray:
     """A .npy file, or (for a mask) an image's nonzero pixels."""

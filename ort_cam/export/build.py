@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, fields
 
 import numpy as np
@@ -28,8 +29,11 @@ from ..methods.scorecam import ScoreCam
 from ..model_setup import ModelSetup, class_count
 from ..preprocess import Preprocess, load_image
 from ..result import DEFAULT_STEPS, parse_steps
+from ..target_choice import CLASS_KINDS, target_options
+from ..targets import TargetOptions, kind_named
 from .graph import Plan, build_graph
 from .reductions import ONNX_REDUCTIONS, LayerDims, OnnxReduction
+from .targets import GraphTarget
 
 INPUT_KINDS = ("pixels", "tensor")
 #: Metadata keys of the exported model all start with this.
@@ -166,7 +170,7 @@ def _geometry(setup: ModelSetup, input_kind: str) -> tuple[tuple[int, ...], tupl
 
 def _plan(setup: ModelSetup, m: int, chunk: int, names: list[str], opts: MethodOptions,
           input_kind: str, baseline, seed: int, optional_inputs: bool,
-          unroll: bool = False) -> Plan:
+          unroll: bool = False, target: TargetOptions | None = None) -> Plan:
     if input_kind not in INPUT_KINDS:
         raise OrtCamError(f"unknown input kind {input_kind!r}; use {', '.join(INPUT_KINDS)}")
     x_shape, size = _geometry(setup, input_kind)
@@ -175,20 +179,67 @@ def _plan(setup: ModelSetup, m: int, chunk: int, names: list[str], opts: MethodO
     scores = setup.fused.graph.output[1].type.tensor_type
     dims = _dims(setup)
     reductions: dict[str, OnnxReduction] = {n: ONNX_REDUCTIONS[n](opts, m, dims) for n in names}
+    score_dtype = np.dtype(helper.tensor_dtype_to_np_dtype(scores.elem_type))
+    in_graph = _graph_target(setup, target or TargetOptions(), score_dtype)
     return Plan(
         fused=setup.fused, input_name=prep.input_name, channel_axis=prep.channel_axis,
-        n_classes=_classes(setup), m=m, chunk=chunk, x_shape=x_shape, x_dtype=x_dtype,
-        score_dtype=np.dtype(helper.tensor_dtype_to_np_dtype(scores.elem_type)), dims=dims,
+        n_classes=_classes(setup) if in_graph is None else 0, m=m, chunk=chunk,
+        x_shape=x_shape, x_dtype=x_dtype, score_dtype=score_dtype, dims=dims,
         out_size=size, input_kind=input_kind, pre=pre if input_kind == "pixels" else None,
         baseline=_baseline(baseline, input_kind, pre, x_shape, x_dtype, seed),
-        reductions=reductions, eps=opts.eps, optional_inputs=optional_inputs, unroll=unroll)
+        reductions=reductions, eps=opts.eps, optional_inputs=optional_inputs, unroll=unroll,
+        s_shape=(_classes(setup),) if in_graph is None else in_graph.s_shape, target=in_graph)
+
+
+def _dims_of(setup: ModelSetup) -> list:
+    dims = setup.fused.graph.output[1].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param or None for d in dims]
 
 
 def _classes(setup: ModelSetup) -> int:
     """C of the fused model's class scores [N, C], as a session of it would declare them."""
-    dims = setup.fused.graph.output[1].type.tensor_type.shape.dim
-    return class_count([d.dim_value if d.HasField("dim_value") else d.dim_param or None
-                        for d in dims])
+    return class_count(_dims_of(setup))
+
+
+#: What the exported graph takes as inputs, not as export options (kind -> option -> input).
+_FED = {"target": "target_index (or step for a sequence)", "mask": "target_mask",
+        "box": "target_mask (a box's mask), or anchors (matched on the host)",
+        "anchors": "anchors", "concept": "concept", "weights": "target_weights",
+        "step": "step", "top_k": "anchors (the host's NMS picks them)"}
+#: The target options fixed at export (the head, and how W is picked by default).
+_AT_EXPORT = ("threshold", "conf", "iou", "objectness", "layout", "blank")
+
+
+def _check_target_options(kind: str, opts: TargetOptions) -> None:
+    """Refuse a value the explainer takes as an input at run time, and one the kind does
+    not read."""
+    given = [*opts.given(), *(["target"] if opts.target is not None else [])]
+    fed = [name for name in given if name not in _AT_EXPORT]
+    if fed:
+        raise OrtCamError(f"--{fed[0].replace('_', '-')} is not fixed at export: the "
+                          f"explainer takes it at run time as its input {_FED[fed[0]]}")
+    kind_named(kind).accepts(opts)
+
+
+def _graph_target(setup: ModelSetup, opts: TargetOptions, dtype: np.dtype
+                  ) -> GraphTarget | None:
+    """The in-graph target of a kind other than class and binary (None for those)."""
+    prep = setup.prepared
+    _check_target_options(prep.kind, opts)
+    if prep.kind in CLASS_KINDS:
+        return None
+    dims = _dims_of(setup)[1:]
+    if not all(isinstance(d, int) for d in dims):
+        raise OrtCamError(f"the target's scores have dynamic dims {dims}; export a model "
+                          "whose output shape is fixed past the batch axis")
+    out, s_shape = prep.output_info, tuple(int(d) for d in dims)
+    if prep.kind == "sequence" and not 0 <= opts.blank < s_shape[1]:
+        raise OrtCamError(f"--blank {opts.blank} is out of range; the vocabulary has "
+                          f"{s_shape[1]} tokens")
+    n = kind_named(prep.kind).n_labels(out, opts)
+    labels = setup.labels(None, n) if n else None
+    return GraphTarget(prep.kind, out, s_shape, dtype, opts,
+                       tuple(labels) if labels else None)
 
 
 def _stamp(proto: onnx.ModelProto, setup: ModelSetup, plan: Plan, sha: str, names: list[str],
@@ -197,14 +248,18 @@ def _stamp(proto: onnx.ModelProto, setup: ModelSetup, plan: Plan, sha: str, name
     meta = {
         "version": __version__, "source_sha256": sha, "layer": setup.prepared.layer,
         "steps": str(plan.m), "chunk": str(plan.chunk), "methods": json.dumps(names),
-        "options": json.dumps(options), "score": setup.prepared.score, "input": plan.input_kind,
+        "options": json.dumps(options), "score": setup.prepared.score,
+        "target_kind": setup.prepared.kind, "input": plan.input_kind,
         "baseline": baseline if isinstance(baseline, str) else "image",
         "optional_inputs": json.dumps(plan.optional_inputs), "unroll": json.dumps(plan.unroll),
     }
     props = [(META + k, v) for k, v in meta.items()]
     if setup.preprocess is not None:
         props.append((PREPROCESS_KEY, setup.preprocess.to_json()))
-    labels = setup.labels(None, plan.n_classes)
+    if plan.target is not None:
+        props.append((META + "target", json.dumps(plan.target.record())))
+    labels = (setup.labels(None, plan.n_classes) if plan.target is None
+              else list(plan.target.labels or ()))
     if labels:
         props.append((LABELS_KEY, json.dumps(labels)))
     helper.set_model_props(proto, dict(props))
@@ -217,7 +272,9 @@ def export_explainer(model: str | os.PathLike | onnx.ModelProto, layer: str | No
                      baseline_seed: int = 0, chunk_size: int | None = None,
                      memory_budget: int = DEFAULT_BUDGET,
                      optional_inputs: bool = False, unroll: bool = False, cache: bool = True,
-                     output: str | None = None, **layer_view) -> onnx.ModelProto:
+                     output: str | None = None, target_kind: str | None = None,
+                     target: TargetOptions | Mapping | None = None,
+                     **layer_view) -> onnx.ModelProto:
     """The whole explainer as one ONNX model: one ``run()`` of any onnxruntime gives what
     ``Explainer.explain`` gives (README "From any language" lists inputs and outputs).
 
@@ -242,18 +299,22 @@ def export_explainer(model: str | os.PathLike | onnx.ModelProto, layer: str | No
             engines without Loop (tract).
         cache: use the prepared-model cache, as ``Explainer``'s.
         output: the model output to explain, as ``Explainer``'s.
+        target_kind, target: what the output is read as, as ``Explainer`` takes them
+            (default: detected); for a kind other than class and binary the explainer takes
+            the target's values as inputs (``export.targets``: a mask, a concept, anchors,
+            a step, weights), and ``target`` holds only what is fixed at export (detection:
+            ``layout``, ``objectness``, ``conf``; a one-channel map's ``threshold``; a
+            sequence's ``blank``).
         layer_view: ``layer_layout``, ``grid``, ``extra_tokens``, as ``Explainer`` takes them.
     """
     names, opts = _methods(methods), _options(options)
     m = _path_steps(_steps(steps), names)
+    topts = target_options(target, target_kind)
     setup = ModelSetup.resolve(model, layer, preprocess=preprocess, score=score, cache=cache,
-                               output=output, size=None, **layer_view)
-    if setup.prepared.kind not in ("class", "binary"):
-        raise OrtCamError(f"ort-cam export takes class and binary targets so far; this "
-                          f"model's output is read as a {setup.prepared.kind} target")
+                               output=output, size=None, target=topts, **layer_view)
     chunk = RunSizes(setup.prepared.sample_bytes, memory_budget, chunk_size).chunk(m)
     plan = _plan(setup, m, chunk, names, opts, input_kind, baseline, baseline_seed,
-                 optional_inputs, unroll)
+                 optional_inputs, unroll, topts)
     proto = build_graph(plan)
     _stamp(proto, setup, plan, model_digest(model, strict=True), names, opts, baseline)
     if out is not None:

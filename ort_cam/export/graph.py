@@ -25,6 +25,7 @@ from ..maps import upsample
 from ..preprocess import Preprocess
 from .ops import F64, Ops, Tensor
 from .reductions import Chunk, Ends, LayerDims, OnnxReduction
+from .targets import GraphTarget, checked
 from .unroll import unroll_loops
 
 IMAGE, TARGET_IN, BASELINE = "image", "target_index", "baseline"
@@ -62,6 +63,10 @@ class Plan:
     eps: float
     optional_inputs: bool  # defaults as initializers (omittable inputs), else plain inputs
     unroll: bool = False  # the Loop unrolled (engines without Loop)
+    #: S's shape per image ((C,) for a class target), and the target of another kind (its W
+    #: picked in the graph from the fed inputs; None: the class target, ``target_index``)
+    s_shape: tuple[int, ...] = ()
+    target: GraphTarget | None = None
 
     @property
     def trips(self) -> int:
@@ -71,25 +76,28 @@ class Plan:
 @dataclass
 class Outer:
     """Outer-graph values the loop body reads: x (model dtype), x_0 and x − x_0 in float64,
-    and the requested target."""
+    and the requested target (a class index; or the inputs of a target of another kind)."""
 
     x: Tensor
     x0d: Tensor
     diff: Tensor
-    target: Tensor
+    target: Tensor | None
+    target_ins: dict[str, Tensor]
 
 
 def _state_specs(plan: Plan) -> dict[str, np.ndarray]:
     """Loop-carried state name -> initial value (zeros; its dtype and shape are the state's)."""
     d = plan.dims
     grid = np.zeros((d.k, d.h, d.w))
-    specs = {"target": np.array(0, np.int64), "scores": np.zeros(plan.n_classes),
+    specs = {"target": np.array(0, np.int64), "scores": np.zeros(plan.s_shape),
              "y0": np.array(0.0), "ym": np.array(0.0), "a0": grid, "prev_a": grid,
              "prev_g": grid}
+    if plan.target is not None:
+        specs["weights"] = np.zeros(plan.s_shape, plan.score_dtype)
     for name, red in plan.reductions.items():
         specs.update({f"{name}/{key}": v for key, v in red.states().items()})
     layer = (1, d.k, d.h, d.w) if plan.channel_axis == 1 else (1, d.h, d.w, d.k)
-    shapes = (layer, (1, plan.n_classes), layer)
+    shapes = (layer, (1, *plan.s_shape), layer)
     for key, out, shape in zip(FUSED_STATES, plan.fused.graph.output, shapes, strict=True):
         specs[key] = np.zeros(shape, helper.tensor_dtype_to_np_dtype(
             out.type.tensor_type.elem_type))
@@ -109,8 +117,9 @@ def _typed(t: Tensor, value: np.ndarray) -> Tensor:
     return t
 
 
-def _path_inputs(op: Ops, plan: Plan, outer: Outer, it: Tensor, target: Tensor):
-    """This iteration's path indices, model inputs and target weights."""
+def _path_inputs(op: Ops, plan: Plan, outer: Outer, it: Tensor, st: dict[str, Tensor]):
+    """This iteration's path indices, model inputs and target weights (zeros at iteration 0:
+    the run of x)."""
     m, chunk, i64 = plan.m, plan.chunk, op.i64
     first = op.equal(it, i64(0))
     start = op.where(first, i64(m), op.b.op("Mul", op.b.op("Sub", it, i64(1)), i64(chunk)))
@@ -119,10 +128,13 @@ def _path_inputs(op: Ops, plan: Plan, outer: Outer, it: Tensor, target: Tensor):
     alpha = op.reshape(op.div(op.cast(ls, F64), float(m)), [-1] + [1] * (len(plan.x_shape) - 1))
     xs = op.where(first, outer.x, op.cast(op.add(outer.x0d, op.mul(alpha, outer.diff)),
                                           plan.x_dtype))
-    onehot = op.cast(op.equal(op.arange(0, plan.n_classes), target), plan.score_dtype)
-    row = op.mul(onehot, op.cast(op.logical_not(first), plan.score_dtype))
-    w = op.expand(op.unsqueeze(row, [0]),
-                  op.concat([op.shape(ls), i64([plan.n_classes])], 0))
+    if plan.target is None:
+        weights = op.cast(op.equal(op.arange(0, plan.n_classes), st["target"]),
+                          plan.score_dtype)
+    else:
+        weights = st["weights"]
+    row = op.mul(weights, op.cast(op.logical_not(first), plan.score_dtype))
+    w = op.expand(op.unsqueeze(row, [0]), op.concat([op.shape(ls), i64(list(plan.s_shape))], 0))
     return first, start, ls, xs, w
 
 
@@ -142,6 +154,22 @@ def _resolve_target(op: Ops, plan: Plan, scores: Tensor, requested: Tensor) -> T
     return op.where(op.equal(requested, op.i64(-1)), top1, other)
 
 
+def _target_step(op: Ops, plan: Plan, outer: Outer, st: dict[str, Tensor], first: Tensor,
+                 scores: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+    """The target's states after this iteration (chosen at iteration 0, from S(x)), and y
+    of every row of the chunk: the class's score, or Σ W ⊙ S in float64."""
+    if plan.target is None:
+        assert outer.target is not None
+        c = op.where(first, _resolve_target(op, plan, scores, outer.target), st["target"])
+        return {"target": c}, op.cast(op.take(scores, c, axis=1), F64)
+    picked = plan.target.pick(op, op.take(scores, 0), outer.target_ins)
+    w = op.where(first, checked(op, picked, first), st["weights"])
+    c = op.where(first, picked.index, st["target"])
+    prod = op.mul(op.cast(scores, F64), op.unsqueeze(op.cast(w, F64), [0]))
+    ys = op.sum(prod, list(range(1, 1 + len(plan.s_shape))))
+    return {"target": c, "weights": w}, ys
+
+
 def _body(plan: Plan, outer: Outer, specs: dict[str, np.ndarray]) -> gs.Graph:
     """The Loop body: the fused graph with our path building and reductions around it."""
     body = gs.import_onnx(plan.fused)
@@ -153,26 +181,25 @@ def _body(plan: Plan, outer: Outer, specs: dict[str, np.ndarray]) -> gs.Graph:
     it = gs.Variable("explainer/body/iteration", np.int64, [])
     cond = gs.Variable("explainer/body/cond", np.bool_, [])
     st = {k: _typed(gs.Variable(f"explainer/body/in/{k}"), v) for k, v in specs.items()}
-    first, start, ls, xs, w = _path_inputs(op, plan, outer, it, st["target"])
+    first, start, ls, xs, w = _path_inputs(op, plan, outer, it, st)
     # The engine's session sees these as inputs of shape [N, ...]; declared so here too, the
     # optimizer can prove the same shapes equal and fuses the same ops (e.g. a residual Add
     # into an NCHWc Conv), which keeps the float32 numbers identical.
     xs.dtype, xs.shape = plan.x_dtype, ["chunk", *plan.x_shape[1:]]
-    w.dtype, w.shape = plan.score_dtype, ["chunk", plan.n_classes]
+    w.dtype, w.shape = plan.score_dtype, ["chunk", *plan.s_shape]
     _rewire(fused_in[plan.input_name], xs)
     _rewire(fused_in[TARGET_WEIGHTS], w)
     a, g = op.cast(layer_t, F64), op.cast(grad, F64)
     if plan.channel_axis == 3:
         a, g = _channels_first(op, a, plan.dims), _channels_first(op, g, plan.dims)
-    c = op.where(first, _resolve_target(op, plan, scores, outer.target), st["target"])
-    ys = op.cast(op.take(scores, c, axis=1), F64)
+    chosen, ys = _target_step(op, plan, outer, st, first, scores)
     at_zero = op.equal(start, op.i64(0))
     a_first, g_first = op.take(a, 0), op.take(g, 0)
     at_start = lambda value, key: op.where(at_zero, value, st[key])  # noqa: E731 (l = 0)
     chunk = Chunk(ls, a, g, at_start(a_first, "a0"), at_start(a_first, "prev_a"),
                   at_start(g_first, "prev_g"))
     keep = lambda key, new: op.where(first, st[key], new)  # noqa: E731 (iteration 0: no path)
-    new = {"target": c, "scores": op.where(first, op.cast(op.take(scores, 0), F64), st["scores"]),
+    new = {**chosen, "scores": op.where(first, op.cast(op.take(scores, 0), F64), st["scores"]),
            "y0": op.where(at_zero, op.take(ys, 0), st["y0"]), "ym": keep("ym", op.take(ys, -1)),
            "a0": chunk.a0, "prev_a": keep("prev_a", op.take(a, -1)),
            "prev_g": keep("prev_g", op.take(g, -1))}
@@ -236,8 +263,10 @@ def _inputs(op: Ops, plan: Plan) -> tuple[list[gs.Variable], Outer]:
     else:
         main = gs.Variable(plan.input_name, plan.x_dtype, list(plan.x_shape))
         to_model = lambda t: t  # noqa: E731
-    target = gs.Variable(TARGET_IN, np.int64, [])
-    inputs = [main, target]
+    target = gs.Variable(TARGET_IN, np.int64, []) if plan.target is None else None
+    given: list[gs.Variable] = [target] if target is not None else (
+        plan.target.inputs() if plan.target is not None else [])
+    inputs = [main, *given]
     x = to_model(main)
     if plan.baseline is None:  # zeros in model space
         x0d = op.zeros(plan.x_shape)
@@ -247,7 +276,8 @@ def _inputs(op: Ops, plan: Plan) -> tuple[list[gs.Variable], Outer]:
         inputs.append(base)
         x0d = op.cast(to_model(_chosen_baseline(op, base, plan.baseline)), F64)
     xd = op.cast(x, F64)
-    return inputs, Outer(x, x0d, op.sub(xd, x0d), target)
+    return inputs, Outer(x, x0d, op.sub(xd, x0d), target,
+                         {} if target is not None else {v.name: v for v in given})
 
 
 def _maps(op: Ops, plan: Plan, raw: Tensor, prefix: str) -> list[Tensor]:
@@ -280,9 +310,12 @@ def build_graph(plan: Plan) -> onnx.ModelProto:
     finals = dict(zip(specs, op.loop(plan.trips, init, _body(plan, refs, specs)), strict=True))
     ends = Ends(finals["a0"], finals["prev_a"], finals["prev_g"], finals["y0"], finals["ym"])
     outputs = [_named(op.identity(finals["target"]), "target", np.int64, []),
-               _named(op.identity(finals["scores"]), "scores", F64, [plan.n_classes]),
+               _named(op.identity(finals["scores"]), "scores", F64, list(plan.s_shape)),
                _named(op.identity(ends.y0), "y0", F64, []),
                _named(op.identity(ends.ym), "ym", F64, [])]
+    if plan.target is not None:
+        outputs.append(_named(op.cast(finals["weights"], F64), "weights", F64,
+                              list(plan.s_shape)))
     for name, red in plan.reductions.items():
         raw, extras = red.finish(op, ends, {k: finals[f"{name}/{k}"] for k in red.states()})
         outputs += _maps(op, plan, raw, name)
@@ -301,7 +334,8 @@ def build_graph(plan: Plan) -> onnx.ModelProto:
 def _defaults(proto: onnx.ModelProto, plan: Plan) -> None:
     """Give ``target_index`` (−1) and ``baseline`` (no rows: the default) initializers under
     their names, the values used when a run does not feed them."""
-    values = {TARGET_IN: np.array(-1, np.int64)}
+    values = ({TARGET_IN: np.array(-1, np.int64)} if plan.target is None
+              else plan.target.defaults())
     if plan.baseline is not None:
         values[BASELINE] = np.zeros((0, *plan.baseline.shape[1:]), plan.baseline.dtype)
     proto.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in values.items())

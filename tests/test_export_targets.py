@@ -1,0 +1,245 @@
+"""The exported explainer with a target of another kind than class (``ort-cam export
+--target-kind``): the target's values are inputs of the graph, W is picked in it at x, and one
+run gives ``Explainer``'s numbers for the same target.
+
+On the small models of tests/target_models.py (a segmenter, a one-channel probability map,
+an embedding model, YOLO-style detectors with and without objectness, a CRNN, and a
+multi-label head read through ``any`` weights), the exported model run on onnxruntime is held
+against ``Explainer.explain_array`` with the same target: the W picked (``weights``), the class,
+y at x_0 and x, every map and raw map, and RSI's gap. Both sides run the same fused gradient
+graph on the same chunks with the same W, so what remains is float64 summation order in the
+reductions and in y = Σ W ⊙ S: measured (every case below) ≤ 5.6e-16 on the maps and raw
+maps, ≤ 2.0e-16 relative on y, the gap ≤ 6.9e-9 of itself (it divides the small
+Σ IG − Δy by Δy). MAP_TOL = 1e-5 and GAP_TOL = 1e-6 are tests/test_export.py's, which leave
+room for other kernels fusing float32 ops across a chunk's rows differently; Y_TOL = 1e-9
+relative (y is a float64 sum of float32 scores: 4e6x the measured difference).
+
+Bad values are refused in one line where the export sees them (a value that is an input at
+run time, an option the kind does not read), and fail the run at a node that names them
+where only the graph sees them (docs/export.md, "Targets").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import target_models as tm  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+from ort_cam import Explainer  # noqa: E402
+from ort_cam.cli import main  # noqa: E402
+from ort_cam.errors import OrtCamError  # noqa: E402
+from ort_cam.export import export_explainer  # noqa: E402
+from ort_cam.runtime import make_session  # noqa: E402
+
+M, CHUNK = 8, 4
+METHODS = ["gradcam", "igcam", "rsi", "hirescam", "layercam"]
+MAP_TOL, Y_TOL, GAP_TOL = 1e-5, 1e-9, 1e-6
+CONCEPT = np.random.default_rng(5).standard_normal(tm.EMBED_DIM).astype(np.float32)
+WEIGHTS = np.random.default_rng(6).standard_normal(20).astype(np.float32)
+
+_MODELS: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("targets")
+
+    def path(name: str) -> Path:
+        if name not in _MODELS:
+            _MODELS[name] = tm.build_and_export(name, folder / f"{name}.onnx")[1]
+        return _MODELS[name]
+    return path  # type: ignore[return-value]  (a factory, one export per model)
+
+
+def explainer(path: Path, name: str, kind: str, **export) -> onnx.ModelProto:
+    return export_explainer(path, tm.MODELS[name].layer, steps=M, chunk_size=CHUNK,
+                            input_kind="tensor", baseline="zeros", target_kind=kind,
+                            methods=METHODS, cache=False, **export)
+
+
+def run(proto: onnx.ModelProto, x: np.ndarray, **feeds) -> dict[str, np.ndarray]:
+    """One run of the explainer; inputs not given get their defaults (−1 indices, a mask and
+    anchors with no rows)."""
+    sess = make_session(proto, ["CPUExecutionProvider"], 1)
+    given = {"x": x}
+    for i in sess.get_inputs():
+        if i.name in feeds:
+            given[i.name] = feeds[i.name]
+        elif i.name in ("target_index", "step"):
+            given[i.name] = np.array(-1, np.int64)
+        elif i.name in ("target_mask", "anchors", "baseline"):
+            dtype = np.int64 if i.name == "anchors" else np.float32
+            given[i.name] = np.zeros((0, *i.shape[1:]), dtype)
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(None, given), strict=True))
+
+
+#: (case id, model, kind, export options, explainer graph inputs, Explainer's target values)
+CASES = [
+    ("segment-default", "segmenter", "segment", {}, {}, {}),
+    ("segment-class-and-mask", "segmenter", "segment", {},
+     {"target_index": np.array(2), "target_mask": np.pad(np.ones((6, 9), np.float32),
+                                                         ((3, 7), (4, 3)))},
+     {"target": 2, "mask": np.pad(np.ones((6, 9), np.float32), ((3, 7), (4, 3)))}),
+    ("probmap-default", "probmap", "segment", {}, {}, {}),
+    ("probmap-threshold", "probmap", "segment", {"target": {"threshold": 0.3}}, {},
+     {"threshold": 0.3}),
+    ("embedding", "embedding", "embedding", {}, {"concept": CONCEPT}, {"concept": CONCEPT}),
+    ("detection-top1", "detector", "detection", {}, {}, {}),
+    ("detection-anchors-class", "detector", "detection", {},
+     {"anchors": np.array([5, 17, 70]), "target_index": np.array(1)},
+     {"anchors": (5, 17, 70), "target": 1}),
+    ("detection-anchors-own-class", "detector_obj", "detection", {},
+     {"anchors": np.array([40, 3])}, {"anchors": (40, 3)}),
+    ("detection-objectness-top1", "detector_obj", "detection", {}, {}, {}),
+    ("sequence-greedy", "crnn", "sequence", {}, {}, {}),
+    ("sequence-step-token", "crnn", "sequence", {},
+     {"step": np.array(4), "target_index": np.array(3)}, {"step": 4, "target": 3}),
+    ("any-weights", "multilabel", "any", {}, {"target_weights": WEIGHTS},
+     {"weights": WEIGHTS}),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_the_exported_target_gives_the_explainers_maps(models, case):
+    _, name, kind, export, feeds, values = case
+    path = models(name)
+    x = tm.inputs(name, 1, seed=3)
+    spec = dict(values)
+    target = spec.pop("target", None)
+    ex = Explainer(path, tm.MODELS[name].layer, quiet=True, cache=False, threads=1,
+                   chunk_size=CHUNK, target_kind=kind, target=spec or None)
+    r = ex.explain_array(x, baseline_array="zeros", steps=M, methods=METHODS,
+                         target=target)
+    out = run(explainer(path, name, kind, **export), x, **feeds)
+    rec = r.target_record
+    support = np.flatnonzero(out["weights"])
+    assert len(support) == {"segment": rec.get("mask_area"), "detection": len(
+        rec.get("anchors", ())), "sequence": len(rec.get("steps", ()))}.get(kind, len(support))
+    assert int(out["target"]) == (-1 if r.target is None else r.target)
+    np.testing.assert_allclose([out["y0"], out["ym"]], [r.y0, r.ym], rtol=Y_TOL, atol=0)
+    assert abs(float(out["ym"]) - rec["value"]) <= Y_TOL * abs(rec["value"])
+    for method in METHODS:
+        assert np.abs(out[f"{method}_map"] - r[method].map).max() <= MAP_TOL, method
+        scale = max(np.abs(r[method].raw).max(), 1e-30)
+        assert np.abs(out[f"{method}_raw"] - r[method].raw).max() <= MAP_TOL * scale, method
+    gap = r.completeness_gap
+    assert abs(float(out["rsi_completeness_gap"]) - gap) <= GAP_TOL * gap
+
+
+def test_the_picked_weights_are_the_explainers(models):
+    """W itself, for a kind whose choice is worked out in the graph (the detector's top box
+    and a greedy CTC decoding): the anchors and the steps and tokens the explainer chose."""
+    for name, kind in (("detector", "detection"), ("crnn", "sequence")):
+        path = models(name)
+        x = tm.inputs(name, 1, seed=3)
+        out = run(explainer(path, name, kind), x)
+        r = Explainer(path, tm.MODELS[name].layer, quiet=True, cache=False, threads=1,
+                      target_kind=kind).explain_array(x, baseline_array="zeros", steps=2,
+                                                      methods=["gradcam"])
+        rec, w = r.target_record, out["weights"]
+        if kind == "detection":  # [4+C, A]: the class row of each chosen anchor
+            rows, anchors = np.nonzero(w)
+            assert list(anchors) == rec["anchors"] and list(rows - 4) == [r.target]
+        else:  # [T, V]: the kept steps and their tokens
+            steps, tokens = np.nonzero(w)
+            assert (list(steps), list(tokens)) == (rec["steps"], rec["tokens"])
+        assert set(np.unique(w)) == {0.0, 1.0}
+
+
+#: (model, kind, the bad input, the node (or engine message) the run fails at)
+BAD_RUNS = [
+    ("segmenter", "segment", {"target_mask": np.ones((5, 16), np.float32)},
+     "target_mask_rows_must_be_0_or_16"),
+    ("segmenter", "segment", {"target_mask": np.ones((16, 8), np.float32)},
+     "Got invalid dimensions for input: target_mask"),
+    ("segmenter", "segment", {"target_mask": np.full((16, 16), np.nan, np.float32)},
+     "target_mask_must_be_finite"),
+    ("segmenter", "segment", {"target_mask": np.zeros((16, 16), np.float32)},
+     "target_must_not_be_empty"),
+    ("segmenter", "segment", {"target_index": np.array(4)}, "target_index_must_be_-1_or_0_to_3"),
+    ("detector", "detection", {"anchors": np.array([3, 80])}, "anchors_must_be_in_0_to_79"),
+    ("detector", "detection", {"anchors": np.array([-1])}, "anchors_must_be_in_0_to_79"),
+    ("detector", "detection", {"target_index": np.array(3)},
+     "target_index_must_be_-1_or_0_to_2"),
+    ("embedding", "embedding", {"concept": np.ones(10, np.float32)},
+     "Got invalid dimensions for input: concept"),
+    ("embedding", "embedding", {"concept": np.zeros(tm.EMBED_DIM, np.float32)},
+     "concept_must_not_be_zero"),
+    ("embedding", "embedding", {"concept": np.where(np.arange(tm.EMBED_DIM) == 7, np.inf, 1.0
+                                                    ).astype(np.float32)},
+     "concept_must_be_finite"),
+    ("crnn", "sequence", {"step": np.array(12)}, "step_must_be_-1_or_0_to_11"),
+    ("crnn", "sequence", {"target_index": np.array(3)}, "target_index_needs_a_step"),
+    ("multilabel", "any", {"target_weights": np.full(20, np.nan, np.float32)},
+     "target_weights_must_be_finite"),
+    ("multilabel", "any", {"target_weights": np.zeros(20, np.float32)},
+     "target_weights_must_not_be_all_zero"),
+]
+
+
+@pytest.mark.parametrize("name, kind, feeds, where", BAD_RUNS,
+                         ids=[f"{b[1]}-{b[3][:30]}" for b in BAD_RUNS])
+def test_a_bad_input_fails_the_run_at_a_node_that_names_it(models, name, kind, feeds, where):
+    proto = export_explainer(models(name), tm.MODELS[name].layer, steps=2, input_kind="tensor",
+                             baseline="zeros", target_kind=kind, methods=["gradcam"],
+                             cache=False)
+    x = tm.inputs(name, 1, seed=3)
+    if "concept" not in feeds and kind == "embedding":
+        feeds = {**feeds, "concept": CONCEPT}
+    with pytest.raises(Exception, match=where):
+        run(proto, x, **feeds)
+
+
+def test_a_detector_with_no_box_above_conf_fails_unless_anchors_are_fed(models):
+    path = models("detector")
+    proto = explainer(path, "detector", "detection", target={"conf": 1.5})
+    x = tm.inputs("detector", 1, seed=3)
+    with pytest.raises(Exception, match="no_box_scores_at_least_1.5_feed_anchors"):
+        run(proto, x)
+    assert np.count_nonzero(run(proto, x, anchors=np.array([9]))["weights"]) == 1
+
+
+@pytest.mark.parametrize("name, kind, target, message", [
+    ("segmenter", "segment", {"mask": np.ones((16, 16))}, "--mask is not fixed at export: "
+     "the explainer takes it at run time as its input target_mask"),
+    ("detector", "detection", {"anchors": (1,)}, "as its input anchors"),
+    ("embedding", "embedding", {"concept": CONCEPT}, "as its input concept"),
+    ("crnn", "sequence", {"target": 2}, "as its input target_index"),
+    ("segmenter", "segment", {"blank": 3}, "--blank does not apply to a segment target"),
+    ("crnn", "sequence", {"blank": 7}, "--blank 7 is out of range; the vocabulary has 7"),
+    ("multilabel", "segment", {}, "a segment target (--target-kind) does not fit output"),
+])
+def test_a_bad_export_is_refused_in_one_line(models, name, kind, target, message):
+    with pytest.raises(OrtCamError) as err:
+        export_explainer(models(name), tm.MODELS[name].layer, steps=2, input_kind="tensor",
+                         baseline="zeros", target_kind=kind, target=target, cache=False)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_cli_exports_a_segment_target_and_records_it(models, tmp_path):
+    import json
+
+    path = models("probmap")
+    out = tmp_path / "explainer.onnx"
+    res = CliRunner().invoke(main, [str(a) for a in (
+        "export", path, "--layer", tm.MODELS["probmap"].layer, "--input", "tensor",
+        "--baseline", "zeros", "--steps", 4, "--target-kind", "segment", "--threshold", 0.4,
+        "--out", out, "--no-cache")])
+    assert res.exit_code == 0, res.output
+    assert "inputs: x, target_mask, baseline" in res.output
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["ort_cam.export.target_kind"] == "segment"
+    assert json.loads(meta["ort_cam.export.target"])["threshold"] == 0.4
+    bad = CliRunner().invoke(main, [str(a) for a in (
+        "export", path, "--layer", tm.MODELS["probmap"].layer, "--input", "tensor",
+        "--target-kind", "detection", "--out", tmp_path / "b.onnx", "--no-cache")])
+    assert bad.exit_code != 0 and len(bad.output.strip().splitlines()) == 1, bad.output
+    assert "does not fit output 'prob'" in bad.output
