@@ -6,32 +6,38 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from itertools import groupby
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
 from . import optimized
 from .augment import AUGMENTATIONS, combine
-from .class_choice import fixed_target, resolve_target
 from .engine import (
     DEFAULT_BUDGET,
     AutoSteps,
     FusedModel,
-    PathJob,
     PathResult,
-    Points,
     RunSizes,
     reduce_at_x,
     walk_auto,
     walk_fixed,
 )
 from .errors import OrtCamError
+from .explain_items import (
+    Item,
+    Reading,
+    Start,
+    add_run_maps,
+    class_index,
+    class_starts,
+    explanation,
+    path_jobs,
+)
 from .grad.spec import TARGET_WEIGHTS
-from .maps import is_dark, normalize, upsample
+from .labels import refuse_labels
 from .methods import (
     METHODS,
     MethodOptions,
@@ -42,13 +48,13 @@ from .methods import (
     resolve,
 )
 from .methods.finercam import FinerCam
-from .methods.run_based import run_method, uses_runs
+from .methods.run_based import uses_runs
 from .model_setup import ModelSetup, class_count
 from .preprocess import Preprocess, load_image
-from .result import DEFAULT_STEPS, Explanation, MethodResult, parse_steps
+from .result import DEFAULT_STEPS, Explanation, fixed_steps
 from .runtime import select_providers
-from .target_choice import CLASS_KINDS, ClassFeed, choose_at_x, options_for, target_options
-from .targets import Target, TargetOptions, kind_named
+from .target_choice import CLASS_KINDS, choose_at_x, options_for, target_options
+from .targets import TargetOptions, kind_named
 
 if TYPE_CHECKING:  # (loading a model, and the head's runs, are imported where first used)
     import onnx
@@ -147,7 +153,7 @@ class Explainer:
         self._input_shape = list(prep.input_shape)
         self.preprocess: Preprocess | None = setup.preprocess
         if not self.n_classes:
-            _no_labels(labels, self.target_kind)
+            refuse_labels(labels, self.target_kind)
         self.labels = setup.labels(labels, self.n_classes) if self.n_classes else None
         self.memory_budget = memory_budget
         self.fixed_chunk = chunk_size
@@ -221,7 +227,7 @@ class Explainer:
                               blur_radius=blur_radius, on_chunk=on_chunk, **options)
         x, x0, pixels, seconds, photo = self._setup.image_inputs(image, baseline, baseline_seed,
                                                            blur_radius)
-        return self._explain_items([_Item(x, x0, pixels, seconds, target, photo)], steps,
+        return self._explain_items([Item(x, x0, pixels, seconds, target, photo)], steps,
                                    methods, on_chunk, options)[0]
 
     def explain_many(self, images: Iterable, *, targets=None, **kwargs) -> list[Explanation]:
@@ -294,7 +300,7 @@ class Explainer:
                      options: dict, base: tuple) -> Iterator[Explanation]:
         """``_packed`` for images of this explainer's size."""
         group = self._group_size(steps, methods, n_specs)
-        pending: list[_Item] = []
+        pending: list[Item] = []
         for image, specs in jobs:
             try:
                 inputs = self._setup.image_inputs(image, *base)
@@ -303,7 +309,7 @@ class Explainer:
                     yield from self._explain_items(pending, steps, methods, on_chunk, options)
                 raise
             x, x0, pixels, seconds, photo = inputs
-            pending += [_Item(x, x0, pixels, seconds, spec, photo) for spec in specs]
+            pending += [Item(x, x0, pixels, seconds, spec, photo) for spec in specs]
             if len(pending) >= group:
                 yield from self._explain_items(pending, steps, methods, on_chunk, options)
                 pending = []
@@ -316,7 +322,7 @@ class Explainer:
         """Explain a model-space input ``x`` ([1, ...] or without the batch axis) against a
         model-space baseline (an array, or "zeros")."""
         x, x0 = self._setup.array_inputs(x, baseline_array)
-        return self._explain_items([_Item(x, x0, spec=target)], steps, methods, on_chunk,
+        return self._explain_items([Item(x, x0, spec=target)], steps, methods, on_chunk,
                                    options)[0]
 
     # --- the work behind the explain_* calls --------------------------------------------
@@ -328,11 +334,11 @@ class Explainer:
         cap = self.run_capacity()
         if not needs_path(names):
             return max(1, min(PACK_ITEMS, cap))
-        m = _fixed_steps(steps)
+        m = fixed_steps(steps)
         assert m is not None  # "auto" returned above
         return max(n_specs, min(PACK_ITEMS, cap // (m + 1))) if m + 1 <= cap else 1
 
-    def _explain_items(self, items: list[_Item], steps, methods, on_chunk,
+    def _explain_items(self, items: list[Item], steps, methods, on_chunk,
                        options: dict) -> list[Explanation]:
         t0 = time.perf_counter()
         opts = MethodOptions.from_kwargs(**options)
@@ -345,26 +351,28 @@ class Explainer:
                               "chosen at x); leave it out")
         if opts.aug_smooth:
             return self._aug_smoothed(items, steps, methods, on_chunk, options)
-        m = _fixed_steps(steps)
+        m = fixed_steps(steps)
         starts = self._starts(items)
+        jobs = path_jobs(items, starts, self.n_classes)
         make = partial(reducer_factories, opts=opts)
         if not needs_path(walked):
             paths = [check_extras(reduce_at_x(self.fused_model, job, make(walked), on_chunk))
-                     for job in self._jobs(items, starts)]
+                     for job in jobs]
         elif m is None:
             auto = AutoSteps(opts.auto_start, opts.auto_tolerance, opts.auto_max,
                              auto_judge(walked))
             paths = [walk_auto(self.fused_model, job, walked, auto, make, self.run_sizes,
-                               on_chunk, check_extras) for job in self._jobs(items, starts)]
+                               on_chunk, check_extras) for job in jobs]
         else:
-            paths = walk_fixed(self.fused_model, self._jobs(items, starts), m, self.run_sizes,
-                               walked, make, on_chunk, check_extras)
-        self._run_methods(items, starts, paths, [n for n in names if n not in walked], opts, m)
+            paths = walk_fixed(self.fused_model, jobs, m, self.run_sizes, walked, make, on_chunk,
+                               check_extras)
+        add_run_maps(items, starts, paths, [n for n in names if n not in walked], opts, m,
+                     self.model_runs)
         share = (time.perf_counter() - t0) / len(items)
         return [self._result(it, st, path, names, opts, share)
                 for it, st, path in zip(items, starts, paths)]
 
-    def _aug_smoothed(self, items: list[_Item], steps, methods, on_chunk,
+    def _aug_smoothed(self, items: list[Item], steps, methods, on_chunk,
                       options: dict) -> list[Explanation]:
         """``aug_smooth``: each item explained on the six augmentations of ``augment`` (for
         the class chosen on x itself), the maps averaged (``augment.combine``)."""
@@ -372,33 +380,15 @@ class Explainer:
         axis = 2 if self._setup.layout == "NHWC" else 3
         out = []
         for item in items:
-            target = _class(self._starts([item])[0].target)
+            target = class_index(self._starts([item])[0].target)
             runs = [self._explain_items(
-                [_Item(aug.apply(item.x, axis), aug.apply(item.x0, axis), item.pixels,
+                [Item(aug.apply(item.x, axis), aug.apply(item.x0, axis), item.pixels,
                        item.prep_seconds, target)], steps, methods, on_chunk, plain)[0]
                 for aug in AUGMENTATIONS]
             out.append(combine(runs, MethodOptions.from_kwargs(**plain).eps))
         return out
 
     # --- the methods computed from runs of the model or its head (after the walk) ------
-    def _run_methods(self, items: list[_Item], starts: list[_Start], paths: list[PathResult],
-                     names: list[str], opts: MethodOptions, m: int | None) -> None:
-        """Add the maps of ``names`` (methods that run the model or its head) to ``paths``;
-        their steps are the path's m (the default when no method walked a path)."""
-        for item, start, path in zip(items, starts, paths):
-            if not names:
-                return
-            t0 = time.perf_counter()
-            runs = self.model_runs(item.x, item.x0, -1 if start.target is None else
-                                   start.target, start.scores, opts.run_batch)
-            if start.chosen is not None:  # a target of another kind: its W and y = Σ W ⊙ S
-                runs.feed = start.chosen
-            steps = m if m is not None else (path.m or DEFAULT_STEPS)
-            for name in names:
-                path.raw[name], path.extras[name] = run_method(METHODS[name], steps, opts, runs)
-            check_extras(path)
-            path.timings["run"] = path.timings.get("run", 0.0) + time.perf_counter() - t0
-
     def model_runs(self, x: np.ndarray, x0: np.ndarray, target: int, scores: np.ndarray,
                    batch: int = 32) -> ExplainerRuns:
         """Runs of the model and of its head for input ``x`` (batch 1), baseline ``x0`` and
@@ -414,7 +404,7 @@ class Explainer:
         return ExplainerRuns(self._heads, self.runner, self.input_name, x, x0, target, scores,
                              self.channel_axis, self._setup.layout, batch, self.score_mode)
 
-    def _starts(self, items: list[_Item]) -> list[_Start]:
+    def _starts(self, items: list[Item]) -> list[Start]:
         """One run of every x (packed): the scores, the target, and the point l = m of the
         path when the run's gradient is the target's (always, but for top:K with K > 1 when
         the K-th class is not the top one). Zero target weights ask for the top-1 class. For
@@ -424,112 +414,15 @@ class Explainer:
                                  self._output_info,
                                  [options_for(self.target_options, it.spec) for it in items],
                                  self.labels, self.run_capacity())
-            return [_Start(c.target.index, c.scores, None, c.run_seconds, c.target)
+            return [Start(c.target.index, c.scores, None, c.run_seconds, c.target)
                     for c in chosen]
         specs = [options_for(self.target_options, it.spec).target for it in items]
-        known = [fixed_target(spec, self.n_classes, self.labels) for spec in specs]
-        out: list[_Start] = []
-        cap = self.run_capacity()
-        for lo in range(0, len(items), cap):
-            part = range(lo, min(lo + cap, len(items)))
-            w = np.zeros((len(part), self.n_classes), np.float32)
-            for row, i in enumerate(part):
-                if known[i] is not None:
-                    w[row, known[i]] = 1.0
-            xs = np.concatenate([items[i].x for i in part])
-            t0 = time.perf_counter()
-            a, scores, g = self.fused_model.run(xs, {TARGET_WEIGHTS: w})
-            share = (time.perf_counter() - t0) / len(part)
-            for row, i in enumerate(part):
-                s = scores[row].astype(np.float64)
-                seeded = known[i]
-                if seeded is None:  # the run's gradient is of the top-1 class
-                    seeded = int(np.argmax(scores[row]))
-                    c = resolve_target(specs[i], s, self.labels)
-                else:
-                    c = seeded
-                end = Points(a[row:row + 1], scores[row:row + 1, c], g[row:row + 1])
-                out.append(_Start(c, s, end if c == seeded else None, share))
-        return out
+        return class_starts(self.fused_model, [it.x for it in items], specs, self.n_classes,
+                            self.labels, self.run_capacity())
 
-    def _jobs(self, items: list[_Item], starts: list[_Start]) -> list[PathJob]:
-        """The paths to walk: each item's inputs, its target's feed and the point l = m."""
-        return [PathJob(it.x, it.x0, st.chosen if st.chosen is not None else
-                        ClassFeed(_class(st.target), self.n_classes), st.end)
-                for it, st in zip(items, starts)]
-
-    def _result(self, item: _Item, start: _Start, path: PathResult, names: list[str],
+    def _result(self, item: Item, start: Start, path: PathResult, names: list[str],
                 opts: MethodOptions, seconds: float) -> Explanation:
-        t0 = time.perf_counter()
-        size = self._setup.map_size(item.x)
-        results = {}
-        for name in names:
-            up = upsample(path.raw[name], size)
-            results[name] = MethodResult(name, path.raw[name], normalize(up, opts.eps),
-                                         is_dark(up, opts.eps), path.extras[name])
-        c, scores, chosen = start.target, start.scores, start.chosen
-        timings = dict(path.timings, run=path.timings["run"] + start.run_seconds,
-                       total=seconds + time.perf_counter() - t0)
-        r = Explanation(
-            target=c, label=self.labels[c] if self.labels and c is not None and c < len(
-                self.labels) else None,
-            score=chosen.value if chosen is not None else float(scores[_class(c)]),
-            scores=scores, scores_path=path.scores_path,
-            steps=path.m, methods=results, score_mode=self.score_mode, layer=self.layer,
-            timings=timings, target_kind=self.target_kind,
-            target_record=chosen.record() if chosen is not None else None,
-            target_mask=None if chosen is None else chosen.mask,
-            target_boxes=None if chosen is None else chosen.boxes,
-        )
-        if item.pixels is not None:
-            r.pixels = item.pixels
-        if item.photo is not None and self.preprocess is not None:
-            r.photo, r.geometry = item.photo, self.preprocess.geometry(item.photo.size)
-            r.timings["preprocess"] = item.prep_seconds
-        return r
-
-@dataclass
-class _Item:
-    """One explanation to make: model-space input and baseline (batch 1), the target spec,
-    and the image (with its preprocessing time) when it came from one."""
-
-    x: np.ndarray
-    x0: np.ndarray
-    pixels: np.ndarray | None = None
-    prep_seconds: float = 0.0
-    spec: object = None
-    photo: Image.Image | None = None  # the image before resizing (upright RGB)
-
-
-@dataclass
-class _Start:
-    """What the run of x gave: the class (None where the target has none), the scores
-    (float64), the point l = m for the target (None when the run's gradient was of another
-    class, or of no target), the run's time share, and the target chosen for a kind other
-    than class and binary (``chosen``: it feeds the path)."""
-
-    target: int | None
-    scores: np.ndarray
-    end: Points | None
-    run_seconds: float
-    chosen: Target | None = None
-
-
-def _class(c: int | None) -> int:
-    """A class target's index (class and binary targets always have one)."""
-    assert c is not None
-    return c
-
-
-def _no_labels(labels: object, kind: str) -> None:
-    """No labels for a kind that names nothing; given ones are refused."""
-    if labels is not None:
-        raise OrtCamError(f"labels do not apply to a {kind} target (it has no classes)")
-
-
-def _fixed_steps(steps) -> int | None:
-    """m for ``steps``, or None for "auto" (refused unless a positive integer or "auto")."""
-    m = parse_steps(steps)
-    return None if isinstance(m, str) else m
-
-
+        reading = Reading(self.labels, self.score_mode, self.layer, self.target_kind,
+                          self.preprocess)
+        return explanation(item, start, path, names, opts, seconds,
+                           self._setup.map_size(item.x), reading)

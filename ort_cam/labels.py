@@ -46,3 +46,10 @@ def check_labels(labels: list[str] | None, n_classes: int, source=None) -> list[
         raise OrtCamError(f"{where} has {len(labels)} labels but the model has {n_classes} "
                           "classes; give one class name per class, in class order")
     return labels
+
+
+def refuse_labels(labels: object, kind: str) -> None:
+    """No labels for a target kind that names nothing (segment, detection, ...): given ones
+    are refused."""
+    if labels is not None:
+        raise OrtCamError(f"labels do not apply to a {kind} target (it has no classes)")

@@ -30,6 +30,12 @@ def parse_steps(value: int | str, name: str = "steps") -> int | str:
         raise OrtCamError(f"{name} must be a positive integer or 'auto' (got {value!r})")
     return int(value)
 
+
+def fixed_steps(value: int | str) -> int | None:
+    """m for ``value``, or None for "auto" (refused unless a positive integer or "auto")."""
+    m = parse_steps(value)
+    return None if isinstance(m, str) else m
+
 # Two thresholds on a top probability p near 1, for two different questions:
 #: Is the image *saturated*? The audit splits its images there (summary and report: saturated
 #: when p > SATURATED_ABOVE; audit.json records it as ``saturated_above``).
