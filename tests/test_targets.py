@@ -365,6 +365,26 @@ def test_kind_of_a_yolo_style_concat_and_a_softmaxed_sequence():
     assert r.kind == "sequence"
 
 
+def test_a_softmax_over_flattened_steps_is_a_sequence():
+    """rapidocr's PP-OCRv4 recogniser ends in an opset-12 Softmax(axis=2) on [N, T, V] whose
+    input's rank the version converter cannot infer: it writes it as Flatten [N*T, V],
+    Softmax, Reshape back to the input's Shape (this graph). Read as a sequence, not refused."""
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             helper.make_node("Shape", ["r"], ["s"]),
+             helper.make_node("Flatten", ["r"], ["f"], axis=2),
+             helper.make_node("Softmax", ["f"], ["p"], axis=-1),
+             helper.make_node("Reshape", ["p", "s"], ["out"])]
+    lm = _model(nodes, [24, 6], [numpy_helper.from_array(np.array([0, 24, 6], np.int64),
+                                                         "shape")])
+    r = _read(lm)
+    assert r.kind == "sequence" and r.output.softmax_axis == 1
+    nodes[2] = helper.make_node("Flatten", ["r"], ["f"], axis=1)  # one softmax over T*V
+    lm = _model(nodes, [24, 6], [numpy_helper.from_array(np.array([0, 24, 6], np.int64),
+                                                         "shape")])
+    with pytest.raises(OrtCamError, match="cannot tell what output 'out' "):
+        _read(lm)
+
+
 def test_kind_from_the_metadata_and_the_flag():
     lm = _classifier(5, metadata={"ort_cam.target_kind": "embedding"})
     assert _read(lm).kind == "embedding"

@@ -76,6 +76,20 @@ def _metadata(model: LoadedModel) -> tuple[str | None, int | None]:
     return (task.strip().lower() if task else None), n_names
 
 
+def _softmax_axis(model: LoadedModel, final: gs.Node, shape: tuple[int, ...]) -> int | None:
+    """The axis of the output per image that ``final`` (a Softmax) runs over. Behind a
+    reshape that keeps the last axis (onnx's version converter writes an opset-12 Softmax
+    over the last axis of [N, T, V] as Reshape [N*T, V], Softmax, Reshape back), a softmax
+    over its input's last axis runs over the output's last axis."""
+    axis = int(final.attrs.get("axis", -1))
+    found = _per_image_axis(model, final.inputs[0], axis, len(shape))
+    given = model.shapes.get(final.inputs[0].name)
+    if found is None and given and shape and axis % len(given) == len(given) - 1 \
+            and int(given[-1]) == shape[-1]:
+        return len(shape) - 1
+    return found
+
+
 def output_info(model: LoadedModel, output: str) -> OutputInfo:
     """What kind detection reads of ``output``."""
     t = model.graph.tensors()[output]
@@ -83,8 +97,7 @@ def output_info(model: LoadedModel, output: str) -> OutputInfo:
     final = final_op(t)
     axis = None
     if final is not None and final.op != "Sigmoid":
-        axis = _per_image_axis(model, final.inputs[0], int(final.attrs.get("axis", -1)),
-                               len(shape))
+        axis = _softmax_axis(model, final, shape)
     last = _producer(t)
     task, n_names = _metadata(model)
     return OutputInfo(
