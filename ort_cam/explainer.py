@@ -54,7 +54,7 @@ from .preprocess import Preprocess, load_image
 from .result import DEFAULT_STEPS, Explanation, fixed_steps
 from .runtime import select_providers
 from .target_choice import CLASS_KINDS, choose_at_x, options_for, target_options
-from .targets import TargetOptions, kind_named
+from .targets import OutputInfo, Target, TargetOptions, kind_named
 
 if TYPE_CHECKING:  # (loading a model, and the head's runs, are imported where first used)
     import onnx
@@ -213,6 +213,22 @@ class Explainer:
                               f"{self.target_kind} target")
         x = self._setup.image_inputs(image, "zeros", 0, None)[0]
         return np.asarray(self.scores_at(x)[0], np.float64)
+
+    @property
+    def output_info(self) -> OutputInfo:
+        """The output the target reads (its name, shape per image, how it ends)."""
+        return self._output_info
+
+    def target_at(self, x: np.ndarray, spec: object = None) -> Target:
+        """The target that ``explain`` chooses at the model input ``x`` (batch 1) for the
+        call's target ``spec`` (mask, box, class, ...: see ``targets.TargetOptions``), for a
+        kind other than class and binary: its weights W and its value at x. Refused as
+        ``explain`` refuses it (e.g. no anchor matches a given box)."""
+        if self.target_kind in CLASS_KINDS:
+            raise OrtCamError(f"a {self.target_kind} target is a class index; target_at "
+                              "chooses the targets of the other kinds")
+        return choose_at_x(self.fused_model, [x], self._kind, self._output_info,
+                           [options_for(self.target_options, spec)], self.labels, 1)[0].target
 
     # --- explanation --------------------------------------------------------------------
     def explain(self, image, *, target=None, steps: int | str = DEFAULT_STEPS, baseline="black",

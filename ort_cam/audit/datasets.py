@@ -6,7 +6,12 @@ exclusive (so a box's width is x1 − x0):
 
 - VOC's ``xmin..xmax`` are 1-based inclusive pixel indices: ``(xmin − 1, ymin − 1, xmax, ymax)``;
 - COCO's ``bbox`` is ``[x, y, w, h]`` in edges: ``(x, y, x + w, y + h)``;
-- CSV rows ``image,label,x0,y0,x1,y1`` are taken as they are (our convention), one row per box.
+- CSV rows ``image,label,x0,y0,x1,y1`` are taken as they are (our convention), one row per box;
+- VOC segmentation PNGs (``read_voc_seg``): one object per class (SegmentationClass) or per
+  object (SegmentationObject) present, its box the one around its pixels.
+
+Objects may carry a mask (``audit.masks``): COCO's polygons and RLE, VOC's PNG values; the
+segment audits explain and measure against them.
 
 A malformed annotation stops the audit before any work with a one-line error naming the file
 (and line or object); an image that cannot be read is skipped during the audit with its reason
@@ -23,10 +28,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import OrtCamError
+from .masks import BACKGROUND, VOID, CocoMask, Mask, PngMask, mask_box, read_png
 from .pointing import GRID_COLUMN, parse_grid
 
-FORMATS = ("voc", "coco", "csv")
+FORMATS = ("voc", "coco", "csv", "voc-seg")
+#: The PASCAL VOC classes, by the value their pixels have in SegmentationClass PNGs.
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
+               "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
+               "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+#: Folders of VOC segmentation PNGs (labelme's labelme2voc.py writes SegmentationClassPNG).
+SEG_CLASS_DIRS = ("SegmentationClass", "SegmentationClassPNG")
+SEG_OBJECT_DIRS = ("SegmentationObject", "SegmentationObjectPNG")
+#: Files that name a VOC segmentation's classes, one per line, line i for value i.
+CLASS_NAME_FILES = ("class_names.txt", "labels.txt")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 CSV_COLUMNS = ("image", "label", "x0", "y0", "x1", "y1")
 #: The RSI paper's dataset rules (§4.3.1), by option name.
 FILTERS = ("correct", "one_box", "small_box")
@@ -35,10 +53,12 @@ SMALL_BOX = 0.5
 
 @dataclass(frozen=True)
 class Obj:
-    """One annotated object: its label and box (original pixels, x1/y1 exclusive)."""
+    """One annotated object: its label and box (original pixels, x1/y1 exclusive), and its
+    mask where the annotation has one (``audit.masks``)."""
 
     label: str
     box: tuple[float, float, float, float]
+    mask: Mask | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -64,13 +84,16 @@ class Dataset:
     #: pointing game, ``audit.pointing``); a CSV says so in its ``grid`` column.
     grid: tuple[int, int] | None = None
 
-    def fingerprint(self) -> dict:
+    def fingerprint(self, masks: bool = False) -> dict:
         """What identifies the dataset across machines: format, image count and a hash of
-        every key, label and box (not the root path, which differs between machines); the
+        every key, label and box (not the root path, which differs between machines), and
+        with ``masks`` every object's mask (a COCO segmentation, a PNG's name and value); the
         grid when there is one."""
         h = hashlib.sha256()
         for s in self.samples:
-            h.update(json.dumps([s.key, [[o.label, list(o.box)] for o in s.objects]]).encode())
+            h.update(json.dumps([s.key, [[o.label, list(o.box)] + (
+                [o.mask.describe() if o.mask is not None else None] if masks else [])
+                for o in s.objects]]).encode())
         grid = {"grid": list(self.grid)} if self.grid else {}
         return {"format": self.format, "images": len(self.samples), "sha256": h.hexdigest(),
                 **grid}
@@ -154,11 +177,125 @@ def read_coco(path: Path, images: Path | None = None) -> Dataset:
             x, y, w, h = (_number(v, f"{where} bbox") for v in a["bbox"])
             box = (x, y, x + w, y + h)
             _check_box(box, where)
-            by_id[a["image_id"]].objects.append(Obj(cats[a["category_id"]], box))
+            sample = by_id[a["image_id"]]
+            mask = coco_mask(a.get("segmentation"), sample.size, where)
+            sample.objects.append(Obj(cats[a["category_id"]], box, mask))
     except (KeyError, TypeError, ValueError) as exc:
         raise OrtCamError(f"{path} is not COCO detection JSON (missing or bad {exc}); it needs "
                           "images, annotations with bbox, and categories") from None
     return Dataset(root, "coco", _unique(list(by_id.values())))
+
+
+def coco_mask(seg: object, size: tuple[int, int] | None, where: str) -> CocoMask | None:
+    """An annotation's ``segmentation`` (polygons, or RLE of the image's size), checked
+    without decoding it; None where it has none. The image's width and height come from its
+    entry in ``images``."""
+    if seg is None or seg == [] or seg == {}:
+        return None
+    if size is None:
+        raise OrtCamError(f"{where}: its image has no width and height; a segmentation needs "
+                          "them")
+    w, h = size
+    if isinstance(seg, list):
+        for poly in seg:
+            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+                raise OrtCamError(f"{where}: a polygon is a list of x, y pairs, at least "
+                                  "three points")
+            for v in poly:
+                _number(v, f"{where} polygon")
+        return CocoMask(seg, h, w)
+    if isinstance(seg, dict) and "counts" in seg and "size" in seg:
+        if [int(v) for v in seg["size"]] != [h, w]:
+            raise OrtCamError(f"{where}: its RLE mask is {seg['size'][0]}x{seg['size'][1]} "
+                              f"(height x width); its image is {h}x{w}")
+        return CocoMask(seg, h, w)
+    raise OrtCamError(f"{where}: segmentation is neither polygons nor RLE "
+                      "({size: [h, w], counts})")
+
+
+def read_voc_seg(root: Path) -> Dataset:
+    """VOC segmentation: ``root/SegmentationClass/*.png`` (palette images of class indices;
+    0 background, 255 void), the images in ``root/JPEGImages`` under the same stem. One object
+    per class present, or with ``root/SegmentationObject`` one per object (its class the most
+    common one under its pixels). Class names from ``root/class_names.txt`` (or
+    ``labels.txt``), one per line for values 0, 1, ..., else PASCAL VOC's 21."""
+    seg_dir = _first_dir(root, SEG_CLASS_DIRS)
+    if seg_dir is None:
+        raise OrtCamError(f"no VOC segmentation in {root}: expected "
+                          f"{' or '.join(SEG_CLASS_DIRS)}/ with PNGs")
+    pngs = sorted(seg_dir.glob("*.png"))
+    if not pngs:
+        raise OrtCamError(f"no segmentation PNGs (*.png) in {seg_dir}")
+    names = _class_names(root)
+    obj_dir = _first_dir(root, SEG_OBJECT_DIRS)
+    img_dir = root / "JPEGImages" if (root / "JPEGImages").is_dir() else root
+    samples = []
+    for png in pngs:
+        image = next((img_dir / (png.stem + s) for s in IMAGE_SUFFIXES
+                      if (img_dir / (png.stem + s)).is_file()), None)
+        if image is None:
+            raise OrtCamError(f"{png} has no image: expected {img_dir / png.stem}.jpg")
+        classes = read_png(png)
+        size = _image_size(image)
+        if classes.shape != size[::-1]:
+            raise OrtCamError(f"{png} is {classes.shape[1]}x{classes.shape[0]} (width x "
+                              f"height); its image {image.name} is {size[0]}x{size[1]}")
+        objects = _seg_objects(png, classes, obj_dir, names)
+        samples.append(Sample(_key(image, root), image, objects, size))
+    return Dataset(root, "voc-seg", _unique(samples))
+
+
+def _seg_objects(png: Path, classes: np.ndarray, obj_dir: Path | None,
+                 names: Sequence[str]) -> list[Obj]:
+    """The objects of one segmentation PNG: per class value, or per object id where the
+    SegmentationObject PNG exists."""
+    def name(v: int) -> str:
+        return names[v] if v < len(names) else str(v)
+
+    inst = obj_dir / png.name if obj_dir is not None else None
+    if inst is None or not inst.is_file():
+        return [Obj(name(v), mask_box(classes == v), PngMask(png, v))
+                for v in _values(classes)]
+    ids = read_png(inst)
+    if ids.shape != classes.shape:
+        raise OrtCamError(f"{inst} is {ids.shape[1]}x{ids.shape[0]}; {png} is "
+                          f"{classes.shape[1]}x{classes.shape[0]}")
+    out = []
+    for v in _values(ids):
+        under = classes[ids == v]
+        under = under[(under != BACKGROUND) & (under != VOID)]
+        if not under.size:
+            raise OrtCamError(f"{inst}: object {v} lies on no class pixel of {png.name}")
+        out.append(Obj(name(int(np.bincount(under).argmax())), mask_box(ids == v),
+                       PngMask(inst, v)))
+    return out
+
+
+def _values(png: np.ndarray) -> list[int]:
+    return [int(v) for v in np.unique(png) if v not in (BACKGROUND, VOID)]
+
+
+def _first_dir(root: Path, names: Sequence[str]) -> Path | None:
+    return next((root / n for n in names if (root / n).is_dir()), None)
+
+
+def _class_names(root: Path) -> Sequence[str]:
+    for name in CLASS_NAME_FILES:
+        if (root / name).is_file():
+            return [line.strip() for line in (root / name).read_text(
+                encoding="utf-8").splitlines() if line.strip()]
+    return VOC_CLASSES
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image from its header."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except OSError as exc:
+        raise OrtCamError(f"cannot read image {path}: {exc}") from None
 
 
 def read_csv(path: Path, images: Path | None = None) -> Dataset:
@@ -196,14 +333,20 @@ def read_csv(path: Path, images: Path | None = None) -> Dataset:
                    next(iter(grids), None))
 
 
-def open_dataset(path: Path, fmt: str = "auto", images: Path | None = None) -> Dataset:
+def open_dataset(path: Path, fmt: str = "auto", images: Path | None = None,
+                 masks: bool = False) -> Dataset:
     """A dataset from a VOC folder, a COCO .json or a .csv file (or a folder holding exactly
-    one of them); ``fmt`` forces the format, ``images`` the image folder (COCO, CSV)."""
+    one of them); ``fmt`` forces the format, ``images`` the image folder (COCO, CSV). With
+    ``masks`` (a segment audit), a VOC folder with segmentation PNGs is read as ``voc-seg``."""
     path = Path(path)
     if not path.exists():
         raise OrtCamError(f"dataset not found: {path}")
     if fmt not in ("auto", *FORMATS):
         raise OrtCamError(f"unknown dataset format {fmt!r}; use auto, {', '.join(FORMATS)}")
+    if fmt == "voc-seg" or (fmt == "auto" and path.is_dir() and (
+            masks or not (path / "Annotations").is_dir())
+            and _first_dir(path, SEG_CLASS_DIRS) is not None):
+        return read_voc_seg(path)
     if path.is_dir() and fmt in ("auto", "voc") and (
             (path / "Annotations").is_dir() or any(path.glob("*.xml"))):
         return read_voc(path)

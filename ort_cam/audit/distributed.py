@@ -33,6 +33,7 @@ from typing import Any
 from ..errors import OrtCamError
 from .datasets import Sample, label_map_for, open_dataset
 from .image import AuditSpec
+from .regions import REGION_KINDS
 from .run import (
     make_report,
     make_settings,
@@ -463,6 +464,9 @@ def audit_model_ray(model: str | os.PathLike[str], dataset: str | os.PathLike[st
         pool = start_pool(ray, Path(model), sha, layer, preprocess, runtime, workers, ship,
                           _probe(shard_samples(data.samples, part)))
         info = pool.first_info()
+        if info.get("target_kind") in REGION_KINDS:
+            raise OrtCamError(f"a {info['target_kind']} audit runs in one process; leave out "
+                              "--ray")
         mapping = label_map_for(label_map, info["labels"], info["n_classes"])
         where = ray.get_runtime_context().gcs_address
         settings = make_settings(measured_settings(info, mapping, spec, sha), data, part,

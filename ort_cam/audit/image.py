@@ -2,9 +2,10 @@
 as one JSON-ready record (a line of results.jsonl).
 
 Every score the metrics use is a probability (softmax of the model's logits when the explainer
-differentiates logits), of the class the model predicts. The re-scored images (explanation maps,
-deletion and insertion sequences) go through ``Explainer.scores_at`` in batches sized by the
-explainer's memory budget.
+differentiates logits), of the class the model predicts; for a segment or detection target
+(``audit.regions``), the target scalar y = Σ W ⊙ S with the W chosen at x from the
+annotation. The re-scored images (explanation maps, deletion and insertion sequences) go
+through ``Explainer.scores_at`` in batches sized by the explainer's memory budget.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from ..methods import MethodOptions, default_methods
 from ..outputs import extras_record
 from ..preprocess import Preprocess, load_image
 from ..result import DEFAULT_STEPS, SATURATED_ABOVE, Explanation, MethodResult
+from ..targets import Target
 from . import metrics as M
 from .datasets import Obj, Sample, classes_of, pre_model_skip
+from .masks import mask_box
 from .metrics import DELETION_STEPS, EXTRA_METRICS, MASK_TOP, THRESHOLDS
 from .pointing import pointing_scores
+from .regions import REGION_KINDS, RegionTarget, region_target
 
 THUMB = 96
 #: What ``AuditSpec.targets`` may be.
@@ -89,7 +93,8 @@ def explainer_preprocess(ex: Explainer) -> Preprocess:
 def explainer_settings(ex: Explainer) -> dict:
     """What of the explainer an audit's settings record: layer, score mode, preprocessing."""
     return {"layer": ex.layer, "score": ex.score_mode,
-            "preprocess": json.loads(explainer_preprocess(ex).to_json())}
+            "preprocess": json.loads(explainer_preprocess(ex).to_json()),
+            **({"target_kind": ex.target_kind} if ex.target_kind in REGION_KINDS else {})}
 
 
 def probabilities(ex: Explainer, scores: np.ndarray) -> np.ndarray:
@@ -108,28 +113,34 @@ def probabilities(ex: Explainer, scores: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def score_images(ex: Explainer, images: np.ndarray, c: int) -> np.ndarray:
-    """p_c of every pixel image (K×H×W×3, float 0..255), in batches."""
+def score_images(ex: Explainer, images: np.ndarray, c: int | None,
+                 target: Target | None = None) -> np.ndarray:
+    """p_c of every pixel image (K×H×W×3, float 0..255), in batches; with ``target`` (a
+    segment or detection target chosen at x), its y = Σ W ⊙ S instead, W fixed."""
     batch = max(1, ex.chunk_for(len(images) - 1))
     pre = explainer_preprocess(ex)
     out = []
     for i in range(0, len(images), batch):
         x = pre.normalize(images[i:i + batch])
-        out.append(probabilities(ex, ex.scores_at(x))[:, c])
+        s = ex.scores_at(x)
+        out.append(target.score(s) if target is not None else
+                   probabilities(ex, s)[:, c])
     return np.concatenate(out)
 
 
 @dataclass
 class Admitted:
     """A sample that passed every check made before its explanation (``admit``): its image,
-    its objects that map to a class and their classes, the class to explain (None: the
-    predicted one), and the seconds the checks took."""
+    its objects that map to a class and their classes, the target to explain (a class, None:
+    the predicted one; for a segment or detection target the call's spec), the seconds the
+    checks took, and a segment or detection target chosen from the annotation."""
 
     image: Image.Image
     mapped: list[Obj]
     true: list[int]
-    target: int | None
+    target: int | dict | None
     seconds: float
+    region: RegionTarget | None = None
 
 
 def admit(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
@@ -150,6 +161,11 @@ def admit(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
         wrong = wrong_prediction(ex, sample, image, mapped, true)
         if wrong:
             return wrong
+    if ex.target_kind in REGION_KINDS:
+        chosen = region_target(ex, sample, image, mapped, label_map)
+        if isinstance(chosen, tuple):
+            return skip_record(sample, *chosen)
+        return Admitted(image, mapped, true, chosen.spec, time.perf_counter() - t0, chosen)
     target = label_target(ex, sample, image, label_map)
     return Admitted(image, mapped, true, target, time.perf_counter() - t0)
 
@@ -171,6 +187,9 @@ def audit_image(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
     r = explanation if explanation is not None else ex.explain(
         a.image, target=a.target, steps=spec.steps, baseline=spec.baseline,
         methods=spec.methods, **spec.options)
+    if a.region is not None:
+        rec = region_record(ex, sample, a, a.region, r, spec)
+        return _finish(rec, sample, r, thumbs, t0)
     c = r.target
     assert c is not None  # audit_dataset admits class and binary targets only
     p = float(probabilities(ex, r.scores)[c])
@@ -192,11 +211,38 @@ def audit_image(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
            **extras_record(r),
            "methods": {name: method_metrics(ex, pixels, res, region, c, p, spec)
                        for name, res in r.methods.items()}}  # one at a time: 2k + 4 images
+    return _finish(rec, sample, r, thumbs, t0)
+
+
+def _finish(rec: dict, sample: Sample, r: Explanation, thumbs: Path | None, t0: float) -> dict:
+    """``rec`` with its thumbnail (when ``thumbs``) and its seconds since ``t0``."""
     if thumbs is not None:
-        rec["thumb"] = save_thumb(thumbs, sample.key, pixels,
+        rec["thumb"] = save_thumb(thumbs, sample.key, _pixels(r),
                                   {n: m.map for n, m in r.methods.items()})
     rec["seconds"] = round(time.perf_counter() - t0, 3)
     return rec
+
+
+def region_record(ex: Explainer, sample: Sample, a: Admitted, rt: RegionTarget,
+                  r: Explanation, spec: AuditSpec) -> dict:
+    """The record of a segment or detection target: y at x (``y``), its mean over W's
+    support (``p``: the mean score over the mask, or the anchor's score), the target chosen
+    and every metric against its region, re-scored as y with the same W."""
+    w = rt.chosen.weights
+    y = float(r.score)
+    p = y / float(np.abs(w).sum())
+    pixels = _pixels(r)
+    return {"key": sample.key, "target": r.target, "label": rt.label,
+            "target_kind": ex.target_kind, "target_record": r.target_record, "y": y, "p": p,
+            "true_labels": sorted({o.label for o in a.mapped}), "true_classes": a.true,
+            "correct": None, "status": "ok", "size": list(a.image.size),
+            "objects": len(sample.objects), **rt.record,
+            "boxes": [[int(v) for v in mask_box(rt.region)]],  # the report draws them
+            "region_fraction": float(rt.region.mean()), "saturated": p > SATURATED_ABOVE,
+            "steps": r.steps, **extras_record(r),
+            "methods": {name: method_metrics(ex, pixels, res, rt.region, r.target, y, spec,
+                                             rt.chosen)
+                        for name, res in r.methods.items()}}
 
 
 def label_target(ex: Explainer, sample: Sample, image: Image.Image,
@@ -236,15 +282,20 @@ def _pixels(r: Explanation) -> np.ndarray:
 
 
 def method_metrics(ex: Explainer, pixels: np.ndarray, res: MethodResult, region: np.ndarray,
-                   c: int, p: float, spec: AuditSpec) -> dict:
+                   c: int | None, p: float, spec: AuditSpec,
+                   target: Target | None = None) -> dict:
     """Every metric of one method's map: the soft and the mask explanation maps and the
-    deletion and insertion curves re-scored (p_c of each), energy, Bbox, IoU/IoB/IoR."""
+    deletion and insertion curves re-scored (p_c of each; with ``target``, its y, ``p`` being
+    y at x, and the AUCs those of y / Σ|W|), energy, Bbox, IoU/IoB/IoR."""
     k = spec.deletion_steps
     deletion, insertion = M.deletion_insertion_images(pixels, res.map, k)
     images = np.concatenate([M.explanation_map(pixels, res.map, "soft")[None],
                              M.explanation_map(pixels, res.map, "mask", spec.top)[None],
                              deletion, insertion])
-    scores = score_images(ex, images, c)
+    scores = score_images(ex, images, c, target)
+    # a target's AUCs: of y / Σ|W|, the mean score over its mask (or its one anchor's score),
+    # which the images' means compare as they do p_c's
+    norm = 1.0 if target is None else float(np.abs(target.weights).sum())
     o_soft, o_mask = float(scores[0]), float(scores[1])
     dele, ins = scores[2:3 + k], scores[3 + k:]
     return {
@@ -253,14 +304,20 @@ def method_metrics(ex: Explainer, pixels: np.ndarray, res: MethodResult, region:
         "raw_min": float(res.raw.min()), "raw_max": float(res.raw.max()),
         "raw_mean": float(res.raw.mean()), "dark": bool(res.dark),
         "o_soft": o_soft, "o_mask": o_mask,
-        "drop_soft": M.confidence_drop(p, o_soft), "drop_mask": M.confidence_drop(p, o_mask),
+        "drop_soft": _drop(p, o_soft), "drop_mask": _drop(p, o_mask),
         "increase_soft": M.confidence_increase(p, o_soft),
         "increase_mask": M.confidence_increase(p, o_mask),
         "deletion": [float(v) for v in dele], "insertion": [float(v) for v in ins],
-        "deletion_auc": M.curve_auc(dele), "insertion_auc": M.curve_auc(ins),
+        "deletion_auc": M.curve_auc(dele) / norm, "insertion_auc": M.curve_auc(ins) / norm,
         **(pointing_scores(res.raw, region) if spec.pointing else {}),
-        **(extra_metrics(ex, pixels, res, c, spec) if spec.metrics else {}),
+        **(extra_metrics(ex, pixels, res, c, spec) if spec.metrics and c is not None
+           else {}),
     }
+
+
+def _drop(y: float, o: float) -> float:
+    """Average Drop's term; NaN where y ≤ 0 (a target scalar of logits may be)."""
+    return M.confidence_drop(y, o) if y > 0 else float("nan")
 
 
 #: How ROAD's removed pixels are filled (recorded with the settings).

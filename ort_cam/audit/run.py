@@ -19,6 +19,7 @@ from .._version import __version__
 from ..errors import OrtCamError
 from ..files import refuse_overwrite
 from .datasets import Dataset, Sample, classes_of, label_map_for, open_dataset
+from .regions import REGION_KINDS, REGION_SCALAR, check_dataset
 from .store import (
     ABOUT,
     MADE,
@@ -94,8 +95,10 @@ def label_samples(sample: Sample, label_map: dict[str, list[int]]) -> list[Sampl
 # --- settings ---------------------------------------------------------------------------------
 def make_settings(measured: dict, dataset: Dataset, shard: tuple[int, int], about: dict) -> dict:
     """audit.json: what was measured (compared on resume and merge), the dataset's
-    fingerprint, the shard, and ``about`` (paths, providers, version; never compared)."""
-    return {**measured, "dataset": dataset.fingerprint(), "shard": list(shard),
+    fingerprint (with its masks for a segment audit), the shard, and ``about`` (paths,
+    providers, version; never compared)."""
+    masks = measured.get("target_kind") == "segment"
+    return {**measured, "dataset": dataset.fingerprint(masks), "shard": list(shard),
             ABOUT: {**about, "ort_cam": __version__,
                     "dataset_path": str(Path(dataset.root).resolve())}}
 
@@ -295,11 +298,14 @@ def measured_settings(described: dict, label_map: dict[str, list[int]], spec: Au
     ``spec``."""
     import hashlib
 
+    kind = described.get("target_kind", "class")
     return {"model_sha256": model_sha256, "layer": described["layer"],
             "score": described["score"], "preprocess": described["preprocess"],
             "label_map_sha256": hashlib.sha256(
                 json.dumps(label_map, sort_keys=True).encode()).hexdigest(),
-            **spec.as_dict()}
+            **spec.as_dict(),
+            **({"target_kind": kind, "probabilities": REGION_SCALAR}
+               if kind in REGION_KINDS else {})}
 
 
 def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
@@ -319,9 +325,9 @@ def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
     checks (``audit.sanity``) on the audited images."""
     from .image import audit_image, explainer_settings
 
-    if ex.target_kind not in ("class", "binary"):
-        raise OrtCamError(f"the audit measures class targets; this model's output is read as a "
-                          f"{ex.target_kind} target (pass --target-kind class if it is one)")
+    check_kind(ex.target_kind, spec, sanity is not None)
+    if ex.target_kind in REGION_KINDS:
+        check_dataset(dataset, ex.target_kind, label_map, ex.labels)
     ex.own_sizes = False  # the metrics re-score images at the explainer's one size
     measured = measured_settings(explainer_settings(ex), label_map, spec, model_sha256)
     if sanity is not None:
@@ -342,6 +348,23 @@ def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
         run_sanity(ex, sanity.source, sanity.make_explainer, sanity_images(samples, Path(out)),
                    spec, sanity.spec, Path(out), progress)
     return make_report(Path(out), html_page)
+
+
+def check_kind(kind: str, spec: AuditSpec, sanity: bool) -> None:
+    """Refuse a target kind the audit does not measure, and for a segment or detection
+    target what applies to class targets only (a predicted class, the opt-in metrics, the
+    sanity checks)."""
+    if kind not in ("class", "binary", *REGION_KINDS):
+        raise OrtCamError(f"the audit measures class, binary, segment and detection targets; "
+                          f"this model's output is read as a {kind} target (pass "
+                          "--target-kind if it is another)")
+    if kind not in REGION_KINDS:
+        return
+    for what, given in (("--correct-only", "correct" in spec.filters),
+                        ("--metrics", bool(spec.metrics)), ("--sanity", sanity)):
+        if given:
+            raise OrtCamError(f"{what} applies to class targets; a {kind} audit measures the "
+                              "target each image's annotation gives: leave it out")
 
 
 def sanity_images(samples: Sequence[Sample], out: Path) -> list[SanityImage]:
@@ -397,9 +420,12 @@ def audit_model(model: str | os.PathLike[str], dataset: str | os.PathLike[str],
         raise OrtCamError("the sanity checks run on a whole audit, not on a shard: run them "
                           "without --shard (on a sample of the images: they explain each "
                           "image once per layer)")
-    data = open_dataset(Path(dataset), fmt, images)
+    data = open_dataset(Path(dataset), fmt, images,
+                        masks=(runtime or {}).get("target_kind") == "segment")
     ex = Explainer(model, layer, preprocess=preprocess, **(runtime or {}))
-    mapping = label_map_for(label_map, ex.labels, ex.n_classes)
+    if ex.target_kind == "segment" and data.format == "voc" and fmt == "auto":
+        data = open_dataset(Path(dataset), fmt, images, masks=True)  # its segmentation PNGs
+    mapping = label_map_for(label_map, ex.labels, ex.n_classes or None)
     checks = (sanity_run(model, sanity, ex, runtime or {})
               if sanity is not None and sanity.active else None)
     return audit_dataset(ex, data, Path(out), label_map=mapping, spec=spec or AuditSpec(),

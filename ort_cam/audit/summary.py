@@ -46,6 +46,10 @@ METRICS: dict[str, str] = {
 #: Metrics outside 0..1; every other one is a share or a probability, and its interval is
 #: clipped to 0..1.
 UNBOUNDED = ("raw_mean",)
+#: Also outside 0..1 where the audit re-scores a segment or detection target's y = Σ W ⊙ S
+#: (a sum over a mask, of logits where the target reads them): its explanation maps' scores
+#: and curves.
+UNBOUNDED_Y = ("average_drop_soft", "average_drop_mask", "deletion_auc", "insertion_auc")
 #: Range of the methods' extra scalars where they have one (the rest are not clipped).
 EXTRA_BOUNDS: dict[str, tuple[float, float]] = {COMPLETENESS_GAP: (0.0, math.inf)}
 #: Ranges of the opt-in metrics (``--metrics``; their summary names are their record fields):
@@ -136,7 +140,8 @@ def summarize(settings: dict, records: list[dict]) -> dict:
                        "skipped": dict(sorted(skipped.items()))},
             "splits": {split: split_block(recs, settings["methods"],
                                           bool(settings["dataset"].get("grid")),
-                                          extra_metric_names(settings))
+                                          extra_metric_names(settings),
+                                          "target_kind" in settings)
                        for split, recs in split_records(records).items()}}
 
 
@@ -146,15 +151,17 @@ def extra_metric_names(settings: dict) -> tuple[str, ...]:
 
 
 def split_block(recs: list[dict], methods: list[str], pointing: bool = False,
-                opt_in: tuple[str, ...] = ()) -> dict:
+                opt_in: tuple[str, ...] = (), target_y: bool = False) -> dict:
     """One split of summary.json: its image count, the share correct, and per method every
     metric (with the percent forms and the method's extras; the pointing game's scores when
-    ``pointing``; the opt-in metrics ``opt_in``) and the dark counts per ε."""
+    ``pointing``; the opt-in metrics ``opt_in``) and the dark counts per ε. ``target_y``:
+    the scores are a segment or detection target's y (``UNBOUNDED_Y``), not probabilities."""
     metrics: dict[str, dict] = {}
     dark_counts: dict[str, dict[str, int]] = {}
+    unbounded = UNBOUNDED + (UNBOUNDED_Y if target_y else ())
     for method in methods:
         ms = {name: mean_ci(metric_values(recs, method, name),
-                            None if name in UNBOUNDED else (0.0, 1.0))
+                            None if name in unbounded else (0.0, 1.0))
               for name in [*METRICS, *(POINTING if pointing else ())]}
         ms.update({name: mean_ci(metric_values(recs, method, name),
                                  EXTRA_RANGES.get(name, (0.0, 1.0))) for name in opt_in})
@@ -166,7 +173,8 @@ def split_block(recs: list[dict], methods: list[str], pointing: bool = False,
         ranges = [r["methods"][method]["raw_max"] - r["methods"][method]["raw_min"]
                   for r in recs if method in r["methods"]]
         dark_counts[method] = {f"{e:.0e}": int(sum(x < e for x in ranges)) for e in DARK_EPS}
-    return {"images": len(recs), "correct": mean_ci([float(r["correct"]) for r in recs]),
+    return {"images": len(recs), "correct": mean_ci([float(r["correct"]) for r in recs
+                                                     if r.get("correct") is not None]),
             "metrics": metrics, "dark_counts": dark_counts}
 
 

@@ -26,13 +26,15 @@ from .options import (
 
 #: The options that go to the Explainer as they are.
 _RUNTIME = ("score", "providers", "threads", "labels", "chunk_size", "output",
-            "layer_layout", "grid", "extra_tokens")
+            "layer_layout", "grid", "extra_tokens", "target_kind")
 
 dataset_options = _compose(
-    click.option("--format", "fmt", type=click.Choice(["auto", "voc", "coco", "csv"]),
+    click.option("--format", "fmt", type=click.Choice(["auto", "voc", "coco", "csv",
+                                                        "voc-seg"]),
                  default="auto", show_default=True,
-                 help="Annotation format: VOC folder (Annotations/*.xml), COCO .json, or CSV "
-                      "image,label,x0,y0,x1,y1."),
+                 help="Annotation format: VOC folder (Annotations/*.xml), COCO .json (boxes, "
+                      "and polygon or RLE masks), CSV image,label,x0,y0,x1,y1, or VOC "
+                      "segmentation PNGs (SegmentationClass/, SegmentationObject/)."),
     click.option("--images", "images_dir", type=click.Path(file_okay=False, path_type=Path),
                  default=None, help="Image folder for COCO/CSV (default: the file's folder)."),
     click.option("--label-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -114,6 +116,12 @@ def _extra_metrics(ctx: click.Context, param: click.Parameter, value: str) -> tu
 @click.option("--ray-workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="Ray workers (default: as many as the cluster's CPUs hold, or its GPUs "
                    "with CUDA).")
+@click.option("--target-kind", type=click.Choice(["class", "binary", "segment", "detection"]),
+              default=None,
+              help="What the output is read as (default: detected, as for explain). segment: "
+                   "each image's annotated mask is the target's mask; detection: its "
+                   "annotated box picks the anchor (IoU > 0.5); metrics against that "
+                   "mask or box, curves of the target's value.")
 @explainer_options
 @labels_option
 @runtime_options

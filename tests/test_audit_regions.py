@@ -1,0 +1,401 @@
+"""Segment and detection audits (issue 19): masks decoded by hand (COCO polygon and RLE, VOC
+palette PNGs), masks moved onto a grid by hand, the energy inside a mask by hand, and the
+audit's deletion curves of the target scalar y = Σ W ⊙ S against running the model itself
+(plain onnxruntime, y computed here from the annotation) on the deleted images; bad inputs
+refused in one line. The models are tests/target_models.py's segmenter (16x16 input, 4
+classes, logits [N, 4, 16, 16]) and YOLO-style detector (32x32, 3 classes, [N, 7, 80]);
+random weights, the test images random pixels written here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("pycocotools")
+
+import target_models as tm  # noqa: E402
+
+from ort_cam import Explainer  # noqa: E402
+from ort_cam.audit.datasets import VOC_CLASSES, open_dataset, read_coco  # noqa: E402
+from ort_cam.audit.image import AuditSpec  # noqa: E402
+from ort_cam.audit.masks import to_grid  # noqa: E402
+from ort_cam.audit.metrics import pixel_energy  # noqa: E402
+from ort_cam.audit.run import audit_model, read_results  # noqa: E402
+from ort_cam.cli import main  # noqa: E402
+from ort_cam.errors import OrtCamError  # noqa: E402
+from ort_cam.preprocess import Preprocess  # noqa: E402
+
+#: Pixels to the models' standard-normal inputs: x = p / 64 - 2.
+PRE = {"preset": "raw", "scale": 1 / 64, "mean": (2.0, 2.0, 2.0)}
+STEPS, DELETION = 4, 4
+METHODS = ("gradcam", "igcam", "rsi")
+
+
+def _x(pixels: np.ndarray) -> np.ndarray:
+    """What the preprocessing feeds: (p · 1/64 − 2) in float64, then float32, NCHW."""
+    p = np.asarray(pixels, np.float64)
+    return np.ascontiguousarray((p / 64 - 2.0).astype(np.float32).transpose(0, 3, 1, 2))
+
+
+def _deleted(pixels: np.ndarray, saliency: np.ndarray, steps: int) -> np.ndarray:
+    """The deletion images, written out here: step s blacks out the ceil(s/steps · N) pixels
+    of highest saliency (ties in pixel order)."""
+    order = np.argsort(-saliency.reshape(-1), kind="stable")
+    out = []
+    for s in range(steps + 1):
+        img = pixels.astype(np.float64).reshape(-1, 3).copy()
+        img[order[:int(np.ceil(s / steps * order.size))]] = 0.0
+        out.append(img.reshape(pixels.shape))
+    return np.stack(out)
+
+
+# --- masks by hand ----------------------------------------------------------------------------
+def test_energy_inside_a_mask_by_hand():
+    saliency = np.array([[0.1, 0.2, 0.0, 0.0],
+                         [0.4, 0.3, 0.0, 0.5],
+                         [0.0, 0.0, 0.0, 0.0],
+                         [0.0, 0.0, 0.0, 0.5]])
+    mask = np.zeros((4, 4), bool)
+    mask[1, 0] = mask[1, 1] = mask[3, 3] = mask[2, 2] = True
+    # inside: 0.4 + 0.3 + 0.5 + 0 = 1.2 of the total 2.0
+    assert pixel_energy(saliency, mask) == pytest.approx(0.6, abs=1e-15)
+
+
+def test_masks_move_onto_a_grid_by_hand():
+    mask = np.zeros((4, 6), bool)  # 6 wide, 4 high
+    mask[0, 0] = mask[1, 3] = mask[3, 5] = True
+    pre = Preprocess(size=(2, 3), resize="stretch")
+    # each cell of the 2x3 grid reads the original pixel under its centre: rows 1 and 3,
+    # columns 1, 3 and 5
+    assert to_grid(mask, pre, (2, 3)).tolist() == [[False, True, False],
+                                                   [False, False, True]]
+    # letterbox into 6x6: the image fills rows 1..4 (scale 1); rows 0 and 5 are the border
+    box = Preprocess(size=(6, 6), resize="letterbox")
+    on = to_grid(mask, box, (6, 6))
+    assert not on[0].any() and not on[5].any()
+    assert on[1:5].tolist() == mask.tolist()
+    # and onto a 3x3 output grid of that input: centres at input 1, 3, 5, which are the
+    # original rows 0, 2 (and 4: outside) and columns 1, 3, 5
+    mask[2, 3] = True
+    assert to_grid(mask, box, (3, 3)).tolist() == [[False, False, False],
+                                                   [False, True, False],
+                                                   [False, False, False]]
+
+
+def test_polygon_and_rle_masks_decode_as_drawn(tmp_path):
+    doc = {"images": [{"id": 1, "file_name": "a.png", "width": 6, "height": 5},
+                      {"id": 2, "file_name": "b.png", "width": 4, "height": 3}],
+           "categories": [{"id": 1, "name": "cat"}],
+           "annotations": [
+               # a rectangle with corners (1, 1) and (4, 3), in pixel edges
+               {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 3, 2],
+                "segmentation": [[1, 1, 4, 1, 4, 3, 1, 3]]},
+               # uncompressed RLE, column-major: 2 off, 3 on, 7 off
+               {"id": 2, "image_id": 2, "category_id": 1, "bbox": [0, 0, 2, 3],
+                "segmentation": {"size": [3, 4], "counts": [2, 3, 7]}},
+               # the same run lengths as COCO's compressed string
+               {"id": 3, "image_id": 2, "category_id": 1, "bbox": [0, 0, 2, 3],
+                "segmentation": {"size": [3, 4], "counts": "237"}}]}
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    a, b = read_coco(tmp_path / "c.json").samples
+    rect = np.zeros((5, 6), bool)
+    rect[1:3, 1:4] = True  # rows 1-2, columns 1-3
+    assert a.objects[0].mask is not None
+    assert a.objects[0].mask.decode().tolist() == rect.tolist()
+    assert a.objects[0].mask.area() == 6
+    drawn = [[False, True, False, False],
+             [False, True, False, False],
+             [True, False, False, False]]
+    for obj in b.objects:
+        assert obj.mask is not None and obj.mask.decode().tolist() == drawn
+
+
+def _palette_png(path: Path, values: np.ndarray) -> None:
+    im = Image.fromarray(values.astype(np.uint8), mode="P")
+    im.putpalette([v for i in range(256) for v in (i, 255 - i, (7 * i) % 256)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+
+
+def test_voc_segmentation_pngs(tmp_path):
+    classes = np.zeros((5, 7), np.uint8)
+    classes[1:3, 1:3] = 12   # a dog (VOC value 12)
+    classes[1:4, 4:6] = 15   # two people side by side...
+    classes[0, :] = 255      # a void border
+    objects = np.zeros((5, 7), np.uint8)
+    objects[1:3, 1:3] = 1
+    objects[1:4, 4] = 2
+    objects[1:4, 5] = 3
+    objects[0, :] = 255
+    root = tmp_path / "voc"
+    _palette_png(root / "SegmentationClass" / "a.png", classes)
+    (root / "JPEGImages").mkdir()
+    Image.new("RGB", (7, 5)).save(root / "JPEGImages" / "a.jpg")
+    ds = open_dataset(root)
+    assert ds.format == "voc-seg"
+    (s,) = ds.samples
+    assert s.key == "JPEGImages/a.jpg" and s.size == (7, 5)
+    assert [(o.label, o.box) for o in s.objects] == [("dog", (1.0, 1.0, 3.0, 3.0)),
+                                                       ("person", (4.0, 1.0, 6.0, 4.0))]
+    person = s.objects[1].mask
+    assert person is not None and person.area() == 6 and person.decode()[1:4, 4:6].all()
+    assert not s.objects[0].mask.decode()[0].any()  # type: ignore[union-attr]  # void
+    # with SegmentationObject: one object each, its class from SegmentationClass
+    _palette_png(root / "SegmentationObject" / "a.png", objects)
+    (s,) = open_dataset(root).samples
+    assert [(o.label, o.box) for o in s.objects] == [
+        ("dog", (1.0, 1.0, 3.0, 3.0)), ("person", (4.0, 1.0, 5.0, 4.0)),
+        ("person", (5.0, 1.0, 6.0, 4.0))]
+    assert VOC_CLASSES[12] == "dog" and VOC_CLASSES[15] == "person"
+    # class names of one's own (labelme's class_names.txt): line i names value i
+    (root / "class_names.txt").write_text("_background_\n" + "\n".join(
+        f"k{i}" for i in range(1, 16)) + "\n")
+    assert {o.label for o in open_dataset(root).samples[0].objects} == {"k12", "k15"}
+
+
+# --- the segment audit -----------------------------------------------------------------------
+def _seg_data(d: Path) -> dict:
+    """Three 16x16 random images: a polygon cat, an RLE dog (a 4-pixel-wide column band),
+    a polygon cat; the segmenter exported."""
+    d.mkdir(parents=True, exist_ok=True)
+    tm.build_and_export("segmenter", d / "seg.onnx")
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "width": 16, "height": 16})
+    anns = [{"id": 1, "image_id": 0, "category_id": 1, "bbox": [2, 2, 6, 6],
+             "segmentation": [[2, 2, 8, 2, 8, 8, 2, 8]]},
+            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 4, 16],
+             "segmentation": {"size": [16, 16], "counts": [0, 64, 192]}},
+            {"id": 3, "image_id": 2, "category_id": 1, "bbox": [4, 4, 8, 8],
+             "segmentation": [[4, 4, 12, 4, 12, 12, 4, 12]]}]
+    doc = {"images": images, "annotations": anns,
+           "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}
+    (d / "coco.json").write_text(json.dumps(doc))
+    (d / "map.json").write_text(json.dumps({"cat": 1, "dog": 2}))
+    masks = {0: np.zeros((16, 16), bool), 1: np.zeros((16, 16), bool),
+             2: np.zeros((16, 16), bool)}
+    masks[0][2:8, 2:8] = True
+    masks[1][:, :4] = True  # 64 pixels, column-major: the first 4 columns
+    masks[2][4:12, 4:12] = True
+    return {"dir": d, "model": d / "seg.onnx", "coco": d / "coco.json", "map": d / "map.json",
+            "masks": masks, "classes": {0: 1, 1: 2, 2: 1}}
+
+
+def _audit(data: dict, kind: str, out: Path, model: str) -> list[dict]:
+    audit_model(data["model"], data["coco"], out, layer=tm.MODELS[model].layer,
+                spec=AuditSpec(steps=STEPS, methods=METHODS, deletion_steps=DELETION),
+                label_map=data["map"], preprocess=PRE,
+                runtime={"target_kind": kind, "quiet": True, "cache": False},
+                html_page=False, progress=False)
+    return read_results(out / "results.jsonl")
+
+
+def test_segment_audit_curves_are_the_target_scalar_of_the_deleted_images(tmp_path):
+    data = _seg_data(tmp_path / "d")
+    records = _audit(data, "segment", tmp_path / "out", "segmenter")
+    assert [r["status"] for r in records] == ["ok"] * 3
+    settings = json.loads((tmp_path / "out" / "audit.json").read_text())
+    assert settings["target_kind"] == "segment"
+    sess = ort.InferenceSession(str(data["model"]), providers=["CPUExecutionProvider"])
+    ex = Explainer(data["model"], tm.MODELS["segmenter"].layer, preprocess=PRE, quiet=True,
+                   cache=False, target_kind="segment")
+    for i, rec in enumerate(records):
+        mask, c = data["masks"][i], data["classes"][i]
+        assert rec["target"] == c and rec["target_record"]["mask_area"] == mask.sum()
+        pixels = np.asarray(Image.open(data["dir"] / f"{i}.png").convert("RGB"))
+        r = ex.explain(pixels, target={"target": c, "mask": mask}, steps=STEPS,
+                       methods=list(METHODS))
+        for name in METHODS:
+            got = rec["methods"][name]
+            saliency = r[name].map
+            # the energy inside the annotation's mask, from the map by hand
+            assert got["energy"] == pytest.approx(saliency[mask].sum() / saliency.sum(),
+                                                  rel=1e-12)
+            out = sess.run(None, {"x": _x(_deleted(pixels, saliency, DELETION))})[0]
+            y = (out[:, c].astype(np.float64) * mask).sum(axis=(1, 2))
+            # float32 logits summed over the mask: onnxruntime at another batch size may
+            # round each of the ≤ 256 terms differently by ~1 ulp (6e-8 relative); 2e-6 of
+            # Σ|terms| is a 30x margin over that, far below the curves' steps (≥ 1e-2 here)
+            tol = 2e-6 * (np.abs(out[:, c]) * mask).sum(axis=(1, 2))
+            assert np.all(np.abs(np.array(got["deletion"]) - y) <= tol), (name, got, y)
+            # the AUC of the mean logit over the mask: trapezoids over s/k, by hand
+            auc = sum((y[s] + y[s + 1]) / 2 for s in range(DELETION)) / DELETION / mask.sum()
+            assert abs(got["deletion_auc"] - auc) <= tol.max() / mask.sum()  # as the curve
+        assert rec["y"] == pytest.approx(got["deletion"][0], abs=1e-9)  # no pixel deleted
+
+
+def test_segment_audit_from_voc_pngs_on_the_cli(tmp_path):
+    data = _seg_data(tmp_path / "d")
+    root = tmp_path / "voc"
+    (root / "JPEGImages").mkdir(parents=True)
+    for i in range(3):
+        Image.open(data["dir"] / f"{i}.png").save(root / "JPEGImages" / f"{i}.png")
+        values = np.where(data["masks"][i], 12 if data["classes"][i] == 2 else 8, 0)
+        _palette_png(root / "SegmentationClass" / f"{i}.png", values)
+    (root / "map.json").write_text(json.dumps({"cat": 1, "dog": 2}))
+    out = tmp_path / "out"
+    args = ["audit", str(data["model"]), str(root), "--target-kind", "segment", "--layer",
+            tm.MODELS["segmenter"].layer, "--label-map", str(root / "map.json"),
+            "--preprocess", "raw", "--scale", str(1 / 64), "--mean", "2,2,2",
+            "--steps", str(STEPS), "--deletion-steps", str(DELETION), "--methods",
+            "gradcam", "--no-cache", "--no-report", "--out", str(out)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    recs = {r["key"]: r for r in read_results(out / "results.jsonl")}
+    assert {k: (r["label"], r["target"], r["target_record"]["mask_area"])
+            for k, r in recs.items()} == {"JPEGImages/0.png": ("cat", 1, 36),
+                                          "JPEGImages/1.png": ("dog", 2, 64),
+                                          "JPEGImages/2.png": ("cat", 1, 64)}
+    # the same masks as the COCO audit's: the same maps and numbers
+    coco = {r["key"]: r for r in _audit(data, "segment", tmp_path / "coco", "segmenter")}
+    for i in range(3):
+        a = recs[f"JPEGImages/{i}.png"]["methods"]["gradcam"]
+        b = coco[f"{i}.png"]["methods"]["gradcam"]
+        assert a["energy"] == b["energy"] and a["deletion"] == b["deletion"]
+
+
+# --- the detection audit ----------------------------------------------------------------------
+def _det_data(d: Path) -> dict:
+    """Three 32x32 random images, each annotated with the box the detector itself predicts
+    best among those inside the image and at least 4x4 (read with plain onnxruntime), the
+    third's box moved off it (no anchor matches)."""
+    d.mkdir(parents=True, exist_ok=True)
+    tm.build_and_export("detector", d / "det.onnx")
+    sess = ort.InferenceSession(str(d / "det.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(3)
+    images, anns, truth = [], [], {}
+    for i in range(3):
+        px = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(px).save(d / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "width": 32, "height": 32})
+        out = sess.run(None, {"x": _x(px[None])})[0][0]
+        cx, cy, w, h = out[:4]
+        inside = (cx - w / 2 >= 0) & (cy - h / 2 >= 0) & (cx + w / 2 <= 32) & (
+            cy + h / 2 <= 32) & (w >= 4) & (h >= 4)  # whole pixels change its IoU little
+        a = int(np.argmax(np.where(inside, out[4:].max(0), -1.0)))
+        c = int(np.argmax(out[4:, a]))
+        cx, cy, w, h = (float(v) for v in out[:4, a])
+        box = [cx - w / 2, cy - h / 2, w, h] if i < 2 else [0.0, 0.0, 2.0, 2.0]
+        anns.append({"id": i, "image_id": i, "category_id": c, "bbox": box})
+        truth[i] = (c, box)
+    doc = {"images": images, "annotations": anns,
+           "categories": [{"id": k, "name": n} for k, n in enumerate("abc")]}
+    (d / "coco.json").write_text(json.dumps(doc))
+    (d / "map.json").write_text(json.dumps({"a": 0, "b": 1, "c": 2}))
+    return {"dir": d, "model": d / "det.onnx", "coco": d / "coco.json", "map": d / "map.json",
+            "truth": truth}
+
+
+def _iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return w * h / (area(a) + area(b) - w * h)
+
+
+def test_detection_audit_matches_the_box_and_deletes_its_score(tmp_path):
+    data = _det_data(tmp_path / "d")
+    records = _audit(data, "detection", tmp_path / "out", "detector")
+    assert [r["status"] for r in records] == ["ok", "ok", "skipped"]
+    assert records[2]["skip"] == "no matching detection"
+    assert "IoU > 0.5" in records[2]["reason"]
+    sess = ort.InferenceSession(str(data["model"]), providers=["CPUExecutionProvider"])
+    ex = Explainer(data["model"], tm.MODELS["detector"].layer, preprocess=PRE, quiet=True,
+                   cache=False, target_kind="detection")
+    for i, rec in enumerate(records[:2]):
+        c, (x, y, w, h) = data["truth"][i]
+        pixels = np.asarray(Image.open(data["dir"] / f"{i}.png").convert("RGB"))
+        (a,) = rec["target_record"]["anchors"]
+        out0 = sess.run(None, {"x": _x(pixels[None])})[0][0]
+        cx, cy, bw, bh = out0[:4, a]
+        box = [round(x), round(y), round(x + w), round(y + h)]  # on the 32x32 input's edges
+        assert rec["target"] == c and rec["box"] == box
+        assert _iou([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], box) > 0.5
+        assert rec["y"] == pytest.approx(float(out0[4 + c, a]), abs=1e-6)
+        r = ex.explain(pixels, target={"target": c, "box": tuple(map(float, box))},
+                       steps=STEPS, methods=list(METHODS))
+        region = np.zeros((32, 32), bool)
+        region[box[1]:box[3], box[0]:box[2]] = True
+        for name in METHODS:
+            got, saliency = rec["methods"][name], r[name].map
+            assert got["energy"] == pytest.approx(saliency[region].sum() / saliency.sum(),
+                                                  rel=1e-12)
+            out = sess.run(None, {"x": _x(_deleted(pixels, saliency, DELETION))})[0]
+            # one float32 sigmoid score: onnxruntime at another batch size may round it
+            # differently by a few ulps of 1 (MLAS's sigmoid is accurate to ~2e-7 absolute);
+            # 2e-6 is a 10x margin
+            assert np.allclose(got["deletion"], out[:, 4 + c, a], rtol=0, atol=2e-6), name
+
+
+# --- bad inputs -------------------------------------------------------------------------------
+def _edit(doc: dict, case: str, d: Path) -> dict:
+    if case == "unknown image":
+        doc["annotations"][0]["image_id"] = 99
+    elif case == "rle size":
+        doc["annotations"][1]["segmentation"]["size"] = [8, 8]
+    elif case == "empty mask":
+        doc["annotations"][0]["segmentation"] = [[2, 2, 2.2, 2, 2.2, 2.2]]
+    elif case == "no mask":
+        del doc["annotations"][0]["segmentation"]
+    elif case == "unmapped category":
+        (d / "map.json").write_text(json.dumps({"bird": 1}))
+    return doc
+
+
+@pytest.mark.parametrize("case,message", [
+    ("unknown image", "unknown image_id 99"),
+    ("rle size", "its RLE mask is 8x8 (height x width); its image is 16x16"),
+    ("empty mask", "the mask of its cat is empty"),
+    ("no mask", "0.png: its cat has no mask; a segment audit needs masks"),
+    ("unmapped category", "none of the dataset's labels (cat, dog) is a class of the model"),
+    ("metrics", "--metrics applies to class targets"),
+    ("no pycocotools", "pip install 'ort_cam[coco]'"),
+])
+def test_bad_inputs_are_refused_in_one_line(tmp_path, monkeypatch, case, message):
+    data = _seg_data(tmp_path / "d")
+    doc = _edit(json.loads(data["coco"].read_text()), case, data["dir"])
+    data["coco"].write_text(json.dumps(doc))
+    if case == "no pycocotools":
+        monkeypatch.setitem(sys.modules, "pycocotools", None)
+    args = ["audit", str(data["model"]), str(data["coco"]), "--target-kind", "segment",
+            "--layer", tm.MODELS["segmenter"].layer, "--label-map", str(data["map"]),
+            "--preprocess", "raw", "--steps", "2", "--methods", "gradcam", "--no-cache",
+            "--no-report", "--out", str(tmp_path / "out"),
+            *(["--metrics", "road"] if case == "metrics" else [])]
+    res = CliRunner().invoke(main, args)
+    lines = [line for line in res.output.strip().splitlines() if not line.startswith("ort_cam:")]
+    assert res.exit_code == 1 and len(lines) == 1, res.output
+    assert lines[0].startswith("Error: ") and message in lines[0], lines[0]
+
+
+def test_voc_png_of_another_size_than_its_image_is_refused(tmp_path):
+    root = tmp_path / "voc"
+    _palette_png(root / "SegmentationClass" / "a.png", np.ones((8, 8)))
+    (root / "JPEGImages").mkdir()
+    Image.new("RGB", (16, 16)).save(root / "JPEGImages" / "a.jpg")
+    with pytest.raises(OrtCamError, match=r"a.png is 8x8 \(width x height\); its image a.jpg "
+                                          r"is 16x16"):
+        open_dataset(root)
+    (root / "JPEGImages" / "a.jpg").unlink()
+    with pytest.raises(OrtCamError, match="a.png has no image"):
+        open_dataset(root)
+
+
+def test_mask_size_other_than_the_image_file_is_skipped_with_why(tmp_path):
+    """The COCO entry says 16x16, the file is 12x16: its mask cannot be laid on it."""
+    data = _seg_data(tmp_path / "d")
+    Image.new("RGB", (12, 16)).save(data["dir"] / "0.png")
+    records = _audit(data, "segment", tmp_path / "out", "segmenter")
+    assert records[0]["skip"] == "mask size"
+    assert records[0]["reason"] == "the cat mask is 16x16; the image is 12x16"
+    assert [r["status"] for r in records[1:]] == ["ok", "ok"]
