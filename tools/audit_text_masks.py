@@ -33,7 +33,7 @@ OCR_PRE = ["--resize", "stretch", "--scale", "0.00392156862745098", "--mean", "0
 LAYER = "p2o.Concat.1"  # the FPN's fused features (as tools/make_target_pictures.py)
 H, W = 192, 384
 PHOTOS = ("coffee", "chelsea", "astronaut", "rocket", "camera", "coins", "immunohistochemistry",
-          "motorcycle_left", "retina")
+          "retina", "hubble_deep_field")
 WORDS = ("ONNX", "audit", "Grad-CAM", "mask", "energy", "runtime", "target", "layer", "map",
          "pixel", "score", "sample", "path", "model")
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"

@@ -276,7 +276,10 @@ def _values(png: np.ndarray) -> list[int]:
 
 
 def _first_dir(root: Path, names: Sequence[str]) -> Path | None:
-    return next((root / n for n in names if (root / n).is_dir()), None)
+    """The first of the folders ``names`` under ``root`` that holds PNGs (labelme's
+    SegmentationClass holds .npy files, its SegmentationClassPNG the PNGs)."""
+    return next((root / n for n in names if (root / n).is_dir() and
+                 any((root / n).glob("*.png"))), None)
 
 
 def _class_names(root: Path) -> Sequence[str]:
