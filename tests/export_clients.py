@@ -61,3 +61,59 @@ def assert_client_matches(out: dict, r, map_tol: float, gap_tol: float = 1e-6) -
         assert np.abs(got - res.map).max() <= map_tol, name
     gap = r.completeness_gap
     assert abs(out["rsi_completeness_gap"] - gap) <= gap_tol * gap
+
+
+#: The segmentation model the clients show: tests/target_models.py's segmenter (random weights,
+#: seeded) at 64x64, its pixels scaled to [0, 1]; the explainer's target kind is segment.
+SEG_SIZE, SEG_PREPROCESS = 64, {"preset": "raw", "scale": 1 / 255}
+
+
+def segmenter(folder: Path) -> tuple[Path, Path, Path]:
+    """(the segmenter .onnx, its explainer, a 64x64 picture) written into ``folder``: the
+    picture is four flat rectangles on noise, so that several classes hold argmax regions."""
+    import target_models as tm
+    from PIL import Image
+
+    model = tm.export(tm.build("segmenter"), "segmenter", folder / "segmenter.onnx",
+                      shape=(3, SEG_SIZE, SEG_SIZE))
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 256, (SEG_SIZE, SEG_SIZE, 3), np.uint8)
+    for y0, x0, color in ((4, 6, (230, 40, 40)), (30, 8, (40, 200, 60)), (10, 36, (30, 60, 220)),
+                          (38, 34, (240, 220, 40))):
+        img[y0:y0 + 22, x0:x0 + 24] = color
+    Image.fromarray(img).save(folder / "segmenter.png")
+    explainer = folder / "segmenter_explainer.onnx"
+    export_explainer(model, tm.MODELS["segmenter"].layer, explainer, steps=STEPS,
+                     chunk_size=CHUNK, preprocess=SEG_PREPROCESS, target_kind="segment")
+    return model, explainer, folder / "segmenter.png"
+
+
+def segment_reference(model: Path, image: Path, **target):
+    """The Python engine's Explanation of the segmenter's picture, on the same chunks."""
+    import target_models as tm
+
+    ex = Explainer(model, tm.MODELS["segmenter"].layer, chunk_size=CHUNK, quiet=True,
+                   preprocess=SEG_PREPROCESS, target_kind="segment")
+    return ex.explain(image, steps=STEPS, target=target or None)
+
+
+def assert_segment_matches(out: dict, r, map_tol: float, gap_abs: float) -> None:
+    """A client's outputs of a segment explainer against the Explanation ``r``: the class, the
+    mask (the weights' support), y, the maps, and the gap within 1e-6 of itself + ``gap_abs``.
+    The segmenter's gap |Σ IG − Δy| / |Δy| is tiny (8.6e-8 at the default target), so a
+    difference in Σ IG that is relative to Σ |IG| shows in it as an absolute one: float64
+    summation order in onnxruntime-node (measured 1.7e-14), wasm's float32 kernels in the
+    browser (measured 1.2e-8)."""
+    assert out["target"] == r.target
+    weights = np.asarray(out["weights"]).reshape(np.shape(r.scores))
+    assert np.count_nonzero(weights) == r.target_record["mask_area"]
+    np.testing.assert_array_equal(weights[r.target] != 0, r.target_mask)
+    # y = Σ W ⊙ S over the mask: float32 scores summed with cancellation (wasm: measured
+    # 1.03e-6 relative, native 2e-16), held to map_tol relative
+    np.testing.assert_allclose([out["y0"], out["ym"]], [r.y0, r.ym], rtol=map_tol)
+    for name, res in r.methods.items():
+        got = np.asarray(out[f"{name}_map"]).reshape(res.map.shape)
+        assert np.abs(got - res.map).max() <= map_tol, name
+    gap = r.completeness_gap
+    assert abs(out["rsi_completeness_gap"] - gap) <= 1e-6 * gap + gap_abs
+
