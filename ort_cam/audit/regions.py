@@ -26,7 +26,7 @@ from ..explainer import Explainer
 from ..targets import Target
 from ..targets.segment import grid
 from .datasets import Dataset, Obj, Sample, classes_of
-from .masks import to_grid
+from .masks import CocoMask, to_grid
 from .metrics import box_mask
 
 #: The target kinds an audit measures besides class and binary.
@@ -69,7 +69,7 @@ def check_dataset(dataset: Dataset, kind: str, label_map: dict[str, list[int]],
             if o.mask is None:
                 raise OrtCamError(f"{s.key}: its {o.label} has no mask; a segment audit needs "
                                   "masks (COCO segmentation, VOC segmentation PNGs)")
-            if o.mask.area() == 0:
+            if isinstance(o.mask, CocoMask) and o.mask.area() == 0:  # a PNG's are not empty
                 raise OrtCamError(f"{s.key}: the mask of its {o.label} is empty; mark its "
                                   "pixels or remove the annotation")
 
