@@ -194,24 +194,27 @@ def _seg_data(d: Path) -> dict:
             "masks": masks, "classes": {0: 1, 1: 2, 2: 1}}
 
 
-def _audit(data: dict, kind: str, out: Path, model: str) -> list[dict]:
+def _audit(data: dict, kind: str, out: Path, model: str, score: str | None = None
+           ) -> list[dict]:
     audit_model(data["model"], data["coco"], out, layer=tm.MODELS[model].layer,
                 spec=AuditSpec(steps=STEPS, methods=METHODS, deletion_steps=DELETION),
                 label_map=data["map"], preprocess=PRE,
-                runtime={"target_kind": kind, "quiet": True, "cache": False},
+                runtime={"target_kind": kind, "quiet": True, "cache": False, "score": score},
                 html_page=False, progress=False)
     return read_results(out / "results.jsonl")
 
 
-def test_segment_audit_curves_are_the_target_scalar_of_the_deleted_images(tmp_path):
+@pytest.mark.parametrize("score", ["logit", "probability"])
+def test_segment_audit_curves_are_the_target_scalar_of_the_deleted_images(tmp_path, score):
     data = _seg_data(tmp_path / "d")
-    records = _audit(data, "segment", tmp_path / "out", "segmenter")
+    records = _audit(data, "segment", tmp_path / "out", "segmenter", score)
     assert [r["status"] for r in records] == ["ok"] * 3
     settings = json.loads((tmp_path / "out" / "audit.json").read_text())
     assert settings["target_kind"] == "segment"
     sess = session_for(onnx.load(data["model"]))  # the suite's thread settings
     ex = Explainer(data["model"], tm.MODELS["segmenter"].layer, preprocess=PRE, quiet=True,
-                   cache=False, target_kind="segment")
+                   cache=False, target_kind="segment", score=score)
+    assert settings["score"] == score
     for i, rec in enumerate(records):
         mask, c = data["masks"][i], data["classes"][i]
         assert rec["target"] == c and rec["target_record"]["mask_area"] == mask.sum()
@@ -225,13 +228,17 @@ def test_segment_audit_curves_are_the_target_scalar_of_the_deleted_images(tmp_pa
             assert got["energy"] == pytest.approx(saliency[mask].sum() / saliency.sum(),
                                                   rel=REBATCHED)
             out = sess.run(None, {"x": _x(_deleted(pixels, saliency, DELETION))})[0]
-            y = (out[:, c].astype(np.float64) * mask).sum(axis=(1, 2))
-            # float32 logits summed over the mask, onnxruntime run at another batch size than
-            # the audit's: REBATCHED of Σ|terms| (tests/tolerance.py)
-            tol = REBATCHED * (np.abs(out[:, c]) * mask).sum(axis=(1, 2))
+            s = out.astype(np.float64)
+            if score == "probability":  # the softmax over the classes, per pixel
+                s = np.exp(s - s.max(axis=1, keepdims=True))
+                s /= s.sum(axis=1, keepdims=True)
+            y = (s[:, c] * mask).sum(axis=(1, 2))
+            # float32 scores summed over the mask, onnxruntime run at another batch size than
+            # the audit's (and its float32 softmax): REBATCHED of Σ|terms| (tests/tolerance.py)
+            tol = REBATCHED * (np.abs(s[:, c]) * mask).sum(axis=(1, 2))
             assert np.all(np.abs(np.array(got["deletion"]) - y) <= tol), (name, got, y)
-            # the AUC of the mean logit over the mask: trapezoids over s/k, by hand
-            auc = sum((y[s] + y[s + 1]) / 2 for s in range(DELETION)) / DELETION / mask.sum()
+            # the AUC of the mean score over the mask: trapezoids over s/k, by hand
+            auc = sum((y[k] + y[k + 1]) / 2 for k in range(DELETION)) / DELETION / mask.sum()
             assert abs(got["deletion_auc"] - auc) <= tol.max() / mask.sum()  # as the curve
         assert rec["y"] == pytest.approx(got["deletion"][0], abs=1e-9)  # no pixel deleted
 
@@ -245,8 +252,16 @@ def test_segment_audit_from_voc_pngs_on_the_cli(tmp_path):
         values = np.where(data["masks"][i], 12 if data["classes"][i] == 2 else 8, 0)
         _palette_png(root / "SegmentationClass" / f"{i}.png", values)
     (root / "map.json").write_text(json.dumps({"cat": 1, "dog": 2}))
+    (root / "Annotations").mkdir()  # VOC's XML boxes beside: a segment audit reads the PNGs
+    for i in range(3):
+        (root / "Annotations" / f"{i}.xml").write_text(
+            f"<annotation><filename>{i}.png</filename><object><name>bird</name><bndbox>"
+            "<xmin>1</xmin><ymin>1</ymin><xmax>4</xmax><ymax>4</ymax></bndbox></object>"
+            "</annotation>")
+    assert open_dataset(root).format == "voc"
     out = tmp_path / "out"
-    args = ["audit", str(data["model"]), str(root), "--target-kind", "segment", "--layer",
+    # no --target-kind: the segmenter's [N, 4, 16, 16] is read as a segment target
+    args = ["audit", str(data["model"]), str(root), "--layer",
             tm.MODELS["segmenter"].layer, "--label-map", str(root / "map.json"),
             "--preprocess", "raw", "--scale", str(1 / 64), "--mean", "2,2,2",
             "--steps", str(STEPS), "--deletion-steps", str(DELETION), "--methods",
