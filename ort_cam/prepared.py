@@ -271,7 +271,8 @@ def key_fields(digest: str, layer: str | None, score: str | None, *,
     built from (the kind, the detection layout and objectness)."""
     t = target or TargetOptions()
     return {"format": FORMAT, "model_sha256": digest, "layer": layer, "score": score,
-            "target_kind": t.kind, "target_head": [t.layout, t.objectness],
+            "target_kind": t.kind,
+            "target_head": [t.layout, t.objectness, *(["iou"] if t.box_iou else [])],
             "output": output, "input_shapes": None if size is None else [int(v) for v in size],
             "layer_view": None if hint is None else hint.record(),
             "rule_switches": rule_switches(),

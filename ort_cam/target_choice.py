@@ -38,9 +38,10 @@ def options_for(base: TargetOptions, spec: object) -> TargetOptions:
     ``TargetOptions`` of values such as mask, box, anchors, concept, step) over ``base``."""
     if isinstance(spec, (Mapping, TargetOptions)):
         merged = _merged(base, spec)
-        if merged.kind != base.kind or merged.score != base.score:
-            raise OrtCamError("a call's target cannot change the kind or the score (they are "
-                              "built into the gradient graph); make another Explainer")
+        if (merged.kind, merged.score, merged.box_iou) != (base.kind, base.score, base.box_iou):
+            raise OrtCamError("a call's target cannot change the kind, the score or box_iou "
+                              "(they are built into the gradient graph); make another "
+                              "Explainer")
         return merged
     return replace(base, target=spec)
 

@@ -96,6 +96,9 @@ target_value_options = _compose(
                  "the input's pixels, explained through its best-matching anchor."),
     click.option("--threshold", type=float, default=None,
                  help="segment, one-channel map: the mask p > THRESHOLD (default 0.5)."),
+    click.option("--box-iou", is_flag=True, default=None,
+                 help="detection: add the IoU of the matched anchor's box with --box to its "
+                 "score (pytorch-grad-cam's FasterRCNNBoxScoreTarget), differentiated too."),
     click.option("--anchors", callback=_ints, metavar="I,J",
                  help="detection: explain these anchors (default: the top-k after NMS)."),
     click.option("--top-k", type=int, default=None,
@@ -123,7 +126,8 @@ target_value_options = _compose(
 )
 _TARGET_VALUES = {"mask": "mask", "box": "box", "threshold": "threshold", "anchors": "anchors",
                   "top_k": "top_k", "conf": "conf", "iou": "iou", "objectness": "objectness",
-                  "head_layout": "layout", "concept": "concept", "step": "step",
+                  "head_layout": "layout", "box_iou": "box_iou", "concept": "concept",
+                  "step": "step",
                   "blank": "blank", "target_weights": "weights"}
 
 #: ``ort-cam export``'s target options: those fixed at export (the others are the

@@ -213,6 +213,9 @@ _AT_EXPORT = ("threshold", "conf", "iou", "objectness", "layout", "blank")
 def _check_target_options(kind: str, opts: TargetOptions) -> None:
     """Refuse a value the explainer takes as an input at run time, and one the kind does
     not read."""
+    if opts.box_iou:
+        raise OrtCamError("--box-iou cannot be exported yet: its box is matched to an anchor "
+                          "on the host; export without it and feed that anchor")
     given = [*opts.given(), *(["target"] if opts.target is not None else [])]
     fed = [name for name in given if name not in _AT_EXPORT]
     if fed:

@@ -77,10 +77,11 @@ def _gradient_graph(model: LoadedModel, graph: gs.Graph, layer: str, head: Head,
     b = Builder(graph, opset=model.opset, dtypes=model.dtypes, shapes=model.shapes)
     _rename_clashes(graph, b)
     ctx = VjpContext(b)
-    score = attach_target(graph, ctx, head, output)
+    weights = gs.Variable(TARGET_WEIGHTS)  # (an IoU head reads its box from it)
+    score = attach_target(graph, ctx, head, output, weights)
     shape, dtype = ctx.shape(score), ctx.dtype(score)
     per_image = ["N", *shape[1:]]
-    weights = gs.Variable(TARGET_WEIGHTS, dtype=dtype, shape=per_image)
+    weights.dtype, weights.shape = dtype, per_image
     graph.inputs.append(b.declare(weights, dtype, shape))
     seed = _top1_seed(b, score, weights) if top1_seed and len(shape) == 2 else weights
     try:

@@ -16,6 +16,9 @@ from ..errors import OrtCamError
 SCORE_MODES = ("probability", "logit", "sigmoid", "rest")
 #: Every transform a head can put on top of an output.
 TRANSFORMS = (*SCORE_MODES, "binary", "output", "normalize", "objectness")
+#: Rows a detection head with ``Head.iou`` appends (``transforms``): the IoU row, then four
+#: zero rows that carry the given box in W.
+IOU_ROWS = 5
 #: Names fixed by the head contract: the score output, the layer's gradient, the target input.
 SCORES, GRAD, TARGET_WEIGHTS = "scores", "grad", "target_weights"
 #: The module switches that change which ops a rule emits, at their defaults
@@ -26,11 +29,14 @@ RULE_SWITCHES = {"STRIDE1_AS_CONV": True}
 @dataclass(frozen=True)
 class Head:
     """S = ``transform`` of the model output; ``axis``: the class (or channel) axis of a map
-    kept whole (``flatten`` False) or the 5+C axis of a detection head with objectness."""
+    kept whole (``flatten`` False) or the 4(+1)+C axis of a detection head; ``iou``: a
+    detection head with the IoU of every anchor's box with a given box appended (the box
+    is read from ``target_weights``: ``transforms.IOU_ROWS``)."""
 
     transform: str = "probability"
     axis: int = 1
     flatten: bool = True
+    iou: bool = False
 
     def __post_init__(self) -> None:
         if self.transform not in TRANSFORMS:
@@ -39,7 +45,11 @@ class Head:
 
     def record(self) -> dict[str, object]:
         """The JSON form (the prepared-model cache and manifests record it)."""
-        return {"transform": self.transform, "axis": self.axis, "flatten": self.flatten}
+        rec: dict[str, object] = {"transform": self.transform, "axis": self.axis,
+                                  "flatten": self.flatten}
+        if self.iou:  # (only then: the records of other heads read as before)
+            rec["iou"] = True
+        return rec
 
     @classmethod
     def of(cls, score: str | Head) -> Head:

@@ -25,6 +25,13 @@ The transforms (``Head.transform``):
   ``[N, A, 5+C]`` (``axis`` 2): the four box rows kept, the objectness row dropped and each
   class row multiplied by it, ``[N, 4+C, A]``: a box's class score is ``obj · cls``.
 
+A detection head with ``Head.iou`` (``output`` or ``objectness``, R rows of (cx, cy, w, h)
+boxes and scores) gets ``IOU_ROWS`` more rows: the IoU of every anchor's box with a given
+box b (x0, y0, x1, y1; torchvision's ``box_iou``), then four rows of zeros. b is read from
+``target_weights`` at those four rows of anchor 0 (they weigh zeros, so they add nothing to
+Σ W ⊙ S): W with 1 at (R, a) adds IoU(box_a, b) to anchor a's score, differentiated through
+the box rows (pytorch-grad-cam's FasterRCNNBoxScoreTarget adds IoU and score).
+
 The class readings (probability, logit, sigmoid, rest, binary) give ``[N, C]``, the output
 flattened past the batch axis; with ``Head.flatten`` False (segmentation maps) probability,
 logit and sigmoid keep the output's shape and work over ``axis``.
@@ -36,13 +43,15 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import OrtCamError
+from .spec import IOU_ROWS, Head
 from .spec import SCORE_MODES as SCORE_MODES  # (its home is spec; named here as before)
 from .spec import TRANSFORMS as TRANSFORMS
-from .spec import Head
 from .table import VjpContext
 
 #: The smallest norm ``normalize`` divides by (torch's CosineSimilarity eps).
 NORM_EPS = 1e-8
+#: The least union the IoU of a detection head with ``Head.iou`` divides by (boxes of no area).
+IOU_EPS = 1e-12
 _PASS_THROUGH = ("Identity", "Flatten", "Reshape", "Squeeze")
 _FINAL = ("Softmax", "LogSoftmax", "Sigmoid")
 
@@ -155,6 +164,50 @@ _ATTACH = {
 }
 
 
-def attach_target(graph: gs.Graph, ctx: VjpContext, head: Head, output: str) -> gs.Tensor:
-    """S = ``head.transform`` of ``output``, appended to ``graph`` through ``ctx.b``."""
-    return _ATTACH[head.transform](ctx, graph.tensors()[output], head)
+def attach_target(graph: gs.Graph, ctx: VjpContext, head: Head, output: str,
+                  weights: gs.Tensor | None = None) -> gs.Tensor:
+    """S = ``head.transform`` of ``output``, appended to ``graph`` through ``ctx.b``; with
+    ``head.iou``, the IoU rows, whose box is read from ``weights`` (the target weights input,
+    typed here)."""
+    s = _ATTACH[head.transform](ctx, graph.tensors()[output], head)
+    if not head.iou:
+        return s
+    if weights is None or head.transform not in ("output", "objectness"):
+        raise OrtCamError("the IoU term applies to a detection head read as output or "
+                          "objectness, with its target weights")
+    return _box_iou(ctx, s, head, weights)
+
+
+def _box_iou(ctx: VjpContext, s: gs.Tensor, head: Head, weights: gs.Tensor) -> gs.Tensor:
+    """S with the IoU row and four zero rows appended (see the module docstring)."""
+    b, shape = ctx.b, ctx.shape(s)
+    if len(shape) != 3 or head.axis not in (1, 2) or shape[head.axis] < 5:
+        raise OrtCamError(f"output {s.name!r} {['N', *shape[1:]]} is no detection head "
+                          "[N, 4+C, A] or [N, A, 4+C] for an IoU term")
+    full = list(shape)
+    full[head.axis] += IOU_ROWS
+    b.declare(weights, ctx.dtype(s), full)
+    flip = head.axis == 2
+    rows = b.op("Transpose", s, perm=[0, 2, 1]) if flip else s  # [N, R, A]
+    w = b.op("Transpose", weights, perm=[0, 2, 1]) if flip else weights
+    r = shape[head.axis]
+
+    def part(t: gs.Tensor, lo: int, hi: int, first: int | None = None) -> gs.Tensor:
+        axes = [1] if first is None else [1, 2]
+        return b.op("Slice", t, b.ints([lo] + ([0] if first else [])),
+                    b.ints([hi] + ([first] if first else [])), b.ints(axes))
+
+    given = part(w, r + 1, r + IOU_ROWS, 1)  # [N, 4, 1]: x0, y0, x1, y1
+    gx0, gy0, gx1, gy1 = (part(given, i, i + 1) for i in range(4))
+    half = [b.op("Div", part(rows, i, i + 1), ctx.scalar(2.0, s)) for i in (2, 3)]
+    x0, y0 = (b.op("Sub", part(rows, i, i + 1), half[i]) for i in (0, 1))
+    x1, y1 = (b.op("Add", part(rows, i, i + 1), half[i]) for i in (0, 1))
+    iw = b.op("Relu", b.op("Sub", b.op("Min", x1, gx1), b.op("Max", x0, gx0)))
+    ih = b.op("Relu", b.op("Sub", b.op("Min", y1, gy1), b.op("Max", y0, gy0)))
+    inter = b.op("Mul", iw, ih)
+    areas = b.op("Add", b.op("Mul", b.op("Sub", x1, x0), b.op("Sub", y1, y0)),
+                 b.op("Mul", b.op("Sub", gx1, gx0), b.op("Sub", gy1, gy0)))
+    union = b.op("Max", b.op("Sub", areas, inter), ctx.scalar(IOU_EPS, s))
+    zeros = b.op("Mul", part(w, r + 1, r + IOU_ROWS), ctx.scalar(0.0, s))  # not on the path
+    out = b.op("Concat", rows, b.op("Div", inter, union), zeros, axis=1)
+    return b.op("Transpose", out, perm=[0, 2, 1]) if flip else out

@@ -112,6 +112,8 @@ class TargetOptions:
         anchors: detection anchors by index.
         top_k, conf, iou: detection: the k best boxes left by NMS at IoU ``iou`` among
             those scoring at least ``conf`` (the common detector defaults 1, 0.25, 0.45).
+        box_iou: detection: add the IoU of the chosen anchor's box with ``box`` (pytorch-grad-
+            cam's FasterRCNNBoxScoreTarget: IoU + score), differentiated too.
         objectness: detection: whether the head has an objectness row (None: from the layout).
         layout: detection: ``channels`` ([N, 4+C, A]) or ``anchors`` ([N, A, 4+C]).
         concept: embedding: the concept vector [D].
@@ -132,6 +134,7 @@ class TargetOptions:
     iou: float = 0.45
     objectness: bool | None = None
     layout: str | None = None
+    box_iou: bool = False
     concept: np.ndarray | None = field(default=None, compare=False)
     step: int | None = None
     blank: int = 0
@@ -150,7 +153,7 @@ class TargetOptions:
 
 #: The options that belong to one kind or another (``kind``, ``score``, ``target`` are common).
 _SPECIFIC = ("mask", "box", "threshold", "anchors", "top_k", "conf", "iou", "objectness",
-             "layout", "concept", "step", "blank", "weights")
+             "layout", "box_iou", "concept", "step", "blank", "weights")
 
 
 @dataclass(frozen=True, eq=False)

@@ -4,8 +4,11 @@ later), ``[N, A, 5+C]`` with objectness (YOLOv5, YOLOX), or either transposed; b
 or ``obj · cls`` where the head has objectness (as those models' own post-processing ranks
 boxes). The anchors S are chosen at x, on the host: by index; the top-k after a NumPy NMS
 (class by class; score ≥ conf, IoU ≤ iou: defaults 1, 0.25, 0.45); or the best-scoring anchor
-whose box matches a given box by IoU > 0.5 (and the given class). The gradient is taken
-through the raw head, as a user of the model runs it; NMS stays outside the graph.
+whose box matches a given box by IoU > 0.5 (and the given class), optionally plus the IoU of
+its box with the given one (``box_iou``, as pytorch-grad-cam's FasterRCNNBoxScoreTarget adds
+IoU and score: the head then appends the IoU rows, ``grad.transforms.IOU_ROWS``, and W
+carries the box). The gradient is taken through the raw head, as a user of the model runs
+it; NMS stays outside the graph.
 
 Rows past 4(+1)+C (ultralytics' mask coefficients or keypoints, where the metadata's
 ``names`` says how many classes there are) are left out of the scores.
@@ -13,12 +16,13 @@ Rows past 4(+1)+C (ultralytics' mask coefficients or keypoints, where the metada
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..errors import InputError, OrtCamError
 from ..grad import Head
+from ..grad.spec import IOU_ROWS
 from .base import OutputInfo, Target, TargetKind, TargetOptions, class_index, finished
 
 #: A given box matches an anchor's box above this IoU (pytorch-grad-cam's box target: 0.5).
@@ -99,9 +103,9 @@ class DetectionKind(TargetKind):
 
     name = "detection"
     title = "chosen anchors' scores of a YOLO-style head [N, 4+C, A] / [N, A, 5+C]"
-    options = ("box", "anchors", "top_k", "conf", "iou", "objectness", "layout")
-    usage = ("--target-kind detection [--anchors I,J | --top-k K | --box X0,Y0,X1,Y1] "
-             "[--target CLASS]")
+    options = ("box", "anchors", "top_k", "conf", "iou", "objectness", "layout", "box_iou")
+    usage = ("--target-kind detection [--anchors I,J | --top-k K | --box X0,Y0,X1,Y1 "
+             "[--box-iou]] [--target CLASS]")
 
     @classmethod
     def fits(cls, out: OutputInfo) -> str | None:
@@ -119,13 +123,17 @@ class DetectionKind(TargetKind):
     def head(cls, out: OutputInfo, opts: TargetOptions) -> Head:
         lay = layout(out, opts)
         if lay.objectness:
-            return Head("objectness", axis=lay.axis + 1, flatten=False)
-        return Head("output", flatten=False)
+            return Head("objectness", axis=lay.axis + 1, flatten=False, iou=opts.box_iou)
+        return Head("output", axis=lay.axis + 1 if opts.box_iou else 1, flatten=False,
+                    iou=opts.box_iou)
 
     @classmethod
     def choose(cls, s: np.ndarray, out: OutputInfo, opts: TargetOptions,
                labels: list[str] | None = None) -> Target:
         lay = layout(out, opts)
+        if opts.box_iou and opts.box is None:
+            raise OrtCamError("--box-iou adds the IoU of the matched anchor's box with a given "
+                              "box: give --box X0,Y0,X1,Y1 too (in the API, box=)")
         rows = s if lay.axis == 0 else s.T  # [4+C(+extra), A]
         boxes = xyxy(rows[:4].T.astype(np.float64))
         scores = rows[4:4 + lay.n_classes].astype(np.float64)
@@ -137,9 +145,21 @@ class DetectionKind(TargetKind):
         for a, k in zip(anchors, classes):
             w[4 + k, a] = 1.0
         chosen = boxes[list(anchors)] if opts.box is None else np.asarray([opts.box], float)
-        return finished(cls.name, w if lay.axis == 0 else w.T, s,
-                        index=classes[0] if len(set(classes)) == 1 else None,
-                        boxes=chosen, anchors=tuple(anchors))
+        overlap = 0.0
+        if opts.box_iou:  # the IoU row, and the box in W (grad.transforms: IOU_ROWS)
+            r = len(rows) - IOU_ROWS
+            w[r, list(anchors)] = 1.0
+            w[r + 1:r + IOU_ROWS, 0] = chosen[0]
+            overlap = float(np.sum(iou(boxes[list(anchors)], chosen[0])))
+        target = finished(cls.name, w if lay.axis == 0 else w.T, s,
+                          index=classes[0] if len(set(classes)) == 1 else None,
+                          boxes=chosen, anchors=tuple(anchors))
+        if not opts.box_iou:
+            return target
+        # S's IoU row at x was computed against W = 0 (the run that chose): its value at x is
+        # the score's plus the IoU with the box, worked out here
+        score = sum(float(rows[4 + k, a]) for a, k in zip(anchors, classes))
+        return replace(target, value=score + overlap)
 
 
 def _anchors(boxes: np.ndarray, scores: np.ndarray, c: int | None,
