@@ -218,6 +218,8 @@ def test_segment_audit_curves_are_the_target_scalar_of_the_deleted_images(tmp_pa
     for i, rec in enumerate(records):
         mask, c = data["masks"][i], data["classes"][i]
         assert rec["target"] == c and rec["target_record"]["mask_area"] == mask.sum()
+        assert rec["p"] == pytest.approx(rec["y"] / mask.sum(), rel=1e-12)  # the mean score
+        assert rec["saturated"] == (score == "probability" and rec["p"] > 0.99)
         pixels = np.asarray(Image.open(data["dir"] / f"{i}.png").convert("RGB"))
         r = ex.explain(pixels, target={"target": c, "mask": mask}, steps=STEPS,
                        methods=list(METHODS))
@@ -339,6 +341,7 @@ def test_detection_audit_matches_the_box_and_deletes_its_score(tmp_path):
         assert rec["target"] == c and rec["box"] == box
         assert _iou([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], box) > 0.5
         assert rec["y"] == pytest.approx(float(out0[4 + c, a]), abs=REBATCHED)
+        assert rec["p"] == rec["y"] and rec["saturated"] == (rec["p"] > 0.99)
         r = ex.explain(pixels, target={"target": c, "box": tuple(map(float, box))},
                        steps=STEPS, methods=list(METHODS))
         region = np.zeros((32, 32), bool)

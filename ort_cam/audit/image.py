@@ -238,7 +238,9 @@ def region_record(ex: Explainer, sample: Sample, a: Admitted, rt: RegionTarget,
             "correct": None, "status": "ok", "size": list(a.image.size),
             "objects": len(sample.objects), **rt.record,
             "boxes": [[int(v) for v in mask_box(rt.region)]],  # the report draws them
-            "region_fraction": float(rt.region.mean()), "saturated": p > SATURATED_ABOVE,
+            "region_fraction": float(rt.region.mean()),
+            # saturated where the scores are probabilities (not a segmenter's logits)
+            "saturated": ex.score_mode != "logit" and SATURATED_ABOVE < p <= 1.0,
             "steps": r.steps, **extras_record(r),
             "methods": {name: method_metrics(ex, pixels, res, rt.region, r.target, y, spec,
                                              rt.chosen)
