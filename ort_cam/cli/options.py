@@ -99,6 +99,11 @@ target_value_options = _compose(
     click.option("--box-iou", is_flag=True, default=None,
                  help="detection: add the IoU of the matched anchor's box with --box to its "
                  "score (pytorch-grad-cam's FasterRCNNBoxScoreTarget), differentiated too."),
+    click.option("--boxes-output", default=None, metavar="NAME",
+                 help="detection: the model's box output [N, A, 4] beside the scores it "
+                 "explains (--output, [N, A, C]): a detector with boxes and scores before NMS."),
+    click.option("--box-format", type=click.Choice(["xyxy", "cxcywh"]), default=None,
+                 help="detection: how --boxes-output holds boxes (default xyxy)."),
     click.option("--anchors", callback=_ints, metavar="I,J",
                  help="detection: explain these anchors (default: the top-k after NMS)."),
     click.option("--top-k", type=int, default=None,
@@ -126,7 +131,9 @@ target_value_options = _compose(
 )
 _TARGET_VALUES = {"mask": "mask", "box": "box", "threshold": "threshold", "anchors": "anchors",
                   "top_k": "top_k", "conf": "conf", "iou": "iou", "objectness": "objectness",
-                  "head_layout": "layout", "box_iou": "box_iou", "concept": "concept",
+                  "head_layout": "layout", "box_iou": "box_iou",
+                  "boxes_output": "boxes_output", "box_format": "box_format",
+                  "concept": "concept",
                   "step": "step",
                   "blank": "blank", "target_weights": "weights"}
 

@@ -213,10 +213,14 @@ _AT_EXPORT = ("threshold", "conf", "iou", "objectness", "layout", "blank")
 def _check_target_options(kind: str, opts: TargetOptions) -> None:
     """Refuse a value the explainer takes as an input at run time, and one the kind does
     not read."""
+    given = [*opts.given(), *(["target"] if opts.target is not None else [])]
     if opts.box_iou:
         raise OrtCamError("--box-iou cannot be exported yet: its box is matched to an anchor "
                           "on the host; export without it and feed that anchor")
-    given = [*opts.given(), *(["target"] if opts.target is not None else [])]
+    later = [name for name in given if name not in _AT_EXPORT and name not in _FED]
+    if later:
+        raise OrtCamError(f"--{later[0].replace('_', '-')} cannot be exported yet; explain "
+                          "with `ort-cam explain` (the explainer's graph reads one output)")
     fed = [name for name in given if name not in _AT_EXPORT]
     if fed:
         raise OrtCamError(f"--{fed[0].replace('_', '-')} is not fixed at export: the "

@@ -37,15 +37,17 @@ class GradientModels:
     manifest: dict
 
 
-def _rename_clashes(graph: gs.Graph, b: Builder) -> None:
-    """Move the model's own tensors off the names the head contract takes (types follow)."""
-    tensors = graph.tensors()
+def _rename_clashes(graph: gs.Graph, b: Builder) -> dict[str, str]:
+    """Move the model's own tensors off the names the head contract takes (types follow);
+    returns the names moved (old -> new)."""
+    tensors, moved = graph.tensors(), {}
     for name in (SCORES, GRAD, TARGET_WEIGHTS):
         if name in tensors:
             t = tensors[name]
             dtype, shape = b.dtype(t), b.shape(t)
-            t.name = f"{name}__model"
+            t.name = moved[name] = f"{name}__model"
             b.declare(t, dtype, shape)
+    return moved
 
 
 def attach_score(graph: gs.Graph, ctx: VjpContext, mode: str | Head, output: str) -> gs.Tensor:
@@ -75,7 +77,8 @@ def _gradient_graph(model: LoadedModel, graph: gs.Graph, layer: str, head: Head,
     """Append S (``head`` on ``output``), the input ``target_weights`` W of S's shape and
     d(Σ W ⊙ S)/d layer; returns the graph and its ``scores`` (S) and ``grad`` outputs."""
     b = Builder(graph, opset=model.opset, dtypes=model.dtypes, shapes=model.shapes)
-    _rename_clashes(graph, b)
+    moved = _rename_clashes(graph, b)  # (a detector's output named scores, say)
+    output = moved.get(output, output)
     ctx = VjpContext(b)
     weights = gs.Variable(TARGET_WEIGHTS)  # (an IoU head reads its box from it)
     score = attach_target(graph, ctx, head, output, weights)

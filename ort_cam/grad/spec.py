@@ -31,12 +31,17 @@ class Head:
     """S = ``transform`` of the model output; ``axis``: the class (or channel) axis of a map
     kept whole (``flatten`` False) or the 4(+1)+C axis of a detection head; ``iou``: a
     detection head with the IoU of every anchor's box with a given box appended (the box
-    is read from ``target_weights``: ``transforms.IOU_ROWS``)."""
+    is read from ``target_weights``: ``transforms.IOU_ROWS``); ``boxes``: a detector's box
+    output [N, A, 4] (or [N, 4, A]) joined before its scores (the output, [N, A, C] or
+    [N, C, A], ``axis`` its class axis) into one head [N, 4+C, A] of (cx, cy, w, h) boxes,
+    ``box_format`` saying how the box output holds them (xyxy or cxcywh)."""
 
     transform: str = "probability"
     axis: int = 1
     flatten: bool = True
     iou: bool = False
+    boxes: str = ""
+    box_format: str = "xyxy"
 
     def __post_init__(self) -> None:
         if self.transform not in TRANSFORMS:
@@ -49,6 +54,8 @@ class Head:
                                   "flatten": self.flatten}
         if self.iou:  # (only then: the records of other heads read as before)
             rec["iou"] = True
+        if self.boxes:
+            rec.update(boxes=self.boxes, box_format=self.box_format)
         return rec
 
     @classmethod

@@ -170,12 +170,41 @@ def attach_target(graph: gs.Graph, ctx: VjpContext, head: Head, output: str,
     ``head.iou``, the IoU rows, whose box is read from ``weights`` (the target weights input,
     typed here)."""
     s = _ATTACH[head.transform](ctx, graph.tensors()[output], head)
+    if head.boxes:
+        s, head = _with_boxes(ctx, s, graph.tensors().get(head.boxes), head), Head(
+            "output", axis=1, flatten=False, iou=head.iou)
     if not head.iou:
         return s
     if weights is None or head.transform not in ("output", "objectness"):
         raise OrtCamError("the IoU term applies to a detection head read as output or "
                           "objectness, with its target weights")
     return _box_iou(ctx, s, head, weights)
+
+
+def _with_boxes(ctx: VjpContext, scores: gs.Tensor, boxes: gs.Tensor | None, head: Head
+                ) -> gs.Tensor:
+    """[N, 4+C, A]: the box output's (cx, cy, w, h) rows, then the scores' class rows."""
+    b, shape = ctx.b, ctx.shape(scores)
+    if boxes is None or len(shape) != 3 or head.axis not in (1, 2):
+        raise OrtCamError(f"no box output {head.boxes!r} beside scores {scores.name!r} "
+                          f"{['N', *shape[1:]]} [N, A, C] or [N, C, A]")
+    cls = scores if head.axis == 1 else b.op("Transpose", scores, perm=[0, 2, 1])
+    n_anchors, bshape = ctx.shape(cls)[2], ctx.shape(boxes)
+    if tuple(bshape[1:]) == (4, n_anchors):
+        rows = boxes
+    elif tuple(bshape[1:]) == (n_anchors, 4):
+        rows = b.op("Transpose", boxes, perm=[0, 2, 1])
+    else:
+        raise OrtCamError(f"box output {head.boxes!r} is {['N', *bshape[1:]]}; the scores have "
+                          f"{n_anchors} anchors: give boxes [N, {n_anchors}, 4]")
+    if head.box_format == "xyxy":
+        def row(i: int) -> gs.Tensor:
+            return b.op("Slice", rows, b.ints([i]), b.ints([i + 1]), b.ints([1]))
+        two = ctx.scalar(2.0, rows)
+        centre = [b.op("Div", b.op("Add", row(i), row(i + 2)), two) for i in (0, 1)]
+        size = [b.op("Sub", row(i + 2), row(i)) for i in (0, 1)]
+        rows = b.op("Concat", *centre, *size, axis=1)
+    return b.op("Concat", rows, cls, axis=1)
 
 
 def _box_iou(ctx: VjpContext, s: gs.Tensor, head: Head, weights: gs.Tensor) -> gs.Tensor:

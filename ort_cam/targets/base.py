@@ -35,6 +35,7 @@ class OutputInfo:
         task: the model's task as its metadata says (``ort_cam.target_kind``, or the
             exporter's ``task``: ultralytics writes detect, segment, classify, pose, obb).
         n_names: how many class names the metadata lists (ultralytics' ``names``), else None.
+        boxes: a detector's box output read beside this one (its scores), else None.
     """
 
     name: str
@@ -46,6 +47,7 @@ class OutputInfo:
     recurrent: bool = False
     task: str | None = None
     n_names: int | None = None
+    boxes: str | None = None
 
     @property
     def shown(self) -> str:
@@ -58,7 +60,8 @@ class OutputInfo:
                 "softmax_axis": self.softmax_axis, "last_op": self.last_op,
                 "concat_sizes": None if self.concat_sizes is None else
                 [list(self.concat_sizes[0]), self.concat_sizes[1]],
-                "recurrent": self.recurrent, "task": self.task, "n_names": self.n_names}
+                "recurrent": self.recurrent, "task": self.task, "n_names": self.n_names,
+                **({"boxes": self.boxes} if self.boxes else {})}
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> OutputInfo:
@@ -67,7 +70,7 @@ class OutputInfo:
                    data["softmax_axis"], data["last_op"],
                    None if concat is None else (tuple(int(v) for v in concat[0]),
                                                 int(concat[1])),
-                   bool(data["recurrent"]), data["task"], data["n_names"])
+                   bool(data["recurrent"]), data["task"], data["n_names"], data.get("boxes"))
 
     @property
     def box_concat(self) -> tuple[tuple[int, ...], int] | None:
@@ -114,6 +117,9 @@ class TargetOptions:
             those scoring at least ``conf`` (the common detector defaults 1, 0.25, 0.45).
         box_iou: detection: add the IoU of the chosen anchor's box with ``box`` (pytorch-grad-
             cam's FasterRCNNBoxScoreTarget: IoU + score), differentiated too.
+        boxes_output: detection: a box output [N, A, 4] beside the output explained, its
+            scores [N, A, C] (models that output boxes and scores before NMS); box_format:
+            how it holds boxes, xyxy (default) or cxcywh.
         objectness: detection: whether the head has an objectness row (None: from the layout).
         layout: detection: ``channels`` ([N, 4+C, A]) or ``anchors`` ([N, A, 4+C]).
         concept: embedding: the concept vector [D].
@@ -135,6 +141,8 @@ class TargetOptions:
     objectness: bool | None = None
     layout: str | None = None
     box_iou: bool = False
+    boxes_output: str | None = None
+    box_format: str = "xyxy"
     concept: np.ndarray | None = field(default=None, compare=False)
     step: int | None = None
     blank: int = 0
@@ -153,7 +161,8 @@ class TargetOptions:
 
 #: The options that belong to one kind or another (``kind``, ``score``, ``target`` are common).
 _SPECIFIC = ("mask", "box", "threshold", "anchors", "top_k", "conf", "iou", "objectness",
-             "layout", "box_iou", "concept", "step", "blank", "weights")
+             "layout", "box_iou", "boxes_output", "box_format", "concept", "step", "blank",
+             "weights")
 
 
 @dataclass(frozen=True, eq=False)

@@ -9,7 +9,7 @@ alike), the reading taken is said, with how to pick another (``Reading.note``).
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -185,10 +185,31 @@ def _checked(kind: type[TargetKind], out: OutputInfo, why: str) -> type[TargetKi
     return kind
 
 
+def _beside_boxes(model: LoadedModel, out: OutputInfo, opts: TargetOptions) -> OutputInfo:
+    """The scores ``out`` read with the box output ``opts.boxes_output`` beside them."""
+    name = opts.boxes_output
+    if opts.kind not in (None, "detection"):
+        raise OrtCamError(f"--boxes-output belongs to a detection target, not a {opts.kind} one")
+    if name not in model.output_names or name == out.name:
+        others = [n for n in model.output_names if n != out.name]
+        raise OrtCamError(f"--boxes-output {name!r} is not another output of the model; it has "
+                          f"{', '.join(others) or 'no other'}")
+    shape = tuple(model.shapes.get(name, ())[1:])
+    if len(out.shape) != 2 or 4 not in shape or len(shape) != 2 or not (
+            set(shape) - {4} <= set(out.shape) or shape == (4, 4)):
+        raise OrtCamError(f"box output {name!r} [N, {', '.join(map(str, shape))}] and scores "
+                          f"{out.name!r} {out.shown} are not boxes [N, A, 4] and scores "
+                          "[N, A, C] of the same anchors")
+    return replace(out, boxes=name)
+
+
 def read_output(model: LoadedModel, output: str, opts: TargetOptions) -> Reading:
     """The kind and head for ``output``: the flag, the metadata's task, the pattern."""
     out = output_info(model, output)
     note = ""
+    if opts.boxes_output is not None:
+        out = _beside_boxes(model, out, opts)
+        opts = replace(opts, kind="detection")
     if opts.kind is not None:
         kind = _checked(kind_named(opts.kind), out, "--target-kind")
     elif out.task in TARGET_KINDS or out.task in TASKS:

@@ -44,6 +44,8 @@ def layout(out: OutputInfo, opts: TargetOptions) -> Layout:
     """The head's layout: the flags, else a Concat of box rows and scores, else the smaller
     axis; objectness from the flag, the Concat, the metadata's class count, else from the
     layout as the common exports have it (channels first: none; anchors first: objectness)."""
+    if out.boxes or opts.boxes_output is not None:  # scores beside a box output: [4+C, A]
+        return Layout(0, False, out.shape[score_axis(out, opts)])
     a, b = out.shape
     axis = 0 if a <= b else 1
     pieces: tuple[int, ...] = ()
@@ -63,6 +65,14 @@ def layout(out: OutputInfo, opts: TargetOptions) -> Layout:
     if out.n_names is not None and 0 < out.n_names <= n_classes:
         n_classes = out.n_names
     return Layout(axis, bool(objectness), n_classes)
+
+
+def score_axis(out: OutputInfo, opts: TargetOptions) -> int:
+    """The class axis of scores [A, C] / [C, A] beside a box output: ``--head-layout`` (its
+    channels: [C, A]), else the smaller axis."""
+    if opts.layout is not None:
+        return 0 if opts.layout == "channels" else 1
+    return 0 if out.shape[0] <= out.shape[1] else 1
 
 
 def xyxy(boxes: np.ndarray) -> np.ndarray:
@@ -103,7 +113,8 @@ class DetectionKind(TargetKind):
 
     name = "detection"
     title = "chosen anchors' scores of a YOLO-style head [N, 4+C, A] / [N, A, 5+C]"
-    options = ("box", "anchors", "top_k", "conf", "iou", "objectness", "layout", "box_iou")
+    options = ("box", "anchors", "top_k", "conf", "iou", "objectness", "layout", "box_iou",
+               "boxes_output", "box_format")
     usage = ("--target-kind detection [--anchors I,J | --top-k K | --box X0,Y0,X1,Y1 "
              "[--box-iou]] [--target CLASS]")
 
@@ -111,6 +122,8 @@ class DetectionKind(TargetKind):
     def fits(cls, out: OutputInfo) -> str | None:
         if len(out.shape) != 2:
             return f"it has {len(out.shape)} axes per image, not a head [4+C, A]"
+        if out.boxes:  # scores [A, C] beside a box output
+            return None
         if min(out.shape) < 5:
             return "neither of its axes holds 4 box rows and class scores"
         return None
@@ -122,6 +135,11 @@ class DetectionKind(TargetKind):
     @classmethod
     def head(cls, out: OutputInfo, opts: TargetOptions) -> Head:
         lay = layout(out, opts)
+        if opts.boxes_output is not None:
+            if opts.box_format not in ("xyxy", "cxcywh"):
+                raise OrtCamError(f"unknown box format {opts.box_format!r}; use xyxy or cxcywh")
+            return Head("output", axis=score_axis(out, opts) + 1, flatten=False,
+                        iou=opts.box_iou, boxes=opts.boxes_output, box_format=opts.box_format)
         if lay.objectness:
             return Head("objectness", axis=lay.axis + 1, flatten=False, iou=opts.box_iou)
         return Head("output", axis=lay.axis + 1 if opts.box_iou else 1, flatten=False,
