@@ -248,3 +248,30 @@ def test_workers_and_gpus_from_the_cluster(cluster):
     assert not wants_cuda("cpu", 8) and not wants_cuda("auto", 0) and wants_cuda(None, 1)
     assert default_workers(ray, {"num_cpus": 1, "num_gpus": 0}) == 2  # the 2-CPU cluster
     assert default_workers(ray, {"num_cpus": 2, "num_gpus": 0}) == 1
+
+
+@pytest.mark.parametrize("source,ship", [("coco", False), ("voc", True)])
+def test_segment_audit_on_ray_equals_the_single_process_audit(cluster, tmp_path, source, ship):
+    """A segment audit (tests/region_data.py: COCO polygon and RLE masks; the same masks as
+    VOC PNGs, sent to the workers as arrays with the images' bytes) gives the records of the
+    single-process audit."""
+    pytest.importorskip("torch")
+    pytest.importorskip("pycocotools")
+    import region_data
+    import target_models as tm
+
+    from ort_cam.audit.distributed import audit_model_ray
+
+    data = region_data.seg_data(tmp_path / "d")
+    path = data["coco"] if source == "coco" else region_data.voc_folder(data, tmp_path / "voc")
+    kw = dict(layer=tm.MODELS["segmenter"].layer, label_map=data["map"],
+              preprocess=region_data.PRE, spec=AuditSpec(steps=2, deletion_steps=2),
+              html_page=False, progress=False)
+    runtime = {"target_kind": "segment", "cache": False}
+    audit_model(data["model"], path, tmp_path / "single", runtime={**runtime, "quiet": True},
+                **kw)
+    audit_model_ray(data["model"], path, tmp_path / "ray", workers=2, ship=ship,
+                    runtime=runtime, **kw)
+    single, on_ray = stripped(tmp_path / "single"), stripped(tmp_path / "ray")
+    assert len(single) == 3 and all(r["status"] == "ok" for r in single.values())
+    assert on_ray == single

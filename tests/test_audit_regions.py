@@ -23,6 +23,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("pycocotools")
 
 import target_models as tm  # noqa: E402
+from region_data import PRE, palette_png, seg_data, voc_folder  # noqa: E402
 from tolerance import REBATCHED  # noqa: E402
 
 from ort_cam import Explainer  # noqa: E402
@@ -36,8 +37,6 @@ from ort_cam.errors import OrtCamError  # noqa: E402
 from ort_cam.preprocess import Preprocess  # noqa: E402
 from ort_cam.runtime import session_for  # noqa: E402
 
-#: Pixels to the models' standard-normal inputs: x = p / 64 - 2.
-PRE = {"preset": "raw", "scale": 1 / 64, "mean": (2.0, 2.0, 2.0)}
 STEPS, DELETION = 4, 4
 METHODS = ("gradcam", "igcam", "rsi")
 
@@ -121,11 +120,6 @@ def test_polygon_and_rle_masks_decode_as_drawn(tmp_path):
         assert obj.mask is not None and obj.mask.decode().tolist() == drawn
 
 
-def _palette_png(path: Path, values: np.ndarray) -> None:
-    im = Image.fromarray(values.astype(np.uint8), mode="P")
-    im.putpalette([v for i in range(256) for v in (i, 255 - i, (7 * i) % 256)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im.save(path)
 
 
 def test_voc_segmentation_pngs(tmp_path):
@@ -139,7 +133,7 @@ def test_voc_segmentation_pngs(tmp_path):
     objects[1:4, 5] = 3
     objects[0, :] = 255
     root = tmp_path / "voc"
-    _palette_png(root / "SegmentationClass" / "a.png", classes)
+    palette_png(root / "SegmentationClass" / "a.png", classes)
     (root / "JPEGImages").mkdir()
     Image.new("RGB", (7, 5)).save(root / "JPEGImages" / "a.jpg")
     ds = open_dataset(root)
@@ -152,7 +146,7 @@ def test_voc_segmentation_pngs(tmp_path):
     assert person is not None and person.area() == 6 and person.decode()[1:4, 4:6].all()
     assert not s.objects[0].mask.decode()[0].any()  # type: ignore[union-attr]  # void
     # with SegmentationObject: one object each, its class from SegmentationClass
-    _palette_png(root / "SegmentationObject" / "a.png", objects)
+    palette_png(root / "SegmentationObject" / "a.png", objects)
     (s,) = open_dataset(root).samples
     assert [(o.label, o.box) for o in s.objects] == [
         ("dog", (1.0, 1.0, 3.0, 3.0)), ("person", (4.0, 1.0, 5.0, 4.0)),
@@ -165,33 +159,6 @@ def test_voc_segmentation_pngs(tmp_path):
 
 
 # --- the segment audit -----------------------------------------------------------------------
-def _seg_data(d: Path) -> dict:
-    """Three 16x16 random images: a polygon cat, an RLE dog (a 4-pixel-wide column band),
-    a polygon cat; the segmenter exported."""
-    d.mkdir(parents=True, exist_ok=True)
-    tm.build_and_export("segmenter", d / "seg.onnx")
-    rng = np.random.default_rng(0)
-    images = []
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
-        images.append({"id": i, "file_name": f"{i}.png", "width": 16, "height": 16})
-    anns = [{"id": 1, "image_id": 0, "category_id": 1, "bbox": [2, 2, 6, 6],
-             "segmentation": [[2, 2, 8, 2, 8, 8, 2, 8]]},
-            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 4, 16],
-             "segmentation": {"size": [16, 16], "counts": [0, 64, 192]}},
-            {"id": 3, "image_id": 2, "category_id": 1, "bbox": [4, 4, 8, 8],
-             "segmentation": [[4, 4, 12, 4, 12, 12, 4, 12]]}]
-    doc = {"images": images, "annotations": anns,
-           "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}
-    (d / "coco.json").write_text(json.dumps(doc))
-    (d / "map.json").write_text(json.dumps({"cat": 1, "dog": 2}))
-    masks = {0: np.zeros((16, 16), bool), 1: np.zeros((16, 16), bool),
-             2: np.zeros((16, 16), bool)}
-    masks[0][2:8, 2:8] = True
-    masks[1][:, :4] = True  # 64 pixels, column-major: the first 4 columns
-    masks[2][4:12, 4:12] = True
-    return {"dir": d, "model": d / "seg.onnx", "coco": d / "coco.json", "map": d / "map.json",
-            "masks": masks, "classes": {0: 1, 1: 2, 2: 1}}
 
 
 def _audit(data: dict, kind: str, out: Path, model: str, score: str | None = None
@@ -206,7 +173,7 @@ def _audit(data: dict, kind: str, out: Path, model: str, score: str | None = Non
 
 @pytest.mark.parametrize("score", ["logit", "probability"])
 def test_segment_audit_curves_are_the_target_scalar_of_the_deleted_images(tmp_path, score):
-    data = _seg_data(tmp_path / "d")
+    data = seg_data(tmp_path / "d")
     records = _audit(data, "segment", tmp_path / "out", "segmenter", score)
     assert [r["status"] for r in records] == ["ok"] * 3
     settings = json.loads((tmp_path / "out" / "audit.json").read_text())
@@ -246,14 +213,8 @@ def test_segment_audit_curves_are_the_target_scalar_of_the_deleted_images(tmp_pa
 
 
 def test_segment_audit_from_voc_pngs_on_the_cli(tmp_path):
-    data = _seg_data(tmp_path / "d")
-    root = tmp_path / "voc"
-    (root / "JPEGImages").mkdir(parents=True)
-    for i in range(3):
-        Image.open(data["dir"] / f"{i}.png").save(root / "JPEGImages" / f"{i}.png")
-        values = np.where(data["masks"][i], 12 if data["classes"][i] == 2 else 8, 0)
-        _palette_png(root / "SegmentationClass" / f"{i}.png", values)
-    (root / "map.json").write_text(json.dumps({"cat": 1, "dog": 2}))
+    data = seg_data(tmp_path / "d")
+    root = voc_folder(data, tmp_path / "voc")
     (root / "Annotations").mkdir()  # VOC's XML boxes beside: a segment audit reads the PNGs
     for i in range(3):
         (root / "Annotations" / f"{i}.xml").write_text(
@@ -381,7 +342,7 @@ def _edit(doc: dict, case: str, d: Path) -> dict:
     ("no pycocotools", "pip install 'ort_cam[coco]'"),
 ])
 def test_bad_inputs_are_refused_in_one_line(tmp_path, monkeypatch, case, message):
-    data = _seg_data(tmp_path / "d")
+    data = seg_data(tmp_path / "d")
     doc = _edit(json.loads(data["coco"].read_text()), case, data["dir"])
     data["coco"].write_text(json.dumps(doc))
     if case == "no pycocotools":
@@ -399,7 +360,7 @@ def test_bad_inputs_are_refused_in_one_line(tmp_path, monkeypatch, case, message
 
 def test_voc_png_of_another_size_than_its_image_is_refused(tmp_path):
     root = tmp_path / "voc"
-    _palette_png(root / "SegmentationClass" / "a.png", np.ones((8, 8)))
+    palette_png(root / "SegmentationClass" / "a.png", np.ones((8, 8)))
     (root / "JPEGImages").mkdir()
     Image.new("RGB", (16, 16)).save(root / "JPEGImages" / "a.jpg")
     with pytest.raises(OrtCamError, match=r"a.png is 8x8 \(width x height\); its image a.jpg "
@@ -412,7 +373,7 @@ def test_voc_png_of_another_size_than_its_image_is_refused(tmp_path):
 
 def test_mask_size_other_than_the_image_file_is_skipped_with_why(tmp_path):
     """The COCO entry says 16x16, the file is 12x16: its mask cannot be laid on it."""
-    data = _seg_data(tmp_path / "d")
+    data = seg_data(tmp_path / "d")
     Image.new("RGB", (12, 16)).save(data["dir"] / "0.png")
     records = _audit(data, "segment", tmp_path / "out", "segmenter")
     assert records[0]["skip"] == "mask size"
@@ -423,7 +384,7 @@ def test_mask_size_other_than_the_image_file_is_skipped_with_why(tmp_path):
 def test_each_label_of_an_image_is_its_own_target(tmp_path):
     """``--targets labels``: a record per image and label, each with its label's mask (the
     union of its objects); the default takes the label of the largest area."""
-    data = _seg_data(tmp_path / "d")
+    data = seg_data(tmp_path / "d")
     doc = json.loads(data["coco"].read_text())
     doc["annotations"] += [  # image 0 gets two dogs: 2x3 and 3x3 pixels, 15 in all
         {"id": 4, "image_id": 0, "category_id": 2, "bbox": [10, 10, 2, 3],

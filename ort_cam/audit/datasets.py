@@ -230,7 +230,7 @@ def read_voc_seg(root: Path) -> Dataset:
     obj_dir = _first_dir(root, SEG_OBJECT_DIRS)
     img_dir = root / "JPEGImages" if (root / "JPEGImages").is_dir() else root
     samples = []
-    for png in pngs:
+    for png in (p.absolute() for p in pngs):  # a Ray worker's folder is another
         image = next((img_dir / (png.stem + s) for s in IMAGE_SUFFIXES
                       if (img_dir / (png.stem + s)).is_file()), None)
         if image is None:

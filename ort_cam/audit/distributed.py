@@ -33,8 +33,10 @@ from typing import Any
 from ..errors import OrtCamError
 from .datasets import Sample, label_map_for, open_dataset
 from .image import AuditSpec
-from .regions import REGION_KINDS
+from .regions import REGION_KINDS, check_dataset
 from .run import (
+    check_kind,
+    dataset_for,
     make_report,
     make_settings,
     measured_settings,
@@ -314,6 +316,8 @@ class Pool:
                 sample = queue.popleft()
                 data = _image_bytes(sample) if self.ship[id(w)] else None
                 sent = replace(sample, path=Path(sample.path).absolute())  # workers' cwd differs
+                if self.ship[id(w)]:
+                    sent = _inline_masks(sent)
                 self.calls[w.handle.audit.remote(sent, data)] = (w, sample)
                 w.in_flight += 1
 
@@ -355,6 +359,16 @@ def _cause(exc: Any) -> Exception:
 def _first_line(exc: Exception) -> str:
     return next((line.strip() for line in str(exc).splitlines() if line.strip()),
                 type(exc).__name__)
+
+
+def _inline_masks(sample: Sample) -> Sample:
+    """``sample`` with its PNG masks read here, as arrays (for a worker that cannot read the
+    files)."""
+    from .masks import ArrayMask, PngMask
+
+    return replace(sample, objects=[
+        replace(o, mask=ArrayMask.of(o.mask.decode())) if isinstance(o.mask, PngMask) else o
+        for o in sample.objects])
 
 
 def _image_bytes(sample: Sample) -> bytes | None:
@@ -451,8 +465,8 @@ def audit_model_ray(model: str | os.PathLike[str], dataset: str | os.PathLike[st
     import_ray()  # the one-line error first, when Ray is not installed
     spec = spec or AuditSpec()
     part = parse_shard(shard)
-    data = open_dataset(Path(dataset), fmt, images)
     runtime = dict(runtime or {})
+    data = open_dataset(Path(dataset), fmt, images, masks=runtime.get("target_kind") == "segment")
     if runtime.get("labels") is not None:  # a file the workers may not see: send the names
         runtime["labels"] = read_labels(runtime["labels"])
     from ..graph.digest import model_digest
@@ -464,10 +478,12 @@ def audit_model_ray(model: str | os.PathLike[str], dataset: str | os.PathLike[st
         pool = start_pool(ray, Path(model), sha, layer, preprocess, runtime, workers, ship,
                           _probe(shard_samples(data.samples, part)))
         info = pool.first_info()
-        if info.get("target_kind") in REGION_KINDS:
-            raise OrtCamError(f"a {info['target_kind']} audit runs in one process; leave out "
-                              "--ray")
-        mapping = label_map_for(label_map, info["labels"], info["n_classes"])
+        kind = info.get("target_kind", "class")
+        data = dataset_for(kind, data, Path(dataset), fmt, images)
+        mapping = label_map_for(label_map, info["labels"], info["n_classes"] or None)
+        if kind in REGION_KINDS:
+            check_kind(kind, spec, False)
+            check_dataset(data, kind, mapping, info["labels"])
         where = ray.get_runtime_context().gcs_address
         settings = make_settings(measured_settings(info, mapping, spec, sha), data, part,
                                  {"providers": info["providers"], "model": str(model),

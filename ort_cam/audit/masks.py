@@ -89,8 +89,35 @@ class PngMask:
         return f"{self.path.name}:{self.value}"
 
 
-#: Either kind of mask an object may have.
-Mask = CocoMask | PngMask
+@dataclass(frozen=True, eq=False)
+class ArrayMask:
+    """A mask held as its bits (a PNG's mask read by the driver of a Ray audit, for workers
+    that cannot read the file)."""
+
+    bits: bytes = field(repr=False)
+    shape: tuple[int, int]
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> ArrayMask:
+        return cls(np.packbits(mask.astype(bool).reshape(-1)).tobytes(),
+                   (int(mask.shape[0]), int(mask.shape[1])))
+
+    def decode(self) -> np.ndarray:
+        h, w = self.shape
+        flat = np.unpackbits(np.frombuffer(self.bits, np.uint8), count=h * w)
+        return flat.reshape(h, w).astype(bool)
+
+    def area(self) -> int:
+        return int(np.count_nonzero(self.decode()))
+
+    def describe(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.bits).hexdigest()
+
+
+#: Any kind of mask an object may have.
+Mask = CocoMask | PngMask | ArrayMask
 
 
 def read_png(path: Path) -> np.ndarray:

@@ -350,6 +350,15 @@ def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
     return make_report(Path(out), html_page)
 
 
+def dataset_for(kind: str, data: Dataset, path: Path, fmt: str, images: Path | None
+                ) -> Dataset:
+    """The dataset a ``kind`` audit reads: a VOC folder opened for its XML boxes is read
+    again for its segmentation PNGs when the target is a segment one."""
+    if kind == "segment" and data.format == "voc" and fmt == "auto":
+        return open_dataset(path, fmt, images, masks=True)
+    return data
+
+
 def check_kind(kind: str, spec: AuditSpec, sanity: bool) -> None:
     """Refuse a target kind the audit does not measure, and for a segment or detection
     target what applies to class targets only (a predicted class, the opt-in metrics, the
@@ -423,8 +432,7 @@ def audit_model(model: str | os.PathLike[str], dataset: str | os.PathLike[str],
     data = open_dataset(Path(dataset), fmt, images,
                         masks=(runtime or {}).get("target_kind") == "segment")
     ex = Explainer(model, layer, preprocess=preprocess, **(runtime or {}))
-    if ex.target_kind == "segment" and data.format == "voc" and fmt == "auto":
-        data = open_dataset(Path(dataset), fmt, images, masks=True)  # its segmentation PNGs
+    data = dataset_for(ex.target_kind, data, Path(dataset), fmt, images)
     mapping = label_map_for(label_map, ex.labels, ex.n_classes or None)
     checks = (sanity_run(model, sanity, ex, runtime or {})
               if sanity is not None and sanity.active else None)

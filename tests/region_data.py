@@ -1,0 +1,62 @@
+"""The segment audits' test data (tests/test_audit_regions.py, tests/test_audit_ray.py): the
+small segmenter of tests/target_models.py, three 16x16 random images with COCO masks
+(polygons and RLE), and the same masks as VOC segmentation PNGs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import target_models as tm
+from PIL import Image
+
+#: Pixels to the models' standard-normal inputs: x = p / 64 - 2.
+PRE = {"preset": "raw", "scale": 1 / 64, "mean": (2.0, 2.0, 2.0)}
+
+def palette_png(path: Path, values: np.ndarray) -> None:
+    im = Image.fromarray(values.astype(np.uint8), mode="P")
+    im.putpalette([v for i in range(256) for v in (i, 255 - i, (7 * i) % 256)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+
+
+def seg_data(d: Path) -> dict:
+    """Three 16x16 random images: a polygon cat, an RLE dog (a 4-pixel-wide column band),
+    a polygon cat; the segmenter exported."""
+    d.mkdir(parents=True, exist_ok=True)
+    tm.build_and_export("segmenter", d / "seg.onnx")
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "width": 16, "height": 16})
+    anns = [{"id": 1, "image_id": 0, "category_id": 1, "bbox": [2, 2, 6, 6],
+             "segmentation": [[2, 2, 8, 2, 8, 8, 2, 8]]},
+            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 4, 16],
+             "segmentation": {"size": [16, 16], "counts": [0, 64, 192]}},
+            {"id": 3, "image_id": 2, "category_id": 1, "bbox": [4, 4, 8, 8],
+             "segmentation": [[4, 4, 12, 4, 12, 12, 4, 12]]}]
+    doc = {"images": images, "annotations": anns,
+           "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}
+    (d / "coco.json").write_text(json.dumps(doc))
+    (d / "map.json").write_text(json.dumps({"cat": 1, "dog": 2}))
+    masks = {0: np.zeros((16, 16), bool), 1: np.zeros((16, 16), bool),
+             2: np.zeros((16, 16), bool)}
+    masks[0][2:8, 2:8] = True
+    masks[1][:, :4] = True  # 64 pixels, column-major: the first 4 columns
+    masks[2][4:12, 4:12] = True
+    return {"dir": d, "model": d / "seg.onnx", "coco": d / "coco.json", "map": d / "map.json",
+            "masks": masks, "classes": {0: 1, 1: 2, 2: 1}}
+
+
+def voc_folder(data: dict, root: Path) -> Path:
+    """``seg_data``'s images and masks as a VOC segmentation folder (VOC values 8 cat,
+    12 dog) with ``map.json``."""
+    (root / "JPEGImages").mkdir(parents=True)
+    for i in range(3):
+        Image.open(data["dir"] / f"{i}.png").save(root / "JPEGImages" / f"{i}.png")
+        values = np.where(data["masks"][i], 12 if data["classes"][i] == 2 else 8, 0)
+        palette_png(root / "SegmentationClass" / f"{i}.png", values)
+    (root / "map.json").write_text(json.dumps({"cat": 1, "dog": 2}))
+    return root
