@@ -134,6 +134,35 @@ def test_the_exported_target_gives_the_explainers_maps(models, case):
     assert abs(float(out["rsi_completeness_gap"]) - gap) <= GAP_TOL * gap
 
 
+@pytest.mark.parametrize("feeds, values", [
+    ({}, {}), ({"anchors": np.array([5, 40])}, {"anchors": (5, 40)}),
+    ({"anchors": np.array([7]), "target_index": np.array(0)}, {"anchors": (7,), "target": 0})],
+    ids=["top1", "anchors", "anchor-and-class"])
+def test_a_detector_with_boxes_and_scores_outputs(tmp_path, feeds, values):
+    """boxes_output is fixed at export: the graph joins the box output before the scores,
+    and the anchors are fed as for a YOLO-style head."""
+    import test_target_boxes_scores as split
+
+    _, path = split.build_and_export(tmp_path / "split.onnx")
+    x = tm.inputs("detector", 1, seed=3)
+    spec = dict(values)
+    target = spec.pop("target", None)
+    proto = export_explainer(path, split.LAYER, steps=M, chunk_size=CHUNK, input_kind="tensor",
+                             baseline="zeros", output="scores", methods=METHODS, cache=False,
+                             target={"boxes_output": "boxes"})
+    out = run(proto, x, **feeds)
+    r = Explainer(path, split.LAYER, output="scores", quiet=True, cache=False, threads=1,
+                  chunk_size=CHUNK, target={"boxes_output": "boxes", **spec}
+                  ).explain_array(x, baseline_array="zeros", steps=M, methods=METHODS,
+                                  target=target)
+    rows, anchors = np.nonzero(out["weights"])  # [4+C, A]
+    assert list(anchors) == sorted(r.target_record["anchors"])
+    assert int(out["target"]) == (-1 if r.target is None else r.target)
+    np.testing.assert_allclose([out["y0"], out["ym"]], [r.y0, r.ym], rtol=Y_TOL, atol=0)
+    for method in METHODS:
+        assert np.abs(out[f"{method}_map"] - r[method].map).max() <= MAP_TOL, method
+
+
 def test_the_picked_weights_are_the_explainers(models):
     """W itself, for a kind whose choice is worked out in the graph (the detector's top box
     and a greedy CTC decoding): the anchors and the steps and tokens the explainer chose."""
@@ -243,3 +272,20 @@ def test_the_cli_exports_a_segment_target_and_records_it(models, tmp_path):
         "--target-kind", "detection", "--out", tmp_path / "b.onnx", "--no-cache")])
     assert bad.exit_code != 0 and len(bad.output.strip().splitlines()) == 1, bad.output
     assert "does not fit output 'prob'" in bad.output
+
+
+def test_the_cli_exports_a_detector_with_boxes_and_scores(tmp_path):
+    import json
+
+    import test_target_boxes_scores as split
+
+    _, path = split.build_and_export(tmp_path / "split.onnx")
+    out = tmp_path / "explainer.onnx"
+    res = CliRunner().invoke(main, [str(a) for a in (
+        "export", path, "--layer", split.LAYER, "--input", "tensor", "--baseline", "zeros",
+        "--steps", 2, "--output", "scores", "--boxes-output", "boxes", "--out", out,
+        "--no-cache")])
+    assert res.exit_code == 0, res.output
+    assert "inputs: x, anchors, target_index, baseline" in res.output
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta["ort_cam.export.target"])["classes"] == tm.DET_CLASSES

@@ -3,7 +3,8 @@
 (x0, y0, x1, y1 by default, or cx, cy, w, h) is joined before it into one head [N, 4+C, A]
 in the graph, and the detection target picks anchors from it as from a YOLO-style head: by
 index, the top-k after a NumPy NMS on the host, or the anchor a given box matches by IoU
-(optionally + that IoU, differentiated through the box output).
+(optionally + that IoU, differentiated through the box output). ``ort-cam export`` takes
+``--boxes-output`` too (tests/test_export_targets.py).
 
 The model: tests/target_models.py's detector with its head split into ``boxes`` (corners)
 and ``scores`` (sigmoid) [N, A, ...]. Against torch autograd of the same scalar, the
@@ -52,10 +53,9 @@ class BoxesScores(nn.Module):
         return boxes, out[:, 4:].transpose(1, 2)
 
 
-@pytest.fixture(scope="module")
-def detector(tmp_path_factory):
+def build_and_export(path) -> tuple[nn.Module, object]:
+    """The detector split into boxes and scores (seed 0), exported to ``path``."""
     model = BoxesScores(tm.build("detector")).eval()
-    path = tmp_path_factory.mktemp("boxes") / "boxes_scores.onnx"
     axes = {n: {0: "N"} for n in ("x", "boxes", "scores")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -63,6 +63,11 @@ def detector(tmp_path_factory):
                           dynamo=False, opset_version=17, input_names=["x"],
                           output_names=["boxes", "scores"], dynamic_axes=axes)
     return model, path
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    return build_and_export(tmp_path_factory.mktemp("boxes") / "boxes_scores.onnx")
 
 
 def _head(model: nn.Module, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +143,7 @@ def test_a_bad_box_output_is_refused_in_one_line(detector, target, message):
     with pytest.raises(OrtCamError) as err:
         ort_cam.Explainer(path, LAYER, output="scores", quiet=True, cache=False, target=target)
     assert message in str(err.value) and "\n" not in str(err.value)
-    with pytest.raises(OrtCamError, match="--boxes-output cannot be exported yet") as exported:
+    with pytest.raises(OrtCamError) as exported:
         export_explainer(path, LAYER, steps=2, input_kind="tensor", baseline="zeros",
-                         output="scores", target={"boxes_output": "boxes"}, cache=False)
-    assert "\n" not in str(exported.value)
+                         output="scores", target=target, cache=False)
+    assert message in str(exported.value) and "\n" not in str(exported.value)

@@ -140,7 +140,8 @@ _TARGET_VALUES = {"mask": "mask", "box": "box", "threshold": "threshold", "ancho
 #: ``ort-cam export``'s target options: those fixed at export (the others are the
 #: explainer's inputs at run time), option name -> ``TargetOptions`` field.
 TARGET_AT_EXPORT = {"threshold": "threshold", "conf": "conf", "objectness": "objectness",
-                    "head_layout": "layout", "blank": "blank"}
+                    "head_layout": "layout", "boxes_output": "boxes_output",
+                    "box_format": "box_format", "blank": "blank"}
 export_target_options = _compose(
     target_kind_option,
     click.option("--threshold", type=float, default=None,
@@ -153,6 +154,11 @@ export_target_options = _compose(
     click.option("--head-layout", type=click.Choice(["channels", "anchors"]), default=None,
                  help="detection: the head's layout, [N, 4+C, A] (channels) or [N, A, 4+C] "
                  "(anchors) (default: from its shape)."),
+    click.option("--boxes-output", default=None, metavar="NAME",
+                 help="detection: the model's box output [N, A, 4] beside the scores it "
+                 "explains (--output, [N, A, C])."),
+    click.option("--box-format", type=click.Choice(["xyxy", "cxcywh"]), default=None,
+                 help="detection: how --boxes-output holds boxes (default xyxy)."),
     click.option("--blank", type=int, default=None,
                  help="sequence: the CTC blank index (default 0)."),
 )

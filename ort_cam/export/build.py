@@ -207,7 +207,8 @@ _FED = {"target": "target_index (or step for a sequence)", "mask": "target_mask"
         "anchors": "anchors", "concept": "concept", "weights": "target_weights",
         "step": "step", "top_k": "anchors (the host's NMS picks them)"}
 #: The target options fixed at export (the head, and how W is picked by default).
-_AT_EXPORT = ("threshold", "conf", "iou", "objectness", "layout", "blank")
+_AT_EXPORT = ("threshold", "conf", "iou", "objectness", "layout", "blank", "boxes_output",
+              "box_format")
 
 
 def _check_target_options(kind: str, opts: TargetOptions) -> None:
