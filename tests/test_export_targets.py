@@ -163,6 +163,42 @@ def test_a_detector_with_boxes_and_scores_outputs(tmp_path, feeds, values):
         assert np.abs(out[f"{method}_map"] - r[method].map).max() <= MAP_TOL, method
 
 
+def _box_off_the_top_anchor(path: Path, name: str, x: np.ndarray, extra: dict) -> tuple:
+    """A box (x0, y0, x1, y1) 0.5 to 1 pixel off the top-scoring anchor's own box."""
+    s = Explainer(path, tm.MODELS[name].layer, quiet=True, cache=False, threads=1,
+                  target=extra).scores_at(x)[0]
+    a = int(np.argmax(s[4:].max(0)))
+    cx, cy, w, h = (float(v) for v in s[:4, a])
+    return (cx - w / 2 + 1.0, cy - h / 2 - 0.5, cx + w / 2 + 0.5, cy + h / 2 + 1.0)
+
+
+@pytest.mark.parametrize("name", ["detector", "detector_obj"])
+def test_the_iou_term_is_exported_with_a_box_input(models, name):
+    """--box-iou at export: the box is an input, matched in the graph as the explainer
+    matches it, and its IoU added (maps measured <= 4.4e-16 from the explainer's)."""
+    path, x = models(name), tm.inputs(name, 1, seed=3)
+    extra = {"objectness": True} if name == "detector_obj" else {}
+    box = _box_off_the_top_anchor(path, name, x, extra)
+    proto = explainer(path, name, "detection", target={"box_iou": True, **extra})
+    out = run(proto, x, box=np.asarray([box], np.float32))
+    r = Explainer(path, tm.MODELS[name].layer, quiet=True, cache=False, threads=1,
+                  chunk_size=CHUNK, target={"box_iou": True, **extra}
+                  ).explain_array(x, baseline_array="zeros", steps=M, methods=METHODS,
+                                  target={"box": box})
+    rows, anchors = np.nonzero(out["weights"][:-4])  # the box rows left out
+    assert set(anchors) == set(r.target_record["anchors"]) and int(out["target"]) == r.target
+    np.testing.assert_allclose(out["weights"][-4:, 0], box, rtol=1e-6)
+    np.testing.assert_allclose([out["y0"], out["ym"]], [r.y0, r.ym], rtol=Y_TOL, atol=0)
+    for method in METHODS:
+        assert np.abs(out[f"{method}_map"] - r[method].map).max() <= MAP_TOL, method
+    with pytest.raises(Exception, match="no_anchor_matches_the_box_by_iou_0.5"):
+        run(proto, x, box=np.asarray([[100, 100, 120, 120]], np.float32))
+    with pytest.raises(Exception, match="box_must_be_finite"):
+        run(proto, x, box=np.asarray([[np.nan, 1, 9, 9]], np.float32))
+    with pytest.raises(Exception, match="Got invalid dimensions for input: box"):
+        run(proto, x, box=np.zeros((0, 4), np.float32))
+
+
 def test_the_picked_weights_are_the_explainers(models):
     """W itself, for a kind whose choice is worked out in the graph (the detector's top box
     and a greedy CTC decoding): the anchors and the steps and tokens the explainer chose."""

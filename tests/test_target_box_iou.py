@@ -11,6 +11,7 @@ Grad-CAM and RSI-Grad-CAM, and RSI's gap. Tolerance as tests/test_target_explain
 quantity's float32 floor measured on the spot (the reference again in float32), ort_cam within
 FACTOR = 10 times it plus 8 float32 ulps (measured: at most 2.9x the floor). The same target
 without the IoU term is 0.70 to 0.99 off the reference (relative), so a term left out fails.
+(The exported explainer with the term: tests/test_export_targets.py.)
 """
 
 from __future__ import annotations
@@ -122,9 +123,9 @@ def test_box_iou_is_refused_in_one_line_where_it_cannot_apply(tmp_path):
     with pytest.raises(OrtCamError, match="cannot change the kind, the score or box_iou"):
         plain.explain_array(x, baseline_array="zeros", steps=2, methods=["gradcam"],
                             target={"box": (1, 1, 9, 9), "box_iou": True})
-    with pytest.raises(OrtCamError, match="--box-iou cannot be exported yet") as exported:
+    with pytest.raises(OrtCamError, match="--box is not fixed at export: .* or box") as exported:
         export_explainer(path, layer, steps=2, input_kind="tensor", baseline="zeros",
-                         target={"box_iou": True}, cache=False)
+                         target={"box_iou": True, "box": (1, 1, 9, 9)}, cache=False)
     _, seg = tm.build_and_export("segmenter", tmp_path / "s.onnx")
     with pytest.raises(OrtCamError, match="--box-iou does not apply to a segment target"):
         ort_cam.Explainer(seg, tm.MODELS["segmenter"].layer, quiet=True, cache=False,

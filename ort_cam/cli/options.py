@@ -141,7 +141,7 @@ _TARGET_VALUES = {"mask": "mask", "box": "box", "threshold": "threshold", "ancho
 #: explainer's inputs at run time), option name -> ``TargetOptions`` field.
 TARGET_AT_EXPORT = {"threshold": "threshold", "conf": "conf", "objectness": "objectness",
                     "head_layout": "layout", "boxes_output": "boxes_output",
-                    "box_format": "box_format", "blank": "blank"}
+                    "box_format": "box_format", "box_iou": "box_iou", "blank": "blank"}
 export_target_options = _compose(
     target_kind_option,
     click.option("--threshold", type=float, default=None,
@@ -159,6 +159,9 @@ export_target_options = _compose(
                  "explains (--output, [N, A, C])."),
     click.option("--box-format", type=click.Choice(["xyxy", "cxcywh"]), default=None,
                  help="detection: how --boxes-output holds boxes (default xyxy)."),
+    click.option("--box-iou", is_flag=True, default=None,
+                 help="detection: the explainer takes a box (its input box) and adds the IoU "
+                 "of the matched anchor's box with it to the score."),
     click.option("--blank", type=int, default=None,
                  help="sequence: the CTC blank index (default 0)."),
 )

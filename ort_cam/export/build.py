@@ -203,21 +203,19 @@ def _classes(setup: ModelSetup) -> int:
 
 #: What the exported graph takes as inputs, not as export options (kind -> option -> input).
 _FED = {"target": "target_index (or step for a sequence)", "mask": "target_mask",
-        "box": "target_mask (a box's mask), or anchors (matched on the host)",
+        "box": "target_mask (a box's mask), anchors (matched on the host), or box (with "
+               "--box-iou)",
         "anchors": "anchors", "concept": "concept", "weights": "target_weights",
         "step": "step", "top_k": "anchors (the host's NMS picks them)"}
 #: The target options fixed at export (the head, and how W is picked by default).
 _AT_EXPORT = ("threshold", "conf", "iou", "objectness", "layout", "blank", "boxes_output",
-              "box_format")
+              "box_format", "box_iou")
 
 
 def _check_target_options(kind: str, opts: TargetOptions) -> None:
     """Refuse a value the explainer takes as an input at run time, and one the kind does
     not read."""
     given = [*opts.given(), *(["target"] if opts.target is not None else [])]
-    if opts.box_iou:
-        raise OrtCamError("--box-iou cannot be exported yet: its box is matched to an anchor "
-                          "on the host; export without it and feed that anchor")
     later = [name for name in given if name not in _AT_EXPORT and name not in _FED]
     if later:
         raise OrtCamError(f"--{later[0].replace('_', '-')} cannot be exported yet; explain "

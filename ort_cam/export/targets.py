@@ -13,7 +13,9 @@ inputs the caller feeds, carries it through the path, and outputs it (``weights`
 - embedding: ``concept`` [D] (W = concept / ‖concept‖: the cosine);
 - detection: ``anchors`` [K] (K = 0: the best-scoring anchor at x, which is the top-1 box
   after NMS, refused under ``conf``) and ``target_index`` (−1: each anchor's own top class);
-  NMS for k > 1 and boxes matched by IoU stay on the host: feed their anchors;
+  NMS for k > 1 stays on the host: feed its anchors. With the +IoU term (``box_iou``,
+  fixed at export) ``box`` [1, 4] (x0, y0, x1, y1) instead of ``anchors``: the best-scoring
+  anchor whose box overlaps it by IoU > 0.5, plus that IoU, as ``targets.detection`` picks;
 - sequence: ``step`` (−1: every kept step of the greedy CTC decoding at x, the blank fixed
   at export) and ``target_index`` (the token at that step, −1: its top token);
 - any: ``target_weights`` of S's shape, used as given.
@@ -33,13 +35,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ..grad.spec import IOU_ROWS
 from ..targets import OutputInfo, TargetOptions
-from ..targets.detection import layout
+from ..targets.detection import MATCH_IOU, layout
 from ..targets.segment import BACKGROUND, class_axis, grid, one_channel
 from .ops import F64, Ops, Tensor
 
 TARGET_IN, MASK_IN, CONCEPT_IN = "target_index", "target_mask", "concept"
-ANCHORS_IN, STEP_IN, WEIGHTS_IN = "anchors", "step", "target_weights"
+ANCHORS_IN, STEP_IN, WEIGHTS_IN, BOX_IN = "anchors", "step", "target_weights", "box"
 #: The first dimension of ``target_mask``: 0 (the default mask) or the grid's height.
 MASK_ROWS, ANCHOR_COUNT = "mask_rows", "anchor_count"
 #: The kinds an explainer can take (class and binary are graph.py's own class target).
@@ -85,7 +88,9 @@ class GraphTarget:
         if self.kind == "embedding":
             return [gs.Variable(CONCEPT_IN, f32, [int(np.prod(self.s_shape))])]
         if self.kind == "detection":
-            return [gs.Variable(ANCHORS_IN, i64, [ANCHOR_COUNT]), gs.Variable(TARGET_IN, i64, [])]
+            pick = (gs.Variable(BOX_IN, f32, [1, 4]) if self.opts.box_iou
+                    else gs.Variable(ANCHORS_IN, i64, [ANCHOR_COUNT]))
+            return [pick, gs.Variable(TARGET_IN, i64, [])]
         if self.kind == "sequence":
             return [gs.Variable(STEP_IN, i64, []), gs.Variable(TARGET_IN, i64, [])]
         return [gs.Variable(WEIGHTS_IN, f32, list(self.s_shape))]
@@ -113,7 +118,7 @@ class GraphTarget:
         if self.kind == "detection":
             lay = layout(self.out, self.opts)
             rec.update(layout=("channels", "anchors")[lay.axis], objectness=lay.objectness,
-                       classes=lay.n_classes, conf=self.opts.conf)
+                       classes=lay.n_classes, conf=self.opts.conf, box_iou=self.opts.box_iou)
         if self.kind == "sequence":
             rec["blank"] = self.opts.blank
         return rec
@@ -248,32 +253,69 @@ def _embedding(t: GraphTarget, op: Ops, s: Tensor, ins: dict[str, Tensor]) -> Pi
 
 def _detection(t: GraphTarget, op: Ops, s: Tensor, ins: dict[str, Tensor]) -> Picked:
     lay = layout(t.out, t.opts)
-    rows = s if lay.axis == 0 else op.transpose(s, [1, 0])  # [4(+extra)+C, A]
-    n_rows, n_anchors = t.s_shape[lay.axis], t.s_shape[1 - lay.axis]
-    nc = lay.n_classes
+    rows = s if lay.axis == 0 else op.transpose(s, [1, 0])  # [4(+extra)+C(+IoU rows), A]
+    n_rows = t.s_shape[lay.axis] - (IOU_ROWS if t.opts.box_iou else 0)
+    n_anchors, nc = t.s_shape[1 - lay.axis], lay.n_classes
     scores = op.cast(op.b.op("Slice", rows, op.b.ints([4]), op.b.ints([4 + nc]),
                              op.b.ints([0])), F64)  # [C, A]
     req = ins[TARGET_IN]
     per_anchor = op.where(op.equal(req, op.i64(-1)), op.argmax(scores, 0), req)  # [A]
     cls_hot = op.equal(op.reshape(op.arange(0, nc), [nc, 1]), per_anchor)  # [C, A]
     best = op.sum(op.mul(scores, op.cast(cls_hot, F64)), [0])  # each anchor's class score
-    top = op.argmax(best, 0)
-    given = ins[ANCHORS_IN]
-    none_given = op.equal(op.take(op.shape(given), 0), op.i64(0))
-    hits = op.equal(op.unsqueeze(given, [1]), op.reshape(op.arange(0, n_anchors), [1, -1]))
-    chosen = op.cast(op.greater(op.sum(op.cast(hits, F64), [0]), 0.0), t.dtype)
-    chosen = op.where(none_given, op.cast(_hot(op, top, n_anchors, [-1]), t.dtype), chosen)
+    if t.opts.box_iou:
+        chosen, box, checks = _by_box(t, op, rows, best, ins[BOX_IN])
+    else:
+        chosen, checks = _by_anchors(t, op, best, ins[ANCHORS_IN])
     w_cls = op.mul(op.cast(cls_hot, t.dtype), op.unsqueeze(chosen, [0]))  # [C, A]
     parts = [op.zeros([4, n_anchors], t.dtype), w_cls]
     if n_rows > 4 + nc:  # mask coefficients, keypoints: no score
         parts.append(op.zeros([n_rows - 4 - nc, n_anchors], t.dtype))
+    if t.opts.box_iou:  # the IoU row at the anchor, the box at anchor 0 (grad.transforms)
+        at_0 = op.cast(_hot(op, op.i64(0), n_anchors, [1, -1]), t.dtype)
+        parts += [op.unsqueeze(chosen, [0]), op.mul(op.unsqueeze(box, [1]), at_0)]
     wt = op.concat(parts, 0)
-    low = op.logical_and(none_given, op.less(op.take(best, top), op.const(t.opts.conf)))
-    checks = [(_out_of(op, given, 0, n_anchors), f"anchors_must_be_in_0_to_{n_anchors - 1}"),
-              (_out_of(op, req, -1, nc), f"target_index_must_be_-1_or_0_to_{nc - 1}"),
-              (low, f"no_box_scores_at_least_{t.opts.conf:g}_feed_anchors")]
+    checks.insert(0, (_out_of(op, req, -1, nc), f"target_index_must_be_-1_or_0_to_{nc - 1}"))
     return Picked(wt if lay.axis == 0 else op.transpose(wt, [1, 0]),
                   _single_index(op, w_cls, 1), checks)
+
+
+def _by_anchors(t: GraphTarget, op: Ops, best: Tensor, given: Tensor
+                ) -> tuple[Tensor, list[tuple[Tensor, str]]]:
+    """The fed anchors ([A], S's dtype), else the best-scoring one (refused under conf)."""
+    n_anchors = t.s_shape[1 - layout(t.out, t.opts).axis]
+    top = op.argmax(best, 0)
+    none_given = op.equal(op.take(op.shape(given), 0), op.i64(0))
+    hits = op.equal(op.unsqueeze(given, [1]), op.reshape(op.arange(0, n_anchors), [1, -1]))
+    chosen = op.cast(op.greater(op.sum(op.cast(hits, F64), [0]), 0.0), t.dtype)
+    chosen = op.where(none_given, op.cast(_hot(op, top, n_anchors, [-1]), t.dtype), chosen)
+    low = op.logical_and(none_given, op.less(op.take(best, top), op.const(t.opts.conf)))
+    return chosen, [(_out_of(op, given, 0, n_anchors), f"anchors_must_be_in_0_to_{n_anchors - 1}"),
+                    (low, f"no_box_scores_at_least_{t.opts.conf:g}_feed_anchors")]
+
+
+def _by_box(t: GraphTarget, op: Ops, rows: Tensor, best: Tensor, given: Tensor
+            ) -> tuple[Tensor, Tensor, list[tuple[Tensor, str]]]:
+    """The best-scoring anchor whose box overlaps the fed box (x0, y0, x1, y1) by IoU > 0.5
+    (``targets.detection``'s match, in float64), and the box in S's dtype."""
+    n_anchors = t.s_shape[1 - layout(t.out, t.opts).axis]
+    box = op.take(op.cast(given, F64), 0)  # [1, 4] (a static shape, checked when fed)
+    b0, b1, b2, b3 = (op.take(box, i) for i in range(4))
+    cx, cy, w, h = (op.take(op.cast(rows, F64), i) for i in range(4))  # [A] each
+    x0, y0 = op.sub(cx, op.div(w, 2.0)), op.sub(cy, op.div(h, 2.0))
+    x1, y1 = op.add(cx, op.div(w, 2.0)), op.add(cy, op.div(h, 2.0))
+    inter = op.mul(op.relu(op.sub(op.minimum(x1, b2), op.maximum(x0, b0))),
+                   op.relu(op.sub(op.minimum(y1, b3), op.maximum(y0, b1))))
+    area = op.mul(op.relu(op.sub(x1, x0)), op.relu(op.sub(y1, y0)))
+    union = op.sub(op.add(area, op.mul(op.relu(op.sub(b2, b0)), op.relu(op.sub(b3, b1)))),
+                   inter)
+    positive = op.greater(union, 0.0)
+    overlap = op.where(positive, op.div(inter, op.where(positive, union, op.const(1.0))),
+                       op.const(0.0))
+    matched = op.greater(overlap, MATCH_IOU)
+    anchor = op.argmax(op.where(matched, best, op.const(-np.inf)), 0)
+    return (op.cast(_hot(op, anchor, n_anchors, [-1]), t.dtype), op.cast(box, t.dtype),
+            [(_nonfinite(op, given), "box_must_be_finite"),
+             (op.logical_not(_any(op, matched)), f"no_anchor_matches_the_box_by_iou_{MATCH_IOU}")])
 
 
 def _sequence(t: GraphTarget, op: Ops, s: Tensor, ins: dict[str, Tensor]) -> Picked:
