@@ -441,7 +441,8 @@ def chunk_size(per_sample_bytes: int, m: int, budget_bytes: int) -> int:
 @dataclass(frozen=True)
 class AutoSteps:
     """``steps="auto"``: m doubles from ``start`` until the completeness gap that the reducer
-    ``judge`` reports is at most ``tolerance``, or until 2m would pass ``most``."""
+    ``judge`` reports is at most ``tolerance`` or not defined (NaN: y at x equals y at the
+    baseline, which no m changes), or until 2m would pass ``most``."""
 
     start: int
     tolerance: float
@@ -450,7 +451,7 @@ class AutoSteps:
 
     def done(self, path: PathResult) -> bool:
         """Whether the walk may stop at ``path`` (its m)."""
-        return path.extras[self.judge][COMPLETENESS_GAP] <= self.tolerance or (
+        return not path.extras[self.judge][COMPLETENESS_GAP] > self.tolerance or (
             path.m * 2 > self.most)
 
     def drop_judge(self, path: PathResult, names: Sequence[str]) -> PathResult:

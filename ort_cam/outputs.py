@@ -10,9 +10,11 @@ import numpy as np
 from .files import refuse_overwrite
 from .methods import METHODS, extra_names
 from .render import save_panel
-from .result import Explanation
+from .result import COMPLETENESS_GAP, Explanation
 
 RESULTS = "results.jsonl"
+#: results.jsonl's and the .npz's field that says why the completeness gap is not given.
+GAP_UNDEFINED_KEY = "completeness_gap_undefined"
 
 
 def output_paths(out_dir: Path, stem: str) -> tuple[Path, Path]:
@@ -35,7 +37,8 @@ def npz_arrays(r: Explanation, original: bool = False) -> dict[str, np.ndarray]:
     original image's pixel grid (``Explanation.photo_map``). A target of another kind than
     class adds target_kind, target_weights-free records of what was chosen: target_mask (on
     the output's grid), target_boxes (x0, y0, x1, y1), target_anchors, target_steps,
-    target_tokens, where the kind chose them; ``target`` is -1 where it has no class."""
+    target_tokens, where the kind chose them; ``target`` is -1 where it has no class. Where
+    the completeness gap is not defined (NaN), completeness_gap_undefined says why."""
     arrays = {"target": np.array(-1 if r.target is None else r.target),
               "scores_path": r.scores_path}
     if r.target_record is not None:
@@ -57,13 +60,38 @@ def npz_arrays(r: Explanation, original: bool = False) -> dict[str, np.ndarray]:
         for extra in cls.extras:
             value = found.extras[extra] if found is not None else np.nan
             arrays[f"{name}_{extra}"] = np.array(value)
+    if r.completeness_gap_undefined is not None:  # the gap is NaN: say why
+        arrays[GAP_UNDEFINED_KEY] = np.array(r.completeness_gap_undefined)
     return arrays
 
 
-def extras_record(r: Explanation) -> dict[str, float | None]:
+def extras_record(r: Explanation) -> dict[str, float | str | None]:
     """Every extra any registered method reports, by name: the value of the first method of
-    ``r`` that reports it, else None (results.jsonl and the audit's records)."""
-    return {name: r.extra(name) for name in extra_names()}
+    ``r`` that reports it, else None (results.jsonl and the audit's records); a gap that is
+    not defined is None, with why under ``completeness_gap_undefined`` (else None)."""
+    values = {name: r.extra(name) for name in extra_names()}
+    rec: dict[str, float | str | None] = {
+        name: None if value is not None and np.isnan(value) else value
+        for name, value in values.items()}
+    if COMPLETENESS_GAP in values:
+        rec[GAP_UNDEFINED_KEY] = r.completeness_gap_undefined
+    return rec
+
+
+def target_fields(r: Explanation) -> dict:
+    """results.jsonl's target_kind and target_record; a class target's record holds its
+    class, label, reading (``score``) and value, a binary target's the sign of its ±logit
+    (``sign``: +1 for class 1, −1 for class 0); both add the top-5 classes."""
+    if r.target_record is not None:
+        return {"target_kind": r.target_kind, "target_record": r.target_record}
+    rec: dict = {"kind": r.target_kind, "class": r.target, "label": r.label,
+                 "value": r.score}
+    if r.target_kind == "binary":
+        rec["sign"] = 1 if r.target == 1 else -1
+    else:
+        rec["score"] = r.score_mode
+    return {"top5": [int(i) for i in np.argsort(-r.scores)[:5]],
+            "target_kind": r.target_kind, "target_record": rec}
 
 
 def record(r: Explanation, image: str, stem: str) -> dict:
@@ -73,9 +101,7 @@ def record(r: Explanation, image: str, stem: str) -> dict:
         "score_mode": r.score_mode, "score": r.score,
         "y0": r.y0 if r.steps else None,  # no path walked: only x was run
         "ym": r.ym, "steps": r.steps,
-        "layer": r.layer, **extras_record(r),
-        **({"top5": [int(i) for i in np.argsort(-r.scores)[:5]]} if r.target_record is None
-           else {"target_kind": r.target_kind, "target_record": r.target_record}),
+        "layer": r.layer, **extras_record(r), **target_fields(r),
         "methods": {name: {"dark": res.dark, "raw_min": float(res.raw.min()),
                            "raw_max": float(res.raw.max())}
                     for name, res in r.methods.items()},

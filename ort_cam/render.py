@@ -68,24 +68,44 @@ def overlay(pixels: np.ndarray, heat: np.ndarray, alpha: float = 0.5,
     return (np.clip(out, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
+def value_text(r: Explanation) -> str:
+    """The target's value y at x as the panel and the CLI's line name it: a class's score
+    (its reading: probability, sigmoid, logit, ReST score), a binary target's ±logit, an
+    embedding's cosine, Σ w·output for weights given, else the sum over what was chosen (a
+    mask's pixels, anchors, kept steps) of the scores S."""
+    kind, v = r.target_kind, f"{r.score:.4g}"
+    if kind == "binary":  # y = +z for class 1, −z for class 0
+        return f"{'+' if r.target == 1 else '−'}logit {v}"
+    if kind == "embedding":
+        return f"cosine {v}"
+    if kind == "any":
+        return f"Σ w·output {v}"
+    if kind == "class":
+        return f"{'ReST score' if r.score_mode == 'rest' else r.score_mode} {v}"
+    what = "score" if r.score_mode in ("output", "objectness") else r.score_mode
+    return f"Σ {what} {v}"
+
+
 def class_text(r: Explanation) -> str:
     """'label (index), score' with a saturated probability written as 1 − (1 − p); for a
     target of another kind, the kind, its class where it has one, and its value."""
     name = f"{r.label} ({r.target})" if r.label else f"class {r.target}"
     if r.target_record is not None:
         what = r.target_kind if r.target is None else f"{r.target_kind} {name}"
-        return f"{what}, {r.score_mode} Σ {r.score:.4g}"
+        return f"{what}, {value_text(r)}"
     if r.score_mode == "probability" and r.score > GAP_NOTATION_ABOVE:
         # near 1: 1 − p says how far, where 4 digits would only show "1"
         gap = 1 - r.score
         return f"{name}, p = 1 − {gap:.1e}" if gap > 0 else f"{name}, p = 1 (to float32)"
-    return f"{name}, {r.score_mode} {r.score:.4g}"
+    return f"{name}, {value_text(r)}"
 
 
 def extra_text(name: str, value: float) -> str:
-    """A method's extra scalar as its panel shows it: the completeness gap in percent."""
+    """A method's extra scalar as its panel shows it: the completeness gap in percent ("n/a"
+    where it is not defined: NaN, y at x equals y at the baseline)."""
     if name == COMPLETENESS_GAP:
-        return f"completeness gap {100 * value:.2g}%"
+        return ("completeness gap n/a (y(x) = y(x0))" if np.isnan(value)
+                else f"completeness gap {100 * value:.2g}%")
     return f"{name.replace('_', ' ')} {value:.4g}"
 
 

@@ -14,6 +14,24 @@ from .maps import to_photo
 #: The extra that measures how far a path integral is from y_m − y_0; ``steps="auto"``
 #: doubles m until the method that reports it (found through ``METHODS``) is below tolerance.
 COMPLETENESS_GAP = "completeness_gap"
+#: Why a completeness gap is not given (its value is NaN, null in results.jsonl).
+GAP_UNDEFINED = "y at x equals y at the baseline"
+#: |y_m − y_0| at or below this many float32 ulps of max(|y_m|, |y_0|) is taken as 0. The gap
+#: |Σ IG − (y_m − y_0)| / |y_m − y_0| divides by it: where the model gives y at the baseline
+#: as at x (a constant or symmetric target, a baseline equal to x), the quotient is float32
+#: rounding over rounding (0, or 1e+300 over the float64 floor), no measure of completeness.
+#: y_0 and y_m are float32 outputs: storing them rounds each by half an ulp, and the forward
+#: pass adds a few ulps more (sums over a layer's terms); 64 ulps (7.6e-6 relative) leaves a
+#: margin of ~10x over that, and lies far below a Δy worth a gap (docs/targets.md's examples
+#: have |y_m − y_0| ≥ 0.34 max(|y_m|, |y_0|)).
+GAP_UNDEFINED_ULPS = 64
+
+
+def gap_defined(y0: float, ym: float) -> bool:
+    """Whether the completeness gap of a path from y_0 to y_m is defined: |y_m − y_0| above
+    float32 noise (``GAP_UNDEFINED_ULPS``); a NaN end leaves it defined (its gap is NaN)."""
+    noise = GAP_UNDEFINED_ULPS * float(np.finfo(np.float32).eps) * max(abs(y0), abs(ym))
+    return not abs(ym - y0) <= noise
 
 #: Path steps m when none are given (METHODS.md: default 50, the papers use 20..200): the
 #: API's ``steps``, the CLI's ``--steps`` and the audit's spec all read it.
@@ -136,4 +154,14 @@ class Explanation(PathEnds):
 
     @property
     def completeness_gap(self) -> float | None:
+        """The gap of the first method that reports one (NaN where it is not defined:
+        ``completeness_gap_undefined``), else None."""
         return self.extra(COMPLETENESS_GAP)
+
+    @property
+    def completeness_gap_undefined(self) -> str | None:
+        """Why the completeness gap is not given (``GAP_UNDEFINED``: y at x equals y at the
+        baseline, to float32), else None (also where no method reports a gap)."""
+        if self.completeness_gap is None or gap_defined(self.y0, self.ym):
+            return None
+        return GAP_UNDEFINED

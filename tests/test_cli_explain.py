@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,9 @@ from PIL import Image
 
 import ort_cam
 from ort_cam.cli import main
+from ort_cam.cli.explain_cmd import _line
+from ort_cam.methods import MethodOptions
+from ort_cam.result import GAP_UNDEFINED, Explanation, gap_defined
 
 LAYER = "relu1_out"
 
@@ -154,3 +159,104 @@ def test_metadata_roundtrip_lets_explain_run_without_flags(setup, tmp_path):
     assert res.exit_code == 1 and "exists" in res.output
     res = run("metadata", setup["model"], "--out", setup["model"], "--force")
     assert res.exit_code == 1 and "never rewrites your model" in res.output
+
+
+def _mirror(image: Path) -> Path:
+    """The image mirrored about 127.5 (255 − p): with --mean 127.5 --std 127.5, −x exactly."""
+    path = image.with_name("mirror.png")
+    Image.fromarray(255 - np.asarray(Image.open(image))).save(path)
+    return path
+
+
+@pytest.mark.parametrize("constant", [False, True])
+def test_the_gap_is_not_defined_where_y_at_x_equals_y_at_the_baseline(tmp_path, constant):
+    """Issue 19's "RSI gap 8.6e+304%": where y at x equals y at the baseline, the gap
+    |Σ IG − Δy| / |Δy| divided float32 rounding by the float64 floor (here 2.6e+291%, and
+    "0%" for the constant model, each on the code before). even_net's y is even in its layer,
+    the baseline −x: y_0 = y_m exactly while the path runs through other values; the constant
+    net's gradients are all 0 (every map dark, which the line must still say)."""
+    model, img = tiny_models.even_net(tmp_path, constant), tiny_models.random_image(tmp_path)
+    args = ("explain", model, img, "--layer", "conv1_out", "--preprocess", "raw", "--mean",
+            127.5, "--std", 127.5, "--score", "probability", "--baseline", _mirror(img),
+            "--force", "--out", tmp_path / "o", "--steps")
+    res = run(*args, 7)
+    assert res.exit_code == 0, res.output
+    rec = json.loads((tmp_path / "o" / "results.jsonl").read_text())
+    assert rec["y0"] == rec["ym"]  # the premise, exactly
+    line = next(x for x in res.output.splitlines() if x.startswith("a.png: "))
+    assert ", m=7, RSI gap n/a (y at x equals y at the baseline)" in line, line
+    assert ("dark: gradcam, igcam, rsi" in line) == constant
+    assert rec["completeness_gap"] is None and rec["completeness_gap_undefined"] == GAP_UNDEFINED
+    with np.load(tmp_path / "o" / "a.npz") as z:
+        assert np.isnan(z["rsi_completeness_gap"])
+        assert str(z["completeness_gap_undefined"]) == GAP_UNDEFINED
+    # steps auto: no m makes it defined, so the first m is kept (it doubled to the most before)
+    assert run(*args, "auto").exit_code == 0
+    rec = json.loads((tmp_path / "o" / "results.jsonl").read_text())
+    assert rec["steps"] == MethodOptions().auto_start and rec["completeness_gap"] is None
+
+
+def test_gap_defined_is_relative_to_the_scores():
+    """|Δy| within 64 float32 ulps of max(|y_0|, |y_m|) is noise; above it, a gap."""
+    ulp = float(np.finfo(np.float32).eps)
+    assert not gap_defined(0.0, 0.0) and not gap_defined(0.3, 0.3)
+    assert not gap_defined(1e6, 1e6 * (1 + 60 * ulp)) and gap_defined(1e6, 1e6 * (1 + 70 * ulp))
+    assert gap_defined(1e-30, 2e-30)  # small scores, but Δy as large as they are
+    assert gap_defined(float("nan"), 1.0)  # a NaN end: the gap is NaN as computed, not hidden
+
+
+def _as(r: Explanation, kind: str, mode: str, target: int | None, **record) -> Explanation:
+    """``r`` as an explanation of another kind (the text functions read only these fields)."""
+    rec = None if kind in ("class", "binary") else {"kind": kind, "class": target, **record}
+    return replace(r, target_kind=kind, score_mode=mode, target=target, label=None,
+                   score=0.25, target_record=rec)
+
+
+@pytest.mark.parametrize("kind, mode, target, record, expected", [
+    ("class", "probability", 3, {}, "class (3) probability 0.25"),
+    ("class", "sigmoid", 3, {}, "class (3) sigmoid 0.25"),
+    ("class", "rest", 3, {}, "class (3) ReST score 0.25"),
+    ("binary", "binary", 1, {}, "binary class (1) +logit 0.25"),
+    ("binary", "binary", 0, {}, "binary class (0) −logit 0.25"),
+    ("segment", "logit", 2, {"mask_area": 12}, "segment class (2) mask 12 px, Σ logit 0.25"),
+    ("segment", "output", 0, {"mask_area": 9}, "segment class (0) mask 9 px, Σ score 0.25"),
+    ("detection", "objectness", 1, {"anchors": [4, 7]},
+     "detection class (1) anchors 4,7, Σ score 0.25"),
+    ("embedding", "normalize", None, {}, "embedding, cosine 0.25"),
+    ("sequence", "output", None, {"steps": [0, 2], "tokens": [5, 1]},
+     "sequence 2 steps, tokens 5,1, Σ score 0.25"),
+    ("any", "output", None, {}, "any, Σ w·output 0.25"),
+])
+def test_the_line_names_each_kinds_value(setup, kind, mode, target, record, expected):
+    """The printed line says what y is: an embedding's cosine (it said "normalize Σ"), a
+    binary target's ±logit (it said "binary"), a sum over what was chosen as "Σ score"."""
+    ex = ort_cam.Explainer(setup["model"], LAYER, preprocess="raw", quiet=True)
+    r = ex.explain(setup["imgs"] / "a.png", steps=2, methods=["gradcam"])
+    line = _line(_as(r, kind, mode, target, **record), Path("a.png"), Path("o/a"))
+    assert line == f"a.png: {expected}, m=0 -> o/a.png"  # Grad-CAM alone: x alone is run
+
+
+def test_results_record_the_target_of_class_and_binary_runs(setup, tmp_path):
+    """results.jsonl's target_kind and target_record, for class and binary runs as for the
+    other kinds (they were absent, so null to a reader): a class's index, label, reading
+    and value; a binary target's sign: +1 for class 1 (y = z), −1 for class 0 (y = −z)."""
+    res = explain(setup, tmp_path / "c", "--labels", setup["dir"] / "labels.txt")
+    assert res.exit_code == 0, res.output
+    for rec in map(json.loads, (tmp_path / "c" / "results.jsonl").read_text().splitlines()):
+        c = rec["target"]
+        assert rec["target_kind"] == "class" and rec["top5"][0] == c
+        assert rec["target_record"] == {"kind": "class", "class": c, "label": f"class_{c}",
+                                        "value": rec["score"], "score": "probability"}
+    model, got = tiny_models.binary_net(tmp_path), {}
+    for target in ("top1", "0", "1"):
+        out = tmp_path / f"b{target}"
+        res = run("explain", model, setup["imgs"] / "a.png", "--layer", "relu1_out",
+                  "--preprocess", "raw", "--steps", 2, "--target", target, "--out", out)
+        assert res.exit_code == 0, res.output
+        got[target] = rec = json.loads((out / "results.jsonl").read_text())
+        assert rec["target_kind"] == "binary" and rec["target_record"] == {
+            "kind": "binary", "class": rec["target"], "label": None, "value": rec["score"],
+            "sign": 1 if rec["target"] == 1 else -1}
+    assert got["1"]["score"] == -got["0"]["score"] != 0  # ±z, the same z
+    assert got["top1"]["target_record"] == max((got["0"], got["1"]), key=lambda r: r["score"])[
+        "target_record"]  # the predicted category: the sign of z

@@ -76,6 +76,47 @@ def conv_net(directory: Path, opset: int = 16, softmax: bool = False) -> Path:
 
 
 
+def even_net(directory: Path, constant: bool = False) -> Path:
+    """input -> conv1 (4ch, no bias) -> square -> gap -> flatten -> fc [N, 5] (logits).
+
+    y is even in conv1_out (a sum of squares), and conv1_out odd in the input: the baseline
+    -x gives y exactly as at x, while the path between goes through other values (Σ IG = 0
+    up to float32 rounding). ``constant``: fc's weights are 0, so y is fc's bias everywhere
+    and every gradient is 0 (every map dark).
+    """
+    rng = np.random.default_rng(3)
+    nodes = [
+        helper.make_node("Conv", ["input", "conv1.w"], ["conv1_out"], name="conv1",
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["conv1_out", "conv1_out"], ["square"], name="square"),
+    ]
+    tail, tail_inits = _classifier_tail("square", 4, rng, softmax=False)
+    if constant:
+        tail_inits[0] = numpy_helper.from_array(np.zeros((N_CLASSES, 4), np.float32), "fc.w")
+    name = f"even_net{'_constant' if constant else ''}.onnx"
+    return _save(nodes + tail, [_init("conv1.w", (4, 3, 3, 3), rng), *tail_inits],
+                 Path(directory) / name)
+
+
+def binary_net(directory: Path) -> Path:
+    """input -> conv1 (4ch) -> relu1 -> gap -> flatten -> fc [N, 1]: one logit per image.
+
+    Layers: relu1_out (Relu, NCHW [N,4,8,8]).
+    """
+    rng = np.random.default_rng(4)
+    nodes = [
+        helper.make_node("Conv", ["input", "conv1.w", "conv1.b"], ["conv1_out"], name="conv1",
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv1_out"], ["relu1_out"], name="relu1"),
+        helper.make_node("GlobalAveragePool", ["relu1_out"], ["pooled"], name="gap"),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], name="fc", transB=1),
+    ]
+    inits = [_init("conv1.w", (4, 3, 3, 3), rng), _init("conv1.b", (4,), rng),
+             _init("fc.w", (1, 4), rng), _init("fc.b", (1,), rng)]
+    return _save(nodes, inits, Path(directory) / "binary_net.onnx", out_shape=("N", 1))
+
+
 def random_image(directory: Path, name: str = "a.png", size: tuple[int, int] = (8, 8),
                  seed: int = 0) -> Path:
     """A seeded random RGB image of ``size`` (H, W) written to ``directory/name``."""

@@ -16,6 +16,7 @@ from ..explainer import Explainer
 from ..methods import METHODS, resolve
 from ..outputs import RESULTS, claim_outputs, write_outputs
 from ..preprocess import load_image
+from ..render import value_text
 from ..result import COMPLETENESS_GAP, Explanation, parse_steps
 from .options import (
     explain_options,
@@ -77,16 +78,27 @@ def _target_text(r: Explanation) -> str:
         parts.append(f"anchors {','.join(map(str, rec['anchors']))}")
     if "steps" in rec:
         parts.append(f"{len(rec['steps'])} steps, tokens {','.join(map(str, rec['tokens']))}")
-    return f"{' '.join(parts)}, {r.score_mode} Σ {r.score:.4g}"
+    return f"{' '.join(parts)}, {value_text(r)}"
+
+
+def _gap_text(r: Explanation) -> str:
+    """", RSI gap 0.12%" from the first method that reports a completeness gap ("n/a" and
+    why where it is not defined), else ""."""
+    judge = next((n for n, res in r.methods.items() if COMPLETENESS_GAP in res.extras), None)
+    if judge is None:
+        return ""
+    why = r.completeness_gap_undefined
+    value = f"n/a ({why})" if why else f"{100 * r[judge].extras[COMPLETENESS_GAP]:.2g}%"
+    return f", {METHODS[judge].short} gap {value}"
 
 
 def _line(r: Explanation, img: Path, stem: Path) -> str:
     """The one line printed per explanation: class, score, m, the gap, the dark maps."""
-    judge = next((n for n, res in r.methods.items() if COMPLETENESS_GAP in res.extras), None)
-    gap = (f", {METHODS[judge].short} gap {100 * r[judge].extras[COMPLETENESS_GAP]:.2g}%"
-           if judge is not None else "")
+    gap = _gap_text(r)
     dark = [n for n, m in r.methods.items() if m.dark]
-    what = f"{r.label or 'class'} ({r.target}) {r.score_mode} {r.score:.4g}"
+    what = f"{r.label or 'class'} ({r.target}) {value_text(r)}"
+    if r.target_kind == "binary":
+        what = f"binary {what}"
     if r.target_record is not None:
         what = _target_text(r)
     return (f"{img.name}: {what}, m={r.steps}{gap}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..result import COMPLETENESS_GAP
+from ..result import COMPLETENESS_GAP, gap_defined
 from .base import CamMethod, weighted_map
 
 
@@ -13,8 +13,9 @@ class RsiGradCam(CamMethod):
     integrator), units selected by ``rsi_selection``, w_k = (1/Z) Σ_ij S·IG,
     L = ReLU(Σ_k w_k A_m[k]).
 
-    Extra ``completeness_gap``: |Σ IG − (y_m − y_0)| / max(|y_m − y_0|, tiny), Σ IG over every
-    unit (no selection)."""
+    Extra ``completeness_gap``: |Σ IG − (y_m − y_0)| / |y_m − y_0|, Σ IG over every unit (no
+    selection); NaN where y_m − y_0 is float32 noise (``gap_defined``: the quotient would be
+    rounding over rounding)."""
 
     name = "rsi"
     title = "RSI-Grad-CAM"
@@ -66,8 +67,8 @@ class RsiGradCam(CamMethod):
         if ig is None:  # the driver walks at least one pair (l − 1, l) (m >= 1)
             raise RuntimeError("RSI-Grad-CAM finished before any pair of path points")
         am = st.a_end
-        delta = float(st.ys[-1]) - float(st.ys[0])
-        gap = abs(float(ig.sum()) - delta) / max(abs(delta), np.finfo(np.float64).tiny)
+        y0, ym = float(st.ys[0]), float(st.ys[-1])
+        gap = abs(float(ig.sum()) - (ym - y0)) / abs(ym - y0) if gap_defined(y0, ym) else np.nan
         self.extra_values[COMPLETENESS_GAP] = float(gap)
         sel = self.options.rsi_selection
         if sel == "guided":
