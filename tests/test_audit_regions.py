@@ -31,6 +31,7 @@ from ort_cam.audit.datasets import VOC_CLASSES, open_dataset, read_coco  # noqa:
 from ort_cam.audit.image import AuditSpec  # noqa: E402
 from ort_cam.audit.masks import to_grid  # noqa: E402
 from ort_cam.audit.metrics import pixel_energy  # noqa: E402
+from ort_cam.audit.regions import read_concepts  # noqa: E402
 from ort_cam.audit.run import audit_model, read_results  # noqa: E402
 from ort_cam.cli import main  # noqa: E402
 from ort_cam.errors import OrtCamError  # noqa: E402
@@ -405,3 +406,84 @@ def test_each_label_of_an_image_is_its_own_target(tmp_path):
                    "2.png#cat": (1, 64, 1)}
     records = _audit(data, "segment", tmp_path / "top", "segmenter")
     assert records[0]["label"] == "cat"  # 36 pixels against the dogs' 15
+
+
+# --- the embedding audit ----------------------------------------------------------------------
+def _emb_data(d: Path) -> dict:
+    """Two 16x16 random images, a cat box and two dog boxes; a random concept per label; the
+    320-wide embedding model exported."""
+    d.mkdir(parents=True, exist_ok=True)
+    tm.build_and_export("embedding", d / "emb.onnx")
+    rng = np.random.default_rng(5)
+    images = []
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "width": 16, "height": 16})
+    anns = [{"id": 1, "image_id": 0, "category_id": 1, "bbox": [2, 3, 6, 3]},
+            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 4, 4]},
+            {"id": 3, "image_id": 1, "category_id": 2, "bbox": [10, 10, 6, 6]}]
+    (d / "coco.json").write_text(json.dumps({
+        "images": images, "annotations": anns,
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}))
+    concepts = {"cat": rng.standard_normal(tm.EMBED_DIM), "dog": rng.standard_normal(tm.EMBED_DIM)}
+    np.savez(d / "concepts.npz", **concepts)
+    regions = {0: np.zeros((16, 16), bool), 1: np.zeros((16, 16), bool)}
+    regions[0][3:6, 2:8] = True
+    regions[1][0:4, 0:4] = regions[1][10:16, 10:16] = True
+    return {"dir": d, "model": d / "emb.onnx", "coco": d / "coco.json",
+            "concepts": d / "concepts.npz", "vectors": concepts, "regions": regions,
+            "labels": {0: "cat", 1: "dog"}}
+
+
+def test_embedding_audit_curves_are_the_cosine_of_the_deleted_images(tmp_path):
+    data = _emb_data(tmp_path / "d")
+    layer = tm.MODELS["embedding"].layer
+    audit_model(data["model"], data["coco"], tmp_path / "out", layer=layer,
+                spec=AuditSpec(steps=STEPS, methods=METHODS, deletion_steps=DELETION,
+                               concepts=read_concepts(data["concepts"])),
+                preprocess=PRE, html_page=False, progress=False,
+                runtime={"target_kind": "embedding", "quiet": True, "cache": False})
+    records = read_results(tmp_path / "out" / "results.jsonl")
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert "concepts_sha256" in json.loads((tmp_path / "out" / "audit.json").read_text())
+    sess = session_for(onnx.load(data["model"]))
+    ex = Explainer(data["model"], layer, preprocess=PRE, quiet=True, cache=False,
+                   target_kind="embedding")
+    for i, rec in enumerate(records):
+        v, region = data["vectors"][data["labels"][i]], data["regions"][i]
+        assert rec["label"] == data["labels"][i] and rec["target"] is None
+        assert rec["p"] == rec["y"] and rec["saturated"] is False
+        pixels = np.asarray(Image.open(data["dir"] / f"{i}.png").convert("RGB"))
+        r = ex.explain(pixels, target={"concept": v}, steps=STEPS, methods=list(METHODS))
+        for name in METHODS:
+            got, saliency = rec["methods"][name], r[name].map
+            assert got["energy"] == pytest.approx(saliency[region].sum() / saliency.sum(),
+                                                  rel=REBATCHED)
+            out = sess.run(None, {"x": _x(_deleted(pixels, saliency, DELETION))})[0]
+            e = out.astype(np.float64)
+            cos = e @ v / np.linalg.norm(e, axis=1) / np.linalg.norm(v)
+            # a cosine (≤ 1) of a float32 embedding, onnxruntime run at another batch size
+            # than the audit's: REBATCHED (tests/tolerance.py)
+            assert np.allclose(got["deletion"], cos, rtol=0, atol=REBATCHED), (name, got, cos)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("no concepts", "an embedding audit needs a concept per label: --concepts FILE.npz"),
+    ("short concept", "the concept 'cat' has 3 values; the embedding has 320"),
+    ("concepts on a segmenter", "--concepts applies to an embedding audit"),
+])
+def test_embedding_bad_inputs_are_refused_in_one_line(tmp_path, case, message):
+    data = _emb_data(tmp_path / "d")
+    if case == "short concept":
+        np.savez(data["concepts"], cat=np.ones(3), dog=np.ones(tm.EMBED_DIM))
+    model, kind = data["model"], "embedding"
+    if case == "concepts on a segmenter":
+        model, kind = seg_data(tmp_path / "s")["model"], "segment"
+    args = ["audit", str(model), str(data["coco"]), "--target-kind", kind,
+            "--layer", tm.MODELS["embedding"].layer, "--preprocess", "raw", "--steps", "2",
+            "--methods", "gradcam", "--no-cache", "--no-report", "--out", str(tmp_path / "o"),
+            *(["--concepts", str(data["concepts"])] if case != "no concepts" else [])]
+    res = CliRunner().invoke(main, args)
+    lines = [line for line in res.output.strip().splitlines() if not line.startswith("ort_cam:")]
+    assert res.exit_code == 1 and len(lines) == 1, res.output
+    assert lines[0].startswith("Error: ") and message in lines[0], lines[0]

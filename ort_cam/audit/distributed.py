@@ -479,6 +479,8 @@ def audit_model_ray(model: str | os.PathLike[str], dataset: str | os.PathLike[st
                           _probe(shard_samples(data.samples, part)))
         info = pool.first_info()
         kind = info.get("target_kind", "class")
+        if kind == "embedding":
+            raise OrtCamError("an embedding audit runs in one process; leave out --ray")
         data = dataset_for(kind, data, Path(dataset), fmt, images)
         mapping = label_map_for(label_map, info["labels"], info["n_classes"] or None)
         if kind in REGION_KINDS:

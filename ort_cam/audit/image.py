@@ -55,6 +55,8 @@ class AuditSpec:
     pointing: bool = False
     #: Opt-in metrics that cost more model runs (``metrics.EXTRA_METRICS``: road, arcc).
     metrics: tuple[str, ...] = ()
+    #: An embedding audit's concept vector per label (``regions.read_concepts``).
+    concepts: dict | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         """Resolve the options to every method option and baseline parameter, so that
@@ -76,7 +78,19 @@ class AuditSpec:
                 "explanation_top": self.top, "thresholds": list(THRESHOLDS),
                 "saturated_above": SATURATED_ABOVE, "probabilities": "softmax of the scores",
                 **({"targets": self.targets} if self.targets != "top1" else {}),
+                **({"concepts_sha256": concepts_digest(self.concepts)} if self.concepts
+                   else {}),
                 **extra_metrics_settings(self.metrics)}
+
+
+def concepts_digest(concepts: dict) -> str:
+    """A hash of the concept vectors by label (what audit.json records of them)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(concepts):
+        h.update(name.encode() + b"\0" + np.asarray(concepts[name], "<f8").tobytes())
+    return h.hexdigest()
 
 
 def skip_record(sample: Sample, kind: str, detail: str, **extra) -> dict:
@@ -162,7 +176,7 @@ def admit(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
         if wrong:
             return wrong
     if ex.target_kind in REGION_KINDS:
-        chosen = region_target(ex, sample, image, mapped, label_map)
+        chosen = region_target(ex, sample, image, mapped, label_map, spec.concepts)
         if isinstance(chosen, tuple):
             return skip_record(sample, *chosen)
         return Admitted(image, mapped, true, chosen.spec, time.perf_counter() - t0, chosen)
@@ -228,9 +242,8 @@ def region_record(ex: Explainer, sample: Sample, a: Admitted, rt: RegionTarget,
     """The record of a segment or detection target: y at x (``y``), its mean over W's
     support (``p``: the mean score over the mask, or the anchor's score), the target chosen
     and every metric against its region, re-scored as y with the same W."""
-    w = rt.chosen.weights
     y = float(r.score)
-    p = y / float(np.abs(w).sum())
+    p = y / target_norm(rt.chosen)
     pixels = _pixels(r)
     return {"key": sample.key, "target": r.target, "label": rt.label,
             "target_kind": ex.target_kind, "target_record": r.target_record, "y": y, "p": p,
@@ -240,7 +253,8 @@ def region_record(ex: Explainer, sample: Sample, a: Admitted, rt: RegionTarget,
             "boxes": [[int(v) for v in mask_box(rt.region)]],  # the report draws them
             "region_fraction": float(rt.region.mean()),
             # saturated where the scores are probabilities (not a segmenter's logits)
-            "saturated": ex.score_mode != "logit" and SATURATED_ABOVE < p <= 1.0,
+            "saturated": ex.score_mode != "logit" and rt.chosen.kind != "embedding"
+            and SATURATED_ABOVE < p <= 1.0,
             "steps": r.steps, **extras_record(r),
             "methods": {name: method_metrics(ex, pixels, res, rt.region, r.target, y, spec,
                                              rt.chosen)
@@ -297,7 +311,7 @@ def method_metrics(ex: Explainer, pixels: np.ndarray, res: MethodResult, region:
     scores = score_images(ex, images, c, target)
     # a target's AUCs: of y / Σ|W|, the mean score over its mask (or its one anchor's score),
     # which the images' means compare as they do p_c's
-    norm = 1.0 if target is None else float(np.abs(target.weights).sum())
+    norm = 1.0 if target is None else target_norm(target)
     o_soft, o_mask = float(scores[0]), float(scores[1])
     dele, ins = scores[2:3 + k], scores[3 + k:]
     return {
@@ -315,6 +329,12 @@ def method_metrics(ex: Explainer, pixels: np.ndarray, res: MethodResult, region:
         **(extra_metrics(ex, pixels, res, c, spec) if spec.metrics and c is not None
            else {}),
     }
+
+
+def target_norm(target: Target) -> float:
+    """What a target's y is divided by to give ``p``: Σ|W| (the mask's pixels, the one
+    anchor), 1 for an embedding's cosine."""
+    return 1.0 if target.kind == "embedding" else float(np.abs(target.weights).sum())
 
 
 def _drop(y: float, o: float) -> float:

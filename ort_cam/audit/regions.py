@@ -8,6 +8,9 @@
   box, moved onto the input's pixels, picks the anchor whose predicted box overlaps it by IoU
   > 0.5 and scores class c highest; y = that anchor's class-c score. An image where no
   anchor matches is skipped with the reason.
+- **embedding** (an image encoder, ``targets.embedding``): the label's concept vector (from
+  ``--concepts FILE.npz``, one vector per label) is the target's concept; y = cos(out, v).
+  The region is the union of the label's boxes.
 
 The region the map is measured against (energy, Bbox, IoU/IoB/IoR) is the mask, or the box,
 on the input's grid. Which label: the one ``--targets labels`` names, else the mapped label
@@ -17,20 +20,24 @@ with the largest area (mask pixels, or box).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
 from ..errors import OrtCamError
-from ..explainer import Explainer
-from ..targets import Target
-from ..targets.segment import grid
 from .datasets import Dataset, Obj, Sample, classes_of
 from .masks import CocoMask, to_grid
 from .metrics import box_mask
 
+if TYPE_CHECKING:  # annotations only: audit.run loads this module without the explainer
+    from PIL import Image
+
+    from ..explainer import Explainer
+    from ..targets import Target
+
 #: The target kinds an audit measures besides class and binary.
-REGION_KINDS = ("segment", "detection")
+REGION_KINDS = ("segment", "detection", "embedding")
 #: What their audits re-score (audit.json's ``probabilities``).
 REGION_SCALAR = "the target y = sum(W * S), W chosen at x from the annotation"
 
@@ -46,6 +53,39 @@ class RegionTarget:
     region: np.ndarray
     label: str
     record: dict
+
+
+def read_concepts(path: Path) -> dict[str, np.ndarray]:
+    """An embedding audit's concepts: a .npz of one vector per label (its array's name),
+    finite; labels match case-insensitively."""
+    try:
+        with np.load(path, allow_pickle=False) as doc:
+            found = {name: np.asarray(doc[name], np.float64).reshape(-1) for name in doc.files}
+    except (OSError, ValueError) as exc:
+        raise OrtCamError(f"cannot read concepts {path}: {exc}; give a .npz of one vector per "
+                          "label (np.savez(path, dog=v, ...))") from None
+    if not found:
+        raise OrtCamError(f"{path} holds no concept vector")
+    for name, v in found.items():
+        if not np.isfinite(v).all() or not v.any():
+            raise OrtCamError(f"{path}: the concept {name!r} is all zeros or not finite")
+    return {name.strip().lower(): v for name, v in found.items()}
+
+
+def concept_label_map(concepts: dict[str, np.ndarray]) -> dict[str, list[int]]:
+    """The labels that have a concept, each to its index in ``concepts``."""
+    return {name: [i] for i, name in enumerate(concepts)}
+
+
+def check_concepts(concepts: dict[str, np.ndarray] | None, dim: int) -> None:
+    """An embedding audit needs concepts of the embedding's length."""
+    if not concepts:
+        raise OrtCamError("an embedding audit needs a concept per label: --concepts FILE.npz "
+                          "(np.savez(FILE, dog=vector, ...))")
+    for name, v in concepts.items():
+        if v.size != dim:
+            raise OrtCamError(f"the concept {name!r} has {v.size} values; the embedding has "
+                              f"{dim}: give vectors of that length")
 
 
 def check_dataset(dataset: Dataset, kind: str, label_map: dict[str, list[int]],
@@ -75,8 +115,11 @@ def check_dataset(dataset: Dataset, kind: str, label_map: dict[str, list[int]],
 
 
 def region_target(ex: Explainer, sample: Sample, image: Image.Image, mapped: list[Obj],
-                  label_map: dict[str, list[int]]) -> RegionTarget | tuple[str, str]:
-    """The target of ``sample`` for the explainer's kind, or (skip kind, reason)."""
+                  label_map: dict[str, list[int]],
+                  concepts: dict[str, np.ndarray] | None = None
+                  ) -> RegionTarget | tuple[str, str]:
+    """The target of ``sample`` for the explainer's kind, or (skip kind, reason);
+    ``concepts``: an embedding audit's vectors by label."""
     assert ex.preprocess is not None  # audits read images
     label = sample.target or _largest_label(mapped, ex.target_kind)
     objs = [o for o in mapped if o.label.strip().lower() == label.strip().lower()]
@@ -84,6 +127,9 @@ def region_target(ex: Explainer, sample: Sample, image: Image.Image, mapped: lis
     x = ex.preprocess(image)
     if ex.target_kind == "segment":
         return _segment(ex, image, objs, classes, x, label)
+    if ex.target_kind == "embedding":
+        assert concepts is not None  # the audit checked them first
+        return _embedding(ex, image, objs, concepts[label.strip().lower()], x, label)
     return _detection(ex, image, objs, classes, x, label)
 
 
@@ -102,6 +148,8 @@ def _largest_label(mapped: list[Obj], kind: str) -> str:
 
 def _segment(ex: Explainer, image: Image.Image, objs: list[Obj], classes: list[int],
              x: np.ndarray, label: str) -> RegionTarget | tuple[str, str]:
+    from ..targets.segment import grid
+
     assert ex.preprocess is not None
     masks = [o.mask.decode() for o in objs if o.mask is not None]
     size = image.size
@@ -120,6 +168,19 @@ def _segment(ex: Explainer, image: Image.Image, objs: list[Obj], classes: list[i
     best = int(np.argmax([t.value for t in chosen]))
     return RegionTarget(specs[best], chosen[best], region, label,
                         {"mask_pixels": int(union.sum()), "target_objects": len(objs)})
+
+
+def _embedding(ex: Explainer, image: Image.Image, objs: list[Obj], concept: np.ndarray,
+               x: np.ndarray, label: str) -> RegionTarget | tuple[str, str]:
+    assert ex.preprocess is not None
+    boxes = [ex.preprocess.map_box(o.box, image.size) for o in objs]
+    region = np.logical_or.reduce([box_mask(ex.preprocess.size, b) for b in boxes])
+    if not region.any():
+        return "box outside the view", (f"the {label} boxes lie outside the model's input "
+                                        "after the resize/crop")
+    spec = {"concept": concept}
+    return RegionTarget(spec, ex.target_at(x, spec), region, label,
+                        {"target_boxes": [list(b) for b in boxes]})
 
 
 def _detection(ex: Explainer, image: Image.Image, objs: list[Obj], classes: list[int],

@@ -15,11 +15,19 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from .._version import __version__
 from ..errors import OrtCamError
 from ..files import refuse_overwrite
 from .datasets import Dataset, Sample, classes_of, label_map_for, open_dataset
-from .regions import REGION_KINDS, REGION_SCALAR, check_dataset
+from .regions import (
+    REGION_KINDS,
+    REGION_SCALAR,
+    check_concepts,
+    check_dataset,
+    concept_label_map,
+)
 from .store import (
     ABOUT,
     MADE,
@@ -326,6 +334,8 @@ def audit_dataset(ex: Explainer, dataset: Dataset, out: Path, *,
     from .image import audit_image, explainer_settings
 
     check_kind(ex.target_kind, spec, sanity is not None)
+    if ex.target_kind == "embedding":
+        check_concepts(spec.concepts, int(np.prod(ex.output_info.shape)))
     if ex.target_kind in REGION_KINDS:
         check_dataset(dataset, ex.target_kind, label_map, ex.labels)
     ex.own_sizes = False  # the metrics re-score images at the explainer's one size
@@ -364,9 +374,12 @@ def check_kind(kind: str, spec: AuditSpec, sanity: bool) -> None:
     target what applies to class targets only (a predicted class, the opt-in metrics, the
     sanity checks)."""
     if kind not in ("class", "binary", *REGION_KINDS):
-        raise OrtCamError(f"the audit measures class, binary, segment and detection targets; "
-                          f"this model's output is read as a {kind} target (pass "
+        raise OrtCamError(f"the audit measures class, binary, segment, detection and embedding "
+                          f"targets; this model's output is read as a {kind} target (pass "
                           "--target-kind if it is another)")
+    if spec.concepts and kind != "embedding":
+        raise OrtCamError(f"--concepts applies to an embedding audit; this model's output is "
+                          f"read as a {kind} target (pass --target-kind embedding if it is one)")
     if kind not in REGION_KINDS:
         return
     for what, given in (("--correct-only", "correct" in spec.filters),
@@ -433,13 +446,25 @@ def audit_model(model: str | os.PathLike[str], dataset: str | os.PathLike[str],
                         masks=(runtime or {}).get("target_kind") == "segment")
     ex = Explainer(model, layer, preprocess=preprocess, **(runtime or {}))
     data = dataset_for(ex.target_kind, data, Path(dataset), fmt, images)
-    mapping = label_map_for(label_map, ex.labels, ex.n_classes or None)
+    mapping = audit_label_map(ex, spec or AuditSpec(), label_map)
     checks = (sanity_run(model, sanity, ex, runtime or {})
               if sanity is not None and sanity.active else None)
     return audit_dataset(ex, data, Path(out), label_map=mapping, spec=spec or AuditSpec(),
                          model_sha256=model_digest(model, strict=True), shard=part, force=force,
                          progress=progress, about={"model": str(model)}, html_page=html_page,
                          sanity=checks)
+
+
+def audit_label_map(ex: Explainer, spec: AuditSpec, path: Path | None) -> dict[str, list[int]]:
+    """The labels an audit explains, to classes: an embedding audit's concepts' labels (each
+    to its concept's index), else the label map file ``path`` or the model's class names;
+    what the target kind refuses is refused first."""
+    if ex.target_kind == "embedding":
+        check_concepts(spec.concepts, int(np.prod(ex.output_info.shape)))
+        assert spec.concepts is not None
+        return concept_label_map(spec.concepts)
+    check_kind(ex.target_kind, spec, False)
+    return label_map_for(path, ex.labels, ex.n_classes or None)
 
 
 def make_report(out: Path, html_page: bool = True) -> dict:

@@ -61,6 +61,12 @@ def _extra_metrics(ctx: click.Context, param: click.Parameter, value: str) -> tu
         raise click.BadParameter(str(exc)) from None
 
 
+def _concepts(ctx: click.Context, param: click.Parameter, value: Path | None) -> dict | None:
+    from ..audit.regions import read_concepts
+
+    return None if value is None else read_concepts(value)
+
+
 @click.command()
 @model_argument
 @click.argument("dataset", type=click.Path(path_type=Path), metavar="DATASET")
@@ -116,12 +122,18 @@ def _extra_metrics(ctx: click.Context, param: click.Parameter, value: str) -> tu
 @click.option("--ray-workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="Ray workers (default: as many as the cluster's CPUs hold, or its GPUs "
                    "with CUDA).")
-@click.option("--target-kind", type=click.Choice(["class", "binary", "segment", "detection"]),
+@click.option("--target-kind",
+              type=click.Choice(["class", "binary", "segment", "detection", "embedding"]),
               default=None,
               help="What the output is read as (default: detected, as for explain). segment: "
                    "each image's annotated mask is the target's mask; detection: its "
-                   "annotated box picks the anchor (IoU > 0.5); metrics against that "
-                   "mask or box, curves of the target's value.")
+                   "annotated box picks the anchor (IoU > 0.5); embedding: the label's "
+                   "--concepts vector; metrics against that mask or box, curves of the "
+                   "target's value.")
+@click.option("--concepts", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, metavar="FILE.npz", callback=_concepts,
+              help="An embedding audit's concept vector per label (np.savez(FILE, "
+                   "dog=vector, ...)): each image is explained for its label's cosine.")
 @explainer_options
 @labels_option
 @runtime_options
@@ -130,15 +142,17 @@ def _extra_metrics(ctx: click.Context, param: click.Parameter, value: str) -> tu
 def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str,
           images_dir: Path | None, label_map: Path | None, correct_only: bool, one_box: bool,
           small_box: bool, rsi_filters: bool, shard: str | None, targets: str,
-          deletion_steps: int, extra_metrics: tuple[str, ...], force: bool, no_report: bool,
-          ray_address: str | None, ray_workers: int | None, **kw) -> None:
+          deletion_steps: int, extra_metrics: tuple[str, ...], concepts: dict | None,
+          force: bool, no_report: bool, ray_address: str | None, ray_workers: int | None,
+          **kw) -> None:
     """Audit MODEL's explanations over DATASET with the papers' metrics.
 
     DATASET is a PASCAL VOC folder, a COCO .json or a CSV file image,label,x0,y0,x1,y1
     (or a folder holding one). Labels become class indices through --label-map or the
-    class names (--labels, else the model's). For each image, the predicted class is
-    explained with every method and one JSON line goes to DIR/results.jsonl (flushed and
-    fsynced): Average Drop and Increase in Confidence inputs for the soft map and the
+    class names (--labels, else the model's). For each image, the predicted class (with
+    --target-kind segment, detection or embedding: the annotated mask, box or the label's
+    concept) is explained with every method and one JSON line goes to DIR/results.jsonl
+    (flushed and fsynced): Average Drop and Increase in Confidence inputs for the soft map and the
     top-15% mask, pixel energy, IoU/IoB/IoR at t = 0.1..0.9, Bbox score, raw map range and
     mean, the methods' extras (RSI's completeness gap), deletion and insertion curves, AUC
     (--metrics: ROAD, ARCC). Skipped images (filters, unreadable files, unmapped labels) get
@@ -170,17 +184,13 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
     spec = AuditSpec(steps=steps, methods=tuple(methods), baseline=kw.pop("baseline"),
                      options=kw,  # what is left: the method options
                      filters=chosen_filters(correct_only, one_box, small_box, rsi_filters),
-                     deletion_steps=deletion_steps, targets=targets, metrics=extra_metrics)
+                     deletion_steps=deletion_steps, targets=targets, metrics=extra_metrics,
+                     concepts=concepts)
     args: dict[str, Any] = dict(spec=spec, layer=layer, fmt=fmt, images=images_dir,
                                 label_map=label_map, shard=shard, preprocess=preprocess,
                                 runtime=runtime, force=force, html_page=not no_report,
                                 **({"sanity": checks} if checks.active else {}))
-    try:
-        summary, workers = _run(model, dataset, out_dir, args, ray_address, ray_workers)
-    except KeyboardInterrupt:
-        raise click.ClickException(
-            f"interrupted; every finished image is in {out_dir}/results.jsonl: rerun the same "
-            "command to resume") from None
+    summary, workers = _run(model, dataset, out_dir, args, ray_address, ray_workers)
     _echo_summary(summary, methods, spec.top)
     for name, n in workers:
         click.echo(f"worker {name}: {n} images")
@@ -226,16 +236,21 @@ def _refuse_empty(images: dict, out_dir: Path) -> None:
 def _run(model: Path, dataset: Path, out_dir: Path, args: dict[str, Any],
          ray_address: str | None, ray_workers: int | None) -> tuple[dict, list[tuple[str, int]]]:
     """The audit in this process, or on Ray when ``ray_address`` is given ("" for Ray's
-    default): the summary and the images per worker."""
-    if ray_address is None:
-        from ..audit.run import audit_model
+    default): the summary and the images per worker. Ctrl-C says how to resume."""
+    try:
+        if ray_address is None:
+            from ..audit.run import audit_model
 
-        return audit_model(model, dataset, out_dir, **args), []
-    from ..audit.distributed import audit_model_ray
+            return audit_model(model, dataset, out_dir, **args), []
+        from ..audit.distributed import audit_model_ray
 
-    done = audit_model_ray(model, dataset, out_dir, address=ray_address or None,
-                           workers=ray_workers, **args)
-    return done.summary, done.workers
+        done = audit_model_ray(model, dataset, out_dir, address=ray_address or None,
+                               workers=ray_workers, **args)
+        return done.summary, done.workers
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            f"interrupted; every finished image is in {out_dir}/results.jsonl: rerun the same "
+            "command to resume") from None
 
 
 @click.command("audit-merge")
