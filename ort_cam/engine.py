@@ -347,6 +347,56 @@ def _run_group(fused: FusedModel, jobs: Sequence[PathJob], m: int,
     return out
 
 
+@dataclass(frozen=True)
+class SplitModel:
+    """The fused model in two sessions, for paths that share their inputs (several targets of
+    one image against one baseline): ``prefix`` maps the model inputs to the layer and the
+    tensors crossing the cut (``head_inputs``, the layer first), ``head`` maps those and the
+    target inputs to the score output and the gradient. The prefix runs each path point once
+    for every target; the head runs it once per target."""
+
+    prefix: Runner
+    head: Runner
+    input_name: str
+    head_inputs: tuple[str, ...]
+
+    def crossing(self, xs: np.ndarray) -> dict[str, np.ndarray]:
+        """The head's inputs at ``xs`` (the prefix's outputs by name)."""
+        out = dict(zip(self.prefix.output_names, self.prefix.run({self.input_name: xs})))
+        return {name: out[name] for name in self.head_inputs}
+
+    def points(self, crossing: Mapping[str, np.ndarray], target: TargetFeed) -> Points:
+        """The head's run of the prefix's outputs ``crossing`` for ``target``."""
+        a = crossing[self.head_inputs[0]]
+        s, g = self.head.run({**crossing, **target.inputs(len(a))})
+        return Points(a, target.score(s), g)
+
+
+def walk_shared(split: SplitModel, jobs: Sequence[PathJob], m: int, chunk: int,
+                reducers: Callable[[], Mapping[str, ReducerFactory]], channel_axis: int = 1,
+                on_chunk: Callable[[int], None] | None = None) -> list[PathResult]:
+    """The paths of ``jobs``, which share their inputs x and x0 (their targets differ), walked
+    together: each chunk of path points runs through the prefix once, then through the head
+    once per job; ``reducers()`` builds a fresh set per job. Every job's m+1 points come from
+    the head (a job's ``end`` is not used)."""
+    _steps_at_least_1(m)
+    x, x0 = jobs[0].x, jobs[0].x0
+    feeders = [Feeder(m, reducers(), channel_axis) for _ in jobs]
+    t_runs = [0.0] * len(jobs)
+    for ls in chunks(m, chunk):
+        t0 = time.perf_counter()
+        crossing = split.crossing(path_inputs(x, x0, ls, m))
+        prefix_share = (time.perf_counter() - t0) / len(jobs)
+        for k, (job, feeder) in enumerate(zip(jobs, feeders)):
+            t0 = time.perf_counter()
+            points = split.points(crossing, job.target)
+            t_runs[k] += prefix_share + time.perf_counter() - t0
+            feeder.feed(ls, points)
+            if on_chunk:
+                on_chunk(len(ls))
+    return [feeder.finish(t) for feeder, t in zip(feeders, t_runs)]
+
+
 #: Builds the reducers of the methods named (each on the walk's shared state).
 MakeReducers = Callable[[Sequence[str]], Mapping[str, ReducerFactory]]
 #: Vets a finished path (raises when a reducer reported what it should not); returns it.

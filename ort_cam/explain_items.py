@@ -6,7 +6,7 @@ input and baseline, the target spec, the image it came from), what the run of it
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,7 +14,17 @@ import numpy as np
 from PIL import Image
 
 from .class_choice import fixed_target, resolve_target
-from .engine import FusedModel, PathJob, PathResult, Points
+from .engine import (
+    FusedModel,
+    MakeReducers,
+    PathJob,
+    PathResult,
+    Points,
+    RunSizes,
+    SplitModel,
+    walk_fixed,
+    walk_shared,
+)
 from .grad.spec import TARGET_WEIGHTS
 from .maps import is_dark, normalize, upsample
 from .methods import METHODS, MethodOptions, check_extras
@@ -99,6 +109,39 @@ def path_jobs(items: list[Item], starts: list[Start], n_classes: int) -> list[Pa
     return [PathJob(it.x, it.x0, st.chosen if st.chosen is not None else
                     ClassFeed(class_index(st.target), n_classes), st.end)
             for it, st in zip(items, starts)]
+
+
+#: Paths of one input walked together through the prefix and the head (``walk_shared``): each
+#: keeps its reducers' chunk buffers, so their number is bounded.
+SHARED_PATHS = 8
+
+
+def walk_items(fused: FusedModel, split: Callable[[], SplitModel | None], items: list[Item],
+               jobs: list[PathJob], m: int, sizes: RunSizes, walked: Sequence[str],
+               make: MakeReducers, on_chunk: Callable[[int], None] | None = None
+               ) -> list[PathResult]:
+    """The items' paths at m steps: several targets of one input x (and baseline) walked
+    together through the prefix and the head (``walk_shared``: the prefix runs each path point
+    once), the others packed into shared runs of the fused model or walked one by one
+    (``walk_fixed``). ``split()`` gives the prefix and head (None: the fused model only)."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault((id(it.x), id(it.x0)), []).append(i)
+    shared = [g for g in groups.values() if len(g) > 1]
+    model = split() if shared else None
+    if model is None:
+        return walk_fixed(fused, jobs, m, sizes, walked, make, on_chunk, check_extras)
+    paths: dict[int, PathResult] = {}
+    for group in shared:
+        for lo in range(0, len(group), SHARED_PATHS):
+            part = group[lo:lo + SHARED_PATHS]
+            walked_here = walk_shared(model, [jobs[i] for i in part], m, sizes.chunk(m),
+                                      lambda: make(walked), fused.channel_axis, on_chunk)
+            paths.update((i, check_extras(path)) for i, path in zip(part, walked_here))
+    alone = [g[0] for g in groups.values() if len(g) == 1]
+    paths.update(zip(alone, walk_fixed(fused, [jobs[i] for i in alone], m, sizes, walked, make,
+                                       on_chunk, check_extras)))
+    return [paths[i] for i in range(len(items))]
 
 
 def add_run_maps(items: list[Item], starts: list[Start], paths: list[PathResult],

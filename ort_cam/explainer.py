@@ -21,9 +21,9 @@ from .engine import (
     FusedModel,
     PathResult,
     RunSizes,
+    SplitModel,
     reduce_at_x,
     walk_auto,
-    walk_fixed,
 )
 from .errors import OrtCamError
 from .explain_items import (
@@ -35,6 +35,7 @@ from .explain_items import (
     class_starts,
     explanation,
     path_jobs,
+    walk_items,
 )
 from .grad.spec import TARGET_WEIGHTS
 from .labels import refuse_labels
@@ -380,8 +381,8 @@ class Explainer:
             paths = [walk_auto(self.fused_model, job, walked, auto, make, self.run_sizes,
                                on_chunk, check_extras) for job in jobs]
         else:
-            paths = walk_fixed(self.fused_model, jobs, m, self.run_sizes, walked, make, on_chunk,
-                               check_extras)
+            paths = walk_items(self.fused_model, self._split_model, items, jobs, m,
+                               self.run_sizes, walked, make, on_chunk)
         add_run_maps(items, starts, paths, [n for n in names if n not in walked], opts, m,
                      self.model_runs)
         share = (time.perf_counter() - t0) / len(items)
@@ -411,26 +412,45 @@ class Explainer:
         class ``target`` (for a target of another kind, set the result's ``feed`` to the
         target chosen at x), as the methods that need them read them; the sessions are built
         when first used and kept."""
-        from .model_runs import ExplainerRuns, HeadSessions
+        from .model_runs import ExplainerRuns
+
+        return ExplainerRuns(self._head_sessions(), self.runner, self.input_name, x, x0, target,
+                             scores, self.channel_axis, self._setup.layout, batch,
+                             self.score_mode)
+
+    def _head_sessions(self) -> HeadSessions:
+        """The prefix and head sessions (built when first asked for, kept)."""
+        from .model_runs import HeadSessions
 
         if self._heads is None:
             threads = self.session.get_session_options().intra_op_num_threads
             self._heads = HeadSessions(lambda: self.model, self.layer, self._setup.prepared.head,
                                        self.providers, threads or None)
-        return ExplainerRuns(self._heads, self.runner, self.input_name, x, x0, target, scores,
-                             self.channel_axis, self._setup.layout, batch, self.score_mode)
+        return self._heads
+
+    def _split_model(self) -> SplitModel | None:
+        """The prefix and the gradient head as ``walk_shared`` runs them (their sessions built
+        on first use, as the methods that run the head build them); None where the model cannot
+        be cut there (then the paths go through the fused model)."""
+        heads = self._head_sessions()
+        try:
+            return SplitModel(heads.prefix(), heads.gradient_head(), self.input_name,
+                              tuple(heads.head_inputs()))
+        except OrtCamError:
+            return None
 
     def _starts(self, items: list[Item]) -> list[Start]:
         """One run of every x (packed): the scores, the target, and the point l = m of the
         path when the run's gradient is the target's (always, but for top:K with K > 1 when
         the K-th class is not the top one). Zero target weights ask for the top-1 class. For
-        the other kinds, the run with zero weights gives S(x) and the kind chooses W."""
+        the other kinds, the run gives S(x) and the kind chooses W; where the options fix W
+        without S(x), the run is fed it and is the path's point l = m."""
         if self.target_kind not in CLASS_KINDS:
             chosen = choose_at_x(self.fused_model, [it.x for it in items], self._kind,
                                  self._output_info,
                                  [options_for(self.target_options, it.spec) for it in items],
                                  self.labels, self.run_capacity())
-            return [Start(c.target.index, c.scores, None, c.run_seconds, c.target)
+            return [Start(c.target.index, c.scores, c.end, c.run_seconds, c.target)
                     for c in chosen]
         specs = [options_for(self.target_options, it.spec).target for it in items]
         return class_starts(self.fused_model, [it.x for it in items], specs, self.n_classes,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from .engine import FusedModel
+from .engine import FusedModel, Points
 from .errors import OrtCamError
 from .grad.spec import TARGET_WEIGHTS
 from .targets import OutputInfo, Target, TargetKind, TargetOptions
@@ -68,18 +68,22 @@ def _differs(value: object, default: object) -> bool:
 
 @dataclass(frozen=True)
 class Chosen:
-    """What the run of x gave for one item: S(x) (float64), the target, the run's share."""
+    """What the run of x gave for one item: S(x) (float64), the target, the run's share, and
+    the point l = m of the path where the run was fed the target's W (``TargetKind.fixed``)."""
 
     scores: np.ndarray
     target: Target
     run_seconds: float
+    end: Points | None = None
 
 
 def choose_at_x(fused: FusedModel, xs: Sequence[np.ndarray], kind: type[TargetKind],
                 out: OutputInfo, opts: Sequence[TargetOptions], labels: list[str] | None,
                 capacity: int) -> list[Chosen]:
     """The targets of the inputs ``xs`` (batch 1 each) with their ``opts``: S at every x from
-    runs of at most ``capacity`` inputs with zero weights, then W picked by ``kind``."""
+    runs of at most ``capacity`` inputs, then W picked by ``kind``. An item whose options fix
+    W without S(x) is fed W in that run (the others zero weights), and the run is its path's
+    point l = m, so that x is run once, as for a class target."""
     out_shape = tuple(d for d in fused.output_shapes[1][1:] if isinstance(d, int))
     if len(out_shape) != len(fused.output_shapes[1]) - 1:
         raise OrtCamError(f"the score output's shape {list(fused.output_shapes[1])} is not "
@@ -87,14 +91,26 @@ def choose_at_x(fused: FusedModel, xs: Sequence[np.ndarray], kind: type[TargetKi
     chosen: list[Chosen] = []
     for lo in range(0, len(xs), capacity):
         part = range(lo, min(lo + capacity, len(xs)))
-        zeros = np.zeros((len(part), *out_shape), np.float32)
-        t0 = time.perf_counter()
-        _, s, _ = fused.run(np.concatenate([xs[i] for i in part]), {TARGET_WEIGHTS: zeros})
-        share = (time.perf_counter() - t0) / len(part)
+        weights = np.zeros((len(part), *out_shape), np.float32)
+        early = {}
         for row, i in enumerate(part):
             kind.accepts(opts[i])
+            if kind.fixed(out, opts[i]):
+                try:
+                    early[row] = kind.choose(weights[row], out, opts[i], labels).weights
+                except OrtCamError:  # W needed S(x) after all: chosen below, from S(x)
+                    continue
+                weights[row] = early[row]
+        t0 = time.perf_counter()
+        a, s, g = fused.run(np.concatenate([xs[i] for i in part]), {TARGET_WEIGHTS: weights})
+        share = (time.perf_counter() - t0) / len(part)
+        for row, i in enumerate(part):
             target = kind.choose(s[row], out, opts[i], labels)
-            chosen.append(Chosen(np.asarray(s[row], np.float64), target, share))
+            end = None
+            if row in early and np.array_equal(early[row], target.weights):
+                here = slice(row, row + 1)
+                end = Points(a[here], target.score(s[here]), g[here])
+            chosen.append(Chosen(np.asarray(s[row], np.float64), target, share, end))
     return chosen
 
 

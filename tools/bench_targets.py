@@ -8,16 +8,22 @@ The heads on the backbone's last block (layer4, 7x7 at 224²):
   segment    1x1 conv (21) -> bilinear x32 to 224²     [N, 21, 224, 224], logits over a mask
   detection  1x1 conv (4+80) on layer4 and layer3       [N, 84, 245], YOLO-style, top-1 after NMS
 
-Each is explained at layer4 (Grad-CAM, Integrated Grad-CAM, RSI: one pass, m steps), CPU and
-process CPU seconds interleaved over ``--repeats``; then ``--targets`` classes of one image in
-one explain_many call (their paths packed into shared runs) against that many explain calls.
+Each is explained at layer4 (Grad-CAM, Integrated Grad-CAM, RSI: one pass, m steps), wall
+and process CPU seconds interleaved over ``--repeats``, at each m of ``--steps``. The rows
+"given" explain the same heads with W fixed by the options (a class over a box; anchors and
+a class), so the run of x is fed W at once and is the path's last point, as the class
+target's; the defaults (argmax mask, top-1 after NMS) pick W from S(x), one more run of x.
+Then ``--targets`` classes of one image in one explain_many call (their paths walked
+together: the prefix runs each point once, the head once per target) against that many
+explain calls.
 
-    python tools/bench_targets.py [--steps 16] [--repeats 5] [--threads 1] [--targets 4]
+    python tools/bench_targets.py [--steps 16,50] [--repeats 5] [--threads 1] [--targets 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import warnings
@@ -85,11 +91,12 @@ def _layer(path: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--steps", default="16,50", help="comma-separated path lengths m")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--targets", type=int, default=4)
     args = ap.parse_args()
+    steps = [int(v) for v in args.steps.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="ort_cam_bench_targets_"))
     x = random_batch(1)
     concept = np.random.default_rng(1).standard_normal(512)
@@ -102,28 +109,36 @@ def main() -> None:
                                              target_kind="detection" if kind == "detection"
                                              else None, preprocess="raw")
         print(f"{kind:10s} {explainers[kind].reading['line']}")
-    run = {kind: (lambda ex=ex: ex.explain_array(x, baseline_array="zeros", steps=args.steps))
-           for kind, ex in explainers.items()}
-    t = interleaved_wall_cpu(run, args.repeats)
-    base_wall, base_cpu = t["class"]
-    print(f"\npath of m = {args.steps} at layer4, {args.threads} thread(s), median of "
-          f"{args.repeats}: wall s, CPU s, CPU ratio to the class target")
-    for kind, (wall, cpu) in t.items():
-        print(f"  {kind:10s} {wall:7.3f}  {cpu:7.3f}  {cpu / base_cpu:5.2f}x")
+    given = {"segment given": ("segment", {"target": 3, "box": (0, 0, 112, 112)}),
+             "detection given": ("detection", {"anchors": (5,), "target": 2})}
+    for m in steps:
+        run = {kind: (lambda ex=ex, m=m: ex.explain_array(x, baseline_array="zeros", steps=m))
+               for kind, ex in explainers.items()}
+        run.update({name: (lambda ex=explainers[kind], spec=spec, m=m: ex.explain_array(
+            x, baseline_array="zeros", steps=m, target=spec))
+            for name, (kind, spec) in given.items()})
+        t = interleaved_wall_cpu(run, args.repeats)
+        base_wall, base_cpu = t["class"]
+        print(f"\npath of m = {m} at layer4, {args.threads} thread(s), median of "
+              f"{args.repeats}: wall s, CPU s, ratios to the class target (wall, CPU)")
+        for kind, (wall, cpu) in t.items():
+            print(f"  {kind:16s} {wall:7.3f}  {cpu:7.3f}  {wall / base_wall:5.2f}x  "
+                  f"{cpu / base_cpu:5.2f}x")
     seg = explainers["segment"]
     image = np.random.default_rng(2).integers(0, 256, (224, 224, 3), np.uint8)
     specs = [{"target": c, "box": (0, 0, 224, 224)} for c in range(args.targets)]
-    one_by_one = lambda: [seg.explain(image, target=s, steps=args.steps)  # noqa: E731
+    m = steps[0]
+    one_by_one = lambda: [seg.explain(image, target=s, steps=m)  # noqa: E731
                           for s in specs]
-    together = lambda: seg.explain_many([image], targets=specs, steps=args.steps)  # noqa: E731
-    print(f"\nsegment: {seg.pack_size(args.steps)} paths of m = {args.steps} share a run")
+    together = lambda: seg.explain_many([image], targets=specs, steps=m)  # noqa: E731
     t2 = interleaved_wall_cpu({"one by one": one_by_one, "together": together}, args.repeats)
-    print(f"{args.targets} segment targets of one image (classes 0..{args.targets - 1}, the "
-          "whole image as the mask)")
+    print(f"\n{args.targets} segment targets of one image (classes 0..{args.targets - 1}, the "
+          f"whole image as the mask), m = {m}: wall s, CPU s")
     for name, (wall, cpu) in t2.items():
         print(f"  {name:10s} {wall:7.3f}  {cpu:7.3f}")
-    print(f"  together / one by one (CPU): {t2['together'][1] / t2['one by one'][1]:.2f}")
-
+    print(f"  together / one by one: wall {t2['together'][0] / t2['one by one'][0]:.2f}, "
+          f"CPU {t2['together'][1] / t2['one by one'][1]:.2f}")
+    print(f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 if __name__ == "__main__":
     main()

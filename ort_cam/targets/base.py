@@ -216,10 +216,13 @@ class Target:
         """The fused model's target input for ``n`` path points: W on every row (the rows of
         the last ``n`` asked for are kept: a walk asks for the same ``n`` chunk after chunk)."""
         rows = self._rows.get(n)
-        if rows is None:  # zeros (pages the OS hands out zeroed), then W's nonzero entries
+        if rows is None:  # zeros (pages the OS hands out zeroed), then W's span of nonzeros
             rows = np.zeros((n, *self.weights.shape), self.weights.dtype)
             support = self._support
-            rows.reshape(n, -1)[:, support] = self.weights.reshape(-1)[support]
+            if len(support):  # the span between W's first and last nonzero, row by row (a
+                # mask or a few anchors: a small part of W; copied as one slice, not scattered)
+                lo, hi = int(support[0]), int(support[-1]) + 1
+                rows.reshape(n, -1)[:, lo:hi] = self.weights.reshape(-1)[lo:hi]
             self._rows.clear()
             self._rows[n] = rows
         return {TARGET_WEIGHTS: rows}
@@ -230,7 +233,7 @@ class Target:
         flat = self.weights.reshape(-1)
         support = self._support
         s = np.asarray(out).reshape(len(out), -1)
-        return s[:, support].astype(np.float64) @ flat[support].astype(np.float64)
+        return np.take(s, support, axis=1).astype(np.float64) @ flat[support].astype(np.float64)
 
     @property
     def _support(self) -> np.ndarray:
@@ -268,6 +271,14 @@ class TargetKind:
                labels: list[str] | None = None) -> Target:
         """The target at x, from S at x (``s``, per image: the batch axis left out)."""
         raise NotImplementedError
+
+    @classmethod
+    def fixed(cls, out: OutputInfo, opts: TargetOptions) -> bool:
+        """Whether ``opts`` fix W without S at x (a concept vector, given weights, a given
+        class over a given mask): then the run of x is fed W at once and is the path's point
+        l = m, as a class target's run of x is. Where this says so wrongly, the explainer
+        sees W change between S = 0 and S(x) and runs x again."""
+        return False
 
     @classmethod
     def n_labels(cls, out: OutputInfo, opts: TargetOptions) -> int | None:

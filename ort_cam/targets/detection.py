@@ -92,10 +92,11 @@ def iou(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, threshold: float
-        ) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, threshold: float,
+        limit: int | None = None) -> np.ndarray:
     """Indices kept by greedy non-maximum suppression, class by class (a box suppresses only
-    boxes of its class whose IoU with it exceeds ``threshold``), best score first."""
+    boxes of its class whose IoU with it exceeds ``threshold``), best score first; with
+    ``limit``, the first ``limit`` of them (greedy: the same as the whole list cut there)."""
     order = np.argsort(-scores, kind="stable")
     keep: list[int] = []
     suppressed = np.zeros(len(scores), bool)
@@ -103,6 +104,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, threshold: f
         if suppressed[i]:
             continue
         keep.append(int(i))
+        if limit is not None and len(keep) >= limit:
+            break
         same = classes == classes[i]
         suppressed |= same & (iou(boxes, boxes[i]) > threshold)
     return np.asarray(keep, dtype=np.int64)
@@ -144,6 +147,12 @@ class DetectionKind(TargetKind):
             return Head("objectness", axis=lay.axis + 1, flatten=False, iou=opts.box_iou)
         return Head("output", axis=lay.axis + 1 if opts.box_iou else 1, flatten=False,
                     iou=opts.box_iou)
+
+    @classmethod
+    def fixed(cls, out: OutputInfo, opts: TargetOptions) -> bool:
+        """Anchors given by index with a given class (else each anchor's class is its best
+        at x)."""
+        return opts.anchors is not None and opts.target not in (None, "top1")
 
     @classmethod
     def choose(cls, s: np.ndarray, out: OutputInfo, opts: TargetOptions,
@@ -206,5 +215,5 @@ def _anchors(boxes: np.ndarray, scores: np.ndarray, c: int | None,
         raise OrtCamError(f"no box scores >= {opts.conf} at this image (best "
                           f"{best.max():.3g}); lower --conf, or pick anchors or a box")
     cls_of = np.argmax(scores[:, cand], axis=0) if c is None else np.full(len(cand), c)
-    keep = nms(boxes[cand], best[cand], cls_of, opts.iou)
+    keep = nms(boxes[cand], best[cand], cls_of, opts.iou, limit=opts.top_k)
     return [int(cand[i]) for i in keep[:opts.top_k]]

@@ -32,6 +32,10 @@ class EmbeddingKind(TargetKind):
         return Head("normalize")
 
     @classmethod
+    def fixed(cls, out: OutputInfo, opts: TargetOptions) -> bool:
+        return True  # W is the unit concept vector
+
+    @classmethod
     def choose(cls, s: np.ndarray, out: OutputInfo, opts: TargetOptions,
                labels: list[str] | None = None) -> Target:
         d = s.size

@@ -74,6 +74,12 @@ class SegmentKind(TargetKind):
         return Head(opts.score or default, axis=class_axis(out) + 1, flatten=False)
 
     @classmethod
+    def fixed(cls, out: OutputInfo, opts: TargetOptions) -> bool:
+        """A given mask (or box) with a given class (a one-channel map has none to give)."""
+        given_mask = opts.mask is not None or opts.box is not None
+        return given_mask and (one_channel(out) or opts.target not in (None, "top1"))
+
+    @classmethod
     def choose(cls, s: np.ndarray, out: OutputInfo, opts: TargetOptions,
                labels: list[str] | None = None) -> Target:
         if one_channel(out):

@@ -27,6 +27,10 @@ class WeightsKind(TargetKind):
         return Head("output", flatten=False)
 
     @classmethod
+    def fixed(cls, out: OutputInfo, opts: TargetOptions) -> bool:
+        return True  # W is given
+
+    @classmethod
     def choose(cls, s: np.ndarray, out: OutputInfo, opts: TargetOptions,
                labels: list[str] | None = None) -> Target:
         if opts.weights is None:
