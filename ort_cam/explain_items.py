@@ -116,19 +116,20 @@ def path_jobs(items: list[Item], starts: list[Start], n_classes: int) -> list[Pa
 SHARED_PATHS = 8
 
 
-def walk_items(fused: FusedModel, split: Callable[[], SplitModel | None], items: list[Item],
+def walk_items(fused: FusedModel, split: Callable[[int], SplitModel | None], items: list[Item],
                jobs: list[PathJob], m: int, sizes: RunSizes, walked: Sequence[str],
                make: MakeReducers, on_chunk: Callable[[int], None] | None = None
                ) -> list[PathResult]:
     """The items' paths at m steps: several targets of one input x (and baseline) walked
     together through the prefix and the head (``walk_shared``: the prefix runs each path point
     once), the others packed into shared runs of the fused model or walked one by one
-    (``walk_fixed``). ``split()`` gives the prefix and head (None: the fused model only)."""
+    (``walk_fixed``). ``split(saved)`` gives the prefix and head, told how many prefix runs
+    of a path point walking together saves (None: the fused model only)."""
     groups: dict[tuple[int, int], list[int]] = {}
     for i, it in enumerate(items):
         groups.setdefault((id(it.x), id(it.x0)), []).append(i)
     shared = [g for g in groups.values() if len(g) > 1]
-    model = split() if shared else None
+    model = split(sum(len(g) - 1 for g in shared) * (m + 1)) if shared else None
     if model is None:
         return walk_fixed(fused, jobs, m, sizes, walked, make, on_chunk, check_extras)
     paths: dict[int, PathResult] = {}

@@ -65,6 +65,11 @@ if TYPE_CHECKING:  # (loading a model, and the head's runs, are imported where f
 
 #: Most explanations (image × target) made together, their paths packed into shared runs.
 PACK_ITEMS = 32
+#: Path points whose prefix runs walking several targets' paths together must have saved
+#: before the prefix and gradient head sessions are built for it: building them cost as much
+#: as 14-15 points' runs (resnet18, resnet50, one thread), and loading the model to cut it
+#: (a cached explainer has not loaded it) about twice that again.
+SPLIT_AFTER = 48
 
 
 class Explainer:
@@ -159,6 +164,7 @@ class Explainer:
         self.memory_budget = memory_budget
         self.fixed_chunk = chunk_size
         self._heads: HeadSessions | None = None  # built by the first method that runs the head
+        self._split_saved = 0  # prefix runs that walking paths together would have saved
         self._sizes: dict[tuple[int, int], Explainer] = {}  # other sizes (``_at_size``)
         self.own_sizes = prep.free_size  # each image at its own size (False: the audits)
         self.setup_seconds = time.perf_counter() - t0
@@ -428,11 +434,15 @@ class Explainer:
                                        self.providers, threads or None)
         return self._heads
 
-    def _split_model(self) -> SplitModel | None:
-        """The prefix and the gradient head as ``walk_shared`` runs them (their sessions built
-        on first use, as the methods that run the head build them); None where the model cannot
-        be cut there (then the paths go through the fused model)."""
+    def _split_model(self, saved: int) -> SplitModel | None:
+        """The prefix and the gradient head as ``walk_shared`` runs them, for a walk that saves
+        ``saved`` prefix runs of a path point. Their sessions are built (and kept) once the
+        walks asking have saved ``SPLIT_AFTER`` points in all, else None: the paths go through
+        the fused model; None also where the model cannot be cut at the layer."""
         heads = self._head_sessions()
+        self._split_saved += saved
+        if not heads.built("prefix", "gradient_head") and self._split_saved < SPLIT_AFTER:
+            return None
         try:
             return SplitModel(heads.prefix(), heads.gradient_head(), self.input_name,
                               tuple(heads.head_inputs()))

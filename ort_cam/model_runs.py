@@ -44,6 +44,10 @@ class HeadSessions:
             self._runners[key] = RowRunner(session) if rows else Runner(session)
         return self._runners[key]
 
+    def built(self, *keys: str) -> bool:
+        """Whether the sessions ``keys`` (prefix, head, gradient_head, scores) are built."""
+        return all(key in self._runners for key in keys)
+
     def _forward(self) -> tuple[onnx.ModelProto, onnx.ModelProto, list[str]]:
         if self._split is None:
             self._split = forward_split(self._model(), self.layer, self.score)

@@ -174,8 +174,9 @@ def test_a_wrong_kind_for_the_output_is_one_line(tmp_path, name, kind):
 def test_several_targets_of_one_image_share_runs_and_give_the_maps_one_by_one(tmp_path):
     """Several segment targets of one image (one class each, over the whole grid) explained
     by one explain_many call, x run once for all of them (fed each one's W: the class and the
-    box fix it), their paths walked together (the prefix and the head: tests/
-    test_target_paths.py), give the very maps of explaining each target alone."""
+    box fix it, so that run is each path's last point), the rest of their paths packed into
+    one shared run (too few points to build the prefix and head for: tests/
+    test_target_paths.py walks them together), give the very maps of explaining each alone."""
     from PIL import Image
 
     _, path = tm.build_and_export("segmenter", tmp_path / "s.onnx")
@@ -189,7 +190,7 @@ def test_several_targets_of_one_image_share_runs_and_give_the_maps_one_by_one(tm
     real = ex.runner.run
     ex.runner.run = lambda feeds: runs.append(len(feeds["x"])) or real(feeds)
     together = ex.explain_many([tmp_path / "i.png"], targets=specs, steps=8)
-    assert runs == [len(specs)], "every x at once; the paths through the prefix and head"
+    assert runs == [len(specs), len(specs) * 8], "every x at once, then every path at once"
     for spec, r in zip(specs, together):
         alone = ex.explain(tmp_path / "i.png", target=spec, steps=8)
         assert r.target == alone.target == spec["target"]

@@ -92,8 +92,11 @@ def test_a_wrong_fixed_claim_runs_x_again(tmp_path, monkeypatch, target):
 def test_several_targets_of_one_image_run_each_point_through_the_prefix_once(
         tmp_path, monkeypatch, name, specs):
     """explain_many of one image with several targets: the prefix runs the m+1 path points
-    once, the head once per target, and the maps are those of explaining each alone."""
+    once, the head once per target, and the maps are those of explaining each alone. (The
+    prefix and head are built once walking together has saved SPLIT_AFTER points: set to 0.)"""
     from PIL import Image
+
+    monkeypatch.setattr(ort_cam.explainer, "SPLIT_AFTER", 0)
 
     _, path = tm.build_and_export(name, tmp_path / "m.onnx")
     img = np.random.default_rng(4).integers(0, 256, (16, 16, 3), np.uint8)
@@ -123,3 +126,28 @@ def test_nms_with_a_limit_is_the_whole_list_cut_there():
     assert len(whole) > 5
     for k in (1, 2, 5):
         np.testing.assert_array_equal(nms(boxes, scores, classes, 0.45, limit=k), whole[:k])
+
+
+def test_the_prefix_and_head_are_built_once_enough_points_would_be_saved(tmp_path):
+    """Walking together needs two more sessions: it starts once the walks asking would have
+    saved SPLIT_AFTER prefix runs in all; until then the paths are packed into the fused
+    model's runs."""
+    from PIL import Image
+
+    from ort_cam.explainer import SPLIT_AFTER
+
+    _, path = tm.build_and_export("multilabel", tmp_path / "m.onnx")
+    ex = ort_cam.Explainer(path, tm.MODELS["multilabel"].layer, quiet=True, cache=False,
+                           preprocess={"preset": "raw", "scale": 1 / 255})
+    img = np.random.default_rng(4).integers(0, 256, (16, 16, 3), np.uint8)
+    Image.fromarray(img).save(tmp_path / "i.png")
+    specs = [0, 3]
+    per_call = (len(specs) - 1) * (M + 1)
+    calls = -(-SPLIT_AFTER // per_call)  # the call that reaches SPLIT_AFTER walks together
+    for call in range(calls + 1):
+        runs = _rows(ex)
+        ex.explain_many([tmp_path / "i.png"], targets=specs, steps=M)
+        assert ex._heads is not None
+        together = ex._heads.built("prefix", "gradient_head")
+        assert together == (call >= calls - 1), call
+        assert sum(runs) == (len(specs) if together else len(specs) * (M + 1)), (call, runs)
