@@ -51,9 +51,17 @@ def reference(**kwargs):
     return Explainer(DEMO, chunk_size=CHUNK, quiet=True).explain(SAMPLE, steps=STEPS, **kwargs)
 
 
-def assert_client_matches(out: dict, r, map_tol: float, gap_tol: float = 1e-6) -> None:
+def assert_client_matches(out: dict, r, map_tol: float, gap_tol: float = 2e-4) -> None:
     """A client's outputs (JSON numbers) against the Explanation ``r``: maps to ``map_tol``,
-    the completeness gap to ``gap_tol`` of itself."""
+    the completeness gap to ``gap_tol`` of itself.
+
+    The gap |Σ IG − (y_m − y_0)| / |y_m − y_0| cancels: where the client's onnxruntime fuses
+    the graph otherwise than the Python engine's session, it moves by far more than the maps.
+    Measured on the demo sample (gap 0.0064) and the ring baseline with target 2 (gap 3.4), the
+    Python engine at onnxruntime's basic level against its default (all; the node client's):
+    2.1e-5 and 2.6e-6 of the gap, the maps ≤ 1.1e-6 apart (tools/perturb_suite.py's ort-opt=basic
+    failed the node tests at gap_tol 1e-6). 2e-4 is 10x the larger; a client that walked one
+    step more or fewer (m = 15 or 17 for 16) is off by 0.34% to 96% of the gap (17x to 4800x)."""
     assert out["target"] == r.target
     np.testing.assert_allclose(out["scores"], r.scores, rtol=1e-5, atol=1e-7)
     for name, res in r.methods.items():

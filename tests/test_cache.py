@@ -5,7 +5,9 @@ processes filling it at once both succeed and leave one intact entry; least-rece
 eviction keeps it under its bound; --no-cache / cache=False neither reads nor writes it.
 
 A CPU explainer leaves two entries per model: the fused model's (``entries``) and the fused
-model as onnxruntime optimised it for this onnxruntime, provider and CPU (``sessions``)."""
+model as onnxruntime optimised it for this onnxruntime, provider and CPU (``sessions``). The
+second is kept at onnxruntime's highest optimisation level only (``optimized.context``), the
+sessions' default, at which this file runs whatever ``--ort-opt-level`` asks for."""
 
 from __future__ import annotations
 
@@ -41,6 +43,16 @@ def where(tmp_path, monkeypatch) -> Path:
     d = tmp_path / "cache"
     monkeypatch.setenv(cache.ENV_DIR, str(d))
     return d
+
+
+@pytest.fixture(autouse=True)
+def highest_level():
+    """This file's sessions at the highest level (keeping the run's threads): at
+    ``--ort-opt-level basic`` (tools/perturb_suite.py) no optimised entry is written, and the
+    tests of the optimised model and of the two entries had nothing to look at."""
+    before = ort_runtime.set_session_defaults(ort_runtime.session_defaults().threads, "all")
+    yield
+    ort_runtime.set_session_defaults(before.threads, before.opt_level)
 
 
 def every_entry(d: Path) -> list[Path]:

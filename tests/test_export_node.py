@@ -2,7 +2,7 @@
 
 The example is installed from the npm registry into a temporary folder (``npm install``), then
 ``node explain.mjs IMAGE explainer.onnx out.png --json out.json`` runs; its maps equal the
-Python engine's to 1e-5. A segmentation model's explainer (tests/target_models.py's
+Python engine's to 2e-5. A segmentation model's explainer (tests/target_models.py's
 segmenter, ``--target-kind segment``) likewise, with its default mask and with a mask and a
 class fed.
 """
@@ -47,7 +47,9 @@ def test_node_maps_equal_the_python_engine(example, tmp_path):
     assert done.returncode == 0, done.stderr
     r = reference()
     assert f"class {r.target}," in done.stdout
-    assert_client_matches(json.loads(out_json.read_text()), r, map_tol=1e-5)
+    # maps in [0, 1]: measured 1.1e-6 apart with the Python engine at onnxruntime's basic level
+    # (the client's is all); 2e-5 is 19x that
+    assert_client_matches(json.loads(out_json.read_text()), r, map_tol=2e-5)
     strip = np.asarray(Image.open(out_png).convert("RGB"))
     assert strip.shape == (96, 4 * 96, 3)  # the image, then one overlay per method
     assert np.array_equal(strip[:, :96], np.asarray(Image.open(SAMPLE).convert("RGB")))
@@ -61,7 +63,7 @@ def test_node_explains_another_target(example, tmp_path):
                 "--json", out_json)
     assert done.returncode == 0, done.stderr
     assert_client_matches(json.loads(out_json.read_text()),
-                          reference(target=2, baseline=str(RING)), map_tol=1e-5)
+                          reference(target=2, baseline=str(RING)), map_tol=2e-5)  # (above)
 
 
 def test_node_refuses_a_target_it_cannot_feed_and_a_wrong_size(example, tmp_path):

@@ -66,8 +66,9 @@ def test_the_page_computes_the_python_maps(site):
     out = page_result(url, root, "model=explainer.onnx&image=sample.png")
     assert "error" not in out, out.get("error")
     assert out["resized"] is False
-    # wasm's float32 kernels round unlike the native ones (measured: maps 4e-7, gap 3e-6)
-    assert_client_matches(out, reference(), map_tol=1e-4, gap_tol=1e-4)
+    # wasm's float32 kernels round unlike the native ones (measured: maps 4e-7, gap 3e-6 of
+    # itself; the gap's tolerance is export_clients' 2e-4)
+    assert_client_matches(out, reference(), map_tol=1e-4)
 
 
 def test_the_page_reports_a_missing_model(site):
