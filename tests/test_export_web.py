@@ -88,8 +88,9 @@ def test_the_page_explains_a_segmentation_model(site, target):
     r = segment_reference(model, root / "segmenter.png",
                           **({} if target is None else {"target": target}))
     # wasm's float32 kernels round unlike the native ones: maps measured 2.8e-7 (1e-4 as the
-    # demo's), the gap 1.2e-8 absolute (gap_abs 1e-6: 80x)
-    assert_segment_matches(out, r, map_tol=1e-4, gap_abs=1e-6)
+    # demo's), the gap 1.2e-8 absolute; the Python side at onnxruntime's basic level moves it
+    # by 1.4e-7 more (test_export_node): gap_abs 2e-6 as there
+    assert_segment_matches(out, r, map_tol=1e-4, gap_abs=2e-6)
 
 
 def test_the_page_reports_a_class_with_no_pixels(site):
