@@ -76,6 +76,7 @@ def _apply_perturbation(config) -> None:
     set_session_defaults(threads=ort_threads or None,
                          opt_level=config.getoption("--ort-opt-level") or "all")
     perturbation.ORT_THREADS = ort_threads
+    perturbation.ORT_OPT_LEVEL = config.getoption("--ort-opt-level") or "all"
     if importlib.util.find_spec("torch") is not None:
         import torch
 

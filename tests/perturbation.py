@@ -14,6 +14,15 @@ from __future__ import annotations
 #: outside pytest); ORT_THREADS 0: onnxruntime's choice.
 ORT_THREADS: int | None = None
 TORCH_THREADS: int | None = None
+#: The sessions' default graph optimisation level (``--ort-opt-level``; None outside pytest).
+ORT_OPT_LEVEL: str | None = None
+
+
+def batch_invariant() -> bool:
+    """Whether this run's sessions compute a batch item bit for bit the same whatever the
+    batch: measured so at onnxruntime's full optimisation (the default) and with one thread,
+    not at its basic level with two threads (tests/tolerance.py: REBATCHED)."""
+    return ORT_OPT_LEVEL in (None, "all") or ORT_THREADS == 1
 
 
 def ort_threads(default: int | None) -> int | None:

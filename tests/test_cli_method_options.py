@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from tolerance import assert_rebatched, rebatched
 
 from ort_cam import Explainer
 from ort_cam.cli import main
@@ -96,7 +97,8 @@ def test_demo_and_audit_take_the_flags(explainer, tmp_path):
               "--fem-k", "0.5")
     assert res.exit_code == 0, res.output
     got = np.load(tmp_path / "demo" / f"{IMAGE.stem}.npz")["fem_raw"]
-    np.testing.assert_array_equal(got, library_raw(explainer, "fem", {"fem_k": 0.5}))
+    # the demo packs its images' paths: bit for bit but where onnxruntime sums by the batch
+    assert_rebatched(got, library_raw(explainer, "fem", {"fem_k": 0.5}))
     box = "0,0,8,8"
     (tmp_path / "boxes.csv").write_text(f"image,label,x0,y0,x1,y1\n{IMAGE},ring,{box}\n")
     res = run("audit", MODEL, tmp_path / "boxes.csv", "--out", tmp_path / "audit",
@@ -108,7 +110,9 @@ def test_demo_and_audit_take_the_flags(explainer, tmp_path):
     assert settings["options"]["fem_k"] == 0.5
     rec = json.loads((tmp_path / "audit" / "results.jsonl").read_text().splitlines()[0])
     want = library_raw(explainer, "fem", {"fem_k": 0.5})
-    assert rec["methods"]["fem"]["raw_mean"] == float(want.mean())
+    # (the audit's batches: as the demo's above)
+    assert abs(rec["methods"]["fem"]["raw_mean"] - float(want.mean())) <= rebatched() * float(
+        np.abs(want).max())
 
 
 BAD = [

@@ -700,9 +700,11 @@ def test_matches_torch_reference(cases, explainers, references, model_name, laye
             # The path starts at x0 and ends at x exactly (x_0 = x0, x_m = x bit for bit), so
             # its end scores are those of x0 and x (onnxruntime's CPU kernels compute a batch
             # item the same whatever the batch; ort_cam once built x_m from x − x0 in float32
-            # and missed x by an ulp in ~half the pixels).
+            # and missed x by an ulp in ~half the pixels). Where onnxruntime sums a batch item
+            # by the batch (its basic level with two threads), within margin.rebatched().
             assert r.ym == r.score
-            assert r.y0 == ex.scores_at(ref.x0)[0, c]
+            y0 = float(ex.scores_at(ref.x0)[0, c])
+            assert abs(r.y0 - y0) <= margin.rebatched() * abs(y0)
         want = quantities(run64, layer, opts, case.size)
         floors = noise_floors(run64, run32, layer, opts, want,
                               quantities(run32, layer, opts, case.size))
@@ -735,14 +737,18 @@ def test_chunk_size_does_not_matter(explainers, cases):
             assert ex.chunk_for(STEPS) == STEPS + 1  # the whole path in one run
         results.append([ex.explain_array(x, baseline_array=x0, steps=STEPS, **opts)
                         for opts in (OPTION_SETS[0], OPTION_SETS[1], OPTION_SETS[5])])
+    # 1e-6: ~8 float32 ulps (bit for bit here where onnxruntime computes a batch item the same
+    # whatever the batch; at its basic level with two threads it does not: the scores measured
+    # 1.6e-6 apart, so margin.rebatched() is added)
+    tol = 1e-6 + margin.rebatched()
     for other in results[1:]:
         for r0, r1 in zip(results[0], other):
             assert r1.target == r0.target
-            np.testing.assert_allclose(r1.scores_path, r0.scores_path, rtol=1e-6, atol=0)
-            assert abs(r1.completeness_gap - r0.completeness_gap) <= 1e-6
+            np.testing.assert_allclose(r1.scores_path, r0.scores_path, rtol=tol, atol=0)
+            assert abs(r1.completeness_gap - r0.completeness_gap) <= tol
             for name in ("gradcam", "igcam", "rsi"):
-                assert rel_err(r1[name].raw, r0[name].raw) <= 1e-6, name
-                assert np.abs(r1[name].map - r0[name].map).max() <= 1e-6, name
+                assert rel_err(r1[name].raw, r0[name].raw) <= tol, name
+                assert np.abs(r1[name].map - r0[name].map).max() <= tol, name
 
 
 def test_explain_many_order_does_not_matter(explainers, cases):

@@ -30,6 +30,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+from perturbation import batch_invariant
+
 FACTOR = 10.0
 ABS = 1e-6
 #: One float32 ulp at 1.0 (2⁻²³): the least floor a measured float32 error is given.
@@ -53,3 +56,40 @@ def tolerance(floor: float, cap: float = math.inf) -> float:
 def ulps(n: float) -> float:
     """``n`` float32 ulps relative to 1.0 (a relative tolerance for a float32 result)."""
     return n * F32
+
+
+def rebatched() -> float:
+    """The relative tolerance of a check across batchings (packed paths against one at a
+    time, an audit's batches against direct calls): 0, bit for bit, where this run's sessions
+    are batch-invariant (``perturbation.batch_invariant``: the default run, so that such a
+    check still sees one ulp), else REBATCHED."""
+    return 0.0 if batch_invariant() else REBATCHED
+
+
+def assert_rebatched(got, want, err_msg: str = "") -> None:
+    """``got`` equals ``want`` (arrays) within ``rebatched()`` of ``want``'s largest
+    magnitude: bit for bit in the default run."""
+    got, want = np.asarray(got), np.asarray(want)
+    if rebatched() == 0.0:
+        np.testing.assert_array_equal(got, want, err_msg=err_msg)
+    else:
+        np.testing.assert_allclose(got, want, rtol=0, err_msg=err_msg,
+                                   atol=rebatched() * float(np.abs(want).max(initial=0.0)))
+
+
+def assert_same_records(got, want, path: str = "") -> None:
+    """Two audits' records (nested dicts and lists) equal, their floats within
+    ``rebatched()`` of their magnitude (at least 1: probabilities, metrics in [0, 1]): bit
+    for bit in the default run."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), path
+        for k in want:
+            assert_same_records(got[k], want[k], f"{path}.{k}")
+    elif isinstance(want, (list, tuple)):
+        assert isinstance(got, (list, tuple)) and len(got) == len(want), path
+        for i, (a, b) in enumerate(zip(got, want)):
+            assert_same_records(a, b, f"{path}[{i}]")
+    elif isinstance(want, float) and isinstance(got, float) and rebatched():
+        assert abs(got - want) <= rebatched() * max(1.0, abs(want)), (path, got, want)
+    else:
+        assert got == want, (path, got, want)
