@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,6 +16,7 @@ from PIL import Image
 
 from .class_choice import fixed_target, resolve_target
 from .engine import (
+    AutoSteps,
     FusedModel,
     MakeReducers,
     PathJob,
@@ -22,15 +24,25 @@ from .engine import (
     Points,
     RunSizes,
     SplitModel,
+    reduce_at_x,
+    walk_auto,
     walk_fixed,
     walk_shared,
 )
 from .grad.spec import TARGET_WEIGHTS
 from .maps import is_dark, normalize, upsample
-from .methods import METHODS, MethodOptions, check_extras
+from .methods import (
+    METHODS,
+    MethodOptions,
+    auto_judge,
+    check_extras,
+    needs_path,
+    reducer_factories,
+    resolve,
+)
 from .methods.run_based import run_method
 from .preprocess import Preprocess
-from .result import DEFAULT_STEPS, Explanation, MethodResult
+from .result import DEFAULT_STEPS, Explanation, MethodResult, fixed_steps
 from .target_choice import ClassFeed
 from .targets import Target
 
@@ -109,6 +121,38 @@ def path_jobs(items: list[Item], starts: list[Start], n_classes: int) -> list[Pa
     return [PathJob(it.x, it.x0, st.chosen if st.chosen is not None else
                     ClassFeed(class_index(st.target), n_classes), st.end)
             for it, st in zip(items, starts)]
+
+
+#: Most explanations (image × target) made together, their paths packed into shared runs.
+PACK_ITEMS = 32
+
+
+def group_size(steps, methods, n_specs: int, capacity: int) -> int:
+    """Items (image × target) explained together: as many paths as share a session run of
+    ``capacity`` inputs (1 for ``steps="auto"``, whose paths are walked one by one)."""
+    if steps == "auto":
+        return 1
+    if not needs_path(resolve(methods)):
+        return max(1, min(PACK_ITEMS, capacity))
+    m = fixed_steps(steps)
+    assert m is not None  # "auto" returned above
+    return max(n_specs, min(PACK_ITEMS, capacity // (m + 1))) if m + 1 <= capacity else 1
+
+
+def walk_paths(fused: FusedModel, split: Callable[[int], SplitModel | None], items: list[Item],
+               jobs: list[PathJob], m: int | None, sizes: RunSizes, walked: Sequence[str],
+               opts: MethodOptions, on_chunk: Callable[[int], None] | None = None
+               ) -> list[PathResult]:
+    """The items' paths for the methods ``walked``: read at x alone where none walks one, by
+    the auto schedule where m is None (``steps="auto"``), else at m steps (``walk_items``)."""
+    make = partial(reducer_factories, opts=opts)
+    if not needs_path(walked):
+        return [check_extras(reduce_at_x(fused, job, make(walked), on_chunk)) for job in jobs]
+    if m is None:
+        auto = AutoSteps(opts.auto_start, opts.auto_tolerance, opts.auto_max, auto_judge(walked))
+        return [walk_auto(fused, job, walked, auto, make, sizes, on_chunk, check_extras)
+                for job in jobs]
+    return walk_items(fused, split, items, jobs, m, sizes, walked, make, on_chunk)
 
 
 #: Paths of one input walked together through the prefix and the head (``walk_shared``): each

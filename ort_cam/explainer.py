@@ -7,7 +7,6 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from functools import partial
 from itertools import groupby
 from typing import TYPE_CHECKING
 
@@ -17,13 +16,10 @@ from . import optimized
 from .augment import AUGMENTATIONS, combine
 from .engine import (
     DEFAULT_BUDGET,
-    AutoSteps,
     FusedModel,
     PathResult,
     RunSizes,
     SplitModel,
-    reduce_at_x,
-    walk_auto,
 )
 from .errors import OrtCamError
 from .explain_items import (
@@ -34,24 +30,21 @@ from .explain_items import (
     class_index,
     class_starts,
     explanation,
+    group_size,
     path_jobs,
-    walk_items,
+    walk_paths,
 )
 from .grad.spec import TARGET_WEIGHTS
 from .labels import refuse_labels
 from .methods import (
     METHODS,
     MethodOptions,
-    auto_judge,
-    check_extras,
-    needs_path,
-    reducer_factories,
     resolve,
 )
 from .methods.finercam import FinerCam
 from .methods.run_based import uses_runs
 from .model_setup import ModelSetup, class_count
-from .preprocess import Preprocess, load_image
+from .preprocess import Preprocess
 from .result import DEFAULT_STEPS, Explanation, fixed_steps
 from .runtime import select_providers
 from .target_choice import CLASS_KINDS, choose_at_x, options_for, target_options
@@ -63,8 +56,6 @@ if TYPE_CHECKING:  # (loading a model, and the head's runs, are imported where f
     from .graph import LoadedModel
     from .model_runs import ExplainerRuns, HeadSessions
 
-#: Most explanations (image × target) made together, their paths packed into shared runs.
-PACK_ITEMS = 32
 #: Path points whose prefix runs walking several targets' paths together must have saved
 #: before the prefix and gradient head sessions are built for it: building them cost as much
 #: as 14-15 points' runs (resnet18, resnet50, one thread), and loading the model to cut it
@@ -282,24 +273,17 @@ class Explainer:
                   methods: Sequence[str] | None = None) -> int:
         """Explanations (image × target) that ``explain_iter``/``explain_pairs`` make
         together, their paths packed into shared runs (1: each is explained alone)."""
-        return self._group_size(steps, methods, 1)
+        return group_size(steps, methods, 1, self.run_capacity())
 
     def _at_size(self, image) -> tuple[Explainer, object]:
         """(the explainer for ``image``, the image): this one, but for a model that takes any
         size where nothing names one (``Prepared.free_size``), the one at the image's own size
         rounded to what the graph shows (``own_size``): made on first use (its prepared model
         cached apart), with a note."""
-        prep = self._setup.prepared
         if not self.own_sizes:
             return self, image
-        from .graph.inputs import own_size  # (loads onnx-graphsurgeon: a model is made)
-
-        try:
-            photo = load_image(image)
-        except Exception:  # refused where it is read, after what came before it is explained
-            return self, image
-        size = own_size(photo.size, prep.size_multiple)
-        if self.preprocess is None or size == tuple(self.preprocess.size):
+        size, photo = self._setup.own_size_of(image)
+        if size is None:
             return self, photo
         if size not in self._sizes:
             t0 = time.perf_counter()
@@ -322,7 +306,7 @@ class Explainer:
     def _packed_here(self, jobs: Iterable[tuple], n_specs: int, steps, methods, on_chunk,
                      options: dict, base: tuple) -> Iterator[Explanation]:
         """``_packed`` for images of this explainer's size."""
-        group = self._group_size(steps, methods, n_specs)
+        group = group_size(steps, methods, n_specs, self.run_capacity())
         pending: list[Item] = []
         for image, specs in jobs:
             try:
@@ -349,18 +333,6 @@ class Explainer:
                                    options)[0]
 
     # --- the work behind the explain_* calls --------------------------------------------
-    def _group_size(self, steps, methods, n_specs: int) -> int:
-        """Items (image × target) explained together: as many paths as share a run."""
-        if steps == "auto":
-            return 1
-        names = resolve(methods)
-        cap = self.run_capacity()
-        if not needs_path(names):
-            return max(1, min(PACK_ITEMS, cap))
-        m = fixed_steps(steps)
-        assert m is not None  # "auto" returned above
-        return max(n_specs, min(PACK_ITEMS, cap // (m + 1))) if m + 1 <= cap else 1
-
     def _explain_items(self, items: list[Item], steps, methods, on_chunk,
                        options: dict) -> list[Explanation]:
         t0 = time.perf_counter()
@@ -377,18 +349,8 @@ class Explainer:
         m = fixed_steps(steps)
         starts = self._starts(items)
         jobs = path_jobs(items, starts, self.n_classes)
-        make = partial(reducer_factories, opts=opts)
-        if not needs_path(walked):
-            paths = [check_extras(reduce_at_x(self.fused_model, job, make(walked), on_chunk))
-                     for job in jobs]
-        elif m is None:
-            auto = AutoSteps(opts.auto_start, opts.auto_tolerance, opts.auto_max,
-                             auto_judge(walked))
-            paths = [walk_auto(self.fused_model, job, walked, auto, make, self.run_sizes,
-                               on_chunk, check_extras) for job in jobs]
-        else:
-            paths = walk_items(self.fused_model, self._split_model, items, jobs, m,
-                               self.run_sizes, walked, make, on_chunk)
+        paths = walk_paths(self.fused_model, self._split_model, items, jobs, m, self.run_sizes,
+                           walked, opts, on_chunk)
         add_run_maps(items, starts, paths, [n for n in names if n not in walked], opts, m,
                      self.model_runs)
         share = (time.perf_counter() - t0) / len(items)
@@ -443,11 +405,7 @@ class Explainer:
         self._split_saved += saved
         if not heads.built("prefix", "gradient_head") and self._split_saved < SPLIT_AFTER:
             return None
-        try:
-            return SplitModel(heads.prefix(), heads.gradient_head(), self.input_name,
-                              tuple(heads.head_inputs()))
-        except OrtCamError:
-            return None
+        return heads.split(self.input_name)
 
     def _starts(self, items: list[Item]) -> list[Start]:
         """One run of every x (packed): the scores, the target, and the point l = m of the

@@ -14,7 +14,8 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from .engine import TargetFeed
+from .engine import SplitModel, TargetFeed
+from .errors import OrtCamError
 from .grad import Head, split_models
 from .grad.forward import forward_split, score_model
 from .graph import LoadedModel
@@ -69,6 +70,15 @@ class HeadSessions:
 
     def scores(self) -> Runner:
         return self._runner("scores", lambda: score_model(self._model(), self.score))
+
+    def split(self, input_name: str) -> SplitModel | None:
+        """The prefix and the gradient head as ``engine.walk_shared`` runs them (built now, and
+        kept), or None where the model cannot be cut at the layer."""
+        try:
+            return SplitModel(self.prefix(), self.gradient_head(), input_name,
+                              tuple(self.head_inputs()))
+        except OrtCamError:
+            return None
 
 
 class ExplainerRuns:

@@ -145,6 +145,20 @@ class ModelSetup:
                                  f"{['N', *shape[1:]]}")
         return np.ascontiguousarray(x.astype(np.dtype(self.prepared.input_dtype)))
 
+    def own_size_of(self, image) -> tuple[tuple[int, int] | None, object]:
+        """(the size of its own to explain ``image`` at, None where it is the prepared size;
+        the image, loaded where it can be) for a model that takes any size: the image's size
+        rounded to what the graph scales it down by (``graph.inputs.own_size``)."""
+        from .graph.inputs import own_size  # (loads onnx-graphsurgeon: a model is made)
+
+        try:
+            photo = load_image(image)
+        except Exception:  # refused where it is read, after what came before it is explained
+            return None, image
+        size = own_size(photo.size, self.prepared.size_multiple)
+        same = self.preprocess is None or size == tuple(self.preprocess.size)
+        return (None if same else size), photo
+
     def map_size(self, x: np.ndarray) -> tuple[int, int]:
         """The (height, width) of the model input ``x``: the size maps are upsampled to."""
         return (x.shape[2], x.shape[3]) if self.layout == "NCHW" else (x.shape[1], x.shape[2])
