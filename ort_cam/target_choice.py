@@ -83,7 +83,9 @@ def choose_at_x(fused: FusedModel, xs: Sequence[np.ndarray], kind: type[TargetKi
     """The targets of the inputs ``xs`` (batch 1 each) with their ``opts``: S at every x from
     runs of at most ``capacity`` inputs, then W picked by ``kind``. An item whose options fix
     W without S(x) is fed W in that run (the others zero weights), and the run is its path's
-    point l = m, so that x is run once, as for a class target."""
+    point l = m, so that x is run once, as for a class target; so is the run of an item fed
+    zero weights where the fused model seeded the row with the W chosen here
+    (``TargetKind.seeded``, checked on the host: else x is run again)."""
     out_shape = tuple(d for d in fused.output_shapes[1][1:] if isinstance(d, int))
     if len(out_shape) != len(fused.output_shapes[1]) - 1:
         raise OrtCamError(f"the score output's shape {list(fused.output_shapes[1])} is not "
@@ -107,7 +109,8 @@ def choose_at_x(fused: FusedModel, xs: Sequence[np.ndarray], kind: type[TargetKi
         for row, i in enumerate(part):
             target = kind.choose(s[row], out, opts[i], labels)
             end = None
-            if row in early and np.array_equal(early[row], target.weights):
+            if (np.array_equal(early[row], target.weights) if row in early
+                    else kind.seeded(s[row], out, opts[i], target)):
                 here = slice(row, row + 1)
                 end = Points(a[here], target.score(s[here]), g[here])
             chosen.append(Chosen(np.asarray(s[row], np.float64), target, share, end))
