@@ -226,7 +226,8 @@ class Explainer:
             raise OrtCamError(f"a {self.target_kind} target is a class index; target_at "
                               "chooses the targets of the other kinds")
         return choose_at_x(self.fused_model, [x], self._kind, self._output_info,
-                           [options_for(self.target_options, spec)], self.labels, 1)[0].target
+                           [options_for(self.target_options, spec)], self.labels, 1,
+                           self.target_options)[0].target
 
     # --- explanation --------------------------------------------------------------------
     def explain(self, image, *, target=None, steps: int | str = DEFAULT_STEPS, baseline="black",
@@ -417,7 +418,7 @@ class Explainer:
             chosen = choose_at_x(self.fused_model, [it.x for it in items], self._kind,
                                  self._output_info,
                                  [options_for(self.target_options, it.spec) for it in items],
-                                 self.labels, self.run_capacity())
+                                 self.labels, self.run_capacity(), self.target_options)
             return [Start(c.target.index, c.scores, c.end, c.run_seconds, c.target)
                     for c in chosen]
         specs = [options_for(self.target_options, it.spec).target for it in items]

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 # without loading them.
 
 #: Bump when what an entry holds, or how the fused model is built, changes.
-FORMAT = 6
+FORMAT = 7
 
 
 @dataclass
@@ -190,6 +190,13 @@ def read(model: LoadedModel, opts: TargetOptions) -> Reading:
     return read_output(model, model.output, opts)
 
 
+def seed_rows(reading: Reading, opts: TargetOptions) -> tuple[int, int] | None:
+    """A detection head's rows for the fused model's top-1 seed (``seed_rows_of``)."""
+    from .targets.detection import seed_rows_of
+
+    return seed_rows_of(reading.output, opts) if reading.kind == "detection" else None
+
+
 def _reading_record(reading: Reading) -> dict[str, Any]:
     return {"kind": reading.kind, "score": reading.head.transform, "note": reading.note,
             "line": reading.line(), "head": reading.head.record(),
@@ -245,7 +252,8 @@ def build(source: ModelSource, layer: str | None, score: str | None, *,
     model, view = view_layer(model, layer, hint)
     tensor, axis = view.tensor, view.channel_axis
     reading = read(model, replace(target or TargetOptions(), score=score))
-    fused = fused_model(model, tensor, reading.head, output=model.output, top1_seed=True)
+    fused = fused_model(model, tensor, reading.head, output=model.output, top1_seed=True,
+                        rows=seed_rows(reading, target or TargetOptions()))
     try:
         fused_bytes: bytes | None = fused.SerializeToString()
     except Exception:  # past protobuf's 2 GB: the session goes through a file

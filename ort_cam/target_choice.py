@@ -79,13 +79,14 @@ class Chosen:
 
 def choose_at_x(fused: FusedModel, xs: Sequence[np.ndarray], kind: type[TargetKind],
                 out: OutputInfo, opts: Sequence[TargetOptions], labels: list[str] | None,
-                capacity: int) -> list[Chosen]:
+                capacity: int, built: TargetOptions | None = None) -> list[Chosen]:
     """The targets of the inputs ``xs`` (batch 1 each) with their ``opts``: S at every x from
     runs of at most ``capacity`` inputs, then W picked by ``kind``. An item whose options fix
     W without S(x) is fed W in that run (the others zero weights), and the run is its path's
     point l = m, so that x is run once, as for a class target; so is the run of an item fed
     zero weights where the fused model seeded the row with the W chosen here
-    (``TargetKind.seeded``, checked on the host: else x is run again)."""
+    (``TargetKind.seeded``, checked on the host: else x is run again); ``built``: the
+    options the fused model was built with (default: each item's)."""
     out_shape = tuple(d for d in fused.output_shapes[1][1:] if isinstance(d, int))
     if len(out_shape) != len(fused.output_shapes[1]) - 1:
         raise OrtCamError(f"the score output's shape {list(fused.output_shapes[1])} is not "
@@ -110,7 +111,7 @@ def choose_at_x(fused: FusedModel, xs: Sequence[np.ndarray], kind: type[TargetKi
             target = kind.choose(s[row], out, opts[i], labels)
             end = None
             if (np.array_equal(early[row], target.weights) if row in early
-                    else kind.seeded(s[row], out, opts[i], target)):
+                    else kind.seeded(s[row], out, opts[i], target, built or opts[i])):
                 here = slice(row, row + 1)
                 end = Points(a[here], target.score(s[here]), g[here])
             chosen.append(Chosen(np.asarray(s[row], np.float64), target, share, end))

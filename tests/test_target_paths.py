@@ -171,9 +171,37 @@ def test_a_default_mask_seeded_in_the_graph_runs_x_once(tmp_path, monkeypatch, t
     assert target is not None or once  # the default is the largest region's class
     assert sum(runs) == M + (1 if once else 2)
     monkeypatch.setattr(kind_named("segment"), "seeded",
-                        classmethod(lambda cls, s, out, opts, t: False))
+                        classmethod(lambda cls, s, out, opts, t, b: False))
     runs.clear()
     plain = ex.explain_array(x, baseline_array="zeros", steps=M, target=target)
+    assert sum(runs) == M + 2
+    assert fast.score == plain.score and fast.target_record == plain.target_record
+    np.testing.assert_allclose(fast.scores_path, plain.scores_path, rtol=1e-12, atol=0)
+    for method in METHODS:
+        _close(fast[method].raw, plain[method].raw)
+
+
+@pytest.mark.parametrize("name, spec", [
+    ("detector", None), ("detector_obj", None), ("detector", {"layout": "anchors"}),
+    ("detector", {"top_k": 2})])
+def test_the_top1_detection_seeded_in_the_graph_runs_x_once(tmp_path, monkeypatch, name,
+                                                            spec):
+    """The default detection target (the top-1 after NMS): the run of x, fed zero weights,
+    is seeded in the graph with the best anchor's best class (with the layout the model was
+    built with) and checked on the host: x runs once (m+1 inputs); where the call asks for
+    something else (another layout, the top 2), twice (m+2). The maps are those of the
+    two-run way (``seeded`` False)."""
+    _, path = tm.build_and_export(name, tmp_path / "d.onnx")
+    ex = ort_cam.Explainer(path, tm.MODELS[name].layer, quiet=True, cache=False,
+                           target_kind="detection", target={"conf": 0.0}, preprocess="raw")
+    x = tm.inputs(name, batch=1)
+    runs = _rows(ex)
+    fast = ex.explain_array(x, baseline_array="zeros", steps=M, target=spec)
+    assert sum(runs) == M + (1 if spec is None else 2)
+    monkeypatch.setattr(kind_named("detection"), "seeded",
+                        classmethod(lambda cls, s, out, opts, t, b: False))
+    runs.clear()
+    plain = ex.explain_array(x, baseline_array="zeros", steps=M, target=spec)
     assert sum(runs) == M + 2
     assert fast.score == plain.score and fast.target_record == plain.target_record
     np.testing.assert_allclose(fast.scores_path, plain.scores_path, rtol=1e-12, atol=0)

@@ -106,8 +106,41 @@ def _map_seed(b: Builder, score: gs.Tensor, weights: gs.Tensor, axis: int) -> gs
     return b.declare(out, dtype, shape)
 
 
+def _detection_seed(b: Builder, score: gs.Tensor, weights: gs.Tensor,
+                    rows: tuple[int, int]) -> gs.Tensor:
+    """``weights``, except that a row of zeros of a detection head S [N, 4+C, A] (``rows``:
+    the axis of its 4+C rows, C) becomes the default detection target's: 1 at the anchor
+    with the best class score and that anchor's best class (the first on ties, as
+    ``np.argmax``; the top-1 left by NMS)."""
+    shape, dtype = b.shape(score), b.dtype(score)
+    assert shape is not None and dtype is not None  # attach_score typed it
+    axis, n_classes = rows
+    other = 3 - axis
+    to = helper.np_dtype_to_tensor_dtype(dtype)
+
+    def along(values: np.ndarray, at: int) -> gs.Constant:
+        where = [1, 1, 1]
+        where[at] = len(values)
+        return b.const(values.astype(np.int64).reshape(where), hint="index")
+
+    cls = b.op("Gather", score, b.const(np.arange(4, 4 + n_classes, dtype=np.int64)),
+               axis=axis)
+    best = b.reduce("ReduceMax", cls, [axis])
+    anchor = b.declare(b.op("ArgMax", best, axis=other, keepdims=1), np.int64, None)
+    at = b.op("Equal", anchor, along(np.arange(shape[other]), other))
+    column = b.reduce("ReduceSum", b.op("Mul", cls, b.op("Cast", at, to=to)), [other])
+    top = b.declare(b.op("ArgMax", column, axis=axis, keepdims=1), np.int64, None)
+    row = b.op("Equal", b.op("Add", top, b.const(np.full((1, 1, 1), 4, np.int64))),
+               along(np.arange(shape[axis]), axis))
+    seed = b.op("Cast", b.op("And", row, at), to=to)
+    size = b.reduce("ReduceSum", b.op("Abs", weights), [1, 2])
+    empty = b.op("Cast", b.op("Equal", size, b.const(np.zeros((1, 1, 1), dtype))), to=to)
+    return b.op("Add", weights, b.op("Mul", empty, seed))
+
+
 def _gradient_graph(model: LoadedModel, graph: gs.Graph, layer: str, head: Head,
-                    output: str, top1_seed: bool = False) -> tuple[gs.Graph, list[gs.Tensor]]:
+                    output: str, top1_seed: bool = False, rows: tuple[int, int] | None = None
+                    ) -> tuple[gs.Graph, list[gs.Tensor]]:
     """Append S (``head`` on ``output``), the input ``target_weights`` W of S's shape and
     d(Σ W ⊙ S)/d layer; returns the graph and its ``scores`` (S) and ``grad`` outputs."""
     b = Builder(graph, opset=model.opset, dtypes=model.dtypes, shapes=model.shapes)
@@ -125,6 +158,8 @@ def _gradient_graph(model: LoadedModel, graph: gs.Graph, layer: str, head: Head,
         seed = _top1_seed(b, score, weights)
     elif top1_seed and map_seeded(head, len(shape) - 1):
         seed = _map_seed(b, score, weights, head.axis)
+    elif top1_seed and rows is not None and not head.iou and len(shape) == 3:
+        seed = _detection_seed(b, score, weights, rows)
     try:
         grad = add_gradient(graph, layer, score, seed, ctx)
     except NoGradientRuleError as exc:
@@ -206,7 +241,8 @@ def check_scores_output(model: LoadedModel, output: str) -> None:
 
 def fused_model(model: LoadedModel, layer: str, score: str | Head = "probability",
                 output: str | None = None, require_spatial: bool = True,
-                top1_seed: bool = False) -> onnx.ModelProto:
+                top1_seed: bool = False, rows: tuple[int, int] | None = None
+                ) -> onnx.ModelProto:
     """Model inputs + ``target_weights`` -> (layer tensor, ``scores``, ``grad``), one session.
 
     ``score``: a class reading (``SCORE_MODES``) or a ``Head``; ``scores`` is S, the head's
@@ -214,7 +250,9 @@ def fused_model(model: LoadedModel, layer: str, score: str | Head = "probability
     With ``require_spatial=False`` any float tensor (or graph input) may be the layer, and an
     output of rank != 2 is flattened to [N, K] for the score: the rule tests use this. With
     ``top1_seed``, a row of zero ``target_weights`` asks for the gradient of that row's top-1
-    class (one run gives the target and its gradient); other rows are used as given.
+    class (one run gives the target and its gradient); other rows are used as given; so is a
+    zero row of a map (the segment default) or, given ``rows`` (the axis of a detection
+    head's 4+C rows in S, and C), of a detection head (the top-1 anchor).
     """
     if require_spatial:
         model, view = view_layer(model, layer)
@@ -224,7 +262,8 @@ def fused_model(model: LoadedModel, layer: str, score: str | Head = "probability
     head = Head.of(score)
     output = _output(model, output, head if require_spatial else None)
     graph = model.graph.copy()
-    graph, (scores, grad) = _gradient_graph(model, graph, layer, head, output, top1_seed)
+    graph, (scores, grad) = _gradient_graph(model, graph, layer, head, output, top1_seed,
+                                            rows)
     layer_t = graph.tensors()[layer]
     layer_t.dtype = model.dtypes[layer]
     layer_t.shape = ["N", *model.shapes[layer][1:]]

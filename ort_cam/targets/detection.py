@@ -155,6 +155,25 @@ class DetectionKind(TargetKind):
         return opts.anchors is not None and opts.target not in (None, "top1")
 
     @classmethod
+    def seeded(cls, s: np.ndarray, out: OutputInfo, opts: TargetOptions, target: Target,
+               built: TargetOptions) -> bool:
+        """The fused model seeds a zero row with the best anchor and its best class (by the
+        layout it was ``built`` with): ``target`` where it is the top-1 left by NMS with no
+        class, anchors or box given, and the same W (S finite: ArgMax and np.argmax agree on
+        ties, not on NaN)."""
+        rows = seed_rows_of(out, built)
+        if (rows is None or opts.anchors is not None or opts.box is not None
+                or opts.top_k != 1 or opts.target not in (None, "top1")
+                or not np.isfinite(s).all()):
+            return False
+        axis, n_classes = rows[0] - 1, rows[1]
+        scores = np.moveaxis(s, axis, 0)[4:4 + n_classes]
+        a = int(np.argmax(scores.max(axis=0)))
+        seed = np.zeros(np.moveaxis(s, axis, 0).shape, np.float32)
+        seed[4 + int(np.argmax(scores[:, a])), a] = 1.0
+        return np.array_equal(np.moveaxis(seed, 0, axis), target.weights)
+
+    @classmethod
     def choose(cls, s: np.ndarray, out: OutputInfo, opts: TargetOptions,
                labels: list[str] | None = None) -> Target:
         lay = layout(out, opts)
@@ -217,3 +236,13 @@ def _anchors(boxes: np.ndarray, scores: np.ndarray, c: int | None,
     cls_of = np.argmax(scores[:, cand], axis=0) if c is None else np.full(len(cand), c)
     keep = nms(boxes[cand], best[cand], cls_of, opts.iou, limit=opts.top_k)
     return [int(cand[i]) for i in keep[:opts.top_k]]
+
+
+def seed_rows_of(out: OutputInfo, opts: TargetOptions) -> tuple[int, int] | None:
+    """Where the fused model of a detection head read with ``opts`` seeds a zero row of W
+    with the top-1 anchor (``grad.heads``): the axis of S's 4+C rows (batch axis counted)
+    and C; None where it does not (the IoU head)."""
+    if opts.box_iou or len(out.shape) != 2:
+        return None
+    lay = layout(out, opts)
+    return lay.axis + 1, lay.n_classes

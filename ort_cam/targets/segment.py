@@ -81,8 +81,8 @@ class SegmentKind(TargetKind):
         return given_mask and (one_channel(out) or opts.target not in (None, "top1"))
 
     @classmethod
-    def seeded(cls, s: np.ndarray, out: OutputInfo, opts: TargetOptions,
-               target: Target) -> bool:
+    def seeded(cls, s: np.ndarray, out: OutputInfo, opts: TargetOptions, target: Target,
+               built: TargetOptions) -> bool:
         """The fused model seeds a zero row with the class of the largest argmax region
         (background not left out) over its argmax mask: ``target`` where it is the default
         mask of that class (S finite: ArgMax and np.argmax agree on ties, not on NaN)."""
