@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 # without loading them.
 
 #: Bump when what an entry holds, or how the fused model is built, changes.
-FORMAT = 7
+FORMAT = 8
 
 
 @dataclass

@@ -153,34 +153,6 @@ def test_the_prefix_and_head_are_built_once_enough_points_would_be_saved(tmp_pat
         assert sum(runs) == (len(specs) if together else len(specs) * (M + 1)), (call, runs)
 
 
-@pytest.mark.parametrize("target", [None, 1, 2])
-def test_a_default_mask_seeded_in_the_graph_runs_x_once(tmp_path, monkeypatch, target):
-    """The default mask (the argmax region of the chosen class): the run of x, fed zero
-    weights, is seeded in the graph with the largest region's class and checked on the host,
-    so x runs once (m+1 inputs) where the chosen class is that one, twice (m+2) where it is
-    not; the maps are those of the two-run way (``seeded`` False)."""
-    _, path = tm.build_and_export("segmenter", tmp_path / "s.onnx")
-    ex = ort_cam.Explainer(path, tm.MODELS["segmenter"].layer, quiet=True, cache=False,
-                           preprocess="raw")
-    x = tm.inputs("segmenter", batch=1)
-    runs = _rows(ex)
-    fast = ex.explain_array(x, baseline_array="zeros", steps=M, target=target)
-    largest = int(np.argmax(np.bincount(np.argmax(fast.scores, axis=0).ravel(),
-                                        minlength=tm.SEG_CLASSES)))
-    once = fast.target_record["class"] == largest
-    assert target is not None or once  # the default is the largest region's class
-    assert sum(runs) == M + (1 if once else 2)
-    monkeypatch.setattr(kind_named("segment"), "seeded",
-                        classmethod(lambda cls, s, out, opts, t, b: False))
-    runs.clear()
-    plain = ex.explain_array(x, baseline_array="zeros", steps=M, target=target)
-    assert sum(runs) == M + 2
-    assert fast.score == plain.score and fast.target_record == plain.target_record
-    np.testing.assert_allclose(fast.scores_path, plain.scores_path, rtol=1e-12, atol=0)
-    for method in METHODS:
-        _close(fast[method].raw, plain[method].raw)
-
-
 @pytest.mark.parametrize("name, spec", [
     ("detector", None), ("detector_obj", None), ("detector", {"layout": "anchors"}),
     ("detector", {"top_k": 2})])

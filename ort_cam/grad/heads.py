@@ -19,7 +19,7 @@ from ..graph.view import TOKENS
 from .backprop import add_gradient
 from .builder import Builder
 from .layers import suggest_layer_after
-from .spec import GRAD, SCORES, TARGET_WEIGHTS, map_seeded
+from .spec import GRAD, SCORES, TARGET_WEIGHTS
 from .table import VjpContext
 from .transforms import SCORE_MODES, Head, attach_target
 
@@ -72,40 +72,6 @@ def _top1_seed(b: Builder, score: gs.Tensor, weights: gs.Tensor) -> gs.Tensor:
     return b.op("Add", weights, b.op("Mul", empty, onehot))
 
 
-def _map_seed(b: Builder, score: gs.Tensor, weights: gs.Tensor, axis: int) -> gs.Tensor:
-    """``weights``, except that a row of zeros of a map [N, C, ...] (class axis ``axis``)
-    becomes the segment target's default: class c the one with the most argmax pixels (the
-    first on ties, as ``np.argmax``), 1 where a pixel's argmax is c. Worked out under an If
-    only when some row is zero (the run of x): a path point pays one ReduceL1 of W."""
-    shape, dtype = b.shape(score), b.dtype(score)
-    assert shape is not None and dtype is not None  # attach_score typed it
-    rank, to = len(shape), helper.np_dtype_to_tensor_dtype(dtype)
-    rows = [1] * rank
-    l1 = b.declare(b.reduce("ReduceL1", weights, range(1, rank)), dtype, (shape[0], *rows[1:]))
-    least = b.declare(b.reduce("ReduceMin", l1, range(rank), keepdims=False), dtype, ())
-    some_empty = b.op("Equal", least, b.const(np.zeros((), dtype)))
-    sub = Builder(gs.Graph(opset=b.opset), prefix=b.name("seed"), opset=b.opset)
-    top = sub.declare(sub.op("ArgMax", score, axis=axis, keepdims=1), np.int64, None)
-    where = [1] * rank
-    where[axis] = shape[axis]
-    classes = sub.const(np.arange(shape[axis], dtype=np.int64).reshape(where), hint="classes")
-    onehot = sub.op("Equal", top, classes)
-    other = [a for a in range(1, rank) if a != axis]
-    counts = sub.declare(sub.reduce("ReduceSum", sub.op("Cast", onehot, to=to), other),
-                         dtype, None)
-    best = sub.declare(sub.op("ArgMax", counts, axis=axis, keepdims=1), np.int64, None)
-    mask = sub.op("Cast", sub.op("And", onehot, sub.op("Equal", classes, best)), to=to)
-    empty = sub.op("Cast", sub.op("Equal", l1, sub.const(np.zeros(rows, dtype))), to=to)
-    seeded = sub.op("Add", weights, sub.op("Mul", empty, mask))
-    sub.graph.outputs = [seeded]
-    kept = Builder(gs.Graph(opset=b.opset), prefix=b.name("kept"), opset=b.opset)
-    kept.graph.outputs = [kept.op("Identity", weights)]
-    for g in (sub.graph, kept.graph):
-        g.outputs[0].dtype, g.outputs[0].shape = dtype, None
-    out = b.op("If", some_empty, then_branch=sub.graph, else_branch=kept.graph)
-    return b.declare(out, dtype, shape)
-
-
 def _detection_seed(b: Builder, score: gs.Tensor, weights: gs.Tensor,
                     rows: tuple[int, int]) -> gs.Tensor:
     """``weights``, except that a row of zeros of a detection head S [N, 4+C, A] (``rows``:
@@ -156,8 +122,6 @@ def _gradient_graph(model: LoadedModel, graph: gs.Graph, layer: str, head: Head,
     seed = weights
     if top1_seed and len(shape) == 2:
         seed = _top1_seed(b, score, weights)
-    elif top1_seed and map_seeded(head, len(shape) - 1):
-        seed = _map_seed(b, score, weights, head.axis)
     elif top1_seed and rows is not None and not head.iou and len(shape) == 3:
         seed = _detection_seed(b, score, weights, rows)
     try:
@@ -250,9 +214,9 @@ def fused_model(model: LoadedModel, layer: str, score: str | Head = "probability
     With ``require_spatial=False`` any float tensor (or graph input) may be the layer, and an
     output of rank != 2 is flattened to [N, K] for the score: the rule tests use this. With
     ``top1_seed``, a row of zero ``target_weights`` asks for the gradient of that row's top-1
-    class (one run gives the target and its gradient); other rows are used as given; so is a
-    zero row of a map (the segment default) or, given ``rows`` (the axis of a detection
-    head's 4+C rows in S, and C), of a detection head (the top-1 anchor).
+    class (one run gives the target and its gradient); other rows are used as given; so is,
+    given ``rows`` (the axis of a detection head's 4+C rows in S, and C), a zero row of a
+    detection head (the top-1 anchor).
     """
     if require_spatial:
         model, view = view_layer(model, layer)

@@ -62,10 +62,3 @@ class Head:
     def of(cls, score: str | Head) -> Head:
         """``score`` as a head: a score mode names the class reading of that name."""
         return score if isinstance(score, Head) else cls(score)
-
-
-def map_seeded(head: Head, rank: int) -> bool:
-    """Whether the fused model seeds a zero row of W with the segment target's default
-    (``_map_seed``): a map's logits or probabilities [N, C, H, W] (or NHWC), C > 1."""
-    return (not head.flatten and head.transform in ("logit", "probability") and rank == 3
-            and not head.iou and not head.boxes)

@@ -17,7 +17,6 @@ import numpy as np
 
 from ..errors import InputError, OrtCamError
 from ..grad import Head
-from ..grad.spec import map_seeded
 from .base import OutputInfo, Target, TargetKind, TargetOptions, class_index, finished, finite
 
 BACKGROUND = ("background", "__background__", "bg", "_background_")
@@ -79,19 +78,6 @@ class SegmentKind(TargetKind):
         """A given mask (or box) with a given class (a one-channel map has none to give)."""
         given_mask = opts.mask is not None or opts.box is not None
         return given_mask and (one_channel(out) or opts.target not in (None, "top1"))
-
-    @classmethod
-    def seeded(cls, s: np.ndarray, out: OutputInfo, opts: TargetOptions, target: Target,
-               built: TargetOptions) -> bool:
-        """The fused model seeds a zero row with the class of the largest argmax region
-        (background not left out) over its argmax mask: ``target`` where it is the default
-        mask of that class (S finite: ArgMax and np.argmax agree on ties, not on NaN)."""
-        if one_channel(out) or opts.mask is not None or opts.box is not None:
-            return False
-        if not map_seeded(cls.head(out, opts), len(out.shape)) or not np.isfinite(s).all():
-            return False
-        sc = np.moveaxis(s, class_axis(out), 0)
-        return target.index == largest_region(np.argmax(sc, axis=0), len(sc), None)
 
     @classmethod
     def choose(cls, s: np.ndarray, out: OutputInfo, opts: TargetOptions,
