@@ -137,16 +137,24 @@ def path_inputs(x: np.ndarray, x0: np.ndarray, m: int) -> torch.Tensor:
 
 
 def path_reference(model: torch.nn.Module, module: str, x: np.ndarray, x0: np.ndarray, m: int,
-                   scalar: Scalar, bits: int) -> PathRef:
+                   scalar: Scalar, bits: int, layer_path: np.ndarray | None = None) -> PathRef:
     """A, G, y along the path, the model (a float32 module, left unchanged) run in float64
-    (``bits`` 64) or float32 (32: a float32 copy fed the float32 path inputs)."""
+    (``bits`` 64) or float32 (32: a float32 copy fed the float32 path inputs). With
+    ``layer_path`` ([m+1, ...], another engine's A_l), the layer's output is replaced by it:
+    the head above the layer is then evaluated along that engine's own layer path."""
     xs = path_inputs(x, x0, m)
     net = copy.deepcopy(model).eval()
     net = net.double() if bits == 64 else net.float()
     xs = xs if bits == 64 else xs.float()
     seen: dict[str, torch.Tensor] = {}
-    hook = net.get_submodule(module).register_forward_hook(
-        lambda _m, _i, out: seen.update(a=out))
+
+    def keep(_m, _i, out):
+        if layer_path is not None:
+            out = torch.from_numpy(np.asarray(layer_path)).to(out.dtype).requires_grad_()
+        seen.update(a=out)
+        return out
+
+    hook = net.get_submodule(module).register_forward_hook(keep)
     try:
         y = scalar(net(xs))
     finally:

@@ -218,23 +218,51 @@ def _compare(case: Case, tmp_path: Path, label: str) -> None:
         ROWS.append((label, method, floor, same, e2e))
         assert same <= floor + ABS, f"{label} {method}: {same:.2e} on the same inputs"
         assert e2e <= FACTOR * floor + ABS, f"{label} {method}: {e2e:.2e}, floor {floor:.2e}"
-    _seed_methods(case, ex, x, spec, scalar, label)
+    _seed_methods(case, ex, x, spec, w, scalar, label)
 
 
-def _seed_methods(case: Case, ex, x: np.ndarray, spec, scalar, label: str, m: int = 8) -> None:
-    """Grad-CAM, Integrated Grad-CAM, RSI-Grad-CAM and the gap against torch float64."""
+def _seed_methods(case: Case, ex, x: np.ndarray, spec, w: np.ndarray, scalar, label: str,
+                  m: int = 8) -> None:
+    """Grad-CAM, Integrated Grad-CAM, RSI-Grad-CAM and the gap against torch float64, along
+    onnxruntime's own layer path.
+
+    Two links. (1) onnxruntime's A_l are float64's within the float32 twin's rounding
+    (tolerance of its floor): only rounding moved the path. (2) The head's gradients and the
+    maps against float64 evaluated at onnxruntime's A_l. Compared on each engine's own path
+    instead, a ReLU input above the layer that sits within rounding of 0 takes another branch
+    in one engine: fcn_resnet50 (weights whose BatchNorm statistics were gathered at one torch
+    thread) gave Grad-CAM 8.9e-4 from float64 against a float32 twin's 6.2e-5, while the twin
+    passed at two threads (its own path flipped too). Same finding as test_layerig_matches_
+    captum in test_methods_gradcam_lib (a kink on the path, not an ort_cam error)."""
     x0 = np.zeros_like(x)
     r = ex.explain_array(x, baseline_array=x0, target=spec, steps=m,
                          methods=["gradcam", "igcam", "rsi"])
-    r64, r32 = ref.reference_maps(case.model, case.module, x, x0, m, scalar)
+    xs = ref.path_inputs(x, x0, m).numpy().astype(np.float32)
+    a_ort = np.asarray(ex.fused_model.run(xs, {TARGET_WEIGHTS: np.repeat(w[None], m + 1, 0)})[0],
+                       np.float64)
+    own64 = ref.path_reference(case.model, case.module, x, x0, m, scalar, 64)
+    own32 = ref.path_reference(case.model, case.module, x, x0, m, scalar, 32)
+    a_floor = max(ref.rel_err(own32.a.numpy(), own64.a.numpy()), F32)
+    a_err = ref.rel_err(a_ort, own64.a.numpy())
+    assert a_err <= FACTOR * a_floor + ABS, f"{label} A_l: {a_err:.2e}, floor {a_floor:.2e}"
+    r64 = ref.maps(ref.path_reference(case.model, case.module, x, x0, m, scalar, 64, a_ort))
+    r32 = ref.maps(ref.path_reference(case.model, case.module, x, x0, m, scalar, 32, a_ort))
+    o64, o32 = ref.maps(own64), ref.maps(own32)
     for method in ("gradcam", "igcam", "rsi"):
-        floor = max(ref.rel_err(r32[method], r64[method]), F32)
+        # How far float32 rounding moves the map, measured twice: the twin's head on
+        # onnxruntime's path (the head's rounding alone; fcn_resnet50's Integrated Grad-CAM
+        # 1.2e-7, where onnxruntime's own run of the same path is 8.2e-6 off: its A_l, rounded
+        # in other chunks, enter (A_l - A_0)), and the twin on its own path (the path's
+        # rounding too). The larger is the floor; 10x it + 1e-6 the tolerance.
+        floor = max(ref.rel_err(r32[method], r64[method]),
+                    ref.rel_err(o32[method], o64[method]), F32)
         err = ref.rel_err(r[method].raw, r64[method])
         ROWS.append((label + " vs torch", method, floor, float("nan"), err))
         assert err <= FACTOR * floor + ABS, f"{label} {method}: {err:.2e}, floor {floor:.2e}"
     gap = r["rsi"].extras["completeness_gap"]
     # the gap's floor: float32 torch's own, and 8 float32 ulps of its error scale Σ|IG|/|Δy|
-    floor = abs(r32["gap"] - r64["gap"]) + 8 * F32 * r64["spread"]
+    floor = (max(abs(r32["gap"] - r64["gap"]), abs(o32["gap"] - o64["gap"]))
+             + 8 * F32 * r64["spread"])
     ROWS.append((label + " vs torch", f"gap {gap:.1e}", floor, float("nan"),
                  abs(gap - r64["gap"])))
     assert abs(gap - r64["gap"]) <= FACTOR * floor
