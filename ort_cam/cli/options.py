@@ -85,6 +85,20 @@ def _box(ctx, param, value):
 
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
+#: The target options that explain and export declare alike.
+_BOX_FORMAT_OPTION = click.option(
+    "--box-format", type=click.Choice(["xyxy", "cxcywh"]), default=None,
+    help="detection: how --boxes-output holds boxes (default xyxy).")
+_OBJECTNESS_OPTION = click.option(
+    "--objectness/--no-objectness", default=None,
+    help="detection: whether the head has an objectness row (default: from its layout).")
+_HEAD_LAYOUT_OPTION = click.option(
+    "--head-layout", type=click.Choice(["channels", "anchors"]), default=None,
+    help="detection: the head's layout, [N, 4+C, A] (channels) or [N, A, 4+C] (anchors) "
+    "(default: from its shape).")
+_BLANK_OPTION = click.option(
+    "--blank", type=int, default=None, help="sequence: the CTC blank index (default 0).")
+
 #: The values of a target of another kind than class (``Explainer(target=...)``), read by
 #: ``pop_target_values``; each kind refuses those it does not read.
 target_value_options = _compose(
@@ -102,8 +116,7 @@ target_value_options = _compose(
     click.option("--boxes-output", default=None, metavar="NAME",
                  help="detection: the model's box output [N, A, 4] beside the scores it "
                  "explains (--output, [N, A, C]): a detector with boxes and scores before NMS."),
-    click.option("--box-format", type=click.Choice(["xyxy", "cxcywh"]), default=None,
-                 help="detection: how --boxes-output holds boxes (default xyxy)."),
+    _BOX_FORMAT_OPTION,
     click.option("--anchors", callback=_ints, metavar="I,J",
                  help="detection: explain these anchors (default: the top-k after NMS)."),
     click.option("--top-k", type=int, default=None,
@@ -111,12 +124,8 @@ target_value_options = _compose(
     click.option("--conf", type=float, default=None,
                  help="detection: the least score of a box (default 0.25)."),
     click.option("--iou", type=float, default=None, help="detection: NMS IoU (default 0.45)."),
-    click.option("--objectness/--no-objectness", default=None,
-                 help="detection: whether the head has an objectness row (default: from its "
-                 "layout)."),
-    click.option("--head-layout", type=click.Choice(["channels", "anchors"]), default=None,
-                 help="detection: the head's layout, [N, 4+C, A] (channels) or [N, A, 4+C] "
-                 "(anchors) (default: from its shape)."),
+    _OBJECTNESS_OPTION,
+    _HEAD_LAYOUT_OPTION,
     click.option("--concept", type=_FILE, default=None, metavar="FILE.npy",
                  help="embedding: the concept vector [D]."),
     click.option("--concept-image", type=_FILE, default=None, metavar="IMAGE",
@@ -124,8 +133,7 @@ target_value_options = _compose(
     click.option("--step", type=int, default=None,
                  help="sequence: explain this one step (default: every kept step of the "
                  "greedy decoding)."),
-    click.option("--blank", type=int, default=None,
-                 help="sequence: the CTC blank index (default 0)."),
+    _BLANK_OPTION,
     click.option("--target-weights", type=_FILE, default=None, metavar="FILE.npy",
                  help="any: W of the output's shape, the target Σ W ⊙ output."),
 )
@@ -139,31 +147,25 @@ _TARGET_VALUES = {"mask": "mask", "box": "box", "threshold": "threshold", "ancho
 
 #: ``ort-cam export``'s target options: those fixed at export (the others are the
 #: explainer's inputs at run time), option name -> ``TargetOptions`` field.
-TARGET_AT_EXPORT = {"threshold": "threshold", "conf": "conf", "objectness": "objectness",
-                    "head_layout": "layout", "boxes_output": "boxes_output",
-                    "box_format": "box_format", "box_iou": "box_iou", "blank": "blank"}
+TARGET_AT_EXPORT = {name: _TARGET_VALUES[name] for name in (
+    "threshold", "conf", "objectness", "head_layout", "boxes_output", "box_format", "box_iou",
+    "blank")}
 export_target_options = _compose(
     target_kind_option,
     click.option("--threshold", type=float, default=None,
                  help="segment, one-channel map: the default mask p > THRESHOLD (default 0.5)."),
     click.option("--conf", type=float, default=None,
                  help="detection: the least score of the default anchor (default 0.25)."),
-    click.option("--objectness/--no-objectness", default=None,
-                 help="detection: whether the head has an objectness row (default: from its "
-                 "layout)."),
-    click.option("--head-layout", type=click.Choice(["channels", "anchors"]), default=None,
-                 help="detection: the head's layout, [N, 4+C, A] (channels) or [N, A, 4+C] "
-                 "(anchors) (default: from its shape)."),
+    _OBJECTNESS_OPTION,
+    _HEAD_LAYOUT_OPTION,
     click.option("--boxes-output", default=None, metavar="NAME",
                  help="detection: the model's box output [N, A, 4] beside the scores it "
                  "explains (--output, [N, A, C])."),
-    click.option("--box-format", type=click.Choice(["xyxy", "cxcywh"]), default=None,
-                 help="detection: how --boxes-output holds boxes (default xyxy)."),
+    _BOX_FORMAT_OPTION,
     click.option("--box-iou", is_flag=True, default=None,
                  help="detection: the explainer takes a box (its input box) and adds the IoU "
                  "of the matched anchor's box with it to the score."),
-    click.option("--blank", type=int, default=None,
-                 help="sequence: the CTC blank index (default 0)."),
+    _BLANK_OPTION,
 )
 
 
