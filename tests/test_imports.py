@@ -28,7 +28,7 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("ort_cam._version", "ort_cam.errors", "ort_cam.runtime", "ort_cam.preprocess",
                     "ort_cam.baselines", "ort_cam.maps", "ort_cam.result", "ort_cam.files",
                     "ort_cam.cache", "ort_cam.metadata_keys", "ort_cam.labels",
-                    "ort_cam.class_choice")),
+                    "ort_cam.class_choice", "ort_cam.lazy")),
     ("graph", ("ort_cam.graph",)),
     ("grad", ("ort_cam.grad",)),
     ("targets", ("ort_cam.targets",)),

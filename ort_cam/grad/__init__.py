@@ -16,10 +16,10 @@ How to add a rule, in ten lines:
 
 from __future__ import annotations
 
-import importlib
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_names
 from .spec import RULE_SWITCHES, SCORE_MODES, TRANSFORMS, Head
 
 if TYPE_CHECKING:
@@ -33,13 +33,8 @@ _BUILDERS = {"GradientModels": "heads", "fused_model": "heads", "split_models": 
              "LayerInfo": "layers", "list_layers": "layers", "VJP_RULES": "table"}
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _BUILDERS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    importlib.import_module(f"{__name__}.heads")  # the rule table, filled (backprop)
-    value = getattr(importlib.import_module(f"{__name__}.{_BUILDERS[name]}"), name)
-    globals()[name] = value
-    return value
+# the rule table is filled when heads (backprop) is imported: first, whichever name is asked
+__getattr__ = lazy_names(__name__, _BUILDERS, first="heads")
 
 
 def rule_switches() -> dict[str, bool]:

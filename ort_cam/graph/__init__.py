@@ -5,9 +5,9 @@ only needs a submodule that does not (``digest`` on a remembered model) does not
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_names
 from .spec import LAYER_LAYOUTS
 
 if TYPE_CHECKING:
@@ -29,12 +29,7 @@ _WHERE = {"LayerHint": "layers", "LayerView": "layers",
           "load_model": "load", "Cut": "split", "find_cut": "split"}
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _WHERE)
 
 
 __all__ = [

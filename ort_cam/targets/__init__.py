@@ -10,9 +10,9 @@ output (the flag, the model's metadata, the output's pattern). ``../shared/METHO
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_names
 from .base import OutputInfo, Target, TargetKind, TargetOptions
 from .kinds import TARGET_KINDS, kind_named, target_records
 
@@ -24,12 +24,7 @@ if TYPE_CHECKING:
 _DETECT = ("Reading", "output_info", "read_output")
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _DETECT:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.detect"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, dict.fromkeys(_DETECT, "detect"))
 
 
 __all__ = ["TARGET_KINDS", "OutputInfo", "Reading", "Target", "TargetKind", "TargetOptions",
