@@ -21,16 +21,22 @@ def palette_png(path: Path, values: np.ndarray) -> None:
     im.save(path)
 
 
+def random_images(d: Path, n: int, rng: np.random.Generator) -> list[dict]:
+    """``n`` random 16x16 RGB images drawn from ``rng``, saved as d/0.png, d/1.png, ...;
+    their COCO entries."""
+    images = []
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "width": 16, "height": 16})
+    return images
+
+
 def seg_data(d: Path) -> dict:
     """Three 16x16 random images: a polygon cat, an RLE dog (a 4-pixel-wide column band),
     a polygon cat; the segmenter exported."""
     d.mkdir(parents=True, exist_ok=True)
     tm.build_and_export("segmenter", d / "seg.onnx")
-    rng = np.random.default_rng(0)
-    images = []
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
-        images.append({"id": i, "file_name": f"{i}.png", "width": 16, "height": 16})
+    images = random_images(d, 3, np.random.default_rng(0))
     anns = [{"id": 1, "image_id": 0, "category_id": 1, "bbox": [2, 2, 6, 6],
              "segmentation": [[2, 2, 8, 2, 8, 8, 2, 8]]},
             {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 4, 16],

@@ -23,7 +23,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("pycocotools")
 
 import target_models as tm  # noqa: E402
-from region_data import PRE, palette_png, seg_data, voc_folder  # noqa: E402
+from region_data import PRE, palette_png, random_images, seg_data, voc_folder  # noqa: E402
 from tolerance import REBATCHED  # noqa: E402
 
 from ort_cam import Explainer  # noqa: E402
@@ -415,10 +415,7 @@ def _emb_data(d: Path) -> dict:
     d.mkdir(parents=True, exist_ok=True)
     tm.build_and_export("embedding", d / "emb.onnx")
     rng = np.random.default_rng(5)
-    images = []
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
-        images.append({"id": i, "file_name": f"{i}.png", "width": 16, "height": 16})
+    images = random_images(d, 2, rng)
     anns = [{"id": 1, "image_id": 0, "category_id": 1, "bbox": [2, 3, 6, 3]},
             {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 4, 4]},
             {"id": 3, "image_id": 1, "category_id": 2, "bbox": [10, 10, 6, 6]}]
