@@ -1,6 +1,7 @@
-"""The segment audits' test data (tests/test_audit_regions.py, tests/test_audit_ray.py): the
-small segmenter of tests/target_models.py, three 16x16 random images with COCO masks
-(polygons and RLE), and the same masks as VOC segmentation PNGs."""
+"""The segment and embedding audits' test data (tests/test_audit_regions.py,
+tests/test_audit_ray.py): the small segmenter of tests/target_models.py, three 16x16 random
+images with COCO masks (polygons and RLE), and the same masks as VOC segmentation PNGs; its
+embedding model, two random images with COCO boxes and a concept vector per label."""
 
 from __future__ import annotations
 
@@ -66,3 +67,26 @@ def voc_folder(data: dict, root: Path) -> Path:
         palette_png(root / "SegmentationClass" / f"{i}.png", values)
     (root / "map.json").write_text(json.dumps({"cat": 1, "dog": 2}))
     return root
+
+
+def emb_data(d: Path) -> dict:
+    """Two 16x16 random images, a cat box and two dog boxes; a random concept per label; the
+    320-wide embedding model exported."""
+    d.mkdir(parents=True, exist_ok=True)
+    tm.build_and_export("embedding", d / "emb.onnx")
+    rng = np.random.default_rng(5)
+    images = random_images(d, 2, rng)
+    anns = [{"id": 1, "image_id": 0, "category_id": 1, "bbox": [2, 3, 6, 3]},
+            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 4, 4]},
+            {"id": 3, "image_id": 1, "category_id": 2, "bbox": [10, 10, 6, 6]}]
+    (d / "coco.json").write_text(json.dumps({
+        "images": images, "annotations": anns,
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}))
+    concepts = {"cat": rng.standard_normal(tm.EMBED_DIM), "dog": rng.standard_normal(tm.EMBED_DIM)}
+    np.savez(d / "concepts.npz", **concepts)
+    regions = {0: np.zeros((16, 16), bool), 1: np.zeros((16, 16), bool)}
+    regions[0][3:6, 2:8] = True
+    regions[1][0:4, 0:4] = regions[1][10:16, 10:16] = True
+    return {"dir": d, "model": d / "emb.onnx", "coco": d / "coco.json",
+            "concepts": d / "concepts.npz", "vectors": concepts, "regions": regions,
+            "labels": {0: "cat", 1: "dog"}}

@@ -343,3 +343,54 @@ def test_cli_errors_are_one_line(data, reference, tmp_path, case, message):
     lines = [line for line in res.output.strip().splitlines() if not line.startswith("ort_cam:")]
     assert res.exit_code == 1 and len(lines) == 1, res.output
     assert lines[0].startswith("Error: ") and message in lines[0], lines[0]
+
+
+def _explained(model: Path, image: Path, out: Path, *extra) -> dict:
+    """``ort-cam explain``'s results.jsonl line for ``image`` (the audit's layer, steps and
+    preprocessing)."""
+    res = CliRunner().invoke(main, [str(a) for a in (
+        "explain", model, image, "--layer", LAYER, "--preprocess", "raw", "--scale", SCALE,
+        "--steps", 4, "--out", out, *extra)])
+    assert res.exit_code == 0, res.output
+    return json.loads((out / "results.jsonl").read_text())
+
+
+def test_records_name_class_and_binary_targets_as_explain_does(data, reference, tmp_path):
+    """A class or binary target's record carries ``target_kind`` and ``target_record`` (they
+    were missing: only segment, detection and embedding records had them), the same as
+    ``ort-cam explain``'s results.jsonl gives for that image: the class, label, reading and
+    value; a binary target's sign (+1 for class 1, y = z; -1 for class 0, y = -z)."""
+    from tolerance import assert_same_records
+
+    recs = {r["key"]: r for r in reference["records"]}
+    for r in recs.values():
+        if r["status"] == "ok":  # the value explained is the probability p the audit reads
+            assert r["target_kind"] == "class" and r["target_record"] == {
+                "kind": "class", "class": r["target"], "label": r["label"], "value": r["p"],
+                "score": "probability"}
+    for key in ("imgs/im000.png", "imgs/im002.png"):
+        told = _explained(data["model"], data["dir"] / key, tmp_path / key)
+        # one image explained alone, the audit's in packed runs: rebatched() apart at most
+        assert_same_records({k: recs[key][k] for k in ("target_kind", "target_record")},
+                            {k: told[k] for k in ("target_kind", "target_record")})
+    import tiny_models
+
+    model = tiny_models.binary_net(tmp_path)
+    (tmp_path / "binary.json").write_text(json.dumps({"a": 0, "b": 1, "c": 0, "d": 1, "e": 1}))
+    args = cli_args(data, tmp_path / "b")
+    args[1] = str(model)
+    args[args.index("--label-map") + 1] = str(tmp_path / "binary.json")
+    res = CliRunner().invoke(main, args + ["--methods", "gradcam"])
+    assert res.exit_code == 0, res.output
+    ok = [r for r in read_results(tmp_path / "b" / "results.jsonl") if r["status"] == "ok"]
+    assert len(ok) == data["n"] - 2 and {r["target"] for r in ok} <= {0, 1}
+    for r in ok:
+        z = r["target_record"]["value"]  # ±logit; p is its sigmoid
+        assert r["target_kind"] == "binary" and r["target_record"] == {
+            "kind": "binary", "class": r["target"], "label": None, "value": z,
+            "sign": 1 if r["target"] == 1 else -1}
+        assert r["p"] == pytest.approx(1 / (1 + math.exp(-z)), rel=1e-12) and z >= 0
+    told = _explained(model, data["dir"] / ok[0]["key"], tmp_path / "be", "--methods",
+                      "gradcam")
+    assert_same_records({k: ok[0][k] for k in ("target_kind", "target_record")},
+                        {k: told[k] for k in ("target_kind", "target_record")})

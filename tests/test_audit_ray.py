@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from audit_data import demo_dataset
 from click.testing import CliRunner
@@ -275,3 +276,51 @@ def test_segment_audit_on_ray_equals_the_single_process_audit(cluster, tmp_path,
     single, on_ray = stripped(tmp_path / "single"), stripped(tmp_path / "ray")
     assert len(single) == 3 and all(r["status"] == "ok" for r in single.values())
     assert on_ray == single
+
+
+def test_embedding_audit_on_ray_equals_the_single_process_audit(cluster, tmp_path):
+    """An embedding audit (``--concepts``: its spec's vectors reach the workers) on Ray gives
+    the records and summary of the single-process audit; a concept of the wrong length is
+    refused in one line before any image, as without Ray (it was refused for any concepts)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("pycocotools")
+    import region_data
+    import target_models as tm
+    from tolerance import REBATCHED, assert_same_records
+
+    from ort_cam.audit.regions import read_concepts
+
+    data = region_data.emb_data(tmp_path / "d")
+    layer = tm.MODELS["embedding"].layer
+    audit_model(data["model"], data["coco"], tmp_path / "single", layer=layer,
+                spec=AuditSpec(steps=2, deletion_steps=2,
+                               concepts=read_concepts(data["concepts"])),
+                preprocess=region_data.PRE, html_page=False, progress=False,
+                runtime={"target_kind": "embedding", "quiet": True, "cache": False})
+    cli = [str(a) for a in (
+        "audit", data["model"], data["coco"], "--layer", layer, "--target-kind", "embedding",
+        "--concepts", data["concepts"], "--preprocess", "raw", "--scale", 1 / 64, "--mean",
+        "2,2,2", "--steps", 2, "--deletion-steps", 2, "--no-cache", "--no-report",
+        "--ray", cluster, "--ray-workers", 2)]
+    res = CliRunner().invoke(main, [*cli, "--out", str(tmp_path / "ray")])
+    assert res.exit_code == 0, res.output
+    single, on_ray = stripped(tmp_path / "single"), stripped(tmp_path / "ray")
+    assert len(single) == 2 and all(r["status"] == "ok" for r in single.values())
+    assert {r["target_kind"] for r in on_ray.values()} == {"embedding"}
+    # The workers run onnxruntime with one thread each and explain one image per call; the
+    # single-process audit runs onnxruntime's default threads and packs both images' paths
+    # into shared runs: two float32 computations of the same numbers in other batches and
+    # thread splits, bit for bit on this machine (measured: 0 apart) but not surely on
+    # others, so REBATCHED (tests/tolerance.py: 14x the largest such difference seen) of
+    # each value's magnitude (at least 1: cosines, metrics in [0, 1]).
+    assert_same_records(on_ray, single, tol=REBATCHED)
+    assert_same_records(json.loads((tmp_path / "ray" / "summary.json").read_text()),
+                        json.loads((tmp_path / "single" / "summary.json").read_text()),
+                        tol=REBATCHED)
+    np.savez(data["concepts"], cat=np.ones(3), dog=np.ones(tm.EMBED_DIM))
+    res = CliRunner().invoke(main, [*cli, "--out", str(tmp_path / "short")])
+    lines = [line for line in res.output.strip().splitlines() if not line.startswith("ort_cam:")]
+    assert res.exit_code == 1 and lines == [
+        "Error: the concept 'cat' has 3 values; the embedding has 320: give vectors of that "
+        "length"], res.output
+    assert not (tmp_path / "short").exists()

@@ -23,7 +23,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("pycocotools")
 
 import target_models as tm  # noqa: E402
-from region_data import PRE, palette_png, random_images, seg_data, voc_folder  # noqa: E402
+from region_data import PRE, emb_data, palette_png, seg_data, voc_folder  # noqa: E402
 from tolerance import REBATCHED  # noqa: E402
 
 from ort_cam import Explainer  # noqa: E402
@@ -409,31 +409,8 @@ def test_each_label_of_an_image_is_its_own_target(tmp_path):
 
 
 # --- the embedding audit ----------------------------------------------------------------------
-def _emb_data(d: Path) -> dict:
-    """Two 16x16 random images, a cat box and two dog boxes; a random concept per label; the
-    320-wide embedding model exported."""
-    d.mkdir(parents=True, exist_ok=True)
-    tm.build_and_export("embedding", d / "emb.onnx")
-    rng = np.random.default_rng(5)
-    images = random_images(d, 2, rng)
-    anns = [{"id": 1, "image_id": 0, "category_id": 1, "bbox": [2, 3, 6, 3]},
-            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 4, 4]},
-            {"id": 3, "image_id": 1, "category_id": 2, "bbox": [10, 10, 6, 6]}]
-    (d / "coco.json").write_text(json.dumps({
-        "images": images, "annotations": anns,
-        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}))
-    concepts = {"cat": rng.standard_normal(tm.EMBED_DIM), "dog": rng.standard_normal(tm.EMBED_DIM)}
-    np.savez(d / "concepts.npz", **concepts)
-    regions = {0: np.zeros((16, 16), bool), 1: np.zeros((16, 16), bool)}
-    regions[0][3:6, 2:8] = True
-    regions[1][0:4, 0:4] = regions[1][10:16, 10:16] = True
-    return {"dir": d, "model": d / "emb.onnx", "coco": d / "coco.json",
-            "concepts": d / "concepts.npz", "vectors": concepts, "regions": regions,
-            "labels": {0: "cat", 1: "dog"}}
-
-
 def test_embedding_audit_curves_are_the_cosine_of_the_deleted_images(tmp_path):
-    data = _emb_data(tmp_path / "d")
+    data = emb_data(tmp_path / "d")
     layer = tm.MODELS["embedding"].layer
     audit_model(data["model"], data["coco"], tmp_path / "out", layer=layer,
                 spec=AuditSpec(steps=STEPS, methods=METHODS, deletion_steps=DELETION,
@@ -470,7 +447,7 @@ def test_embedding_audit_curves_are_the_cosine_of_the_deleted_images(tmp_path):
     ("concepts on a segmenter", "--concepts applies to an embedding audit"),
 ])
 def test_embedding_bad_inputs_are_refused_in_one_line(tmp_path, case, message):
-    data = _emb_data(tmp_path / "d")
+    data = emb_data(tmp_path / "d")
     if case == "short concept":
         np.savez(data["concepts"], cat=np.ones(3), dog=np.ones(tm.EMBED_DIM))
     model, kind = data["model"], "embedding"

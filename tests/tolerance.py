@@ -77,19 +77,20 @@ def assert_rebatched(got, want, err_msg: str = "") -> None:
                                    atol=rebatched() * float(np.abs(want).max(initial=0.0)))
 
 
-def assert_same_records(got, want, path: str = "") -> None:
-    """Two audits' records (nested dicts and lists) equal, their floats within
-    ``rebatched()`` of their magnitude (at least 1: probabilities, metrics in [0, 1]): bit
-    for bit in the default run."""
+def assert_same_records(got, want, path: str = "", tol: float | None = None) -> None:
+    """Two audits' records (nested dicts and lists) equal, their floats within ``tol``
+    (default ``rebatched()``: bit for bit in the default run) of their magnitude (at least 1:
+    probabilities, metrics in [0, 1])."""
+    tol = rebatched() if tol is None else tol
     if isinstance(want, dict):
         assert isinstance(got, dict) and got.keys() == want.keys(), path
         for k in want:
-            assert_same_records(got[k], want[k], f"{path}.{k}")
+            assert_same_records(got[k], want[k], f"{path}.{k}", tol)
     elif isinstance(want, (list, tuple)):
         assert isinstance(got, (list, tuple)) and len(got) == len(want), path
         for i, (a, b) in enumerate(zip(got, want)):
-            assert_same_records(a, b, f"{path}[{i}]")
-    elif isinstance(want, float) and isinstance(got, float) and rebatched():
-        assert abs(got - want) <= rebatched() * max(1.0, abs(want)), (path, got, want)
+            assert_same_records(a, b, f"{path}[{i}]", tol)
+    elif isinstance(want, float) and isinstance(got, float) and tol:
+        assert abs(got - want) <= tol * max(1.0, abs(want)), (path, got, want)
     else:
         assert got == want, (path, got, want)

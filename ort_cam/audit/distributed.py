@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OrtCamError
-from .datasets import Sample, label_map_for, open_dataset
+from .datasets import Sample, open_dataset
 from .image import AuditSpec
 from .regions import REGION_KINDS, check_dataset
 from .run import (
     check_kind,
     dataset_for,
+    label_map_of,
     make_report,
     make_settings,
     measured_settings,
@@ -149,12 +150,13 @@ class AuditWorker:
         import ray
 
         from .image import explainer_settings
+        from .run import explainer_reading
 
         sees = probe is None or (Path(probe[0]).is_file()
                                  and Path(probe[0]).stat().st_size == probe[1])
-        return {**explainer_settings(self.ex), "providers": self.ex.providers,
-                "labels": self.ex.labels, "n_classes": self.ex.n_classes,
-                "node": ray.util.get_node_ip_address(), "pid": os.getpid(), "sees": sees}
+        return {**explainer_reading(self.ex), **explainer_settings(self.ex),
+                "providers": self.ex.providers, "node": ray.util.get_node_ip_address(),
+                "pid": os.getpid(), "sees": sees}
 
     def setup(self, label_map: dict[str, list[int]], spec: AuditSpec) -> None:
         self.label_map, self.spec = label_map, spec
@@ -478,13 +480,11 @@ def audit_model_ray(model: str | os.PathLike[str], dataset: str | os.PathLike[st
         pool = start_pool(ray, Path(model), sha, layer, preprocess, runtime, workers, ship,
                           _probe(shard_samples(data.samples, part)))
         info = pool.first_info()
-        kind = info.get("target_kind", "class")
-        if kind == "embedding":
-            raise OrtCamError("an embedding audit runs in one process; leave out --ray")
+        kind = info["target_kind"]
         data = dataset_for(kind, data, Path(dataset), fmt, images)
-        mapping = label_map_for(label_map, info["labels"], info["n_classes"] or None)
+        mapping = label_map_of(info, spec, label_map)  # refuses as audit_model does
+        check_kind(kind, spec, False)
         if kind in REGION_KINDS:
-            check_kind(kind, spec, False)
             check_dataset(data, kind, mapping, info["labels"])
         where = ray.get_runtime_context().gcs_address
         settings = make_settings(measured_settings(info, mapping, spec, sha), data, part,

@@ -21,7 +21,7 @@ from PIL import Image
 from ..errors import InputError, OrtCamError
 from ..explainer import Explainer
 from ..methods import MethodOptions, default_methods
-from ..outputs import extras_record
+from ..outputs import extras_record, target_fields
 from ..preprocess import Preprocess, load_image
 from ..result import DEFAULT_STEPS, SATURATED_ABOVE, Explanation, MethodResult
 from ..targets import Target
@@ -207,7 +207,9 @@ def audit_image(ex: Explainer, sample: Sample, label_map: dict[str, list[int]],
     c = r.target
     assert c is not None  # audit_dataset admits class and binary targets only
     p = float(probabilities(ex, r.scores)[c])
-    head = {"key": sample.key, "target": c, "label": r.label, "p": p,
+    told = target_fields(r)  # as explain's results.jsonl: the kind, and the class and reading
+    head = {"key": sample.key, "target": c, "label": r.label,
+            "target_kind": told["target_kind"], "target_record": told["target_record"], "p": p,
             "true_labels": sorted({o.label for o in mapped}), "true_classes": true,
             "correct": c in true,
             **({"predicted": int(np.argmax(r.scores))} if sample.target is not None else {})}

@@ -456,15 +456,29 @@ def audit_model(model: str | os.PathLike[str], dataset: str | os.PathLike[str],
 
 
 def audit_label_map(ex: Explainer, spec: AuditSpec, path: Path | None) -> dict[str, list[int]]:
-    """The labels an audit explains, to classes: an embedding audit's concepts' labels (each
-    to its concept's index), else the label map file ``path`` or the model's class names;
-    what the target kind refuses is refused first."""
-    if ex.target_kind == "embedding":
-        check_concepts(spec.concepts, int(np.prod(ex.output_info.shape)))
+    """``label_map_of`` the explainer ``ex``."""
+    return label_map_of(explainer_reading(ex), spec, path)
+
+
+def explainer_reading(ex: Explainer) -> dict:
+    """What ``label_map_of`` reads of an explainer (a Ray worker sends it to the driver):
+    the target kind, the class names and count, the values per image of the output."""
+    return {"target_kind": ex.target_kind, "labels": ex.labels, "n_classes": ex.n_classes,
+            "output_size": int(np.prod(ex.output_info.shape))}
+
+
+def label_map_of(reading: dict, spec: AuditSpec, path: Path | None) -> dict[str, list[int]]:
+    """The labels an audit explains, to classes, for an explainer that ``reading``
+    describes (``explainer_reading``): an embedding audit's concepts' labels (each to its
+    concept's index), else the label map file ``path`` or the model's class names; what the
+    target kind refuses is refused first."""
+    kind = reading["target_kind"]
+    if kind == "embedding":
+        check_concepts(spec.concepts, reading["output_size"])
         assert spec.concepts is not None
         return concept_label_map(spec.concepts)
-    check_kind(ex.target_kind, spec, False)
-    return label_map_for(path, ex.labels, ex.n_classes or None)
+    check_kind(kind, spec, False)
+    return label_map_for(path, reading["labels"], reading["n_classes"] or None)
 
 
 def make_report(out: Path, html_page: bool = True) -> dict:
