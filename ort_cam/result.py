@@ -25,12 +25,15 @@ GAP_UNDEFINED = "y at x equals y at the baseline"
 #: margin of ~10x over that, and lies far below a Δy worth a gap (docs/targets.md's examples
 #: have |y_m − y_0| ≥ 0.34 max(|y_m|, |y_0|)).
 GAP_UNDEFINED_ULPS = 64
+#: ``GAP_UNDEFINED_ULPS`` float32 ulps as a fraction of max(|y_0|, |y_m|) (7.6e-6): the one
+#: factor ``gap_defined`` and the exported explainer's graph (ort_cam.export) multiply by.
+GAP_UNDEFINED_REL = GAP_UNDEFINED_ULPS * float(np.finfo(np.float32).eps)
 
 
 def gap_defined(y0: float, ym: float) -> bool:
     """Whether the completeness gap of a path from y_0 to y_m is defined: |y_m − y_0| above
     float32 noise (``GAP_UNDEFINED_ULPS``); a NaN end leaves it defined (its gap is NaN)."""
-    noise = GAP_UNDEFINED_ULPS * float(np.finfo(np.float32).eps) * max(abs(y0), abs(ym))
+    noise = GAP_UNDEFINED_REL * max(abs(y0), abs(ym))
     return not abs(ym - y0) <= noise
 
 #: Path steps m when none are given (METHODS.md: default 50, the papers use 20..200): the

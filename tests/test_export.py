@@ -8,7 +8,8 @@ passed to both), so the remaining differences are float64 summation order in the
 Covered: every method option, chunk boundaries (m + 1 a multiple of the chunk or not, chunks
 of one point, one chunk), targets, every exportable baseline, pixel and tensor input, logits,
 BGR and NHWC; torchvision resnet18 and mobilenet_v3_small (random weights, 64x64) at two
-layers each; the refusals.
+layers each; the refusals. Where Python's gap is not defined (y_m − y_0 float32 noise:
+``result.gap_defined``) the exported gap is NaN, by the same rule built in the graph.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import perturbation
 import pytest
 from cam_models import LAYER, X, tiny_cam_model_nhwc
@@ -31,13 +33,20 @@ from ort_cam import Explainer
 from ort_cam.cli import main
 from ort_cam.errors import OrtCamError
 from ort_cam.export import ONNX_REDUCTIONS, export_explainer
+from ort_cam.export.ops import Ops
+from ort_cam.export.reductions import completeness_gap
+from ort_cam.grad.builder import Builder
 from ort_cam.methods import METHODS
+from ort_cam.result import GAP_UNDEFINED, GAP_UNDEFINED_REL, gap_defined
 from ort_cam.runtime import make_session
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "demo" / "demo_cnn.onnx"
 SAMPLES = ROOT / "models" / "demo" / "samples"
 STAR, RING = SAMPLES / "star_unsaturated.png", SAMPLES / "ring_saturated.png"
+#: GAP_TOL, the gap to this fraction of itself where it is defined: measured ≤ 1.6e-13 of it
+#: over this file, and 5.0e-8 for the logit case, whose gap is 2.9e-8 (float64 summation order
+#: moved Σ IG by 1.5e-15 there): 20x margin over the largest.
 MAP_TOL, GAP_TOL = 1e-5, 1e-6
 #: the suite's thread count (tests/conftest.py; tools/perturb_suite.py changes it)
 THREADS = perturbation.ort_threads(None)
@@ -70,8 +79,11 @@ def assert_same(out: dict[str, np.ndarray], r) -> None:
         scale = max(np.abs(res.raw).max(), 1e-30)
         assert np.abs(out[f"{name}_raw"] - res.raw).max() <= MAP_TOL * scale, name
     if "rsi" in r.methods:
-        gap = r.completeness_gap
-        assert abs(float(out["rsi_completeness_gap"]) - gap) <= GAP_TOL * gap
+        gap, got = r.completeness_gap, float(out["rsi_completeness_gap"])
+        if np.isnan(gap):  # not defined (result.gap_defined): NaN on both sides
+            assert np.isnan(got), got
+        else:
+            assert abs(got - gap) <= GAP_TOL * gap
 
 
 _EXPLAINERS: dict[tuple, Explainer] = {}
@@ -140,6 +152,70 @@ def test_a_baseline_fed_at_run_time():
     proto = export_explainer(DEMO, steps=10, chunk_size=6)
     r = explainer(chunk_size=6).explain(STAR, steps=10, baseline=str(RING))
     assert_same(run(proto, image=pixels(STAR), baseline=pixels(RING)), r)
+
+
+# --- the completeness gap where y_m − y_0 is float32 noise -----------------------------------
+def _gap_graph(ig: np.ndarray, y0: np.ndarray, ym: np.ndarray) -> np.ndarray:
+    """reductions.completeness_gap, elementwise over vectors, run in onnxruntime."""
+    graph = gs.Graph(opset=17)
+    op = Ops(Builder(graph, prefix="gap", opset=17))
+    ins = [gs.Variable(name, np.float64, [len(ig)]) for name in ("ig", "y0", "ym")]
+    out = completeness_gap(op, *ins)
+    out.name, out.dtype, out.shape = "gap", np.float64, [len(ig)]
+    graph.inputs, graph.outputs = ins, [out]
+    proto = gs.export_onnx(graph)
+    proto.ir_version = 8
+    sess = make_session(proto, ["CPUExecutionProvider"], THREADS)
+    return sess.run(None, {"ig": ig, "y0": y0, "ym": ym})[0]
+
+
+def test_the_graphs_gap_is_pythons_rule_to_the_bit():
+    """The graph's rule against methods.rsi's own expression (gap_defined, then the quotient)
+    on both sides of the threshold: |Δ| exactly at GAP_UNDEFINED_REL · max(|y_0|, |y_m|)
+    (1 − 2^−17 and 1, either way round: undefined, the rule is ≤) and one float64 step
+    beyond (defined), 60 and 70 ulps, zeros, tiny and huge scores, negative ones, NaN and
+    infinite ends. Sub, Abs and Div are exact IEEE operations done in the same order, so the
+    values are equal bit for bit and NaN exactly where Python gives NaN."""
+    edge = 1.0 - GAP_UNDEFINED_REL  # 1 − 2^−17, exact
+    ulp = float(np.finfo(np.float32).eps)
+    pairs = [(1.0, edge), (1.0, np.nextafter(edge, 0.0)), (edge, 1.0), (0.0, 0.0), (0.3, 0.3),
+             (1e6, 1e6 * (1 + 60 * ulp)), (1e6, 1e6 * (1 + 70 * ulp)), (1e-30, 2e-30),
+             (-2.0, -2.0 * (1 + 10 * ulp)), (-2.0, 3.0), (0.0, 1e-300), (np.nan, 1.0),
+             (1.0, np.nan), (np.inf, 1.0), (1.0, -np.inf), (np.inf, np.inf), (0.9579944, 0.2)]
+    ig = [(b - a) * 0.75 + 1e-3 for a, b in pairs]  # Σ IG off by a quarter and a bit
+    want = np.array([abs(i - (b - a)) / abs(b - a) if gap_defined(a, b) else np.nan
+                     for i, (a, b) in zip(ig, pairs, strict=True)])  # Python floats
+    undefined, defined = [0, 2, 3, 4, 5, 8, 13], [1, 6, 7, 9, 10, 16]  # the cases are so
+    assert np.isnan(want[undefined]).all() and not np.isnan(want[defined]).any()
+    y0, ym = (np.array(v, np.float64) for v in zip(*pairs, strict=True))
+    ig = np.array(ig, np.float64)
+    np.testing.assert_array_equal(_gap_graph(ig, y0, ym), want)
+
+
+def _one_pixel_off(image: np.ndarray, row: int, col: int) -> np.ndarray:
+    out = image.copy()
+    out[row, col, 0] += 1
+    return out
+
+
+@pytest.mark.parametrize("sample,baseline", [
+    (STAR, lambda x: x),  # Δ = 0 and Σ IG = 0: the old export gave 0.0
+    # y_0 = y_m exactly, Σ IG ≠ 0: the old export gave 2.4e+300
+    (SAMPLES / "square_unsaturated.png", lambda x: _one_pixel_off(x, 95, 95)),
+    # Δ = 1.2e-7 ≠ 0 but 0.016 of the noise threshold: the old export gave 0.44
+    (STAR, lambda x: _one_pixel_off(x, 0, 0)),
+], ids=["baseline-is-x", "dy-is-0", "dy-is-noise"])
+def test_the_gap_is_nan_where_python_says_undefined(sample, baseline, tmp_path):
+    """A baseline equal to x, or one pixel off it, leaves y_m − y_0 float32 noise: Python's
+    gap is NaN (the CLI's n/a), and so is the exported one; y_0, y_m and the maps as always."""
+    base = baseline(pixels(sample))
+    Image.fromarray(base).save(tmp_path / "baseline.png")
+    r = explainer(chunk_size=5).explain(sample, steps=8, baseline=str(tmp_path / "baseline.png"))
+    assert r.completeness_gap_undefined == GAP_UNDEFINED  # the case is what it says
+    out = run(export_explainer(DEMO, steps=8, chunk_size=5), image=pixels(sample),
+              baseline=base)
+    assert np.isnan(out["rsi_completeness_gap"])
+    assert_same(out, r)
 
 
 # --- inputs, score, preprocessing, layout ---------------------------------------------------

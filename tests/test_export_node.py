@@ -2,9 +2,10 @@
 
 The example is installed from the npm registry into a temporary folder (``npm install``), then
 ``node explain.mjs IMAGE explainer.onnx out.png --json out.json`` runs; its maps equal the
-Python engine's to 2e-5. A segmentation model's explainer (tests/target_models.py's
-segmenter, ``--target-kind segment``) likewise, with its default mask and with a mask and a
-class fed.
+Python engine's to 2e-5, and it prints RSI's gap as ``ort-cam explain`` does ("n/a" where the
+explainer gives NaN: a baseline equal to x). A segmentation model's explainer
+(tests/target_models.py's segmenter, ``--target-kind segment``) likewise, with its default mask
+and with a mask and a class fed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from export_clients import (
     assert_client_matches,
     assert_segment_matches,
     demo_explainer,
+    gap_shown,
     npm_install,
     reference,
     segment_reference,
@@ -47,6 +49,7 @@ def test_node_maps_equal_the_python_engine(example, tmp_path):
     assert done.returncode == 0, done.stderr
     r = reference()
     assert f"class {r.target}," in done.stdout
+    assert f", RSI gap {gap_shown(r)}, " in done.stdout  # 0.64%
     # maps in [0, 1]: measured 1.1e-6 apart with the Python engine at onnxruntime's basic level
     # (the client's is all); 2e-5 is 19x that
     assert_client_matches(json.loads(out_json.read_text()), r, map_tol=2e-5)
@@ -64,6 +67,19 @@ def test_node_explains_another_target(example, tmp_path):
     assert done.returncode == 0, done.stderr
     assert_client_matches(json.loads(out_json.read_text()),
                           reference(target=2, baseline=str(RING)), map_tol=2e-5)  # (above)
+
+
+def test_node_says_n_a_where_the_gap_is_undefined(example, tmp_path):
+    """An explainer whose default baseline is the image itself: y_m − y_0 = 0, so the gap is
+    NaN in the explainer, null in the JSON and n/a on the line, as ``ort-cam explain`` says."""
+    model = demo_explainer(tmp_path / "explainer.onnx", baseline=str(SAMPLE))
+    out_json = tmp_path / "out.json"
+    done = node(example, SAMPLE, model, tmp_path / "out.png", "--json", out_json)
+    assert done.returncode == 0, done.stderr
+    r = reference(baseline=str(SAMPLE))
+    assert gap_shown(r) == "n/a (y at x equals y at the baseline)"
+    assert f", RSI gap {gap_shown(r)}, " in done.stdout
+    assert_client_matches(json.loads(out_json.read_text()), r, map_tol=2e-5)  # (above)
 
 
 def test_node_refuses_a_target_it_cannot_feed_and_a_wrong_size(example, tmp_path):

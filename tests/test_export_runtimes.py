@@ -4,8 +4,9 @@ on the demo model and a torchvision resnet18 (seeded random weights, 64x64, laye
 map within 1e-4 of ``Explainer.explain``'s, the same target, the completeness gap within
 2e-5 + 1e-4 of itself. Measured (tools/bench_runtimes.py, docs/export.md): maps 5e-7..2.6e-6
 off, gaps 2e-7..1.2e-6 off (2.3e-6 of a gap of 18.6): float32 kernels that round unlike
-onnxruntime's. An engine that is
-not installed skips its tests.
+onnxruntime's. Where Python's gap is not defined (a baseline equal to x, or one pixel off it:
+y_m − y_0 float32 noise) every engine gives NaN, as onnxruntime does. An engine that is not
+installed skips its tests.
 """
 
 from __future__ import annotations
@@ -107,6 +108,31 @@ def test_engine_explains_the_class_and_baseline_fed(cases, engine, tmp_path):
     feeds = default_feeds(path, pixels(STAR), target=2)
     feeds["baseline"] = pixels(RING)
     _assert_matches(RUNNERS[engine](path)(feeds), r)
+
+
+@pytest.mark.parametrize("off", [False, True], ids=["baseline-is-x", "one-pixel-off"])
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_engine_gives_nan_where_the_gap_is_undefined(cases, engine, off, tmp_path):
+    """The baseline fed as the image itself (y_m − y_0 = 0), or with pixel (0, 0) one level
+    brighter (y_m − y_0 measured 1.2e-7 in onnxruntime and OpenVINO, 2.4e-7 in tract and the
+    reference evaluator: at most 0.033 of the 64-ulp threshold, 7.3e-6 here): Python's gap is
+    NaN and every engine's too. Grad-CAM's map, which reads x alone, as above; the path
+    methods' maps normalise float noise here, and engines differ there (up to 8e-3 measured)."""
+    _need(engine)
+    path = cases["demo"][1 if engine == "tract" else 0]
+    image = pixels(STAR)
+    base = image.copy()
+    base[0, 0, 0] += int(off)
+    Image.fromarray(base).save(tmp_path / "baseline.png")
+    r = Explainer(DEMO, chunk_size=5, quiet=True).explain(
+        STAR, steps=8, baseline=str(tmp_path / "baseline.png"))
+    assert np.isnan(r.completeness_gap)  # Python says undefined: the case is what it says
+    feeds = default_feeds(path, image)
+    feeds["baseline"] = base
+    out = RUNNERS[engine](path)(feeds)
+    assert int(out["target"]) == r.target
+    assert np.isnan(out["rsi_completeness_gap"])
+    assert max_map_difference(out, {"gradcam_map": r["gradcam"].map}) <= MAP_TOL
 
 
 def test_openvino_keeps_the_inputs_it_would_fold(tmp_path):

@@ -1,9 +1,10 @@
 """examples/web: the exported explainer run in the page by onnxruntime-web (wasm) in headless
 Chromium (Debian's ``chromium``, driven by playwright-core from npm); the map the page
-computed, read back from ``window.__ortCamResult``, equals the Python engine's to 1e-4. This
-is what makes docs/web_example.png honest. A segmentation model's explainer (tests/
-target_models.py's segmenter, ``--target-kind segment``) likewise, its default mask and a
-class given in the address.
+computed, read back from ``window.__ortCamResult``, equals the Python engine's to 1e-4. This is
+what makes docs/web_example.png honest. Its status line shows RSI's gap as ``ort-cam explain``
+prints it ("n/a" where the explainer gives NaN: a baseline equal to x). A segmentation model's
+explainer (tests/target_models.py's segmenter, ``--target-kind segment``) likewise, its
+default mask and a class given in the address.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from export_clients import (
     assert_client_matches,
     assert_segment_matches,
     demo_explainer,
+    gap_shown,
     need,
     npm_install,
     segment_reference,
@@ -68,7 +70,24 @@ def test_the_page_computes_the_python_maps(site):
     assert out["resized"] is False
     # wasm's float32 kernels round unlike the native ones (measured: maps 4e-7, gap 3e-6 of
     # itself; the gap's tolerance is export_clients' 2e-4)
-    assert_client_matches(out, reference(), map_tol=1e-4)
+    r = reference()
+    assert_client_matches(out, r, map_tol=1e-4)
+    assert f", RSI completeness gap {gap_shown(r)}; " in out["status"]  # 0.64%
+
+
+def test_the_page_says_n_a_where_the_gap_is_undefined(site):
+    """An explainer whose default baseline is the image itself: y_m − y_0 = 0, so the gap is
+    NaN in the page (null in its JSON) and n/a in its status line, as ``ort-cam explain``."""
+    from export_clients import reference
+
+    url, root = site
+    demo_explainer(root / "same.onnx", baseline=str(SAMPLE))
+    out = page_result(url, root, "model=same.onnx&image=sample.png")
+    assert "error" not in out, out.get("error")
+    r = reference(baseline=str(SAMPLE))
+    assert gap_shown(r) == "n/a (y at x equals y at the baseline)"
+    assert f", RSI completeness gap {gap_shown(r)}; " in out["status"]
+    assert_client_matches(out, r, map_tol=1e-4)  # (above)
 
 
 def test_the_page_reports_a_missing_model(site):

@@ -6,7 +6,8 @@
 //
 // IMAGE must be at the model's input size (the explainer's `image` input, uint8 [H, W, 3]
 // RGB): resize or crop it first the way the model's preprocessing says. out.png gets the
-// image and one overlay per method side by side; --json writes every output as numbers.
+// image and one overlay per method side by side; --json writes every output as numbers (a
+// NaN as null: RSI's gap where y at x equals y at the baseline, which the line prints as n/a).
 // A segmentation model's explainer (`ort-cam export --target-kind segment`) explains class N
 // (default: the class with the largest region) over MASK.png's nonzero pixels (a PNG on the
 // output's grid; default: the pixels whose argmax is the class), and out.png shows the mask
@@ -15,7 +16,7 @@
 import fs from 'node:fs';
 import ort from 'onnxruntime-node';
 import { PNG } from 'pngjs';
-import { overlay, rgbOfRgba } from '../web/overlay.mjs';
+import { gapText, overlay, rgbOfRgba } from '../web/overlay.mjs';
 
 function fail(message) {
   console.error(`error: ${message}`);
@@ -112,7 +113,7 @@ async function main() {
   const mask = usedMask(r.weights, image.width * image.height);
   writeStrip(args.out, image, [...(mask ? [mask] : []), ...methods.map((m) => r[`${m}_map`].data)]);
   const target = Number(r.target.data[0]);
-  const gap = r.rsi_completeness_gap ? `, RSI gap ${(100 * r.rsi_completeness_gap.data[0]).toPrecision(2)}%` : '';
+  const gap = r.rsi_completeness_gap ? `, RSI gap ${gapText(r.rsi_completeness_gap.data[0])}` : '';
   const what = r.weights  // a target of another kind: y = Σ W ⊙ S at x, and the mask's area
     ? `y ${Number(r.ym.data[0]).toPrecision(4)}, ${r.weights.data.filter((w) => w !== 0).length} weighted outputs`
     : `score ${r.scores.data[target].toPrecision(4)}`;

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Open index.html in headless Chromium and print what the page computed, as JSON:
+// Open index.html in headless Chromium and print what the page computed, and the status line
+// it shows (as `status`), as JSON:
 //
 //   node check.mjs "http://127.0.0.1:8000/index.html?model=explainer.onnx&image=photo.png" \
 //       [--screenshot page.png]
@@ -23,7 +24,8 @@ try {
   await page.waitForFunction(() => window.__ortCamResult || window.__ortCamError, null,
                              { timeout: 300000 });
   const out = await page.evaluate(() => (window.__ortCamError
-    ? { error: window.__ortCamError } : window.__ortCamResult));
+    ? { error: window.__ortCamError }
+    : { ...window.__ortCamResult, status: document.getElementById('status').textContent }));
   if (shot) await page.screenshot({ path: shot, fullPage: true });
   console.log(JSON.stringify(out));
 } finally {

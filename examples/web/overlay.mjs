@@ -1,6 +1,12 @@
 // The overlay the examples draw, shared by the page (index.html) and the Node client
 // (../node/explain.mjs): each pixel of the image under matplotlib's "jet" colour of the map
-// at alpha 0.5, as ort_cam's panels draw it.
+// at alpha 0.5, as ort_cam's panels draw it; and the completeness gap as both print it.
+
+/** RSI's completeness gap as text: a percentage, or "n/a" where the explainer gives NaN (y at
+ * x equals y at the baseline to float32, where ort-cam explain prints n/a too). */
+export function gapText(gap) {
+  return Number.isNaN(gap) ? 'n/a (y at x equals y at the baseline)' : `${(100 * gap).toPrecision(2)}%`;
+}
 
 /** matplotlib's "jet" colour map, as ort_cam's panels use, for v in [0, 1]. */
 export function jet(v) {

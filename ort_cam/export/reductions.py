@@ -22,10 +22,8 @@ from ..methods.igcam import IntegratedGradCam
 from ..methods.layercam import LayerCam
 from ..methods.rsi import RsiGradCam
 from ..methods.xgradcam import XGradCam
+from ..result import GAP_UNDEFINED_REL
 from .ops import Ops, Tensor
-
-#: np.finfo(float64).tiny: the completeness gap's floor for |y_m − y_0|, as in the engine.
-TINY = float(np.finfo(np.float64).tiny)
 
 
 @dataclass
@@ -102,6 +100,21 @@ class OnnxReduction(ABC):
         return op.relu(op.reshape(flat, [d.h, d.w]))
 
 
+def completeness_gap(op: Ops, ig_sum: Tensor, y0: Tensor, ym: Tensor) -> Tensor:
+    """|Σ IG − (y_m − y_0)| / |y_m − y_0| (float64 scalars), NaN where ``result.gap_defined``
+    says it is not defined: |y_m − y_0| ≤ GAP_UNDEFINED_REL · max(|y_0|, |y_m|), float32
+    noise. Written as its negation, defined = |Δ| > noise: the two differ only where a
+    comparison meets a NaN or an infinite end, and both give NaN there (Δ is NaN, or |Δ| =
+    noise = inf). Where it is defined |Δ| > noise ≥ 0; elsewhere it divides by 1, not 0, so
+    that no engine meets a division by zero (the reference evaluator warns of one)."""
+    delta = op.sub(ym, y0)
+    size = op.abs(delta)
+    noise = op.mul(GAP_UNDEFINED_REL, op.maximum(op.abs(y0), op.abs(ym)))
+    defined = op.greater(size, noise)
+    quotient = op.div(op.abs(op.sub(ig_sum, delta)), op.where(defined, size, op.const(1.0)))
+    return op.where(defined, quotient, op.const(np.nan))
+
+
 class GradCamOnnx(OnnxReduction):
     """w_k = (1/Z) Σ_ij G_m (or of ReLU(G_m)); L = ReLU(Σ_k w_k A_m[k])."""
 
@@ -147,7 +160,8 @@ class IntegratedGradCamOnnx(OnnxReduction):
 class RsiGradCamOnnx(OnnxReduction):
     """IG = Σ_{l=1..m} g_l · (A_l − A_{l−1}), g_l = G_l (riemann) or (G_l + G_{l−1})/2
     (trapezoid); w_k = (1/Z) Σ_ij S·IG; L = ReLU(Σ_k w_k A_m[k]); extra completeness_gap =
-    |Σ IG − (y_m − y_0)| / max(|y_m − y_0|, tiny)."""
+    |Σ IG − (y_m − y_0)| / |y_m − y_0|, NaN where y_m − y_0 is float32 noise
+    (``completeness_gap``)."""
 
     name = RsiGradCam.name
     extras = ("completeness_gap",)
@@ -170,9 +184,7 @@ class RsiGradCamOnnx(OnnxReduction):
 
     def finish(self, op, ends, state):
         ig = state["ig"]
-        delta = op.sub(ends.ym, ends.y0)
-        gap = op.div(op.abs(op.sub(op.sum(ig, [0, 1, 2]), delta)),
-                     op.maximum(op.abs(delta), TINY))
+        gap = completeness_gap(op, op.sum(ig, [0, 1, 2]), ends.y0, ends.ym)
         sel = self.opts.rsi_selection
         if sel == "none":
             kept = ig
