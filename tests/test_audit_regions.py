@@ -318,6 +318,98 @@ def test_detection_audit_matches_the_box_and_deletes_its_score(tmp_path):
             assert np.allclose(got["deletion"], out[:, 4 + c, a], rtol=0, atol=REBATCHED), name
 
 
+
+def _obj_data(d: Path) -> dict:
+    """Two 32x32 random images for the detector read with --objectness (row 4 the
+    objectness, two classes), each annotated with a whole-pixel box of the anchor scoring
+    highest under that reading among those inside the image and at least 4x4 (plain
+    onnxruntime), labelled with its best class: a box either reading matches."""
+    d.mkdir(parents=True, exist_ok=True)
+    tm.build_and_export("detector", d / "det.onnx")
+    sess = ort.InferenceSession(str(d / "det.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(11)
+    images, anns, boxes = [], [], {}
+    for i in range(2):
+        px = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(px).save(d / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "width": 32, "height": 32})
+        out = sess.run(None, {"x": _x(px[None])})[0][0]
+        cx, cy, w, h = out[:4]
+        inside = (cx - w / 2 >= 0) & (cy - h / 2 >= 0) & (cx + w / 2 <= 32) & (
+            cy + h / 2 <= 32) & (w >= 4) & (h >= 4)
+        score = out[4] * out[5:7].max(0)  # objectness times the best of two classes
+        a = int(np.argmax(np.where(inside, score, -1.0)))
+        c = int(np.argmax(out[5:7, a]))
+        x0, y0 = round(float(cx[a] - w[a] / 2)), round(float(cy[a] - h[a] / 2))
+        x1, y1 = round(float(cx[a] + w[a] / 2)), round(float(cy[a] + h[a] / 2))
+        anns.append({"id": i, "image_id": i, "category_id": c,
+                     "bbox": [x0, y0, x1 - x0, y1 - y0]})
+        boxes[i] = (c, (x0, y0, x1, y1))
+    (d / "coco.json").write_text(json.dumps({
+        "images": images, "annotations": anns,
+        "categories": [{"id": 0, "name": "a"}, {"id": 1, "name": "b"}]}))
+    (d / "map.json").write_text(json.dumps({"a": 0, "b": 1}))
+    return {"dir": d, "model": d / "det.onnx", "coco": d / "coco.json", "map": d / "map.json",
+            "boxes": boxes}
+
+
+def test_detection_audit_takes_the_head_overrides_as_explain_does(tmp_path):
+    """``ort-cam audit --objectness`` (and ``--head-layout``) reach the audit's target as
+    explain's do: each record's anchor, y and energy are what ``ort-cam explain`` gives with
+    the same override for the annotated box and class, and differ from the audit without
+    it, which in turn agrees with explain without it; audit.json records the overrides, so
+    a resume with others is refused."""
+    data = _obj_data(tmp_path / "d")
+    view = ["--layer", tm.MODELS["detector"].layer, "--preprocess", "raw", "--scale",
+            str(1 / 64), "--mean", "2,2,2", "--target-kind", "detection", "--steps",
+            str(STEPS), "--methods", ",".join(METHODS), "--no-cache"]
+
+    def audit(out: Path, *extra: str) -> dict:
+        res = CliRunner().invoke(main, [
+            "audit", str(data["model"]), str(data["coco"]), *view, "--label-map",
+            str(data["map"]), "--deletion-steps", str(DELETION), "--no-report", "--out",
+            str(out), *extra])
+        assert res.exit_code == 0, res.output
+        return {r["key"]: r for r in read_results(out / "results.jsonl")}
+
+    def explain(i: int, out: Path, *extra: str) -> tuple[dict, dict]:
+        c, box = data["boxes"][i]
+        res = CliRunner().invoke(main, [
+            "explain", str(data["model"]), str(data["dir"] / f"{i}.png"), *view, "--target",
+            str(c), "--box", ",".join(map(str, box)), "--out", str(out), *extra])
+        assert res.exit_code == 0, res.output
+        rec = json.loads((out / "results.jsonl").read_text())
+        return rec, dict(np.load(out / f"{i}.npz"))
+
+    overrides = ("--objectness", "--head-layout", "channels")
+    with_obj, without = audit(tmp_path / "obj", *overrides), audit(tmp_path / "plain")
+    settings = json.loads((tmp_path / "obj" / "audit.json").read_text())
+    assert settings["target_head"] == {"objectness": True, "layout": "channels"}
+    assert "target_head" not in json.loads((tmp_path / "plain" / "audit.json").read_text())
+    for i in range(2):
+        c, (x0, y0, x1, y1) = data["boxes"][i]
+        region = np.zeros((32, 32), bool)
+        region[y0:y1, x0:x1] = True
+        for rec, extra in ((with_obj[f"{i}.png"], overrides), (without[f"{i}.png"], ())):
+            told, maps = explain(i, tmp_path / f"e{i}{len(extra)}", *extra)
+            assert rec["status"] == "ok" and rec["target"] == told["target"] == c
+            assert rec["target_record"]["anchors"] == told["target_record"]["anchors"]
+            # one float32 score (≤ 1, a sigmoid or a product of two), onnxruntime run at
+            # another batch size than the audit's: REBATCHED (tests/tolerance.py)
+            assert abs(rec["y"] - told["score"]) <= REBATCHED
+            for name in METHODS:
+                saliency = maps[f"{name}_map"]
+                assert rec["methods"][name]["energy"] == pytest.approx(
+                    saliency[region].sum() / saliency.sum(), rel=REBATCHED)
+        # obj · cls of two classes, not the class score of three: far beyond the tolerance
+        assert abs(with_obj[f"{i}.png"]["y"] - without[f"{i}.png"]["y"]) > 100 * REBATCHED
+    # resumed with --objectness alone: the same reading, but not the same settings given
+    res = CliRunner().invoke(main, [
+        "audit", str(data["model"]), str(data["coco"]), *view, "--label-map", str(data["map"]),
+        "--deletion-steps", str(DELETION), "--no-report", "--out", str(tmp_path / "obj"),
+        "--objectness"])
+    assert res.exit_code == 1 and "other settings (target_head.layout)" in res.output, res.output
+
 # --- bad inputs -------------------------------------------------------------------------------
 def _edit(doc: dict, case: str, d: Path) -> dict:
     if case == "unknown image":

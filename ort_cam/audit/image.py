@@ -105,10 +105,15 @@ def explainer_preprocess(ex: Explainer) -> Preprocess:
 
 
 def explainer_settings(ex: Explainer) -> dict:
-    """What of the explainer an audit's settings record: layer, score mode, preprocessing."""
+    """What of the explainer an audit's settings record: layer, score mode, preprocessing,
+    the target kind (other than class and binary) and a detection head's layout overrides
+    where given (``target_head``: objectness, layout)."""
+    head = {name: getattr(ex.target_options, name) for name in ("objectness", "layout")
+            if getattr(ex.target_options, name) is not None}
     return {"layer": ex.layer, "score": ex.score_mode,
             "preprocess": json.loads(explainer_preprocess(ex).to_json()),
-            **({"target_kind": ex.target_kind} if ex.target_kind in REGION_KINDS else {})}
+            **({"target_kind": ex.target_kind} if ex.target_kind in REGION_KINDS else {}),
+            **({"target_head": head} if head else {})}
 
 
 def probabilities(ex: Explainer, scores: np.ndarray) -> np.ndarray:

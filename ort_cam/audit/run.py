@@ -302,13 +302,15 @@ def _write_merged(out: Path, records: dict[str, dict], sources: dict[str, Path])
 def measured_settings(described: dict, label_map: dict[str, list[int]], spec: AuditSpec,
                       model_sha256: str) -> dict:
     """What an audit measures (compared on resume and merge): the model, the explainer as
-    ``image.explainer_settings`` tells it (layer, score, preprocessing), the label map and
-    ``spec``."""
+    ``image.explainer_settings`` tells it (layer, score, preprocessing, a detection head's
+    overrides), the label map and ``spec``."""
     import hashlib
 
     kind = described.get("target_kind", "class")
     return {"model_sha256": model_sha256, "layer": described["layer"],
             "score": described["score"], "preprocess": described["preprocess"],
+            **({"target_head": described["target_head"]} if "target_head" in described
+               else {}),
             "label_map_sha256": hashlib.sha256(
                 json.dumps(label_map, sort_keys=True).encode()).hexdigest(),
             **spec.as_dict(),
@@ -430,7 +432,8 @@ def audit_model(model: str | os.PathLike[str], dataset: str | os.PathLike[str],
     """The audit from files: ``model`` explained at ``layer`` over ``dataset`` (its format
     ``fmt``, image folder ``images``: see ``datasets.open_dataset``), labels mapped to classes
     by the JSON file ``label_map`` or else the class names, ``shard`` "i/n" or all of it;
-    ``preprocess`` and ``runtime`` (score, providers, threads, labels, chunk_size) go to the
+    ``preprocess`` and ``runtime`` (score, providers, threads, labels, chunk_size,
+    target_kind, target: e.g. a detection head's objectness and layout) go to the
     ``Explainer``; ``sanity``: the sanity checks to run after (on a whole audit, not a
     shard). The rest as ``audit_dataset``; returns the summary."""
     from ..explainer import Explainer

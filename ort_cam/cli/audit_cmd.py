@@ -15,10 +15,12 @@ from ..result import parse_steps
 from .explain_cmd import parse_methods
 from .options import (
     _compose,
+    detection_head_options,
     explainer_options,
     labels_option,
     method_options,
     model_argument,
+    pop_detection_head,
     pop_preprocess,
     reports_errors,
     runtime_options,
@@ -134,6 +136,7 @@ def _concepts(ctx: click.Context, param: click.Parameter, value: Path | None) ->
               default=None, metavar="FILE.npz", callback=_concepts,
               help="An embedding audit's concept vector per label (np.savez(FILE, "
                    "dog=vector, ...)): each image is explained for its label's cosine.")
+@detection_head_options
 @explainer_options
 @labels_option
 @runtime_options
@@ -180,7 +183,7 @@ def audit(model: Path, dataset: Path, layer: str | None, out_dir: Path, fmt: str
     steps, methods = parse_steps(kw.pop("steps"), "--steps"), parse_methods(kw.pop("methods"))
     preprocess = pop_preprocess(kw)
     runtime = {k: kw.pop(k) for k in _RUNTIME}
-    runtime["cache"] = not kw.pop("no_cache")
+    runtime.update(cache=not kw.pop("no_cache"), target=pop_detection_head(kw))
     spec = AuditSpec(steps=steps, methods=tuple(methods), baseline=kw.pop("baseline"),
                      options=kw,  # what is left: the method options
                      filters=chosen_filters(correct_only, one_box, small_box, rsi_filters),

@@ -98,6 +98,10 @@ _HEAD_LAYOUT_OPTION = click.option(
     "(default: from its shape).")
 _BLANK_OPTION = click.option(
     "--blank", type=int, default=None, help="sequence: the CTC blank index (default 0).")
+#: A detection head's layout overrides, as explain and export declare them (audit takes them
+#: together, read by ``pop_detection_head``).
+detection_head_options = _compose(_OBJECTNESS_OPTION, _HEAD_LAYOUT_OPTION)
+
 
 #: The values of a target of another kind than class (``Explainer(target=...)``), read by
 #: ``pop_target_values``; each kind refuses those it does not read.
@@ -203,6 +207,13 @@ def pop_target_values(kw: dict) -> dict:
             value = _array(value, "target weights" if name == "weights" else name)
         values[name] = value
     return values
+
+
+def pop_detection_head(kw: dict) -> dict:
+    """Remove --objectness and --head-layout from ``kw``: the ``TargetOptions`` fields
+    (objectness, layout) given, for ``Explainer(target=...)``."""
+    values = {_TARGET_VALUES[flag]: kw.pop(flag) for flag in ("objectness", "head_layout")}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 json_option = click.option(
