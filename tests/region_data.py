@@ -1,7 +1,8 @@
-"""The segment and embedding audits' test data (tests/test_audit_regions.py,
+"""The segment, detection and embedding audits' test data (tests/test_audit_regions.py,
 tests/test_audit_ray.py): the small segmenter of tests/target_models.py, three 16x16 random
 images with COCO masks (polygons and RLE), and the same masks as VOC segmentation PNGs; its
-embedding model, two random images with COCO boxes and a concept vector per label."""
+detector read with objectness, two 32x32 images with the boxes it predicts; its embedding
+model, two random images with COCO boxes and a concept vector per label."""
 
 from __future__ import annotations
 
@@ -9,11 +10,18 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import target_models as tm
 from PIL import Image
 
 #: Pixels to the models' standard-normal inputs: x = p / 64 - 2.
 PRE = {"preset": "raw", "scale": 1 / 64, "mean": (2.0, 2.0, 2.0)}
+
+
+def model_input(pixels: np.ndarray) -> np.ndarray:
+    """What PRE feeds: (p · 1/64 − 2) in float64, then float32, NCHW."""
+    p = np.asarray(pixels, np.float64)
+    return np.ascontiguousarray((p / 64 - 2.0).astype(np.float32).transpose(0, 3, 1, 2))
 
 def palette_png(path: Path, values: np.ndarray) -> None:
     im = Image.fromarray(values.astype(np.uint8), mode="P")
@@ -90,3 +98,37 @@ def emb_data(d: Path) -> dict:
     return {"dir": d, "model": d / "emb.onnx", "coco": d / "coco.json",
             "concepts": d / "concepts.npz", "vectors": concepts, "regions": regions,
             "labels": {0: "cat", 1: "dog"}}
+
+
+def obj_data(d: Path) -> dict:
+    """Two 32x32 random images for the detector read with --objectness (row 4 the
+    objectness, two classes), each annotated with a whole-pixel box of the anchor scoring
+    highest under that reading among those inside the image and at least 4x4 (plain
+    onnxruntime), labelled with its best class: a box either reading matches."""
+    d.mkdir(parents=True, exist_ok=True)
+    tm.build_and_export("detector", d / "det.onnx")
+    sess = ort.InferenceSession(str(d / "det.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(11)
+    images, anns, boxes = [], [], {}
+    for i in range(2):
+        px = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(px).save(d / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "width": 32, "height": 32})
+        out = sess.run(None, {"x": model_input(px[None])})[0][0]
+        cx, cy, w, h = out[:4]
+        inside = (cx - w / 2 >= 0) & (cy - h / 2 >= 0) & (cx + w / 2 <= 32) & (
+            cy + h / 2 <= 32) & (w >= 4) & (h >= 4)
+        score = out[4] * out[5:7].max(0)  # objectness times the best of two classes
+        a = int(np.argmax(np.where(inside, score, -1.0)))
+        c = int(np.argmax(out[5:7, a]))
+        x0, y0 = round(float(cx[a] - w[a] / 2)), round(float(cy[a] - h[a] / 2))
+        x1, y1 = round(float(cx[a] + w[a] / 2)), round(float(cy[a] + h[a] / 2))
+        anns.append({"id": i, "image_id": i, "category_id": c,
+                     "bbox": [x0, y0, x1 - x0, y1 - y0]})
+        boxes[i] = (c, (x0, y0, x1, y1))
+    (d / "coco.json").write_text(json.dumps({
+        "images": images, "annotations": anns,
+        "categories": [{"id": 0, "name": "a"}, {"id": 1, "name": "b"}]}))
+    (d / "map.json").write_text(json.dumps({"a": 0, "b": 1}))
+    return {"dir": d, "model": d / "det.onnx", "coco": d / "coco.json", "map": d / "map.json",
+            "boxes": boxes}

@@ -324,3 +324,34 @@ def test_embedding_audit_on_ray_equals_the_single_process_audit(cluster, tmp_pat
         "Error: the concept 'cat' has 3 values; the embedding has 320: give vectors of that "
         "length"], res.output
     assert not (tmp_path / "short").exists()
+
+
+def test_detection_head_overrides_reach_the_ray_workers(cluster, tmp_path):
+    """A detection audit with the head read with objectness (``--objectness``, runtime
+    ``target``) gives on Ray the records and ``target_head`` setting of the single-process
+    audit (tests/test_audit_regions.py holds those to ``ort-cam explain``'s)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("pycocotools")
+    import region_data
+    import target_models as tm
+    from tolerance import REBATCHED, assert_same_records
+
+    from ort_cam.audit.distributed import audit_model_ray
+
+    data = region_data.obj_data(tmp_path / "d")
+    kw = dict(layer=tm.MODELS["detector"].layer, label_map=data["map"],
+              preprocess=region_data.PRE, spec=AuditSpec(steps=2, deletion_steps=2),
+              html_page=False, progress=False)
+    runtime = {"target_kind": "detection", "cache": False,
+               "target": {"objectness": True, "layout": "channels"}}
+    audit_model(data["model"], data["coco"], tmp_path / "single",
+                runtime={**runtime, "quiet": True}, **kw)
+    audit_model_ray(data["model"], data["coco"], tmp_path / "ray", workers=2, runtime=runtime,
+                    **kw)
+    single, on_ray = stripped(tmp_path / "single"), stripped(tmp_path / "ray")
+    assert len(single) == 2 and all(r["status"] == "ok" for r in single.values())
+    # one thread per worker and one image per call against the single-process audit's
+    # threads and packed runs: REBATCHED, as for the embedding audit above (measured: 0 apart)
+    assert_same_records(on_ray, single, tol=REBATCHED)
+    settings = json.loads((tmp_path / "ray" / "audit.json").read_text())
+    assert settings["target_head"] == {"objectness": True, "layout": "channels"}

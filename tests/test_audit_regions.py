@@ -23,7 +23,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("pycocotools")
 
 import target_models as tm  # noqa: E402
-from region_data import PRE, emb_data, palette_png, seg_data, voc_folder  # noqa: E402
+from region_data import (  # noqa: E402
+    PRE,
+    emb_data,
+    model_input,
+    obj_data,
+    palette_png,
+    seg_data,
+    voc_folder,
+)
 from tolerance import REBATCHED  # noqa: E402
 
 from ort_cam import Explainer  # noqa: E402
@@ -40,12 +48,6 @@ from ort_cam.runtime import session_for  # noqa: E402
 
 STEPS, DELETION = 4, 4
 METHODS = ("gradcam", "igcam", "rsi")
-
-
-def _x(pixels: np.ndarray) -> np.ndarray:
-    """What the preprocessing feeds: (p · 1/64 − 2) in float64, then float32, NCHW."""
-    p = np.asarray(pixels, np.float64)
-    return np.ascontiguousarray((p / 64 - 2.0).astype(np.float32).transpose(0, 3, 1, 2))
 
 
 def _deleted(pixels: np.ndarray, saliency: np.ndarray, steps: int) -> np.ndarray:
@@ -197,7 +199,7 @@ def test_segment_audit_curves_are_the_target_scalar_of_the_deleted_images(tmp_pa
             # the energy inside the annotation's mask, from the map by hand
             assert got["energy"] == pytest.approx(saliency[mask].sum() / saliency.sum(),
                                                   rel=REBATCHED)
-            out = sess.run(None, {"x": _x(_deleted(pixels, saliency, DELETION))})[0]
+            out = sess.run(None, {"x": model_input(_deleted(pixels, saliency, DELETION))})[0]
             s = out.astype(np.float64)
             if score == "probability":  # the softmax over the classes, per pixel
                 s = np.exp(s - s.max(axis=1, keepdims=True))
@@ -259,7 +261,7 @@ def _det_data(d: Path) -> dict:
         px = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
         Image.fromarray(px).save(d / f"{i}.png")
         images.append({"id": i, "file_name": f"{i}.png", "width": 32, "height": 32})
-        out = sess.run(None, {"x": _x(px[None])})[0][0]
+        out = sess.run(None, {"x": model_input(px[None])})[0][0]
         cx, cy, w, h = out[:4]
         inside = (cx - w / 2 >= 0) & (cy - h / 2 >= 0) & (cx + w / 2 <= 32) & (
             cy + h / 2 <= 32) & (w >= 4) & (h >= 4)  # whole pixels change its IoU little
@@ -297,7 +299,7 @@ def test_detection_audit_matches_the_box_and_deletes_its_score(tmp_path):
         c, (x, y, w, h) = data["truth"][i]
         pixels = np.asarray(Image.open(data["dir"] / f"{i}.png").convert("RGB"))
         (a,) = rec["target_record"]["anchors"]
-        out0 = sess.run(None, {"x": _x(pixels[None])})[0][0]
+        out0 = sess.run(None, {"x": model_input(pixels[None])})[0][0]
         cx, cy, bw, bh = out0[:4, a]
         box = [round(x), round(y), round(x + w), round(y + h)]  # on the 32x32 input's edges
         assert rec["target"] == c and rec["box"] == box
@@ -312,45 +314,11 @@ def test_detection_audit_matches_the_box_and_deletes_its_score(tmp_path):
             got, saliency = rec["methods"][name], r[name].map
             assert got["energy"] == pytest.approx(saliency[region].sum() / saliency.sum(),
                                                   rel=REBATCHED)
-            out = sess.run(None, {"x": _x(_deleted(pixels, saliency, DELETION))})[0]
+            out = sess.run(None, {"x": model_input(_deleted(pixels, saliency, DELETION))})[0]
             # one float32 sigmoid score (≤ 1), onnxruntime run at another batch size than the
             # audit's: REBATCHED (tests/tolerance.py)
             assert np.allclose(got["deletion"], out[:, 4 + c, a], rtol=0, atol=REBATCHED), name
 
-
-
-def _obj_data(d: Path) -> dict:
-    """Two 32x32 random images for the detector read with --objectness (row 4 the
-    objectness, two classes), each annotated with a whole-pixel box of the anchor scoring
-    highest under that reading among those inside the image and at least 4x4 (plain
-    onnxruntime), labelled with its best class: a box either reading matches."""
-    d.mkdir(parents=True, exist_ok=True)
-    tm.build_and_export("detector", d / "det.onnx")
-    sess = ort.InferenceSession(str(d / "det.onnx"), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(11)
-    images, anns, boxes = [], [], {}
-    for i in range(2):
-        px = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-        Image.fromarray(px).save(d / f"{i}.png")
-        images.append({"id": i, "file_name": f"{i}.png", "width": 32, "height": 32})
-        out = sess.run(None, {"x": _x(px[None])})[0][0]
-        cx, cy, w, h = out[:4]
-        inside = (cx - w / 2 >= 0) & (cy - h / 2 >= 0) & (cx + w / 2 <= 32) & (
-            cy + h / 2 <= 32) & (w >= 4) & (h >= 4)
-        score = out[4] * out[5:7].max(0)  # objectness times the best of two classes
-        a = int(np.argmax(np.where(inside, score, -1.0)))
-        c = int(np.argmax(out[5:7, a]))
-        x0, y0 = round(float(cx[a] - w[a] / 2)), round(float(cy[a] - h[a] / 2))
-        x1, y1 = round(float(cx[a] + w[a] / 2)), round(float(cy[a] + h[a] / 2))
-        anns.append({"id": i, "image_id": i, "category_id": c,
-                     "bbox": [x0, y0, x1 - x0, y1 - y0]})
-        boxes[i] = (c, (x0, y0, x1, y1))
-    (d / "coco.json").write_text(json.dumps({
-        "images": images, "annotations": anns,
-        "categories": [{"id": 0, "name": "a"}, {"id": 1, "name": "b"}]}))
-    (d / "map.json").write_text(json.dumps({"a": 0, "b": 1}))
-    return {"dir": d, "model": d / "det.onnx", "coco": d / "coco.json", "map": d / "map.json",
-            "boxes": boxes}
 
 
 def test_detection_audit_takes_the_head_overrides_as_explain_does(tmp_path):
@@ -359,7 +327,7 @@ def test_detection_audit_takes_the_head_overrides_as_explain_does(tmp_path):
     the same override for the annotated box and class, and differ from the audit without
     it, which in turn agrees with explain without it; audit.json records the overrides, so
     a resume with others is refused."""
-    data = _obj_data(tmp_path / "d")
+    data = obj_data(tmp_path / "d")
     view = ["--layer", tm.MODELS["detector"].layer, "--preprocess", "raw", "--scale",
             str(1 / 64), "--mean", "2,2,2", "--target-kind", "detection", "--steps",
             str(STEPS), "--methods", ",".join(METHODS), "--no-cache"]
@@ -525,7 +493,7 @@ def test_embedding_audit_curves_are_the_cosine_of_the_deleted_images(tmp_path):
             got, saliency = rec["methods"][name], r[name].map
             assert got["energy"] == pytest.approx(saliency[region].sum() / saliency.sum(),
                                                   rel=REBATCHED)
-            out = sess.run(None, {"x": _x(_deleted(pixels, saliency, DELETION))})[0]
+            out = sess.run(None, {"x": model_input(_deleted(pixels, saliency, DELETION))})[0]
             e = out.astype(np.float64)
             cos = e @ v / np.linalg.norm(e, axis=1) / np.linalg.norm(v)
             # a cosine (≤ 1) of a float32 embedding, onnxruntime run at another batch size
