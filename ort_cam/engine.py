@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from .errors import InputError
+from .grad.spec import WANT_SCORES
 from .result import COMPLETENESS_GAP, PathEnds
 from .runtime import Runner
 
@@ -131,29 +132,48 @@ class FusedModel:
     target inputs a ``TargetFeed`` gives) to the layer A, the score output and the gradient G
     of the target's score with respect to A, in the order of ``output_names``. The shapes are
     the declared ones (a str or None for a dimension the model leaves free); the layer's
-    channels are on ``channel_axis`` (1: NCHW, 3: NHWC)."""
+    channels are on ``channel_axis`` (1: NCHW, 3: NHWC).
+
+    A model whose map is computed on demand (``grad.tail``: ``on_demand``) has the input
+    ``want_scores`` (S only where true, else an empty map) and a fourth output, y = Σ W ⊙ S
+    per row; its target weights may hold one row for all inputs."""
 
     runner: Runner
     input_name: str
     output_names: tuple[str, ...]
     output_shapes: tuple[tuple[int | str | None, ...], ...]
     channel_axis: int = 1
+    on_demand: bool = False
 
     @classmethod
     def of(cls, runner: Runner, input_name: str, channel_axis: int = 1) -> FusedModel:
         """The fused model that ``runner``'s session runs, its outputs as the session declares."""
         outs = runner.session.get_outputs()
+        inputs = {i.name for i in runner.session.get_inputs()}
         return cls(runner, input_name, tuple(o.name for o in outs),
-                   tuple(tuple(o.shape) for o in outs), channel_axis)
+                   tuple(tuple(o.shape) for o in outs), channel_axis, WANT_SCORES in inputs)
 
-    def run(self, xs: np.ndarray, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """One session run of the inputs ``xs`` with the target inputs ``feeds``: [A, scores, G]."""
-        return self.runner.run({self.input_name: xs, **feeds})
+    def run(self, xs: np.ndarray, feeds: Mapping[str, np.ndarray],
+            scores: bool = True) -> list[np.ndarray]:
+        """One session run of the inputs ``xs`` with the target inputs ``feeds``: [A, scores,
+        G] (and y where ``on_demand``); ``scores`` False: S may come back empty."""
+        extra = {WANT_SCORES: np.array(scores)} if self.on_demand else {}
+        return self.runner.run({self.input_name: xs, **feeds, **extra})
+
+    def values(self, outs: Sequence[np.ndarray], target: TargetFeed,
+               rows: slice | None = None) -> np.ndarray:
+        """y of the rows ``rows`` of a run's outputs: the model's own where ``on_demand``,
+        else the target's score of S."""
+        rows = rows if rows is not None else slice(None)
+        if self.on_demand:
+            return np.asarray(outs[3][rows], np.float64)
+        return target.score(outs[1][rows])
 
     def points(self, xs: np.ndarray, target: TargetFeed) -> Points:
-        """One session run of the inputs ``xs``, every one for ``target``."""
-        a, scores, g = self.run(xs, target.inputs(len(xs)))
-        return Points(a, target.score(scores), g)
+        """One session run of the inputs ``xs``, every one for ``target``: W fed once for all
+        where the model takes one row for all (``on_demand``)."""
+        outs = self.run(xs, target.inputs(1 if self.on_demand else len(xs)), scores=False)
+        return Points(outs[0], self.values(outs, target), outs[2])
 
 
 def path_inputs(x: np.ndarray, x0: np.ndarray, ls: np.ndarray, m: int) -> np.ndarray:
@@ -333,7 +353,8 @@ def _run_group(fused: FusedModel, jobs: Sequence[PathJob], m: int,
     each = [j.target.inputs(len(ls)) for j, ls in zip(jobs, todos)]
     feeds = {name: np.concatenate([f[name] for f in each]) for name in each[0]}
     t0 = time.perf_counter()
-    a, scores, g = fused.run(xs, feeds)
+    outs = fused.run(xs, feeds, scores=False)
+    a, g = outs[0], outs[2]
     share = (time.perf_counter() - t0) / len(xs)
     out, start = [], 0
     for job, ls in zip(jobs, todos):
@@ -341,7 +362,7 @@ def _run_group(fused: FusedModel, jobs: Sequence[PathJob], m: int,
         start += len(ls)
         feeder = Feeder(m, reducers(), fused.channel_axis)
         ends = [job.end] if job.end is not None else []
-        points = Points(a[mine], job.target.score(scores[mine]), g[mine])
+        points = Points(a[mine], fused.values(outs, job.target, mine), g[mine])
         feeder.feed(np.arange(m + 1), Points.concat([points, *ends]))
         out.append(feeder.finish(share * len(ls)))
     return out

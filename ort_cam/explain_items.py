@@ -101,7 +101,7 @@ def class_starts(fused: FusedModel, xs: list[np.ndarray], specs: list, n_classes
             if known[i] is not None:
                 w[row, known[i]] = 1.0
         t0 = time.perf_counter()
-        a, scores, g = fused.run(np.concatenate([xs[i] for i in part]), {TARGET_WEIGHTS: w})
+        a, scores, g = fused.run(np.concatenate([xs[i] for i in part]), {TARGET_WEIGHTS: w})[:3]
         share = (time.perf_counter() - t0) / len(part)
         for row, i in enumerate(part):
             s = scores[row].astype(np.float64)

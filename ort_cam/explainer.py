@@ -144,6 +144,7 @@ class Explainer:
         self.runner = prep.runner(self.session)  # row by row where the batch stays 1
         declared = FusedModel.of(self.runner, self.input_name, self.channel_axis)
         self._fused_outputs = (declared.output_names, declared.output_shapes)
+        self._on_demand = declared.on_demand
         self.n_classes: int = class_count(declared.output_shapes[1]) if (
             self.target_kind in CLASS_KINDS) else self._kind.n_labels(
             self._output_info, self.target_options) or 0
@@ -173,7 +174,8 @@ class Explainer:
     @property
     def fused_model(self) -> FusedModel:
         """The fused gradient model as the engine runs it (through ``runner``)."""
-        return FusedModel(self.runner, self.input_name, *self._fused_outputs, self.channel_axis)
+        return FusedModel(self.runner, self.input_name, *self._fused_outputs, self.channel_axis,
+                          self._on_demand)
 
     # --- sizes --------------------------------------------------------------------------
     def per_sample_bytes(self) -> int:
@@ -200,7 +202,7 @@ class Explainer:
         of the output for other kinds) for a batch of model inputs."""
         shape = tuple(d if isinstance(d, int) else 0 for d in self._fused_outputs[1][1][1:])
         zeros = np.zeros((len(x), *shape), np.float32)
-        _, scores, _ = self.fused_model.run(x, {TARGET_WEIGHTS: zeros})
+        scores = self.fused_model.run(x, {TARGET_WEIGHTS: zeros})[1]
         return scores
 
     def concept_of(self, image) -> np.ndarray:

@@ -18,6 +18,7 @@ from .engine import SplitModel, TargetFeed
 from .errors import OrtCamError
 from .grad import Head, split_models
 from .grad.forward import forward_split, score_model
+from .grad.spec import WANT_SCORES
 from .graph import LoadedModel
 from .prepared import RowRunner
 from .runtime import Runner, make_session
@@ -96,6 +97,9 @@ class ExplainerRuns:
         self.channel_axis, self.input_layout = channel_axis, input_layout
         self.batch, self.score_mode = batch, score_mode
         self._at_x: dict[str, np.ndarray] | None = None
+        # a fused model that computes its map on demand (grad.tail) is told not to
+        inputs = {i.name for i in fused.session.get_inputs()}
+        self._want = {WANT_SCORES: np.array(False)} if WANT_SCORES in inputs else {}
 
     # --- layout ---------------------------------------------------------------------------
     def _first(self, a: np.ndarray) -> np.ndarray:
@@ -183,5 +187,6 @@ class ExplainerRuns:
 
     def gradient_at_x(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         w = np.asarray(weights, np.float32)[None]
-        a, _, g = self.fused.run({self.input_name: self.x, "target_weights": w})
+        out = self.fused.run({self.input_name: self.x, "target_weights": w, **self._want})
+        a, g = out[0], out[2]
         return self._first(a)[0], self._first(g)[0]

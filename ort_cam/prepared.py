@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 # without loading them.
 
 #: Bump when what an entry holds, or how the fused model is built, changes.
-FORMAT = 8
+FORMAT = 9
 
 
 @dataclass
@@ -114,9 +114,12 @@ class Prepared:
 
     def runner(self, session: ort.InferenceSession) -> Runner:
         """The runner of the fused session: row by row where the batch stays 1."""
+        from .grad.spec import ON_DEMAND_ROWS
+
+        free = [o.name for o in session.get_outputs() if o.shape and o.shape[0] == ON_DEMAND_ROWS]
         if self.batch_rows:
-            return RowRunner(session, preallocate=True)
-        return Runner(session, preallocate=True)  # IOBinding on CUDA
+            return RowRunner(session, preallocate=True, free_rows=free)
+        return Runner(session, preallocate=True, free_rows=free)  # IOBinding on CUDA
 
     def record(self) -> dict[str, Any]:
         """The JSON part of a cache entry (everything but the bytes and the in-memory models)."""
@@ -151,18 +154,20 @@ class Prepared:
 
 class RowRunner(Runner):
     """A ``Runner`` for a model that runs at batch 1 only: a batch of inputs is run one row
-    at a time (every input whose batch axis is declared free is cut into rows; the others are
-    fed whole) and the outputs are stacked."""
+    at a time (every input whose batch axis is declared free is cut into rows, but one of a
+    single row; the others are fed whole) and the outputs are stacked."""
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         free = {i.name for i in self.session.get_inputs()
                 if i.shape and not isinstance(i.shape[0], int)}
-        rows = {len(v) for k, v in feeds.items() if k in free}
-        if len(rows) != 1 or rows == {1}:
+        rows = {len(v) for k, v in feeds.items() if k in free and len(v) != 1}
+        if len(rows) != 1:
             return super().run(feeds)
         n = rows.pop()
         run = super().run
-        outs = [run({k: v[i:i + 1] if k in free else v for k, v in feeds.items()})
+        # an input of one row (target weights for every input) goes whole to every run
+        cut = {k for k, v in feeds.items() if k in free and len(v) == n}
+        outs = [run({k: v[i:i + 1] if k in cut else v for k, v in feeds.items()})
                 for i in range(n)]
         return [np.concatenate(parts) for parts in zip(*outs, strict=True)]
 
@@ -253,7 +258,7 @@ def build(source: ModelSource, layer: str | None, score: str | None, *,
     tensor, axis = view.tensor, view.channel_axis
     reading = read(model, replace(target or TargetOptions(), score=score))
     fused = fused_model(model, tensor, reading.head, output=model.output, top1_seed=True,
-                        rows=seed_rows(reading, target or TargetOptions()))
+                        rows=seed_rows(reading, target or TargetOptions()), on_demand=True)
     try:
         fused_bytes: bytes | None = fused.SerializeToString()
     except Exception:  # past protobuf's 2 GB: the session goes through a file

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -306,7 +306,7 @@ class Runner:
     on the host, chunk by chunk. Plain: ``session.run``."""
 
     def __init__(self, session: ort.InferenceSession, bind: bool | None = None,
-                 preallocate: bool = False):
+                 preallocate: bool = False, free_rows: Collection[str] = ()):
         self.session = session
         self.output_names = [o.name for o in session.get_outputs()]
         self.bound = wants_binding(session.get_providers()) if bind is None else bind
@@ -314,6 +314,8 @@ class Runner:
         # read only where used: a plain session never looks at its output shapes
         self._declared = _output_shapes(session) if self.bound and preallocate else []
         self._learned: dict[tuple, list[_Shape]] = {}
+        # outputs whose rows vary from run to run (a map computed on demand): never bound ahead
+        self._free_rows = {i for i, name in enumerate(self.output_names) if name in free_rows}
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if not self.bound:
@@ -332,8 +334,9 @@ class Runner:
                           feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         key = tuple((k, np.shape(v)[1:]) for k, v in sorted(feeds.items()))
         n = len(next(iter(feeds.values())))
-        outs = [np.empty((n, *shape), dtype) if shape is not None else None
-                for shape, dtype in self._learned.get(key) or self._declared]
+        outs = [np.empty((n, *shape), dtype) if shape is not None and i not in self._free_rows
+                else None
+                for i, (shape, dtype) in enumerate(self._learned.get(key) or self._declared)]
         for name, out in zip(self.output_names, outs):
             if out is None:
                 binding.bind_output(name, "cpu")

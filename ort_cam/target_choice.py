@@ -105,15 +105,17 @@ def choose_at_x(fused: FusedModel, xs: Sequence[np.ndarray], kind: type[TargetKi
                     continue
                 weights[row] = early[row]
         t0 = time.perf_counter()
-        a, s, g = fused.run(np.concatenate([xs[i] for i in part]), {TARGET_WEIGHTS: weights})
+        outs = fused.run(np.concatenate([xs[i] for i in part]), {TARGET_WEIGHTS: weights})
+        a, s, g = outs[:3]
         share = (time.perf_counter() - t0) / len(part)
         for row, i in enumerate(part):
             target = kind.choose(s[row], out, opts[i], labels)
             end = None
             if (np.array_equal(early[row], target.weights) if row in early
-                    else kind.seeded(s[row], out, opts[i], target, built or opts[i])):
+                    else kind.seeded(s[row], out, opts[i], target, built or opts[i],
+                                     fused.on_demand)):
                 here = slice(row, row + 1)
-                end = Points(a[here], target.score(s[here]), g[here])
+                end = Points(a[here], fused.values(outs, target, here), g[here])
             chosen.append(Chosen(np.asarray(s[row], np.float64), target, share, end))
     return chosen
 

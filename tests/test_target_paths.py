@@ -179,7 +179,7 @@ def test_the_top1_detection_seeded_in_the_graph_runs_x_once(tmp_path, monkeypatc
     fast = ex.explain_array(x, baseline_array="zeros", steps=M, target=spec)
     assert sum(runs) == M + (1 if spec is None else 2)
     monkeypatch.setattr(kind_named("detection"), "seeded",
-                        classmethod(lambda cls, s, out, opts, t, b: False))
+                        classmethod(lambda cls, *args: False))
     runs.clear()
     plain = ex.explain_array(x, baseline_array="zeros", steps=M, target=spec)
     assert sum(runs) == M + 2

@@ -203,7 +203,7 @@ def _compare(case: Case, tmp_path: Path, label: str) -> None:
     target, opts, spec, w, scalar = _targets(case, out)
     ex = ort_cam.Explainer(path, layer, quiet=True, cache=False, threads=1, target=opts)
     assert ex.target_kind == {"multilabel": "class"}.get(case.kind, case.kind)
-    a_ort, _, g_ort = ex.fused_model.run(x, {TARGET_WEIGHTS: w[None]})
+    a_ort, _, g_ort = ex.fused_model.run(x, {TARGET_WEIGHTS: w[None]})[:3]
     engines = {"t32": _torch_inputs(case.model, case.module, x, target, torch.float32),
                "t64": _torch_inputs(case.model, case.module, x, target, torch.float64),
                "ort": (np.asarray(a_ort, np.float64), np.asarray(g_ort, np.float64))}

@@ -36,6 +36,14 @@ class Builder:
         self._count = 0
         self._names = set(graph.tensors())
 
+    def branch(self, hint: str) -> Builder:
+        """A builder of a subgraph (an If's branch) whose nodes may read this graph's
+        tensors: it knows their types, and names its own under a fresh prefix."""
+        sub = Builder(gs.Graph(opset=self.opset), prefix=self.name(hint), opset=self.opset)
+        sub._dtypes, sub._shapes = dict(self._dtypes), dict(self._shapes)
+        sub._values, sub._names = dict(self._values), set(self._names)
+        return sub
+
     # Names and types --------------------------------------------------------------------
     def name(self, hint: str) -> str:
         """A fresh tensor or node name ``{prefix}/{hint}_{n}``, unused in the graph."""

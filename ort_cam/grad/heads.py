@@ -19,8 +19,18 @@ from ..graph.view import TOKENS
 from .backprop import add_gradient
 from .builder import Builder
 from .layers import suggest_layer_after
-from .spec import GRAD, SCORES, TARGET_WEIGHTS
+from .spec import (
+    GRAD,
+    ON_DEMAND_ROWS,
+    SCORES,
+    TARGET_VALUE,
+    TARGET_WEIGHTS,
+    WANT_SCORES,
+    WEIGHT_ROWS,
+    map_seeded,
+)
 from .table import VjpContext
+from .tail import Tail, find_tail, scores_on_demand
 from .transforms import SCORE_MODES, Head, attach_target
 
 __all__ = ["GRAD", "SCORES", "SCORE_MODES", "TARGET_WEIGHTS", "GradientModels", "Head",
@@ -104,11 +114,35 @@ def _detection_seed(b: Builder, score: gs.Tensor, weights: gs.Tensor,
     return b.op("Add", weights, b.op("Mul", empty, seed))
 
 
+def _map_seed(b: Builder, score: gs.Tensor, weights: gs.Tensor, axis: int) -> gs.Tensor:
+    """``weights``, except that a row of zeros of a map [N, C, ...] (class axis ``axis``)
+    becomes the segment target's default: class c the one with the most argmax pixels (the
+    first on ties, as ``np.argmax``), 1 where a pixel's argmax is c. Built where S is
+    computed on demand (``grad.tail``), so only the run of x pays for it."""
+    shape, dtype = b.shape(score), b.dtype(score)
+    assert shape is not None and dtype is not None  # the tail's forward typed it
+    rank, to = len(shape), helper.np_dtype_to_tensor_dtype(dtype)
+    top = b.declare(b.op("ArgMax", score, axis=axis, keepdims=1), np.int64, None)
+    where = [1] * rank
+    where[axis] = shape[axis]
+    classes = b.const(np.arange(shape[axis], dtype=np.int64).reshape(where), hint="classes")
+    onehot = b.op("Equal", top, classes)
+    other = [a for a in range(1, rank) if a != axis]
+    counts = b.declare(b.reduce("ReduceSum", b.op("Cast", onehot, to=to), other), dtype, None)
+    best = b.declare(b.op("ArgMax", counts, axis=axis, keepdims=1), np.int64, None)
+    mask = b.op("Cast", b.op("And", onehot, b.op("Equal", classes, best)), to=to)
+    l1 = b.declare(b.reduce("ReduceL1", weights, range(1, rank)), dtype, None)
+    empty = b.op("Cast", b.op("Equal", l1, b.const(np.zeros([1] * rank, dtype))), to=to)
+    return b.op("Add", weights, b.op("Mul", empty, mask))
+
+
 def _gradient_graph(model: LoadedModel, graph: gs.Graph, layer: str, head: Head,
-                    output: str, top1_seed: bool = False, rows: tuple[int, int] | None = None
-                    ) -> tuple[gs.Graph, list[gs.Tensor]]:
+                    output: str, top1_seed: bool = False, rows: tuple[int, int] | None = None,
+                    on_demand: bool = False) -> tuple[gs.Graph, list[gs.Tensor]]:
     """Append S (``head`` on ``output``), the input ``target_weights`` W of S's shape and
-    d(Σ W ⊙ S)/d layer; returns the graph and its ``scores`` (S) and ``grad`` outputs."""
+    d(Σ W ⊙ S)/d layer; returns the graph and its ``scores`` (S) and ``grad`` outputs. With
+    ``on_demand``, a map that ends in a linear tail (``grad.tail``) gets the input
+    ``want_scores`` and the output ``target_value`` too, and S only where asked."""
     b = Builder(graph, opset=model.opset, dtypes=model.dtypes, shapes=model.shapes)
     moved = _rename_clashes(graph, b)  # (a detector's output named scores, say)
     output = moved.get(output, output)
@@ -117,23 +151,59 @@ def _gradient_graph(model: LoadedModel, graph: gs.Graph, layer: str, head: Head,
     score = attach_target(graph, ctx, head, output, weights)
     shape, dtype = ctx.shape(score), ctx.dtype(score)
     per_image = ["N", *shape[1:]]
-    weights.dtype, weights.shape = dtype, per_image
+    tail = find_tail(score, layer) if on_demand and not head.iou else None
+    weights.dtype = dtype
+    weights.shape = [WEIGHT_ROWS, *shape[1:]] if tail is not None else per_image
     graph.inputs.append(b.declare(weights, dtype, shape))
+    if tail is not None:
+        return graph, _on_demand(model, graph, b, ctx, tail, layer, head,
+                                 top1_seed and map_seeded(head, len(shape) - 1))
     seed = weights
     if top1_seed and len(shape) == 2:
         seed = _top1_seed(b, score, weights)
     elif top1_seed and rows is not None and not head.iou and len(shape) == 3:
         seed = _detection_seed(b, score, weights, rows)
+    grad = _add_gradient(model, graph, layer, score, seed, ctx)
+    return graph, _outputs(model, b, layer, score, grad)
+
+
+def _add_gradient(model: LoadedModel, graph: gs.Graph, layer: str, score: gs.Tensor,
+                  seed: gs.Tensor, ctx: VjpContext) -> gs.Tensor:
     try:
-        grad = add_gradient(graph, layer, score, seed, ctx)
+        return add_gradient(graph, layer, score, seed, ctx)
     except NoGradientRuleError as exc:
         raise NoGradientRuleError(exc.op_type, exc.node_name,
                                   suggest_layer_after(model, exc.node_name), exc.detail) from None
-    layer_t = graph.tensors()[layer]
+
+
+def _outputs(model: LoadedModel, b: Builder, layer: str, score: gs.Tensor,
+             grad: gs.Tensor) -> list[gs.Tensor]:
+    """The ``scores`` and ``grad`` outputs, typed and shaped as the engine reads them."""
+    shape, dtype = b.shape(score), b.dtype(score)
+    assert shape is not None and dtype is not None
     outs = [b.op("Identity", score, out_names=[SCORES]), b.op("Identity", grad, out_names=[GRAD])]
-    outs[0].dtype, outs[0].shape = dtype, per_image
-    outs[1].dtype, outs[1].shape = model.dtypes.get(layer, dtype), layer_t.shape
-    return graph, outs
+    outs[0].dtype, outs[0].shape = dtype, ["N", *shape[1:]]
+    outs[1].dtype = model.dtypes.get(layer, dtype)
+    outs[1].shape = b.graph.tensors()[layer].shape
+    return outs
+
+
+def _on_demand(model: LoadedModel, graph: gs.Graph, b: Builder, ctx: VjpContext, tail: Tail,
+               layer: str, head: Head, seeded: bool) -> list[gs.Tensor]:
+    """The outputs of a map computed on demand: ``scores`` (S where ``want_scores``, else an
+    empty map), ``grad`` from Z's gradient Tᵀ(W), and ``target_value``; with ``seeded``, a
+    zero row of W asks for the segment target's default (``_map_seed``) where S is computed."""
+    want = gs.Variable(WANT_SCORES, dtype=np.bool_, shape=[])
+    graph.inputs.append(b.declare(want, np.bool_, ()))
+    weights = graph.tensors()[TARGET_WEIGHTS]
+    seed = (lambda sub, s, w: _map_seed(sub, s, w, head.axis)) if seeded else None
+    scores, g_z, value = scores_on_demand(b, tail, weights, want, seed)
+    grad = _add_gradient(model, graph, layer, tail.start, g_z, ctx)
+    outs = _outputs(model, b, layer, scores, grad)
+    outs[0].shape = [ON_DEMAND_ROWS, *outs[0].shape[1:]]  # empty where not asked for
+    out = b.op("Identity", value, out_names=[TARGET_VALUE])
+    out.dtype, out.shape = np.float64, ["N"]
+    return [*outs, out]
 
 
 def _export(graph: gs.Graph, model: LoadedModel) -> onnx.ModelProto:
@@ -205,8 +275,8 @@ def check_scores_output(model: LoadedModel, output: str) -> None:
 
 def fused_model(model: LoadedModel, layer: str, score: str | Head = "probability",
                 output: str | None = None, require_spatial: bool = True,
-                top1_seed: bool = False, rows: tuple[int, int] | None = None
-                ) -> onnx.ModelProto:
+                top1_seed: bool = False, rows: tuple[int, int] | None = None,
+                on_demand: bool = False) -> onnx.ModelProto:
     """Model inputs + ``target_weights`` -> (layer tensor, ``scores``, ``grad``), one session.
 
     ``score``: a class reading (``SCORE_MODES``) or a ``Head``; ``scores`` is S, the head's
@@ -216,7 +286,9 @@ def fused_model(model: LoadedModel, layer: str, score: str | Head = "probability
     ``top1_seed``, a row of zero ``target_weights`` asks for the gradient of that row's top-1
     class (one run gives the target and its gradient); other rows are used as given; so is,
     given ``rows`` (the axis of a detection head's 4+C rows in S, and C), a zero row of a
-    detection head (the top-1 anchor).
+    detection head (the top-1 anchor). With ``on_demand``, a map that ends in a linear
+    tail (a segmenter's upsampling, ``grad.tail``) is computed only where the input
+    ``want_scores`` asks, and the output ``target_value`` gives y = Σ W ⊙ S per row.
     """
     if require_spatial:
         model, view = view_layer(model, layer)
@@ -226,12 +298,12 @@ def fused_model(model: LoadedModel, layer: str, score: str | Head = "probability
     head = Head.of(score)
     output = _output(model, output, head if require_spatial else None)
     graph = model.graph.copy()
-    graph, (scores, grad) = _gradient_graph(model, graph, layer, head, output, top1_seed,
-                                            rows)
+    graph, outs = _gradient_graph(model, graph, layer, head, output, top1_seed, rows,
+                                  on_demand)
     layer_t = graph.tensors()[layer]
     layer_t.dtype = model.dtypes[layer]
     layer_t.shape = ["N", *model.shapes[layer][1:]]
-    graph.outputs = [layer_t, scores, grad]
+    graph.outputs = [layer_t, *outs]
     return _export(graph, model)
 
 

@@ -21,6 +21,11 @@ TRANSFORMS = (*SCORE_MODES, "binary", "output", "normalize", "objectness")
 IOU_ROWS = 5
 #: Names fixed by the head contract: the score output, the layer's gradient, the target input.
 SCORES, GRAD, TARGET_WEIGHTS = "scores", "grad", "target_weights"
+#: A fused model whose map is computed on demand (``grad.tail``): its bool input that asks for
+#: S, its output y = Σ W ⊙ S per row (float64), the batch axis of its target weights, which
+#: may hold one row for every input, and that of its ``scores``, empty where not asked for.
+WANT_SCORES, TARGET_VALUE = "want_scores", "target_value"
+WEIGHT_ROWS, ON_DEMAND_ROWS = "W_rows", "S_rows"
 #: The module switches that change which ops a rule emits, at their defaults
 #: (``ort_cam.grad.rule_switches`` reads them as set now): ``STRIDE1_AS_CONV`` in rules_nn.
 RULE_SWITCHES = {"STRIDE1_AS_CONV": True}
@@ -62,3 +67,11 @@ class Head:
     def of(cls, score: str | Head) -> Head:
         """``score`` as a head: a score mode names the class reading of that name."""
         return score if isinstance(score, Head) else cls(score)
+
+
+def map_seeded(head: Head, rank: int) -> bool:
+    """Whether a fused model that computes its map on demand seeds a zero row of W with the
+    segment target's default (``heads._map_seed``): a map's logits or probabilities
+    [N, C, H, W] (or NHWC) per image ``rank`` 3."""
+    return (not head.flatten and head.transform in ("logit", "probability") and rank == 3
+            and not head.iou and not head.boxes)

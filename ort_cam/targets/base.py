@@ -285,12 +285,13 @@ class TargetKind:
 
     @classmethod
     def seeded(cls, s: np.ndarray, out: OutputInfo, opts: TargetOptions, target: Target,
-               built: TargetOptions) -> bool:
-        """Whether the fused model (built with the options ``built``), fed a row of zero
-        weights at x (S(x) = ``s``), took the gradient of ``target`` (the one ``choose``
-        picked from ``s`` with ``opts``): it seeds such a row with the kind's default
-        (``grad.heads``), and this checks that default on the host, so that the run is the
-        path's point l = m. False: x is run again, fed W."""
+               built: TargetOptions, on_demand: bool = False) -> bool:
+        """Whether the fused model (built with the options ``built``; ``on_demand``: it
+        computes its map on demand, ``grad.tail``), fed a row of zero weights at x (S(x) =
+        ``s``), took the gradient of ``target`` (the one ``choose`` picked from ``s`` with
+        ``opts``): it seeds such a row with the kind's default (``grad.heads``), and this
+        checks that default on the host, so that the run is the path's point l = m. False: x
+        is run again, fed W."""
         return False
 
     @classmethod

@@ -156,7 +156,7 @@ class DetectionKind(TargetKind):
 
     @classmethod
     def seeded(cls, s: np.ndarray, out: OutputInfo, opts: TargetOptions, target: Target,
-               built: TargetOptions) -> bool:
+               built: TargetOptions, on_demand: bool = False) -> bool:
         """The fused model seeds a zero row with the best anchor and its best class (by the
         layout it was ``built`` with): ``target`` where it is the top-1 left by NMS with no
         class, anchors or box given, and the same W (S finite: ArgMax and np.argmax agree on

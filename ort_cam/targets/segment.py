@@ -17,7 +17,16 @@ import numpy as np
 
 from ..errors import InputError, OrtCamError
 from ..grad import Head
-from .base import OutputInfo, Target, TargetKind, TargetOptions, class_index, finished, finite
+from ..grad.spec import map_seeded
+from .base import (
+    OutputInfo,
+    Target,
+    TargetKind,
+    TargetOptions,
+    class_index,
+    finished,
+    finite,
+)
 
 BACKGROUND = ("background", "__background__", "bg", "_background_")
 
@@ -78,6 +87,24 @@ class SegmentKind(TargetKind):
         """A given mask (or box) with a given class (a one-channel map has none to give)."""
         given_mask = opts.mask is not None or opts.box is not None
         return given_mask and (one_channel(out) or opts.target not in (None, "top1"))
+
+    @classmethod
+    def seeded(cls, s: np.ndarray, out: OutputInfo, opts: TargetOptions, target: Target,
+               built: TargetOptions, on_demand: bool = False) -> bool:
+        """A model that computes its map on demand seeds a zero row with the class of the
+        largest argmax region (background not left out) over its argmax mask
+        (``grad.heads._map_seed``): ``target`` where it has that W (S finite: ArgMax and
+        np.argmax agree on ties, not on NaN)."""
+        if not on_demand or one_channel(out) or not np.isfinite(s).all():
+            return False
+        if not map_seeded(cls.head(out, built), len(out.shape)):
+            return False
+        axis = class_axis(out)
+        top = np.argmax(np.moveaxis(s, axis, 0), axis=0)
+        c = int(np.argmax(np.bincount(top.reshape(-1), minlength=out.shape[axis])))
+        seed = np.zeros(np.moveaxis(s, axis, 0).shape, np.float32)
+        seed[c] = top == c
+        return np.array_equal(np.moveaxis(seed, 0, axis), target.weights)
 
     @classmethod
     def choose(cls, s: np.ndarray, out: OutputInfo, opts: TargetOptions,
