@@ -53,9 +53,9 @@ class ModelSetup:
                 output: str | None, size: tuple[int, int] | None,
                 layer_layout: str | None = None, grid: tuple[int, int] | None = None,
                 extra_tokens: int | None = None, target: TargetOptions | None = None,
-                session: dict | None = None) -> ModelSetup:
+                session: dict | None = None, on_demand: bool = True) -> ModelSetup:
         """The setup of ``Explainer(model, layer, ...)``, its arguments as it takes them;
-        ``session`` as ``prepared_model`` takes it."""
+        ``session`` and ``on_demand`` as ``prepared_model`` takes them."""
         size = requested_size(size, preprocess)
         hint = None
         if layer_layout or grid or extra_tokens is not None:
@@ -63,7 +63,7 @@ class ModelSetup:
 
             hint = LayerHint(layer_layout, grid, extra_tokens)
         again = partial(prepared_model, model, layer, score, use_cache=cache, output=output,
-                        size=size, hint=hint, target=target)
+                        size=size, hint=hint, target=target, on_demand=on_demand)
         prep = again(session=session)
         pre = None
         if len(prep.input_shape) == 4:

@@ -230,7 +230,8 @@ def _warnings(model: LoadedModel, multiple: int) -> list[str]:
 
 def build(source: ModelSource, layer: str | None, score: str | None, *,
           output: str | None = None, size: tuple[int, int] | None = None,
-          hint: LayerHint | None = None, target: TargetOptions | None = None) -> Prepared:
+          hint: LayerHint | None = None, target: TargetOptions | None = None,
+          on_demand: bool = True) -> Prepared:
     """Load, probe and differentiate the model (what a cache miss costs); ``output`` and
     ``size`` as ``load_model`` takes them, ``hint`` as ``view_layer``; ``score`` and
     ``target`` (its kind, the detection layout) as ``targets.read_output`` takes them (None:
@@ -258,7 +259,7 @@ def build(source: ModelSource, layer: str | None, score: str | None, *,
     tensor, axis = view.tensor, view.channel_axis
     reading = read(model, replace(target or TargetOptions(), score=score))
     fused = fused_model(model, tensor, reading.head, output=model.output, top1_seed=True,
-                        rows=seed_rows(reading, target or TargetOptions()), on_demand=True)
+                        rows=seed_rows(reading, target or TargetOptions()), on_demand=on_demand)
     try:
         fused_bytes: bytes | None = fused.SerializeToString()
     except Exception:  # past protobuf's 2 GB: the session goes through a file
@@ -278,8 +279,8 @@ def build(source: ModelSource, layer: str | None, score: str | None, *,
 
 def key_fields(digest: str, layer: str | None, score: str | None, *,
                output: str | None = None, size: tuple[int, int] | None = None,
-               hint: LayerHint | None = None, target: TargetOptions | None = None
-               ) -> dict[str, Any]:
+               hint: LayerHint | None = None, target: TargetOptions | None = None,
+               on_demand: bool = True) -> dict[str, Any]:
     """What a cache entry is keyed by (any change is a miss): of the target, what its head is
     built from (the kind, the detection layout and objectness)."""
     t = target or TargetOptions()
@@ -288,6 +289,7 @@ def key_fields(digest: str, layer: str | None, score: str | None, *,
             "target_head": [t.layout, t.objectness, *(["iou"] if t.box_iou else []),
                             *([t.boxes_output, t.box_format] if t.boxes_output else [])],
             "output": output, "input_shapes": None if size is None else [int(v) for v in size],
+            "on_demand": on_demand,
             "layer_view": None if hint is None else hint.record(),
             "rule_switches": rule_switches(),
             "ort_cam": __version__, "onnx": onnx_version(), "onnxruntime": ort.__version__}
@@ -309,14 +311,16 @@ def prepared_model(source: ModelSource, layer: str | None, score: str | None, *,
             use_cache: bool = True, output: str | None = None,
             size: tuple[int, int] | None = None, hint: LayerHint | None = None,
             target: TargetOptions | None = None,
-            session: dict[str, Any] | None = None) -> Prepared:
+            session: dict[str, Any] | None = None, on_demand: bool = True) -> Prepared:
     """The prepared model: from the cache when an entry matches, else built (and stored).
     With ``session`` (a session context, ``ort_cam.optimized.context``): the entry of the
-    model optimised for it when the cache holds one (``Prepared.session_bytes``), read alone."""
+    model optimised for it when the cache holds one (``Prepared.session_bytes``), read alone.
+    ``on_demand`` False: a map is computed at every point (``grad.tail``; the export's Loop
+    runs the fused model so)."""
     where = cache.cache_dir()
     digest = remembered_digest(source, where) if use_cache else None
     options: dict[str, Any] = {"output": output, "size": size, "hint": hint,
-                               "target": target}
+                               "target": target, "on_demand": on_demand}
     if digest is None:
         return build(source, layer, score, **options)
     fields = key_fields(digest, layer, score, **options)
