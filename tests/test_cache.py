@@ -121,7 +121,7 @@ def test_every_key_field_changes_the_key():
     base = prepared.key_fields("ab" * 32, "layer", "probability")
     changed = {"format": base["format"] + 1, "model_sha256": "cd" * 32, "layer": "other",
                "score": "logit", "target_kind": "binary", "target_head": ["anchors", True],
-               "output": "logits", "input_shapes": {"image": [3, 64, 64]},
+               "output": "logits", "input_shapes": {"image": [3, 64, 64]}, "on_demand": False,
                "layer_view": {"layout": "tokens", "grid": [14, 14], "extra_tokens": 1},
                "rule_switches": {"STRIDE1_AS_CONV": False},
                "ort_cam": "0.0.0", "onnx": "0.0", "onnxruntime": "0.0"}

@@ -36,11 +36,18 @@ from ort_cam import Explainer  # noqa: E402
 from ort_cam.cli import main  # noqa: E402
 from ort_cam.errors import OrtCamError  # noqa: E402
 from ort_cam.export import export_explainer  # noqa: E402
+from ort_cam.grad.spec import WANT_SCORES  # noqa: E402
 from ort_cam.runtime import make_session  # noqa: E402
 
 M, CHUNK = 8, 4
 METHODS = ["gradcam", "igcam", "rsi", "hirescam", "layercam"]
 MAP_TOL, Y_TOL, GAP_TOL = 1e-5, 1e-9, 1e-6
+#: Where the explainer computes the map on demand (the segmenter's upsampled logits:
+#: ort_cam.grad.tail), its y is Σ Z ⊙ Tᵀ(W) on the small map, the export's Σ W ⊙ S on the
+#: full one (the Loop runs the plain fused model): float32 rounding apart, not summation order
+#: alone. Measured 4.4e-9 of y (segment-default, class-and-mask); 1e-6 leaves 200x, and a
+#: wrong mask or class moves y by percents.
+Y_TAIL_TOL = 1e-6
 CONCEPT = np.random.default_rng(5).standard_normal(tm.EMBED_DIM).astype(np.float32)
 WEIGHTS = np.random.default_rng(6).standard_normal(20).astype(np.float32)
 
@@ -124,14 +131,18 @@ def test_the_exported_target_gives_the_explainers_maps(models, case):
     assert len(support) == {"segment": rec.get("mask_area"), "detection": len(
         rec.get("anchors", ())), "sequence": len(rec.get("steps", ()))}.get(kind, len(support))
     assert int(out["target"]) == (-1 if r.target is None else r.target)
-    np.testing.assert_allclose([out["y0"], out["ym"]], [r.y0, r.ym], rtol=Y_TOL, atol=0)
-    assert abs(float(out["ym"]) - rec["value"]) <= Y_TOL * abs(rec["value"])
+    y_tol = Y_TAIL_TOL if WANT_SCORES in [i.name for i in ex.session.get_inputs()] else Y_TOL
+    np.testing.assert_allclose([out["y0"], out["ym"]], [r.y0, r.ym], rtol=y_tol, atol=0)
+    assert abs(float(out["ym"]) - rec["value"]) <= y_tol * abs(rec["value"])
     for method in METHODS:
         assert np.abs(out[f"{method}_map"] - r[method].map).max() <= MAP_TOL, method
         scale = max(np.abs(r[method].raw).max(), 1e-30)
         assert np.abs(out[f"{method}_raw"] - r[method].raw).max() <= MAP_TOL * scale, method
     gap = r.completeness_gap
-    assert abs(float(out["rsi_completeness_gap"]) - gap) <= GAP_TOL * gap
+    # y's own error (y_tol of |y_0| and |y_m|) moves |Σ IG − Δy| / |Δy| by up to that over |Δy|:
+    # where the gap is tiny (3e-8 for the segmenter) that, not GAP_TOL of it, bounds the change
+    moved = y_tol * (abs(r.y0) + abs(r.ym)) / abs(r.ym - r.y0)
+    assert abs(float(out["rsi_completeness_gap"]) - gap) <= GAP_TOL * gap + moved
 
 
 @pytest.mark.parametrize("feeds, values", [
