@@ -7,6 +7,7 @@ model, two random images with COCO boxes and a concept vector per label."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -100,17 +101,18 @@ def emb_data(d: Path) -> dict:
             "labels": {0: "cat", 1: "dog"}}
 
 
-def obj_data(d: Path) -> dict:
-    """Two 32x32 random images for the detector read with --objectness (row 4 the
-    objectness, two classes), each annotated with a whole-pixel box of the anchor scoring
-    highest under that reading among those inside the image and at least 4x4 (plain
-    onnxruntime), labelled with its best class: a box either reading matches."""
+def detector_images(d: Path, n: int, seed: int, score: Callable[[np.ndarray], np.ndarray]
+                    ) -> tuple[list[dict], list[tuple[int, np.ndarray]]]:
+    """``n`` random 32x32 images saved in ``d`` beside the exported detector, their COCO
+    entries, and per image the detector's raw output [4+C, A] (plain onnxruntime) with the
+    anchor that ``score(output)`` ranks highest among those inside the image and at least 4x4
+    (whole pixels change its IoU little)."""
     d.mkdir(parents=True, exist_ok=True)
     tm.build_and_export("detector", d / "det.onnx")
     sess = ort.InferenceSession(str(d / "det.onnx"), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(11)
-    images, anns, boxes = [], [], {}
-    for i in range(2):
+    rng = np.random.default_rng(seed)
+    images, found = [], []
+    for i in range(n):
         px = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
         Image.fromarray(px).save(d / f"{i}.png")
         images.append({"id": i, "file_name": f"{i}.png", "width": 32, "height": 32})
@@ -118,8 +120,20 @@ def obj_data(d: Path) -> dict:
         cx, cy, w, h = out[:4]
         inside = (cx - w / 2 >= 0) & (cy - h / 2 >= 0) & (cx + w / 2 <= 32) & (
             cy + h / 2 <= 32) & (w >= 4) & (h >= 4)
-        score = out[4] * out[5:7].max(0)  # objectness times the best of two classes
-        a = int(np.argmax(np.where(inside, score, -1.0)))
+        found.append((int(np.argmax(np.where(inside, score(out), -1.0))), out))
+    return images, found
+
+
+def obj_data(d: Path) -> dict:
+    """Two 32x32 random images for the detector read with --objectness (row 4 the
+    objectness, two classes), each annotated with a whole-pixel box of the anchor scoring
+    highest under that reading among those inside the image and at least 4x4 (plain
+    onnxruntime), labelled with its best class: a box either reading matches."""
+    # objectness times the best of two classes
+    images, found = detector_images(d, 2, 11, lambda out: out[4] * out[5:7].max(0))
+    anns, boxes = [], {}
+    for i, (a, out) in enumerate(found):
+        cx, cy, w, h = out[:4]
         c = int(np.argmax(out[5:7, a]))
         x0, y0 = round(float(cx[a] - w[a] / 2)), round(float(cy[a] - h[a] / 2))
         x1, y1 = round(float(cx[a] + w[a] / 2)), round(float(cy[a] + h[a] / 2))

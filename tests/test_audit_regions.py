@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -25,6 +24,7 @@ pytest.importorskip("pycocotools")
 import target_models as tm  # noqa: E402
 from region_data import (  # noqa: E402
     PRE,
+    detector_images,
     emb_data,
     model_input,
     obj_data,
@@ -252,20 +252,9 @@ def _det_data(d: Path) -> dict:
     """Three 32x32 random images, each annotated with the box the detector itself predicts
     best among those inside the image and at least 4x4 (read with plain onnxruntime), the
     third's box moved off it (no anchor matches)."""
-    d.mkdir(parents=True, exist_ok=True)
-    tm.build_and_export("detector", d / "det.onnx")
-    sess = ort.InferenceSession(str(d / "det.onnx"), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(3)
-    images, anns, truth = [], [], {}
-    for i in range(3):
-        px = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-        Image.fromarray(px).save(d / f"{i}.png")
-        images.append({"id": i, "file_name": f"{i}.png", "width": 32, "height": 32})
-        out = sess.run(None, {"x": model_input(px[None])})[0][0]
-        cx, cy, w, h = out[:4]
-        inside = (cx - w / 2 >= 0) & (cy - h / 2 >= 0) & (cx + w / 2 <= 32) & (
-            cy + h / 2 <= 32) & (w >= 4) & (h >= 4)  # whole pixels change its IoU little
-        a = int(np.argmax(np.where(inside, out[4:].max(0), -1.0)))
+    images, found = detector_images(d, 3, 3, lambda out: out[4:].max(0))
+    anns, truth = [], {}
+    for i, (a, out) in enumerate(found):
         c = int(np.argmax(out[4:, a]))
         cx, cy, w, h = (float(v) for v in out[:4, a])
         box = [cx - w / 2, cy - h / 2, w, h] if i < 2 else [0.0, 0.0, 2.0, 2.0]
