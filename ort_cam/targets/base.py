@@ -196,6 +196,8 @@ class Target:
     note: str = ""
     _rows: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: what the kind worked out at x besides W, for its own later checks (``seeded``)
+    found: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def record(self) -> dict[str, Any]:
         """The JSON form (results.jsonl and the audit's records): kind, class, and what the
@@ -215,6 +217,8 @@ class Target:
     def inputs(self, n: int) -> dict[str, np.ndarray]:
         """The fused model's target input for ``n`` path points: W on every row (the rows of
         the last ``n`` asked for are kept: a walk asks for the same ``n`` chunk after chunk)."""
+        if n == 1:  # W itself (a fused model that takes one row for all its inputs)
+            return {TARGET_WEIGHTS: self.weights[None]}
         rows = self._rows.get(n)
         if rows is None:  # zeros (pages the OS hands out zeroed), then W's span of nonzeros
             rows = np.zeros((n, *self.weights.shape), self.weights.dtype)
@@ -324,7 +328,9 @@ def _flag(option: str) -> str:
 def finished(kind: str, w: np.ndarray, s: np.ndarray, **values: Any) -> Target:
     """The ``Target`` of weights ``w`` on S at x ``s``: W as float32, its value at x."""
     weights = np.ascontiguousarray(w, dtype=np.float32)
-    value = float(np.sum(weights.astype(np.float64) * s.astype(np.float64)))
+    # Σ in float64 without float64 copies of W and S (a map's are 4 MB each at 21 × 224²)
+    value = float(np.einsum("i,i->", weights.reshape(-1), np.asarray(s).reshape(-1),
+                            dtype=np.float64))
     return Target(kind, weights, value=value, **values)
 
 

@@ -93,18 +93,18 @@ class SegmentKind(TargetKind):
                built: TargetOptions, on_demand: bool = False) -> bool:
         """A model that computes its map on demand seeds a zero row with the class of the
         largest argmax region (background not left out) over its argmax mask
-        (``grad.heads._map_seed``): ``target`` where it has that W (S finite: ArgMax and
-        np.argmax agree on ties, not on NaN)."""
-        if not on_demand or one_channel(out) or not np.isfinite(s).all():
+        (``grad.heads._map_seed``): ``target`` where it has that W, i.e. where its mask is
+        the argmax mask (none given) of that class (S finite: ArgMax and np.argmax agree on
+        ties, not on NaN)."""
+        if not on_demand or one_channel(out) or opts.mask is not None or opts.box is not None:
             return False
-        if not map_seeded(cls.head(out, built), len(out.shape)):
+        if not map_seeded(cls.head(out, built), len(out.shape)) or not np.isfinite(s).all():
             return False
-        axis = class_axis(out)
-        top = np.argmax(np.moveaxis(s, axis, 0), axis=0)
-        c = int(np.argmax(np.bincount(top.reshape(-1), minlength=out.shape[axis])))
-        seed = np.zeros(np.moveaxis(s, axis, 0).shape, np.float32)
-        seed[c] = top == c
-        return np.array_equal(np.moveaxis(seed, 0, axis), target.weights)
+        counts = target.found.get("region_counts")
+        if counts is None:  # (a target chosen elsewhere): the argmax regions of S(x)
+            top = np.argmax(np.moveaxis(s, class_axis(out), 0), axis=0)
+            counts = np.bincount(top.reshape(-1), minlength=out.shape[class_axis(out)])
+        return target.index == int(np.argmax(counts))
 
     @classmethod
     def choose(cls, s: np.ndarray, out: OutputInfo, opts: TargetOptions,
@@ -114,8 +114,9 @@ class SegmentKind(TargetKind):
         axis = class_axis(out)
         sc = np.moveaxis(s, axis, 0)
         top = np.argmax(sc, axis=0)
+        counts = np.bincount(top.reshape(-1), minlength=len(sc))
         if opts.target in (None, "top1"):
-            c = largest_region(top, len(sc), labels)
+            c = largest_region(counts, labels)
         else:
             c = class_index(opts.target, len(sc), labels)
         mask = given_mask(opts, top.shape)
@@ -126,13 +127,15 @@ class SegmentKind(TargetKind):
                                   "default mask is empty; give a mask or a box, or another class")
         w = np.zeros(sc.shape, np.float32)
         w[c] = mask
-        return finished(cls.name, np.moveaxis(w, 0, axis), s, index=c, mask=mask != 0)
+        target = finished(cls.name, np.moveaxis(w, 0, axis), s, index=c, mask=mask != 0)
+        target.found["region_counts"] = counts  # (``seeded`` reads them)
+        return target
 
 
-def largest_region(top: np.ndarray, n: int, labels: list[str] | None) -> int:
-    """The class with the most argmax pixels; class 0 left out when its label says
-    background and another class has pixels."""
-    counts = np.bincount(top.reshape(-1), minlength=n)
+def largest_region(counts: np.ndarray, labels: list[str] | None) -> int:
+    """The class with the most argmax pixels (``counts`` per class); class 0 left out when
+    its label says background and another class has pixels."""
+    counts = counts.copy()
     if labels and labels[0].strip().lower() in BACKGROUND and counts[1:].any():
         counts[0] = -1
     return int(np.argmax(counts))
