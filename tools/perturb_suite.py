@@ -153,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="one pytest log per perturbation, with the tests' printed "
                              "measurements (pytest -s; default: a new temporary folder)")
     args, extra = parser.parse_known_args(argv)
-    args.files = args.files or numeric_files()
+    # a file named as under tests/ or with its tests/ prefix; one that is not there is refused
+    args.files = [Path(f).name for f in args.files] if args.files else numeric_files()
+    missing = [f for f in args.files if not (ROOT / "tests" / f).is_file()]
+    if missing:
+        parser.error(f"no test file {', '.join(missing)} under {ROOT / 'tests'}")
     extra = [a for a in extra if a != "--"]
     chosen = [p for p in perturbations() if args.only is None or p.name in args.only]
     args.logs = args.logs or Path(tempfile.mkdtemp(prefix="perturb-logs-"))
