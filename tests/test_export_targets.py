@@ -12,7 +12,12 @@ reductions and in y = Σ W ⊙ S: measured (every case below) ≤ 5.6e-16 on the
 maps, ≤ 2.0e-16 relative on y, the gap ≤ 6.9e-9 of itself (it divides the small
 Σ IG − Δy by Δy). MAP_TOL = 1e-5 and GAP_TOL = 1e-6 are tests/test_export.py's, which leave
 room for other kernels fusing float32 ops across a chunk's rows differently; Y_TOL = 1e-9
-relative (y is a float64 sum of float32 scores: 4e6x the measured difference).
+relative (y is a float64 sum of float32 scores: 4e6x the measured difference). The segmenter's
+map ends in an upsampling, so both sides compute it on demand (``grad.tail``: y = Σ Z ⊙ Tᵀ(W)
+on the small map, S only at x): measured y equal to the last bit (segment-default).
+
+The unrolled explainer (``--unroll``) takes each copy's branch of the on-demand If (tract
+types no If it cannot pick), and OpenVINO runs the Loop's If: both held to the same numbers.
 
 Bad values are refused in one line where the export sees them (a value that is an input at
 run time, an option the kind does not read), and fail the run at a node that names them
@@ -42,11 +47,11 @@ from ort_cam.runtime import make_session  # noqa: E402
 M, CHUNK = 8, 4
 METHODS = ["gradcam", "igcam", "rsi", "hirescam", "layercam"]
 MAP_TOL, Y_TOL, GAP_TOL = 1e-5, 1e-9, 1e-6
-#: Where the explainer computes the map on demand (the segmenter's upsampled logits:
-#: ort_cam.grad.tail), its y is Σ Z ⊙ Tᵀ(W) on the small map, the export's Σ W ⊙ S on the
-#: full one (the Loop runs the plain fused model): float32 rounding apart, not summation order
-#: alone. Measured 4.4e-9 of y (segment-default, class-and-mask); 1e-6 leaves 200x, and a
-#: wrong mask or class moves y by percents.
+#: Where the map is computed on demand (the segmenter: ort_cam.grad.tail), y = Σ Z ⊙ Tᵀ(W) on
+#: the small map, and the target record's ``value`` Σ W ⊙ S(x) on the full one (Explainer's
+#: own, from S(x)): float32 rounding apart, not summation order alone. Measured 4.8e-9 of y
+#: (segment-default); 1e-6 leaves 200x, and a wrong mask or class moves y by percents. The
+#: export's y and Explainer's are both Σ Z ⊙ Tᵀ(W): Y_TOL.
 Y_TAIL_TOL = 1e-6
 CONCEPT = np.random.default_rng(5).standard_normal(tm.EMBED_DIM).astype(np.float32)
 WEIGHTS = np.random.default_rng(6).standard_normal(20).astype(np.float32)
@@ -86,6 +91,23 @@ def run(proto: onnx.ModelProto, x: np.ndarray, **feeds) -> dict[str, np.ndarray]
             given[i.name] = np.zeros((0, *i.shape[1:]), dtype)
     names = [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(None, given), strict=True))
+
+
+def _nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else list(attr.graphs)):
+                yield from _nodes(sub)
+
+
+def on_demand(proto: onnx.ModelProto) -> bool:
+    """Whether the explainer's Loop body computes the map on demand: an If of the fused model
+    switched by the body's own iteration test (``first``)."""
+    loop = next(n for n in proto.graph.node if n.op_type == "Loop")
+    body = next(a.g for a in loop.attribute if a.name == "body")
+    return any(n.op_type == "If" and n.input[0].startswith("explainer/body/")
+               for n in body.node)
 
 
 #: (case id, model, kind, export options, explainer graph inputs, Explainer's target values)
@@ -131,9 +153,14 @@ def test_the_exported_target_gives_the_explainers_maps(models, case):
     assert len(support) == {"segment": rec.get("mask_area"), "detection": len(
         rec.get("anchors", ())), "sequence": len(rec.get("steps", ()))}.get(kind, len(support))
     assert int(out["target"]) == (-1 if r.target is None else r.target)
-    y_tol = Y_TAIL_TOL if WANT_SCORES in [i.name for i in ex.session.get_inputs()] else Y_TOL
+    if WANT_SCORES in [i.name for i in ex.session.get_inputs()]:  # so is the export's Loop
+        assert on_demand(explainer(path, name, kind, **export)), "the map is computed each time"
+        value_tol = Y_TAIL_TOL
+    else:
+        value_tol = Y_TOL
+    y_tol = Y_TOL
     np.testing.assert_allclose([out["y0"], out["ym"]], [r.y0, r.ym], rtol=y_tol, atol=0)
-    assert abs(float(out["ym"]) - rec["value"]) <= y_tol * abs(rec["value"])
+    assert abs(float(out["ym"]) - rec["value"]) <= value_tol * abs(rec["value"])
     for method in METHODS:
         assert np.abs(out[f"{method}_map"] - r[method].map).max() <= MAP_TOL, method
         scale = max(np.abs(r[method].raw).max(), 1e-30)
@@ -143,6 +170,37 @@ def test_the_exported_target_gives_the_explainers_maps(models, case):
     # where the gap is tiny (3e-8 for the segmenter) that, not GAP_TOL of it, bounds the change
     moved = y_tol * (abs(r.y0) + abs(r.ym)) / abs(r.ym - r.y0)
     assert abs(float(out["rsi_completeness_gap"]) - gap) <= GAP_TOL * gap + moved
+
+
+@pytest.mark.parametrize("engine", ["unrolled", "openvino"])
+def test_the_on_demand_segmenter_in_other_engines(models, engine, tmp_path):
+    """The Loop's If (S only at iteration 0) unrolled into the branch each copy takes (no If
+    left), and run by OpenVINO (which refuses an If without a rank or a [0, ...] initializer
+    in a branch, made safe in the export): Explainer's numbers. OpenVINO's float32 kernels
+    round unlike onnxruntime's: MAP_TOL (2.1e-7 measured), y to 1e-6 (3e-8 measured)."""
+    path, x = models("segmenter"), tm.inputs("segmenter", 1, seed=3)
+    r = Explainer(path, tm.MODELS["segmenter"].layer, quiet=True, cache=False, threads=1,
+                  chunk_size=CHUNK, target_kind="segment"
+                  ).explain_array(x, baseline_array="zeros", steps=M, methods=METHODS)
+    proto = explainer(path, "segmenter", "segment", unroll=engine == "unrolled")
+    if engine == "unrolled":
+        assert not any(n.op_type in ("If", "Loop") for n in _nodes(proto.graph))
+        out, y_tol = run(proto, x), Y_TOL
+    else:
+        ov = pytest.importorskip("openvino")
+        assert on_demand(proto)
+        onnx.save(proto, tmp_path / "explainer.onnx")
+        compiled = ov.Core().compile_model(str(tmp_path / "explainer.onnx"), "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "1"})
+        res = compiled({"x": x, "target_index": np.array(-1),  # (by name: x has two)
+                        "target_mask": np.zeros((0, 16), np.float32),
+                        "baseline": np.zeros((0, *x.shape[1:]), np.float32)})
+        out = {o.get_any_name(): np.asarray(res[o]) for o in compiled.outputs}
+        y_tol = 1e-6
+    assert int(out["target"]) == r.target
+    np.testing.assert_allclose([out["y0"], out["ym"]], [r.y0, r.ym], rtol=y_tol, atol=0)
+    for method in METHODS:
+        assert np.abs(out[f"{method}_map"] - r[method].map).max() <= MAP_TOL, method
 
 
 @pytest.mark.parametrize("feeds, values", [

@@ -316,10 +316,10 @@ def export_explainer(model: str | os.PathLike | onnx.ModelProto, layer: str | No
     names, opts = _methods(methods), _options(options)
     m = _path_steps(_steps(steps), names)
     topts = target_options(target, target_kind)
-    # the Loop runs the fused model's every point with S (no map on demand: grad.tail)
+    # a map with a linear tail is computed on demand (grad.tail): only at the Loop's first
+    # iteration, the run of x (graph.Plan.on_demand)
     setup = ModelSetup.resolve(model, layer, preprocess=preprocess, score=score, cache=cache,
-                               output=output, size=None, target=topts, on_demand=False,
-                               **layer_view)
+                               output=output, size=None, target=topts, **layer_view)
     chunk = RunSizes(setup.prepared.sample_bytes, memory_budget, chunk_size).chunk(m)
     plan = _plan(setup, m, chunk, names, opts, input_kind, baseline, baseline_seed,
                  optional_inputs, unroll, topts)

@@ -7,6 +7,10 @@ the target. Iteration k ≥ 1 walks chunk k−1 of the path, l = (k−1)·chunk 
 exactly as ``engine.walk_path`` does; A_0, A_{l−1}, G_{l−1} (the trapezoid across chunk
 boundaries), y_0, y_m and every method's accumulators are loop-carried states, so memory
 depends on the chunk, never on m. The fused graph appears once, in the Loop body.
+
+A fused model that computes its map on demand (``grad.tail``: a segmenter's upsampled logits)
+gets ``want_scores`` from the body's ``first``: S (the full-size map) only at iteration 0, S
+with no rows after it; y is its ``target_value``, and W is fed as one row for the chunk.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from onnx import helper, numpy_helper
 from .._version import __version__
 from ..grad.builder import Builder
 from ..grad.heads import TARGET_WEIGHTS
+from ..grad.spec import WANT_SCORES
 from ..maps import upsample
 from ..preprocess import Preprocess
 from .ops import F64, Ops, Tensor
@@ -39,6 +44,9 @@ MODEL_PREFIX = "model/"
 #: fusing across them (as it cannot in the engine's session, where they are graph outputs),
 #: so the body computes the engine's float32 numbers bit for bit.
 FUSED_STATES = ("fused/layer", "fused/scores", "fused/grad")
+#: Their first dimensions: the chunk's rows; S's rows (an on-demand map: 1 at iteration 0,
+#: 0 after it).
+FUSED_ROWS = ("chunk", "scores_rows", "chunk")
 
 
 @dataclass
@@ -72,6 +80,13 @@ class Plan:
     def trips(self) -> int:
         return 1 + -(-(self.m + 1) // self.chunk)
 
+    @property
+    def on_demand(self) -> bool:
+        """Whether the fused model computes its map on demand (``grad.tail``): it takes
+        ``want_scores`` (fed the Loop's ``first``), gives y as ``target_value``, and S has
+        no rows past iteration 0."""
+        return any(i.name == WANT_SCORES for i in self.fused.graph.input)
+
 
 @dataclass
 class Outer:
@@ -98,7 +113,8 @@ def _state_specs(plan: Plan) -> dict[str, np.ndarray]:
         specs.update({f"{name}/{key}": v for key, v in red.states().items()})
     layer = (1, d.k, d.h, d.w) if plan.channel_axis == 1 else (1, d.h, d.w, d.k)
     shapes = (layer, (1, *plan.s_shape), layer)
-    for key, out, shape in zip(FUSED_STATES, plan.fused.graph.output, shapes, strict=True):
+    outs = plan.fused.graph.output[:len(FUSED_STATES)]  # (an on-demand model's y: read)
+    for key, out, shape in zip(FUSED_STATES, outs, shapes, strict=True):
         specs[key] = np.zeros(shape, helper.tensor_dtype_to_np_dtype(
             out.type.tensor_type.elem_type))
     return specs
@@ -133,9 +149,44 @@ def _path_inputs(op: Ops, plan: Plan, outer: Outer, it: Tensor, st: dict[str, Te
                           plan.score_dtype)
     else:
         weights = st["weights"]
-    row = op.mul(weights, op.cast(op.logical_not(first), plan.score_dtype))
-    w = op.expand(op.unsqueeze(row, [0]), op.concat([op.shape(ls), i64(list(plan.s_shape))], 0))
+    row = op.unsqueeze(op.mul(weights, op.cast(op.logical_not(first), plan.score_dtype)), [0])
+    if plan.on_demand:  # one row serves the chunk (as the engine feeds it)
+        return first, start, ls, xs, row
+    w = op.expand(row, op.concat([op.shape(ls), i64(list(plan.s_shape))], 0))
     return first, start, ls, xs, w
+
+
+def _engine_safe_branches(first: Tensor, rank: int) -> None:
+    """OpenVINO's CPU plugin refuses an If whose outputs have no rank ("If operation with
+    dynamic rank"), so in the If that ``first`` switches (the on-demand map's: S or no rows,
+    and Tᵀ(W)): the branches' outputs get their rank, S's (the tail's ops keep it), their
+    dims unknown, and the empty map, an initializer of shape [0, ...] (which OpenVINO reads
+    as a scalar), is made by ConstantOfShape."""
+    for node in first.outputs:
+        if node.op != "If":
+            continue
+        for key in ("then_branch", "else_branch"):
+            branch: gs.Graph = node.attrs[key]
+            for out in branch.outputs:
+                if out.shape is None:
+                    out.shape = [None] * rank
+            made: dict[str, gs.Variable] = {}
+            for inner in list(branch.nodes):
+                for i, t in enumerate(inner.inputs):
+                    if isinstance(t, gs.Constant) and t.values.size == 0:
+                        if t.name not in made:
+                            made[t.name] = _zeros_of_shape(branch, t)
+                        inner.inputs[i] = made[t.name]
+
+
+def _zeros_of_shape(graph: gs.Graph, empty: gs.Constant) -> gs.Variable:
+    dims = gs.Constant(f"{empty.name}/dims", np.array(empty.values.shape, np.int64))
+    out = gs.Variable(f"{empty.name}/made", empty.values.dtype, list(empty.values.shape))
+    graph.nodes.append(gs.Node("ConstantOfShape", f"{empty.name}/ConstantOfShape",
+                               {"value": gs.Constant(f"{empty.name}/zero",
+                                                     np.zeros(1, empty.values.dtype))},
+                               [dims], [out]))
+    return out
 
 
 def _channels_first(op: Ops, t: Tensor, d: LayerDims) -> Tensor:
@@ -146,28 +197,44 @@ def _channels_first(op: Ops, t: Tensor, d: LayerDims) -> Tensor:
     return op.reshape(flat, [-1, d.k, d.h, d.w])
 
 
-def _resolve_target(op: Ops, plan: Plan, scores: Tensor, requested: Tensor) -> Tensor:
-    """−1: the top-1 class of x (np.argmax); another negative index: out of range, so the
-    Gather that reads its score fails at run time instead of wrapping around."""
-    top1 = op.take(op.argmax(scores, 1), 0)
+def _resolve_target(op: Ops, plan: Plan, s_row: Tensor, requested: Tensor) -> Tensor:
+    """−1: the top-1 class of x (np.argmax of ``s_row``, S(x)); another negative index: out
+    of range, so the Gather that reads its score fails at run time instead of wrapping
+    around."""
+    top1 = op.argmax(s_row, 0)
     other = op.where(op.less(requested, op.i64(0)), op.i64(plan.n_classes), requested)
     return op.where(op.equal(requested, op.i64(-1)), top1, other)
 
 
+def _first_row(op: Ops, plan: Plan, scores: Tensor, st: dict[str, Tensor]) -> Tensor:
+    """S's row 0: S(x) at iteration 0. An on-demand map has no rows after it (and a Gather
+    of row 0 fails even where a Where would not read it), so row 0 of S stacked on the
+    carried S(x) (float64 of S's float32: cast back exactly)."""
+    if not plan.on_demand:
+        return op.take(scores, 0)
+    carried = op.unsqueeze(op.cast(st["scores"], plan.score_dtype), [0])
+    return op.take(op.concat([scores, carried], 0), 0)
+
+
 def _target_step(op: Ops, plan: Plan, outer: Outer, st: dict[str, Tensor], first: Tensor,
-                 scores: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-    """The target's states after this iteration (chosen at iteration 0, from S(x)), and y
-    of every row of the chunk: the class's score, or Σ W ⊙ S in float64."""
+                 scores: Tensor, value: Tensor | None) -> tuple[dict[str, Tensor], Tensor]:
+    """The target's states after this iteration (chosen at iteration 0, from ``s_row``,
+    S(x)), and y of every row of the chunk: the class's score, or Σ W ⊙ S in float64 (the
+    fused model's ``value`` where it computes the map on demand)."""
+    s_row = _first_row(op, plan, scores, st)
     if plan.target is None:
         assert outer.target is not None
-        c = op.where(first, _resolve_target(op, plan, scores, outer.target), st["target"])
-        return {"target": c}, op.cast(op.take(scores, c, axis=1), F64)
-    picked = plan.target.pick(op, op.take(scores, 0), outer.target_ins)
+        c = op.where(first, _resolve_target(op, plan, s_row, outer.target), st["target"])
+        ys = value if value is not None else op.cast(op.take(scores, c, axis=1), F64)
+        return {"target": c, "scores": s_row}, ys
+    picked = plan.target.pick(op, s_row, outer.target_ins)
     w = op.where(first, checked(op, picked, first), st["weights"])
     c = op.where(first, picked.index, st["target"])
+    if value is not None:
+        return {"target": c, "weights": w, "scores": s_row}, value
     prod = op.mul(op.cast(scores, F64), op.unsqueeze(op.cast(w, F64), [0]))
     ys = op.sum(prod, list(range(1, 1 + len(plan.s_shape))))
-    return {"target": c, "weights": w}, ys
+    return {"target": c, "weights": w, "scores": s_row}, ys
 
 
 def _body(plan: Plan, outer: Outer, specs: dict[str, np.ndarray]) -> gs.Graph:
@@ -176,7 +243,8 @@ def _body(plan: Plan, outer: Outer, specs: dict[str, np.ndarray]) -> gs.Graph:
     for t in body.tensors().values():
         t.name = MODEL_PREFIX + t.name
     fused_in = {t.name[len(MODEL_PREFIX):]: t for t in body.inputs}
-    layer_t, scores, grad = body.outputs
+    layer_t, scores, grad = body.outputs[:3]
+    value = body.outputs[3] if plan.on_demand else None
     op = Ops(Builder(body, prefix="explainer/body", opset=body.opset))
     it = gs.Variable("explainer/body/iteration", np.int64, [])
     cond = gs.Variable("explainer/body/cond", np.bool_, [])
@@ -186,21 +254,25 @@ def _body(plan: Plan, outer: Outer, specs: dict[str, np.ndarray]) -> gs.Graph:
     # optimizer can prove the same shapes equal and fuses the same ops (e.g. a residual Add
     # into an NCHWc Conv), which keeps the float32 numbers identical.
     xs.dtype, xs.shape = plan.x_dtype, ["chunk", *plan.x_shape[1:]]
-    w.dtype, w.shape = plan.score_dtype, ["chunk", *plan.s_shape]
+    w.dtype, w.shape = plan.score_dtype, [1 if plan.on_demand else "chunk", *plan.s_shape]
     _rewire(fused_in[plan.input_name], xs)
     _rewire(fused_in[TARGET_WEIGHTS], w)
+    if plan.on_demand:  # S only at iteration 0 (the run of x)
+        _rewire(fused_in[WANT_SCORES], first)
+        _engine_safe_branches(first, 1 + len(plan.s_shape))
     a, g = op.cast(layer_t, F64), op.cast(grad, F64)
     if plan.channel_axis == 3:
         a, g = _channels_first(op, a, plan.dims), _channels_first(op, g, plan.dims)
-    chosen, ys = _target_step(op, plan, outer, st, first, scores)
+    chosen, ys = _target_step(op, plan, outer, st, first, scores, value)
     at_zero = op.equal(start, op.i64(0))
     a_first, g_first = op.take(a, 0), op.take(g, 0)
     at_start = lambda value, key: op.where(at_zero, value, st[key])  # noqa: E731 (l = 0)
     chunk = Chunk(ls, a, g, at_start(a_first, "a0"), at_start(a_first, "prev_a"),
                   at_start(g_first, "prev_g"))
     keep = lambda key, new: op.where(first, st[key], new)  # noqa: E731 (iteration 0: no path)
-    new = {**chosen, "scores": op.where(first, op.cast(op.take(scores, 0), F64), st["scores"]),
-           "y0": op.where(at_zero, op.take(ys, 0), st["y0"]), "ym": keep("ym", op.take(ys, -1)),
+    s_x = op.where(first, op.cast(chosen.pop("scores"), F64), st["scores"])
+    new = {**chosen, "scores": s_x, "y0": op.where(at_zero, op.take(ys, 0), st["y0"]),
+           "ym": keep("ym", op.take(ys, -1)),
            "a0": chunk.a0, "prev_a": keep("prev_a", op.take(a, -1)),
            "prev_g": keep("prev_g", op.take(g, -1))}
     new.update(zip(FUSED_STATES, (layer_t, scores, grad), strict=True))
@@ -211,8 +283,8 @@ def _body(plan: Plan, outer: Outer, specs: dict[str, np.ndarray]) -> gs.Graph:
     body.inputs = [it, cond, *st.values()]
     body.outputs = [_typed(op.identity(cond), np.array(True))]
     body.outputs += [_typed(new[k], specs[k]) for k in specs]
-    for key in FUSED_STATES:  # their batch is the chunk's
-        st[key].shape[0] = new[key].shape[0] = "chunk"
+    for key, rows in zip(FUSED_STATES, FUSED_ROWS, strict=True):  # they change per iteration
+        st[key].shape[0] = new[key].shape[0] = rows
     body.name = "explainer_chunk"
     return body.toposort()
 

@@ -6,7 +6,9 @@ states as copy ``i − 1``'s outputs (copy 0: the Loop's initial values); the Lo
 the last copy's states. The body's initializers (the model's weights) are hoisted into the outer
 graph once, so the file grows by the body's nodes, not its weights. Names the body defines get
 the prefix ``trip<i>/``; names it reads from the outer scope stay as they are, also inside
-subgraphs nested in the body (an If of the model).
+subgraphs nested in the body (an If of the model). An If whose condition the copy fixes (the
+on-demand map's ``want_scores``: iteration 0 or not) is replaced by the branch it takes: tract
+types an If only where it can pick the branch before running.
 """
 
 from __future__ import annotations
@@ -111,6 +113,44 @@ def _unroll(node: onnx.NodeProto, outer: onnx.GraphProto) -> list[onnx.NodeProto
             for k, (s, o) in enumerate(zip(states, node.output, strict=True))]
 
 
+#: Ops whose value ``_value`` works out from constants (an If's condition in a copy).
+_FOLDABLE: dict[str, Callable[..., np.ndarray]] = {
+    "Equal": np.equal, "Not": np.logical_not, "Identity": np.asarray}
+
+
+def _value(name: str, graph: onnx.GraphProto, producers: dict[str, onnx.NodeProto],
+           depth: int = 0) -> np.ndarray | None:
+    """The value of ``name`` where constants give it through ``_FOLDABLE`` ops, else None."""
+    known = _constant(graph, name)
+    node = producers.get(name)
+    if known is not None or node is None or node.op_type not in _FOLDABLE or depth > 8:
+        return known
+    args = [_value(i, graph, producers, depth + 1) for i in node.input]
+    if any(a is None for a in args):
+        return None
+    return np.asarray(_FOLDABLE[node.op_type](*args))
+
+
+def _fold_ifs(graph: onnx.GraphProto) -> None:
+    """Each If of ``graph`` whose condition constants give replaced by that branch's nodes
+    (its initializers hoisted) and Identities from the branch's outputs to the If's."""
+    producers = {o: n for n in graph.node for o in n.output}
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        cond = _value(node.input[0], graph, producers) if node.op_type == "If" else None
+        if cond is None or cond.size != 1:
+            nodes.append(node)
+            continue
+        key = "then_branch" if bool(cond.reshape(())) else "else_branch"
+        branch = next(a.g for a in node.attribute if a.name == key)
+        graph.initializer.extend(branch.initializer)
+        nodes.extend(branch.node)
+        nodes.extend(helper.make_node("Identity", [b.name], [o], name=f"{node.name}/{key}/{k}")
+                     for k, (b, o) in enumerate(zip(branch.output, node.output, strict=True)))
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
 def _used(graph: onnx.GraphProto) -> set[str]:
     """Names the nodes of ``graph`` read, also from inside their subgraphs."""
     names = {i for node in graph.node for i in node.input}
@@ -134,6 +174,7 @@ def unroll_loops(model: onnx.ModelProto) -> onnx.ModelProto:
             graph.node.extend(_unroll(node, graph))
         else:
             graph.node.append(node)
+    _fold_ifs(graph)
     keep = _used(graph) | {o.name for o in graph.output} | {i.name for i in graph.input}
     inits = [i for i in graph.initializer if i.name in keep]
     del graph.initializer[:]
