@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new temporary folder for a benchmark's models, removed when the process exits (the
+    exported models run to hundreds of MB, and runs left them behind)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def export_torchvision(name: str, path: Path, size: int = 224, seed: int = 0):

@@ -39,7 +39,6 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,7 +47,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import export_torchvision, interleaved_wall_cpu, random_batch  # noqa: E402
+from bench_common import export_torchvision, interleaved_wall_cpu, random_batch, scratch_dir  # noqa: E402
 
 LAST = "/layer4/layer4.2/relu_2/Relu_output_0"
 M = 50
@@ -198,7 +197,7 @@ class Setup:
 
         torch.set_num_threads(args.threads)
         self.device = torch.device("cuda" if args.providers == "cuda" else "cpu")
-        tmp = args.models or Path(tempfile.mkdtemp(prefix="ort_cam_bench_"))
+        tmp = args.models or scratch_dir("ort_cam_bench_")
         tmp.mkdir(parents=True, exist_ok=True)
         self.path = tmp / "resnet50.onnx"
         self.model = export_torchvision("resnet50", self.path).to(self.device)

@@ -18,7 +18,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from functools import partial
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import export_torchvision, interleaved_medians, random_batch  # noqa: E402
+from bench_common import export_torchvision, interleaved_medians, random_batch, scratch_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LAST = "/layer4/layer4.2/relu_2/Relu_output_0"
@@ -198,7 +197,7 @@ def main() -> None:
         kind, path, steps = args.memory_child
         memory_child(kind, path, int(steps), args.threads)
         return
-    tmp = Path(tempfile.mkdtemp(prefix="ort_cam_bench_export_"))
+    tmp = scratch_dir("ort_cam_bench_export_")
     t0 = time.perf_counter()
     path = resnet50_speed(tmp, args.threads, args.repeats)
     resnet50_memory(tmp, path, args.threads)

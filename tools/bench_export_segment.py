@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import interleaved_wall_cpu, random_batch  # noqa: E402
+from bench_common import interleaved_wall_cpu, random_batch, scratch_dir  # noqa: E402
 from bench_targets import _export, _layer, _models  # noqa: E402
 
 from ort_cam.export import build, export_explainer  # noqa: E402
@@ -67,7 +66,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="ort_cam_bench_export_segment_"))
+    tmp = scratch_dir("ort_cam_bench_export_segment_")
     models = _models()
     path = _export(models["segment"], tmp / "segment.onnx")
     layer, x = _layer(path), random_batch(1)

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import export_torchvision, interleaved_medians, random_batch  # noqa: E402
+from bench_common import export_torchvision, interleaved_medians, random_batch, scratch_dir  # noqa: E402
 
 from ort_cam.grad import fused_model, rules_nn  # noqa: E402
 from ort_cam.graph import load_model  # noqa: E402
@@ -36,7 +35,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=51)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="ort_cam_bench_"))
+    tmp = scratch_dir("ort_cam_bench_")
     path = tmp / "resnet18.onnx"
     export_torchvision("resnet18", path)
     lm = load_model(path)

@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import interleaved_medians  # noqa: E402
+from bench_common import interleaved_medians, scratch_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "demo"
@@ -71,7 +70,7 @@ def audit_row(ex, args: argparse.Namespace) -> None:
     from ort_cam.audit.image import AuditSpec
     from ort_cam.audit.run import audit_dataset, read_results
 
-    tmp = Path(tempfile.mkdtemp(prefix="ort_cam_bench_audit_"))
+    tmp = scratch_dir("ort_cam_bench_audit_")
     data = open_dataset(audit_data(tmp))
     spec = AuditSpec(steps=args.steps, deletion_steps=args.deletion_steps)
     lm = label_map_for(None, ex.labels, ex.n_classes)

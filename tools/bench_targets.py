@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import interleaved_wall_cpu, random_batch  # noqa: E402
+from bench_common import interleaved_wall_cpu, random_batch, scratch_dir  # noqa: E402
 
 import ort_cam  # noqa: E402
 
@@ -97,7 +96,7 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=4)
     args = ap.parse_args()
     steps = [int(v) for v in args.steps.split(",")]
-    tmp = Path(tempfile.mkdtemp(prefix="ort_cam_bench_targets_"))
+    tmp = scratch_dir("ort_cam_bench_targets_")
     x = random_batch(1)
     concept = np.random.default_rng(1).standard_normal(512)
     explainers = {}
