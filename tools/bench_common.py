@@ -68,5 +68,13 @@ def interleaved_wall_cpu(fns: dict[str, Callable[[], object]], repeats: int,
             for k, v in times.items()}
 
 
+def print_ratios(times: dict[str, tuple[float, float]], base: str, width: int = 10) -> None:
+    """One line per timed run: wall s, CPU s, and their ratios to the run ``base``'s."""
+    base_wall, base_cpu = times[base]
+    for name, (wall, cpu) in times.items():
+        print(f"  {name:{width}s} {wall:7.3f}  {cpu:7.3f}  {wall / base_wall:5.2f}x  "
+              f"{cpu / base_cpu:5.2f}x")
+
+
 def random_batch(n: int, size: int = 224, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)

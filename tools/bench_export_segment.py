@@ -23,7 +23,7 @@ from unittest import mock
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import interleaved_wall_cpu, random_batch, scratch_dir  # noqa: E402
+from bench_common import interleaved_wall_cpu, print_ratios, random_batch, scratch_dir  # noqa: E402
 from bench_targets import _export, _layer, _models  # noqa: E402
 
 from ort_cam.export import build, export_explainer  # noqa: E402
@@ -87,12 +87,9 @@ def main() -> None:
           f"{max(np.abs(a[k] - b[k]).max() for k in maps):.1e}; y_m {float(a['ym']):.9g} / "
           f"{float(b['ym']):.9g}")
     t = interleaved_wall_cpu(runs, args.repeats)
-    base_wall, base_cpu = t["plain"]
     print(f"one run, median of {args.repeats}: wall s, CPU s, ratio to plain (wall, CPU); the "
           f"class explainer's chunk {_chunk(protos['class'])}")
-    for name, (wall, cpu) in t.items():
-        print(f"  {name:10s} {wall:7.3f}  {cpu:7.3f}  {wall / base_wall:5.2f}x  "
-              f"{cpu / base_cpu:5.2f}x")
+    print_ratios(t, "plain")
 
 
 def _has_if(proto) -> bool:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import interleaved_wall_cpu, random_batch, scratch_dir  # noqa: E402
+from bench_common import interleaved_wall_cpu, print_ratios, random_batch, scratch_dir  # noqa: E402
 
 import ort_cam  # noqa: E402
 
@@ -117,12 +117,9 @@ def main() -> None:
             x, baseline_array="zeros", steps=m, target=spec))
             for name, (kind, spec) in given.items()})
         t = interleaved_wall_cpu(run, args.repeats)
-        base_wall, base_cpu = t["class"]
         print(f"\npath of m = {m} at layer4, {args.threads} thread(s), median of "
               f"{args.repeats}: wall s, CPU s, ratios to the class target (wall, CPU)")
-        for kind, (wall, cpu) in t.items():
-            print(f"  {kind:16s} {wall:7.3f}  {cpu:7.3f}  {wall / base_wall:5.2f}x  "
-                  f"{cpu / base_cpu:5.2f}x")
+        print_ratios(t, "class", 16)
     seg = explainers["segment"]
     image = np.random.default_rng(2).integers(0, 256, (224, 224, 3), np.uint8)
     specs = [{"target": c, "box": (0, 0, 224, 224)} for c in range(args.targets)]
