@@ -211,3 +211,22 @@ def rel_err(ours: np.ndarray | float, ref: np.ndarray | float) -> float:
     if scale == 0:
         return 0.0 if not o.any() else float("inf")
     return float(np.abs(o - r).max() / scale)
+
+
+def assert_near_reference(r, r64: dict, r32: dict, methods: Sequence[str], label: str,
+                          factor: float, abs_: float) -> dict[str, float]:
+    """An explanation ``r`` against ``reference_maps``: every method's raw map within
+    ``factor`` times its float32 floor (the float32 run's error against float64) plus
+    ``abs_``, and RSI's completeness gap within ``factor`` times the float32 run's gap error
+    plus ``abs_`` of the gap's own scale (``spread``). Returns each method's tolerance."""
+    tolerances = {}
+    for method in methods:
+        floor = rel_err(r32[method], r64[method])
+        err = rel_err(r[method].raw, r64[method])
+        print(f"{label} {method}: err {err:.1e} floor {floor:.1e}")
+        tolerances[method] = factor * floor + abs_
+        assert err <= tolerances[method], f"{method}: {err:.2e}, floor {floor:.2e}"
+    gap, gap64, gap32 = r["rsi"].extras["completeness_gap"], r64["gap"], r32["gap"]
+    print(f"{label} gap {gap:.2e} ref {gap64:.2e} f32 {gap32:.2e}")
+    assert abs(gap - gap64) <= factor * abs(gap32 - gap64) + abs_ * r64["spread"]
+    return tolerances

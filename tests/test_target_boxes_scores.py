@@ -123,13 +123,7 @@ def test_boxes_and_scores_against_torch(detector, how):
     np.testing.assert_allclose([r.score, r.ym, r.y0], [r64["scores_path"][-1],
                                                         r64["scores_path"][-1],
                                                         r64["scores_path"][0]], rtol=1e-5)
-    for method in METHODS:
-        floor = ref.rel_err(r32[method], r64[method])
-        err = ref.rel_err(r[method].raw, r64[method])
-        print(f"{how} {method}: err {err:.1e} floor {floor:.1e}")
-        assert err <= FACTOR * floor + ABS, f"{method}: {err:.2e}, floor {floor:.2e}"
-    gap, gap64, gap32 = r["rsi"].extras["completeness_gap"], r64["gap"], r32["gap"]
-    assert abs(gap - gap64) <= FACTOR * abs(gap32 - gap64) + ABS * r64["spread"]
+    ref.assert_near_reference(r, r64, r32, METHODS, how, FACTOR, ABS)
 
 
 @pytest.mark.parametrize("target, message", [
