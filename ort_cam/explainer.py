@@ -142,10 +142,8 @@ class Explainer:
         if prep.fused is not None:
             prep.fused_bytes = None  # the ModelProto is kept; the session has its own copy
         self.runner = prep.runner(self.session)  # row by row where the batch stays 1
-        declared = FusedModel.of(self.runner, self.input_name, self.channel_axis)
-        self._fused_outputs = (declared.output_names, declared.output_shapes)
-        self._on_demand = declared.on_demand
-        self.n_classes: int = class_count(declared.output_shapes[1]) if (
+        self._fused = FusedModel.of(self.runner, self.input_name, self.channel_axis)
+        self.n_classes: int = class_count(self._fused.output_shapes[1]) if (
             self.target_kind in CLASS_KINDS) else self._kind.n_labels(
             self._output_info, self.target_options) or 0
         self._input_shape = list(prep.input_shape)
@@ -174,8 +172,7 @@ class Explainer:
     @property
     def fused_model(self) -> FusedModel:
         """The fused gradient model as the engine runs it (through ``runner``)."""
-        return FusedModel(self.runner, self.input_name, *self._fused_outputs, self.channel_axis,
-                          self._on_demand)
+        return self._fused
 
     # --- sizes --------------------------------------------------------------------------
     def per_sample_bytes(self) -> int:
@@ -200,7 +197,7 @@ class Explainer:
     def scores_at(self, x: np.ndarray) -> np.ndarray:
         """The scores S (class scores in the chosen score mode; the target head's transform
         of the output for other kinds) for a batch of model inputs."""
-        shape = tuple(d if isinstance(d, int) else 0 for d in self._fused_outputs[1][1][1:])
+        shape = tuple(d if isinstance(d, int) else 0 for d in self._fused.output_shapes[1][1:])
         zeros = np.zeros((len(x), *shape), np.float32)
         scores = self.fused_model.run(x, {TARGET_WEIGHTS: zeros})[1]
         return scores
@@ -385,8 +382,8 @@ class Explainer:
         when first used and kept."""
         from .model_runs import ExplainerRuns
 
-        return ExplainerRuns(self._head_sessions(), self.runner, self.input_name, x, x0, target,
-                             scores, self.channel_axis, self._setup.layout, batch,
+        return ExplainerRuns(self._head_sessions(), self.fused_model, self.input_name, x, x0,
+                             target, scores, self.channel_axis, self._setup.layout, batch,
                              self.score_mode)
 
     def _head_sessions(self) -> HeadSessions:

@@ -14,11 +14,11 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from .engine import SplitModel, TargetFeed
+from .engine import FusedModel, SplitModel, TargetFeed
 from .errors import OrtCamError
 from .grad import Head, split_models
 from .grad.forward import forward_split, score_model
-from .grad.spec import WANT_SCORES
+from .grad.spec import TARGET_WEIGHTS
 from .graph import LoadedModel
 from .prepared import RowRunner
 from .runtime import Runner, make_session
@@ -87,7 +87,7 @@ class ExplainerRuns:
     for a target of another kind, its ``feed`` (the target's W and its y = Σ W ⊙ S), which
     the head's runs are fed and read through (``target`` is then its class, or -1)."""
 
-    def __init__(self, heads: HeadSessions, fused: Runner, input_name: str, x: np.ndarray,
+    def __init__(self, heads: HeadSessions, fused: FusedModel, input_name: str, x: np.ndarray,
                  x0: np.ndarray, target: int, scores: np.ndarray, channel_axis: int,
                  input_layout: str, batch: int, score_mode: str,
                  feed: TargetFeed | None = None):
@@ -97,9 +97,6 @@ class ExplainerRuns:
         self.channel_axis, self.input_layout = channel_axis, input_layout
         self.batch, self.score_mode = batch, score_mode
         self._at_x: dict[str, np.ndarray] | None = None
-        # a fused model that computes its map on demand (grad.tail) is told not to
-        inputs = {i.name for i in fused.session.get_inputs()}
-        self._want = {WANT_SCORES: np.array(False)} if WANT_SCORES in inputs else {}
 
     # --- layout ---------------------------------------------------------------------------
     def _first(self, a: np.ndarray) -> np.ndarray:
@@ -187,6 +184,6 @@ class ExplainerRuns:
 
     def gradient_at_x(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         w = np.asarray(weights, np.float32)[None]
-        out = self.fused.run({self.input_name: self.x, "target_weights": w, **self._want})
+        out = self.fused.run(self.x, {TARGET_WEIGHTS: w}, scores=False)
         a, g = out[0], out[2]
         return self._first(a)[0], self._first(g)[0]

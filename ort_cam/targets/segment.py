@@ -100,11 +100,8 @@ class SegmentKind(TargetKind):
             return False
         if not map_seeded(cls.head(out, built), len(out.shape)) or not np.isfinite(s).all():
             return False
-        counts = target.found.get("region_counts")
-        if counts is None:  # (a target chosen elsewhere): the argmax regions of S(x)
-            top = np.argmax(np.moveaxis(s, class_axis(out), 0), axis=0)
-            counts = np.bincount(top.reshape(-1), minlength=out.shape[class_axis(out)])
-        return target.index == int(np.argmax(counts))
+        counts = target.found.get("region_counts")  # (``choose`` worked them out from s)
+        return counts is not None and target.index == int(np.argmax(counts))
 
     @classmethod
     def choose(cls, s: np.ndarray, out: OutputInfo, opts: TargetOptions,
